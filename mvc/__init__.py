@@ -1,0 +1,40 @@
+"""mvc: model version control — git for model weights, built on DVC.
+
+``import mvc`` is cheap: the API (and with it GitPython and DVC) loads on first use.
+
+    import mvc
+    mvc.add("model.safetensors", metrics={"acc": 0.9})
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+_API = {
+    "init",
+    "add",
+    "commit",
+    "status",
+    "push",
+    "pull",
+    "checkout",
+    "models",
+    "remote_add",
+    "remote_list",
+    "remote_default",
+    "remote_remove",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        from mvc import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'mvc' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_API])

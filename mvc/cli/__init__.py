@@ -1,0 +1,1 @@
+"""The typer command-line interface: parse, call :mod:`mvc.api`, render."""

@@ -1,0 +1,14 @@
+"""Options shared by several commands, as ``Annotated`` aliases (CLI flag = API keyword)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+Json = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or notes on stderr.")]
+Remote = Annotated[str | None, typer.Option("--remote", "-r", help="Remote name (default: the default remote).")]
+Jobs = Annotated[int | None, typer.Option("--jobs", "-j", min=1, help="Parallel transfers.")]
+Repo = Annotated[str, typer.Option("--repo", help="Path inside the repository (default: current directory).")]
+Names = Annotated[list[str] | None, typer.Argument(help="Model names (default: every model).", show_default=False)]

@@ -1,0 +1,126 @@
+"""The one place that writes to the terminal: data to stdout, everything else to stderr.
+
+JSON comes from one serializer; people get rich tables (plain text when stdout is
+not a TTY); progress bars live on stderr and only when it is a TTY.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import os
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+def _default(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    if isinstance(obj, dt.datetime | dt.date):
+        return obj.isoformat()
+    if isinstance(obj, Path):
+        return obj.as_posix()
+    if isinstance(obj, set | frozenset | tuple):
+        return list(obj)
+    raise TypeError(f"cannot serialise {type(obj).__name__}")
+
+
+def to_json(data: Any) -> str:
+    """The JSON text of API results (dataclasses, lists of them, plain values)."""
+    if dataclasses.is_dataclass(data) and not isinstance(data, type):
+        data = dataclasses.asdict(data)
+    elif isinstance(data, list):
+        data = [dataclasses.asdict(d) if dataclasses.is_dataclass(d) and not isinstance(d, type) else d for d in data]
+    return json.dumps(data, default=_default, indent=2, sort_keys=False)
+
+
+def emit_json(data: Any) -> None:
+    """Print API results as JSON on stdout."""
+    sys.stdout.write(to_json(data) + "\n")
+
+
+def out(text: str = "") -> None:
+    """Print a line of data on stdout."""
+    sys.stdout.write(text + "\n")
+
+
+def note(text: str) -> None:
+    """Print a note for people on stderr."""
+    sys.stderr.write(text + "\n")
+
+
+def error(message: str, hint: str | None) -> None:
+    """Print ``error: ...`` and ``hint: ...`` on stderr."""
+    sys.stderr.write(f"error: {message}\n")
+    if hint:
+        sys.stderr.write(f"hint: {hint}\n")
+
+
+def short(md5: str) -> str:
+    """A content hash shortened for people (``.dir`` kept)."""
+    return md5[:8] + (".dir" if md5.endswith(".dir") else "")
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, title: str | None = None) -> None:
+    """Print a table on stdout: rich when stdout is a TTY, tab-separated otherwise."""
+    if not sys.stdout.isatty():
+        out("\t".join(headers))
+        for row in rows:
+            out("\t".join("" if c is None else str(c) for c in row))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=title, show_edge=False, header_style="bold")
+    for h in headers:
+        t.add_column(h)
+    for row in rows:
+        t.add_row(*("" if c is None else str(c) for c in row))
+    Console(no_color="NO_COLOR" in os.environ).print(t)
+
+
+def progress_enabled(*, quiet: bool = False, json_output: bool = False) -> bool:
+    """Bars only for people: stderr is a TTY, not --quiet/--json, and MVC_NO_PROGRESS unset."""
+    return not (quiet or json_output or os.environ.get("MVC_NO_PROGRESS") == "1" or not sys.stderr.isatty())
+
+
+@contextmanager
+def progress_bar(description: str, *, enabled: bool) -> Iterator[Any]:
+    """A rich byte-progress bar on stderr; yields the callback the library calls.
+
+    The callback receives ``(task, advance, total)``; all tasks feed one bar whose
+    total is the sum of the task sizes.
+    """
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+    lock = threading.Lock()
+    sizes: dict[str, int] = {}
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True, no_color="NO_COLOR" in os.environ),
+        transient=True,
+    ) as bar:
+        task_id = bar.add_task(description, total=None)
+
+        def report(task: str, advance: int, total: int | None) -> None:
+            with lock:
+                if total is not None and sizes.get(task) != total:
+                    sizes[task] = total
+                    bar.update(task_id, total=sum(sizes.values()))
+                if advance:
+                    bar.update(task_id, advance=advance, description=f"{description} {task}")
+
+        yield report

@@ -1,0 +1,236 @@
+"""The everyday commands: init, add, commit, status, push, pull, checkout."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from mvc.cli import _output
+from mvc.cli._app import app, command
+from mvc.cli._options import Jobs, Json, Names, Quiet, Remote, Repo
+
+
+@command(app)
+def init(
+    path: Annotated[str, typer.Argument(help="Directory inside the git repository.")] = ".",
+    git: Annotated[bool, typer.Option("--git", help="Run `git init` first if this is not a git repository.")] = False,
+    remote: Annotated[str | None, typer.Option("--remote", help="Directory for the default local remote.")] = None,
+    json_output: Json = False,
+) -> None:
+    """Set up mvc in a git repository (DVC, settings, a default local remote).
+
+    Safe to run twice.
+
+    Examples:
+
+      mvc init
+
+      mvc init --git --remote /mnt/shared/weights
+    """
+    from mvc import api
+
+    result = api.init(path, git=git, remote=remote)
+    if json_output:
+        _output.emit_json(result)
+        return
+    done = "initialised" if result.created_settings or result.created_dvc else "already initialised"
+    _output.out(f"mvc {done} in {result.root}")
+    if result.remote:
+        _output.out(f"default remote: {result.remote} -> {result.remote_url}")
+
+
+@command(app)
+def add(
+    path: Annotated[str, typer.Argument(help="Weight file or checkpoint directory.")],
+    name: Annotated[str | None, typer.Option("--name", "-n", help="Model name (default: file name without suffix).")] = None,
+    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="Hyperparameter KEY=VALUE (repeatable).")] = None,
+    params_file: Annotated[list[str] | None, typer.Option("--params-file", help="YAML/JSON file of hyperparameters.")] = None,
+    metric: Annotated[list[str] | None, typer.Option("--metric", "-m", help="Metric KEY=VALUE (repeatable).")] = None,
+    metrics_file: Annotated[list[str] | None, typer.Option("--metrics-file", help="YAML/JSON file of metrics.")] = None,
+    dataset: Annotated[list[str] | None, typer.Option("--dataset", "-d", help="DVC-tracked data set used (repeatable).")] = None,
+    message: Annotated[str, typer.Option("--message", "-M", help="What changed in this version.")] = "",
+    label: Annotated[list[str] | None, typer.Option("--label", "-l", help="Label (repeatable).")] = None,
+    repo: Repo = ".",
+    json_output: Json = False,
+    quiet: Quiet = False,
+) -> None:
+    """Track weights as a new model version (manifest, tensor index, DVC cache) and stage the pointer.
+
+    Examples:
+
+      mvc add models/net.safetensors --param lr=0.01 --metric acc=0.91
+
+      mvc add checkpoints/run7/ --name llm --params-file params.yaml --dataset data/train
+    """
+    from mvc import api, lineage
+
+    with _output.progress_bar("indexing", enabled=_output.progress_enabled(quiet=quiet, json_output=json_output)) as cb:
+        result = api.add(
+            path,
+            repo=repo,
+            name=name,
+            params=lineage.parse_pairs(param, option="--param"),
+            params_files=params_file,
+            metrics=lineage.parse_pairs(metric, option="--metric"),
+            metrics_files=metrics_file,
+            datasets=dataset,
+            message=message,
+            labels=label,
+            progress=cb,
+        )
+    if json_output:
+        _output.emit_json(result)
+        return
+    v = result.version
+    if not result.created:
+        _output.out(f"{v.name}: unchanged, still v{v.version} ({_output.short(v.hash)}); no new version")
+        return
+    tensors = v.manifest.tensors
+    detail = f", {tensors.count} tensors, {tensors.parameters:,} parameters" if tensors else f", {v.manifest.format}"
+    _output.out(f"{v.name}: v{v.version} ({_output.short(v.hash)}{detail})")
+    if not quiet:
+        _output.note(f"staged {', '.join(result.staged)}; record it with `mvc commit -m MSG` (or git commit)")
+
+
+@command(app)
+def commit(
+    message: Annotated[str, typer.Option("--message", "-m", help="Commit message.")],
+    repo: Repo = ".",
+    json_output: Json = False,
+) -> None:
+    """Commit the model changes (pointers, .gitignore, .mvc/) and nothing else.
+
+    Examples:
+
+      mvc commit -m "net: fine-tune on v2 data"
+    """
+    from mvc import api
+
+    result = api.commit(repo, message=message)
+    if json_output:
+        _output.emit_json(result)
+        return
+    _output.out(f"[{result.commit[:8]}] {message} ({len(result.paths)} files)")
+
+
+@command(app)
+def status(
+    names: Names = None,
+    remote: Remote = None,
+    no_remote: Annotated[bool, typer.Option("--no-remote", help="Do not ask the remote (offline).")] = False,
+    repo: Repo = ".",
+    json_output: Json = False,
+) -> None:
+    """Show each model's version and whether work tree, cache and remote are in sync.
+
+    Examples:
+
+      mvc status
+
+      mvc status net --remote s3 --json
+    """
+    from mvc import api
+
+    rows = api.status(repo, names, remote=remote, check_remote=not no_remote)
+    if json_output:
+        _output.emit_json(rows)
+        return
+    if not rows:
+        _output.note("no models yet: track weights with `mvc add PATH`")
+        return
+    _output.table(
+        ["model", "version", "hash", "path", "committed", "workspace", "cache", "remote"],
+        [
+            [
+                s.name,
+                f"v{s.version}",
+                _output.short(s.hash),
+                s.path,
+                "yes" if s.committed else "no",
+                s.workspace,
+                s.cache,
+                f"{s.remote} ({s.remote_name})" if s.remote_name else s.remote,
+            ]
+            for s in rows
+        ],
+    )
+
+
+@command(app)
+def push(
+    names: Names = None,
+    remote: Remote = None,
+    jobs: Jobs = None,
+    repo: Repo = ".",
+    json_output: Json = False,
+    quiet: Quiet = False,
+) -> None:
+    """Upload model weights from the cache to the remote.
+
+    Examples:
+
+      mvc push
+
+      mvc push net --remote s3 --jobs 8
+    """
+    from mvc import api
+
+    with _output.progress_bar("pushing", enabled=_output.progress_enabled(quiet=quiet, json_output=json_output)) as cb:
+        result = api.push(repo, names, remote=remote, jobs=jobs, progress=cb)
+    if json_output:
+        _output.emit_json(result)
+        return
+    _output.out(f"pushed {result.transferred} object(s) of {len(result.models)} model(s) to {result.remote}")
+
+
+@command(app)
+def pull(
+    names: Names = None,
+    remote: Remote = None,
+    jobs: Jobs = None,
+    repo: Repo = ".",
+    json_output: Json = False,
+    quiet: Quiet = False,
+) -> None:
+    """Download model weights from the remote and put them in the work tree.
+
+    Examples:
+
+      mvc pull
+
+      mvc pull net --remote s3 --jobs 8
+    """
+    from mvc import api
+
+    with _output.progress_bar("pulling", enabled=_output.progress_enabled(quiet=quiet, json_output=json_output)) as cb:
+        result = api.pull(repo, names, remote=remote, jobs=jobs, progress=cb)
+    if json_output:
+        _output.emit_json(result)
+        return
+    changed = len(result.added) + len(result.modified)
+    _output.out(f"fetched {result.fetched} object(s) from {result.remote}; {changed} path(s) updated in the work tree")
+
+
+@command(app)
+def checkout(
+    names: Names = None,
+    repo: Repo = ".",
+    json_output: Json = False,
+) -> None:
+    """Make the work-tree weights match what the current commit records (from the cache).
+
+    Examples:
+
+      mvc checkout
+
+      mvc checkout net
+    """
+    from mvc import api
+
+    result = api.checkout(repo, names)
+    if json_output:
+        _output.emit_json(result)
+        return
+    changed = len(result.added) + len(result.modified)
+    _output.out(f"{changed} path(s) restored in the work tree")

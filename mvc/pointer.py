@@ -1,0 +1,143 @@
+"""Reading and writing DVC pointer files (``<path>.dvc``) that carry a manifest.
+
+Pointers are parsed with PyYAML's C loader, without importing DVC, so history and
+listing commands stay fast. The layout stays exactly what DVC expects: mvc only adds
+``type: model`` to the output entry and its manifest under the top-level ``meta`` key,
+both of which DVC keeps when it re-adds the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from mvc.errors import SchemaError
+from mvc.manifest import Manifest
+
+SUFFIX = ".dvc"
+
+
+@dataclass(frozen=True)
+class Pointer:
+    """One parsed pointer file."""
+
+    path: str  # the pointer's path relative to the repo root, e.g. "models/m.safetensors.dvc"
+    out: str  # the weights' path relative to the repo root
+    md5: str  # DVC's content hash ("<md5>" or "<md5>.dir"); "" when the pointer has none yet
+    size: int
+    nfiles: int | None
+    manifest: Manifest | None
+
+    @property
+    def is_model(self) -> bool:
+        """True when mvc wrote a manifest into this pointer."""
+        return self.manifest is not None
+
+    @property
+    def outside_mvc(self) -> bool:
+        """True when plain ``dvc add`` changed the weights after mvc wrote the manifest."""
+        return self.manifest is not None and self.manifest.hash != self.md5
+
+    @property
+    def isdir(self) -> bool:
+        """True for a directory (sharded) model."""
+        return self.md5.endswith(".dir")
+
+
+def _load_yaml(text: bytes | str, source: str) -> Any:
+    import yaml
+
+    try:
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        return yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise SchemaError(
+            f"{source} is not valid YAML{where}",
+            hint=f"restore it with `git checkout -- {source}` or fix it by hand",
+        ) from exc
+
+
+def parse(text: bytes | str, path: str) -> Pointer:
+    """Parse a pointer file's text.
+
+    Args:
+        text: the file's bytes or text.
+        path: its path relative to the repo root (for messages and the output path).
+
+    Raises:
+        SchemaError: invalid YAML, not a single-output pointer, or a malformed manifest.
+    """
+    data = _load_yaml(text, path)
+    outs = data.get("outs") if isinstance(data, dict) else None
+    if not isinstance(outs, list) or len(outs) != 1 or not isinstance(outs[0], dict) or "path" not in outs[0]:
+        raise SchemaError(
+            f"{path} is not a DVC pointer with one output",
+            hint=f"restore it with `git checkout -- {path}`",
+        )
+    out = outs[0]
+    meta = data.get("meta")
+    raw_manifest = meta.get("mvc") if isinstance(meta, dict) else None
+    manifest = Manifest.from_dict(raw_manifest, source=path) if raw_manifest is not None else None
+    parent = PurePosixPath(path).parent
+    return Pointer(
+        path=path,
+        out=(parent / str(out["path"])).as_posix(),
+        md5=str(out.get("md5") or ""),
+        size=int(out.get("size") or 0),
+        nfiles=out.get("nfiles"),
+        manifest=manifest,
+    )
+
+
+def read(root: Path, path: str) -> Pointer | None:
+    """Parse the pointer at ``root/path`` in the work tree, or None when it does not exist."""
+    try:
+        text = (root / path).read_bytes()
+    except FileNotFoundError:
+        return None
+    return parse(text, path)
+
+
+def pointer_path(out: str) -> str:
+    """The pointer path for weights at ``out`` (both relative to the repo root)."""
+    return out + SUFFIX
+
+
+def write_manifest(root: Path, path: str, manifest: Manifest) -> None:
+    """Write ``manifest`` into the existing pointer ``root/path`` atomically.
+
+    Keeps every key DVC wrote; sets ``type: model`` on the output and
+    ``meta.mvc`` to the manifest.
+    """
+    import yaml
+
+    full = root / path
+    data = _load_yaml(full.read_bytes(), path)
+    data["outs"][0]["type"] = "model"
+    meta = data.get("meta") if isinstance(data.get("meta"), dict) else {}
+    meta["mvc"] = manifest.to_dict()
+    data["meta"] = meta
+    text = yaml.dump(data, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=False, allow_unicode=True)
+    write_atomic(full, text.encode())
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temp file in the same directory and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise

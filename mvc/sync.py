@@ -1,0 +1,130 @@
+"""Moving weights between the work tree, the local cache and a remote; and where they are."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mvc import dvcstore, gitstore, pointer
+from mvc.errors import MissingObjectError, RemoteNotFoundError
+from mvc.pointer import Pointer
+from mvc.progress import Progress
+from mvc.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    """Where one model stands."""
+
+    name: str
+    path: str
+    version: int
+    hash: str
+    committed: bool  # the pointer in the work tree equals the one at HEAD
+    workspace: str  # ok | modified | missing | added outside mvc
+    cache: str  # ok | missing
+    remote: str  # ok | missing | no remote | not checked
+    remote_name: str | None
+
+
+def remote_name(ws: Workspace, remote: str | None) -> str:
+    """``remote`` or the default remote's name.
+
+    Raises:
+        RemoteNotFoundError: no such remote / no default remote.
+    """
+    configured = {r.name: r for r in dvcstore.remotes(ws.root)}
+    if remote is not None:
+        if remote not in configured:
+            names = ", ".join(sorted(configured)) or "none"
+            raise RemoteNotFoundError(f"no remote named {remote!r} (remotes: {names})", hint="list them with `mvc remote list`")
+        return remote
+    for r in configured.values():
+        if r.default:
+            return r.name
+    raise RemoteNotFoundError(
+        "no remote is set for this repository",
+        hint="add one: `mvc remote add NAME URL --default`",
+    )
+
+
+def status(ws: Workspace, ptrs: list[Pointer], *, remote: str | None = None, check_remote: bool = True) -> list[ModelStatus]:
+    """The status of each model in ``ptrs``."""
+    try:
+        rname: str | None = remote_name(ws, remote)
+    except RemoteNotFoundError:
+        if remote is not None:
+            raise
+        rname = None
+    states = dvcstore.object_status(
+        ws.root, {p.path: p.md5 for p in ptrs}, remote=rname, check_remote=check_remote and rname is not None
+    )
+    head = gitstore.head_commit(ws.root)
+    out = []
+    for ptr in ptrs:
+        assert ptr.manifest is not None
+        st = states[ptr.path]
+        committed = head is not None and gitstore.read_blob(ws.root, "HEAD", ptr.path) == (ws.root / ptr.path).read_bytes()
+        workspace = "added outside mvc" if ptr.outside_mvc else st.workspace
+        if rname is None:
+            remote_state = "no remote"
+        elif st.in_remote is None:
+            remote_state = "not checked"
+        else:
+            remote_state = "ok" if st.in_remote else "missing"
+        out.append(
+            ModelStatus(
+                name=ptr.manifest.name,
+                path=ptr.out,
+                version=ptr.manifest.version,
+                hash=ptr.md5,
+                committed=committed,
+                workspace=workspace,
+                cache="ok" if st.in_cache else "missing",
+                remote=remote_state,
+                remote_name=rname,
+            )
+        )
+    return out
+
+
+def push(ws: Workspace, ptrs: list[Pointer], *, remote: str | None, jobs: int | None, progress: Progress | None) -> tuple[str, int]:
+    """Upload the weights of ``ptrs``; return (remote name, objects uploaded)."""
+    rname = remote_name(ws, remote)
+    result = dvcstore.push(ws.root, [p.path for p in ptrs], remote=rname, jobs=jobs, progress=progress)
+    return rname, result.transferred
+
+
+def pull(
+    ws: Workspace, ptrs: list[Pointer], *, remote: str | None, jobs: int | None, progress: Progress | None
+) -> tuple[str, int, dict[str, list[str]]]:
+    """Download the weights of ``ptrs`` and check them out; return (remote, fetched, changes).
+
+    Raises:
+        MissingObjectError: some weights are in neither the cache nor the remote; the
+            others are still checked out.
+    """
+    rname = remote_name(ws, remote)
+    fetched = dvcstore.fetch(ws.root, [p.path for p in ptrs], remote=rname, jobs=jobs, progress=progress)
+    states = dvcstore.object_status(ws.root, {p.path: p.md5 for p in ptrs}, check_remote=False)
+    present = [p for p in ptrs if states[p.path].in_cache]
+    missing = [p for p in ptrs if not states[p.path].in_cache]
+    changes = dvcstore.checkout(ws.root, [p.path for p in present]) if present else {}
+    if missing:
+        listing = ", ".join(f"{_label(p)} ({p.md5[:8]})" for p in missing)
+        raise MissingObjectError(
+            f"the weights of {listing} are in neither the local cache nor remote {rname!r}",
+            hint="push them from the machine that added them (`mvc push`), or pull from another remote with --remote",
+        )
+    return rname, fetched.transferred, changes
+
+
+def _label(ptr: Pointer) -> str:
+    return f"{ptr.manifest.name} v{ptr.manifest.version}" if ptr.manifest else ptr.out
+
+
+def checkout(ws: Workspace, ptrs: list[Pointer]) -> dict[str, list[str]]:
+    """Make the work-tree weights of ``ptrs`` match their pointers (from the cache)."""
+    return dvcstore.checkout(ws.root, [p.path for p in ptrs])
+
+
+__all__ = ["ModelStatus", "checkout", "pointer", "pull", "push", "remote_name", "status"]

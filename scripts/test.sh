@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Install mvc with its test extras into .venv and run the whole test suite,
+# including the S3 / GCS tests against local servers the suite starts itself.
+# Usage: scripts/test.sh [pytest args...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/bootstrap.sh "test"
+export GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false
+"$PY" -m pytest -q -p no:cacheprovider --timeout=600 "$@"
