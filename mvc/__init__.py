@@ -25,6 +25,10 @@ _API = {
     "remote_list",
     "remote_default",
     "remote_remove",
+    "log",
+    "show",
+    "diff",
+    "restore",
 }
 
 

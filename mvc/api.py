@@ -14,13 +14,16 @@ Example::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from mvc import dvcstore, gitstore, lineage, settings, sync, versioning, workspace
+from mvc import diff as diffing
+from mvc import dvcstore, gitstore, history, lineage, refs, rollback, settings, sync, versioning, workspace
+from mvc.diff import Diff
+from mvc.history import VersionRecord
 from mvc.errors import ConflictError, UsageError
-from mvc.manifest import Manifest
+from mvc.manifest import Manifest, Parent
 from mvc.pointer import Pointer
 from mvc.progress import Progress
 from mvc.sync import ModelStatus
@@ -299,20 +302,51 @@ def pull(
     )
 
 
-def checkout(repo: PathLike = ".", names: list[str] | None = None) -> CheckoutResult:
-    """Make the work-tree weights match what the pointers record (from the local cache).
+def checkout(
+    repo: PathLike = ".",
+    refs_: list[str] | None = None,
+    *,
+    remote: str | None = None,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> CheckoutResult:
+    """Put weights in the work tree: ``NAME`` as the current commit records, ``NAME@REF`` an older version.
+
+    ``NAME@REF`` is a rollback: the branch does not move and the pointer is not changed;
+    ``mvc status`` shows the model as rolled back, and ``checkout NAME`` returns.
 
     Raises:
-        MissingObjectError: weights not in the local cache (run ``pull``).
+        MissingObjectError: weights in neither the cache nor the remote.
+        ConflictError: the work-tree weights hold unrecorded changes (pass ``force``).
     """
     ws = workspace.open_workspace(repo)
-    ptrs = workspace.select(ws, names)
-    changes = sync.checkout(ws, ptrs)
+    plain: list[str] = []
+    rolled: list[str] = []
+    names: list[str] = []
+    for ref in refs_ or []:
+        name, spec = refs.split(ref)
+        if spec is None:
+            plain.append(name)
+            continue
+        res = refs.resolve(ws, ref)
+        names.append(res.name)
+        sync.ensure_cached(ws, res.pointer, res.commit, remote=remote, progress=progress)
+        work = workspace.find_model(ws, res.name)
+        if work.md5 == res.hash:
+            plain.append(res.name)
+            continue
+        rollback.place(ws, res, force=force)
+        rolled.append(work.out)
+    changes: dict[str, list[str]] = {}
+    if plain or not refs_:
+        ptrs = workspace.select(ws, plain or None)
+        changes = sync.checkout(ws, ptrs)
+        names += [p.manifest.name for p in ptrs if p.manifest]
     return CheckoutResult(
         added=tuple(changes.get("added", ())),
-        modified=tuple(changes.get("modified", ())),
+        modified=tuple(changes.get("modified", ())) + tuple(rolled),
         deleted=tuple(changes.get("deleted", ())),
-        models=tuple(p.manifest.name for p in ptrs if p.manifest),
+        models=tuple(names),
     )
 
 
@@ -351,10 +385,160 @@ def remote_remove(name: str, *, repo: PathLike = ".") -> None:
     gitstore.stage(ws.root, [".dvc/config"])
 
 
+# ---- history, show, diff, restore (issue 4) -------------------------------------------
+
+
+def log(repo: PathLike = ".", name: str | None = None, *, all_branches: bool = False) -> list[VersionRecord]:
+    """Every committed version of ``name`` (all models when None), newest first.
+
+    Reads manifests from git objects only: no checkout, no DVC.
+    """
+    ws = workspace.open_workspace(repo)
+    names = [name] if name else [p.manifest.name for p in workspace.models(ws) if p.manifest]
+    records: list[VersionRecord] = []
+    for n in names:
+        records += history.versions(ws, n, all_branches=all_branches)
+    records.sort(key=lambda r: (r.date, r.version), reverse=True)
+    return records
+
+
+@dataclass(frozen=True)
+class VersionDetail:
+    """What ``show`` reports about one version."""
+
+    ref: str
+    name: str
+    version: int
+    hash: str
+    path: str
+    commit: str | None
+    outside_mvc: bool
+    manifest: Manifest
+
+
+def show(repo: PathLike = ".", ref: str = "", *, rebuild_index: bool = True) -> VersionDetail:
+    """The full manifest of ``ref`` (``NAME``, ``NAME@v3``, ``NAME@main`` ...).
+
+    A work-tree version re-added by plain ``dvc add`` gets its tensor index rebuilt
+    from the weights (``rebuild_index``), since its manifest no longer describes them.
+    """
+    ws = workspace.open_workspace(repo)
+    res = refs.resolve(ws, ref)
+    manifest = res.pointer.manifest
+    assert manifest is not None
+    if res.pointer.outside_mvc and res.commit is None and rebuild_index:
+        manifest = versioning.refresh_index(ws, res.pointer)
+    return VersionDetail(
+        ref=ref,
+        name=res.name,
+        version=res.version,
+        hash=res.hash,
+        path=res.pointer.out,
+        commit=res.commit,
+        outside_mvc=res.pointer.outside_mvc,
+        manifest=manifest,
+    )
+
+
+def diff(
+    repo: PathLike = ".",
+    a: str = "",
+    b: str = "",
+    *,
+    stats: bool = False,
+    remote: str | None = None,
+    include_unchanged: bool = False,
+    progress: Progress | None = None,
+) -> Diff:
+    """Compare two versions (any refs, also of two models).
+
+    Reads only the two manifests and tensor indexes; with ``stats`` it also streams
+    the changed tensors (fetching the weights when needed) for L2 / cosine figures.
+    """
+    import tempfile
+
+    ws = workspace.open_workspace(repo)
+    ra, rb = refs.resolve(ws, a), refs.resolve(ws, b)
+    result = diffing.compare(ws, ra, rb, include_unchanged=include_unchanged)
+    if not stats or result.summary is None:
+        return result
+    names = [t.name for t in result.tensors if t.status == "content"]
+    if not names:
+        return result
+    with tempfile.TemporaryDirectory(prefix="mvc-diff-") as tmp:
+        pa = sync.materialize(ws, ra.pointer, ra.commit, Path(tmp) / "a" / Path(ra.pointer.out).name, remote=remote, progress=progress)
+        pb = sync.materialize(ws, rb.pointer, rb.commit, Path(tmp) / "b" / Path(rb.pointer.out).name, remote=remote, progress=progress)
+        figures = diffing.tensor_stats(pa, pb, names)
+    return replace(result, stats=figures)
+
+
+def restore(
+    repo: PathLike = ".", ref: str = "", *, message: str = "", remote: str | None = None, force: bool = False
+) -> AddResult:
+    """Make an old version the new head: a new version with the old weights, parent the current one.
+
+    History is never rewritten. Stage-only, like ``add``; commit with ``commit``.
+    """
+    ws = workspace.open_workspace(repo)
+    res = refs.resolve(ws, ref)
+    current = workspace.find_model(ws, res.name)
+    assert current.manifest is not None
+    if res.hash == current.md5:
+        raise ConflictError(f"{ref} is already the current version of {res.name}", hint="nothing to restore")
+    sync.ensure_cached(ws, res.pointer, res.commit, remote=remote)
+    rollback.place(ws, res, force=force)
+    old = res.pointer.manifest
+    assert old is not None
+    request = versioning.VersionRequest(
+        name=res.name,
+        params=old.params,
+        metrics=old.metrics,
+        datasets=old.datasets,
+        message=message or f"restore v{res.version} ({res.hash[:8]})",
+        labels=old.labels,
+        extra={"restored_from": {"version": res.version, "hash": res.hash, "ref": ref}},
+        parents=(Parent(hash=current.md5, version=current.manifest.version),),
+    )
+    rec = versioning.record(ws, ws.root / current.out, request)
+    rollback.clear(ws, [current.path])
+    return AddResult(version=_version(rec.pointer), created=rec.created, staged=rec.staged)
+
+
+# ---- issue 3: cloud remotes, get ----
+# (end of issue 3: cloud remotes, get)
+
+
+# ---- issue 5: experiments, git integration, registry ----
+# (end of issue 5: experiments, git integration, registry)
+
+
+# ---- issue 6: evaluation ----
+# (end of issue 6: evaluation)
+
+
+# ---- issue 7: merge ----
+# (end of issue 7: merge)
+
+
+# ---- issue 10: training integration ----
+# (end of issue 10: training integration)
+
+
+# ---- issue 11: verify, sign ----
+# (end of issue 11: verify, sign)
+
+
 RemoteConfig = dvcstore.RemoteConfig
 
 __all__ = [
     "AddResult",
+    "Diff",
+    "VersionDetail",
+    "VersionRecord",
+    "diff",
+    "log",
+    "restore",
+    "show",
     "CheckoutResult",
     "CommitResult",
     "InitResult",

@@ -476,6 +476,76 @@ def _cache_has(repo: Repo, md5: str) -> bool:
     return all(odb.exists(oid) for oid in _object_ids(repo, md5))
 
 
+def fetch_at(
+    root: Path,
+    pointer: str,
+    commit: str,
+    *,
+    remote: str | None = None,
+    jobs: int | None = None,
+    progress: Progress | None = None,
+) -> int:
+    """Fetch into the cache the objects ``pointer`` records at git ``commit`` (no checkout)."""
+    with _repo(root, remote) as repo, _progress_hook(progress):
+        return repo.fetch([os.fspath(root / pointer)], jobs=jobs, remote=remote, revs=[commit], workspace=False)
+
+
+def has_object(root: Path, md5: str) -> bool:
+    """True when the local cache holds every object of ``md5``."""
+    with _repo(root) as repo:
+        return _cache_has(repo, md5)
+
+
+def export(root: Path, md5: str, dest: Path, *, verify: bool = False) -> Path:
+    """Copy the cached object ``md5`` (a file, or a ``.dir`` tree) to ``dest``.
+
+    ``dest`` becomes the file, or the directory holding the tree's files. The
+    user's work tree is never touched. With ``verify`` every file is re-hashed.
+
+    Raises:
+        MissingObjectError: not (wholly) in the local cache.
+        IntegrityError: ``verify`` found a cache object whose bytes do not match.
+    """
+    with _repo(root) as repo:
+        odb = repo.cache.local
+        if not _cache_has(repo, md5):
+            raise MissingObjectError(f"object {md5[:8]} is not in the local cache", hint="fetch it with `mvc pull` or --remote")
+        if md5.endswith(".dir"):
+            from dvc_data.hashfile.hash_info import HashInfo
+            from dvc_data.hashfile.tree import Tree
+
+            tree = Tree.load(odb, HashInfo("md5", md5))
+            dest.mkdir(parents=True, exist_ok=True)
+            for key, _, hi in tree:
+                target = dest.joinpath(*key)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                _copy_checked(odb.oid_to_path(hi.value), target, hi.value, verify)
+        else:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            _copy_checked(odb.oid_to_path(md5), dest, md5, verify)
+        return dest
+
+
+def _copy_checked(src: str, dest: Path, md5: str, verify: bool) -> None:
+    import shutil
+
+    shutil.copyfile(src, dest)
+    if verify and file_md5(dest) != md5:
+        dest.unlink(missing_ok=True)
+        raise IntegrityError(
+            f"cache object {md5[:8]} is corrupt (its bytes no longer match its hash)",
+            hint="run `mvc verify --repair` to fetch a good copy from the remote",
+        )
+
+
+def file_md5(path: Path) -> str:
+    """DVC's md5 of one file (DVC hashes raw bytes for binary files)."""
+    from dvc_data.hashfile.hash import file_md5 as _file_md5
+    from dvc_objects.fs.local import LocalFileSystem
+
+    return _file_md5(os.fspath(path), LocalFileSystem())
+
+
 # ---- remotes -------------------------------------------------------------------------
 
 
@@ -562,17 +632,6 @@ def default_remote(root: Path) -> str | None:
         return repo.config["core"].get("remote")
 
 
-def check_object(root: Path, md5: str) -> bool:
-    """Re-hash the cache object ``md5`` (a file object) and say whether it matches."""
-    with _repo(root) as repo:
-        from dvc_data.hashfile.hash import file_md5
-
-        path = repo.cache.local.oid_to_path(md5)
-        if not os.path.exists(path):
-            raise MissingObjectError(f"object {md5} is not in the local cache", hint="run `mvc pull`")
-        return file_md5(path, repo.cache.local.fs) == md5
-
-
 __all__ = [
     "IntegrityError",
     "OutInfo",
@@ -580,6 +639,10 @@ __all__ = [
     "TransferResult",
     "add",
     "add_remote",
+    "export",
+    "fetch_at",
+    "file_md5",
+    "has_object",
     "ObjectStatus",
     "object_status",
     "checkout",

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
-from mvc import dvcstore, gitstore, pointer
+from mvc import dvcstore, gitstore, pointer, rollback
 from mvc.errors import MissingObjectError, RemoteNotFoundError
 from mvc.pointer import Pointer
 from mvc.progress import Progress
@@ -65,6 +66,10 @@ def status(ws: Workspace, ptrs: list[Pointer], *, remote: str | None = None, che
         st = states[ptr.path]
         committed = head is not None and gitstore.read_blob(ws.root, "HEAD", ptr.path) == (ws.root / ptr.path).read_bytes()
         workspace = "added outside mvc" if ptr.outside_mvc else st.workspace
+        if workspace == "modified":
+            rb = rollback.current(ws, ptr.path, ptr.out)
+            if rb is not None:
+                workspace = f"rolled back to v{rb.version}"
         if rname is None:
             remote_state = "no remote"
         elif st.in_remote is None:
@@ -124,7 +129,55 @@ def _label(ptr: Pointer) -> str:
 
 def checkout(ws: Workspace, ptrs: list[Pointer]) -> dict[str, list[str]]:
     """Make the work-tree weights of ``ptrs`` match their pointers (from the cache)."""
-    return dvcstore.checkout(ws.root, [p.path for p in ptrs])
+    changes = dvcstore.checkout(ws.root, [p.path for p in ptrs])
+    rollback.clear(ws, [p.path for p in ptrs])
+    return changes
 
 
 __all__ = ["ModelStatus", "checkout", "pointer", "pull", "push", "remote_name", "status"]
+
+
+def ensure_cached(
+    ws: Workspace, ptr: Pointer, commit: str | None, *, remote: str | None = None, progress: Progress | None = None
+) -> None:
+    """Make sure the local cache holds the weights ``ptr`` records, fetching them if needed.
+
+    Raises:
+        MissingObjectError: in neither the cache nor the remote.
+    """
+    if dvcstore.has_object(ws.root, ptr.md5):
+        return
+    try:
+        rname: str | None = remote_name(ws, remote)
+    except RemoteNotFoundError:
+        rname = None
+    if rname is not None:
+        if commit is not None:
+            dvcstore.fetch_at(ws.root, ptr.path, commit, remote=rname, progress=progress)
+        else:
+            dvcstore.fetch(ws.root, [ptr.path], remote=rname, progress=progress)
+    if not dvcstore.has_object(ws.root, ptr.md5):
+        where = f"remote {rname!r}" if rname else "any remote (none is set)"
+        raise MissingObjectError(
+            f"the weights of {_label(ptr)} ({ptr.md5[:8]}) are in neither the local cache nor {where}",
+            hint="push them from the machine that added them (`mvc push`)",
+        )
+
+
+def materialize(
+    ws: Workspace,
+    ptr: Pointer,
+    commit: str | None,
+    dest: Path,
+    *,
+    remote: str | None = None,
+    verify: bool = True,
+    progress: Progress | None = None,
+) -> Path:
+    """Write the weights ``ptr`` records into ``dest`` (a new file or directory) from the cache.
+
+    Fetches from the remote when needed; never touches the user's work tree.
+    Returns the path of the weights inside ``dest``'s parent (``dest`` itself).
+    """
+    ensure_cached(ws, ptr, commit, remote=remote, progress=progress)
+    return dvcstore.export(ws.root, ptr.md5, dest, verify=verify)

@@ -129,7 +129,7 @@ def record(ws: Workspace, path: str | Path, request: VersionRequest, *, progress
             # DVC hashes and caches the file while the tensor index is built from the
             # same (page-cached) bytes in a second thread; both release the GIL.
             with ThreadPoolExecutor(max_workers=1) as pool:
-                index_job = pool.submit(formats.build_index, full, progress=progress)
+                index_job = pool.submit(formats.build_index, full, progress=_bytes_meter(rel, full, progress))
                 out = dvcstore.add(root, rel)
                 index = index_job.result()
             same = _same_version(out.md5, current, head)
@@ -174,6 +174,14 @@ def record(ws: Workspace, path: str | Path, request: VersionRequest, *, progress
     written = pointer.read(root, ptr_rel)
     assert written is not None
     return Recorded(pointer=written, created=True, staged=tuple(staged))
+
+
+def _bytes_meter(task: str, full: Path, progress: Progress | None) -> Any:
+    """Adapt mvc's ``progress(task, advance, total)`` to the formats layer's ``progress(n)``."""
+    if progress is None:
+        return None
+    total = full.stat().st_size if full.is_file() else sum(f.stat().st_size for f in full.rglob("*") if f.is_file())
+    return lambda n: progress(task, n, total)
 
 
 def _gitignore_of(rel: str) -> str:

@@ -605,6 +605,7 @@ def _start_s3_once(weed: Path, workdir: Path, bucket: str, deadline: float) -> S
         )  # fmt: skip
     except BaseException:
         _kill_spawned(proc)
+        _remove_weed_sockets(workdir, port)
         raise
     return server
 
@@ -833,10 +834,24 @@ def stop(server: Server, timeout: float = STOP_TIMEOUT) -> None:
 
 
 def _remove_sockets(server: Server) -> None:
-    """Delete SeaweedFS unix sockets left behind (it does not remove ``s3.sock``)."""
+    """Delete unix sockets a stopped SeaweedFS left behind.
+
+    It keeps ``s3.sock``, and after SIGKILL or a failed start also its gRPC sockets,
+    ``/tmp/seaweedfs-<component>-grpc-<grpc port>.sock`` (no flag moves those).
+
+    Args:
+        server: A server that is no longer running.
+    """
     if isinstance(server, S3Server):
-        for path in _socket_paths(Path(server.workdir), server.port):
-            path.unlink(missing_ok=True)
+        _remove_weed_sockets(Path(server.workdir), server.port)
+
+
+def _remove_weed_sockets(workdir: Path, port: int) -> None:
+    paths = list(_socket_paths(workdir, port))
+    for offset, component in enumerate(("s3", "master", "volume", "filer", "admin")):
+        paths.append(Path(f"/tmp/seaweedfs-{component}-grpc-{port + offset + GRPC_OFFSET}.sock"))
+    for path in paths:
+        path.unlink(missing_ok=True)
 
 
 def _reap(pid: int) -> None:

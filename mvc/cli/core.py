@@ -214,23 +214,31 @@ def pull(
 
 @command(app)
 def checkout(
-    names: Names = None,
+    refs: Annotated[list[str] | None, typer.Argument(help="NAME (as committed) or NAME@REF (roll back); default: every model.", show_default=False)] = None,
+    remote: Remote = None,
+    force: Annotated[bool, typer.Option("--force", "-f", help="Discard work-tree weights no version records.")] = False,
     repo: Repo = ".",
     json_output: Json = False,
+    quiet: Quiet = False,
 ) -> None:
-    """Make the work-tree weights match what the current commit records (from the cache).
+    """Put weights in the work tree: as the current commit records them, or an older version.
+
+    NAME@REF rolls back without moving the branch; `mvc checkout NAME` returns.
 
     Examples:
 
       mvc checkout
 
+      mvc checkout net@v3
+
       mvc checkout net
     """
     from mvc import api
 
-    result = api.checkout(repo, names)
+    with _output.progress_bar("fetching", enabled=_output.progress_enabled(quiet=quiet, json_output=json_output)) as cb:
+        result = api.checkout(repo, refs, remote=remote, force=force, progress=cb)
     if json_output:
         _output.emit_json(result)
         return
     changed = len(result.added) + len(result.modified)
-    _output.out(f"{changed} path(s) restored in the work tree")
+    _output.out(f"{changed} path(s) updated in the work tree")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mvc.cli import core, remote  # noqa: F401  (registers the commands)
+from mvc.cli import core, history, remote  # noqa: F401  (registers the commands)
 from mvc.cli._app import app
 
 

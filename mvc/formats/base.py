@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -45,19 +46,32 @@ def nbytes_of(dtype: str, shape: tuple[int, ...]) -> int | None:
 
 
 def read_into(f: Any, start: int, dtype: np.dtype, shape: tuple[int, ...], label: str) -> np.ndarray:
-    """Read ``shape`` elements of ``dtype`` at byte ``start`` of an open file, in one copy."""
+    """Read ``shape`` elements of ``dtype`` at byte ``start`` of an open file, in one copy.
+
+    Positional reads: safe to call from several threads on one file where the OS has
+    ``preadv`` (Linux, macOS); elsewhere callers must not share ``f`` across threads.
+    """
     import numpy as np
 
     arr = np.empty(shape, dtype=dtype)
     view = memoryview(arr.reshape(-1).view(np.uint8))
-    f.seek(start)
     done = 0
     while done < view.nbytes:
-        n = f.readinto(view[done:])
+        n = pread_into(f, view[done:], start + done)
         if not n:
             raise CorruptFileError(f"{label} is truncated (ends inside a tensor)", RE_EXPORT)
         done += n
     return arr
+
+
+def pread_into(f: Any, view: memoryview, offset: int) -> int:
+    """Read into ``view`` at ``offset`` without moving the file position where the OS
+    allows (``os.preadv``), so readers can be shared by threads; returns bytes read."""
+    preadv = getattr(os, "preadv", None)
+    if preadv is not None:
+        return preadv(f.fileno(), [view], offset)
+    f.seek(offset)
+    return f.readinto(view)
 
 
 def finish_array(raw: np.ndarray, dtype: str, as_float32: bool, label: str, name: str) -> np.ndarray:

@@ -166,6 +166,7 @@ def _hash_group(f: Any, group: list[tuple[int, int, int]], view: memoryview, rep
 def hash_buffers(
     buffers: Sequence[Any],
     *,
+    sizes: Sequence[int] | None = None,
     progress: Progress | None = None,
     threads: int | None = None,
 ) -> list[str]:
@@ -174,28 +175,40 @@ def hash_buffers(
     Buffers may be mmap-backed (torch tensors loaded with ``mmap=True``): they are
     hashed in chunks, so the pages are touched once, and whole buffers are spread
     over ``threads`` workers.
+
+    Args:
+        buffers: the buffers, or, when ``sizes`` is given, zero-argument callables
+            returning them: each is then produced only when hashed and dropped right
+            after, so at most ``threads`` of them exist at once.
+        sizes: byte size of each buffer (with callables).
     """
     import xxhash
 
     report = SerialProgress(progress)
-    views = [memoryview(b).cast("B") for b in buffers]
+    if sizes is None:
+        views = [memoryview(b).cast("B") for b in buffers]
+        sizes = [v.nbytes for v in views]
+        getters = [lambda v=v: v for v in views]
+    else:
+        getters = list(buffers)
     spans = []
     offset = 0
-    for i, v in enumerate(views):
-        spans.append((i, offset, offset + v.nbytes))
-        offset += v.nbytes
+    for i, size in enumerate(sizes):
+        spans.append((i, offset, offset + size))
+        offset += size
 
     def work(group: list[tuple[int, int, int]]) -> list[tuple[int, str]]:
         out = []
         for idx, _, _ in group:
-            view = views[idx]
+            view = memoryview(getters[idx]()).cast("B")
             hasher = xxhash.xxh3_128()
             for at in range(0, view.nbytes, CHUNK):
                 piece = view[at : at + CHUNK]
                 hasher.update(piece)
                 report(piece.nbytes)
             out.append((idx, hasher.hexdigest()))
+            del view
         return out
 
     digests = _run(work, _groups(spans), offset, threads)
-    return [digests[i] for i in range(len(views))]
+    return [digests[i] for i in range(len(spans))]

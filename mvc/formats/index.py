@@ -121,7 +121,8 @@ class TensorIndex:
                 [t.name, t.dtype, list(t.shape), t.nbytes, t.hash, t.file] for t in self.tensors
             ],
         }
-        return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        # ASCII escapes keep any name (even a lone surrogate from a JSON header) encodable.
+        return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("ascii")
 
     @classmethod
     def from_json(cls, data: bytes | str) -> TensorIndex:

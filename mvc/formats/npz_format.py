@@ -17,7 +17,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from mvc.errors import CorruptFileError
 from mvc.formats import dtypes
-from mvc.formats.base import RE_EXPORT, FileIndex, TensorReader, finish_array
+from mvc.formats.base import RE_EXPORT, FileIndex, TensorReader, finish_array, pread_into
 from mvc.formats.hashing import CHUNK, Progress, hash_buffers, hash_file_ranges
 from mvc.formats.index import TensorInfo, TensorSpec
 
@@ -190,24 +190,24 @@ def _load_member(zf: zipfile.ZipFile, raw: IO[bytes], m: Member, label: str) -> 
     flat = arr.reshape(-1, order="F" if m.fortran else "C")
     view = memoryview(flat.view(np.uint8)) if flat.size else memoryview(b"")
     if m.data_start is not None:
-        raw.seek(m.data_start)
-        f: IO[bytes] = raw
-        opened = None
-    else:
-        opened = f = zf.open(m.info)
-        _read_exact(f, m.header_len, label, m.info.filename)
-    try:
         done = 0
         while done < view.nbytes:
-            n = f.readinto(view[done:])  # type: ignore[attr-defined]
+            n = pread_into(raw, view[done:], m.data_start + done)
             if not n:
                 raise CorruptFileError(f"{label}: member {m.info.filename} is truncated", RE_EXPORT)
             done += n
+        return arr
+    try:
+        with zf.open(m.info) as f:
+            _read_exact(f, m.header_len, label, m.info.filename)
+            done = 0
+            while done < view.nbytes:
+                n = f.readinto(view[done:])
+                if not n:
+                    raise CorruptFileError(f"{label}: member {m.info.filename} is truncated", RE_EXPORT)
+                done += n
     except (zipfile.BadZipFile, EOFError, OSError) as exc:
         raise CorruptFileError(f"{label}: member {m.info.filename} cannot be read: {exc}", RE_EXPORT) from exc
-    finally:
-        if opened is not None:
-            opened.close()
     return arr
 
 

@@ -148,11 +148,13 @@ def index_file(path: Path, *, label: str, progress: Progress | None = None, thre
         return FileIndex("opaque", "pytorch", [], [f"opaque: {exc}"])
     tensors, notes = flatten(obj)
     names = sorted(tensors)
-    views = [_byte_view(tensors[n]) for n in names]
-    digests = hash_buffers(views, progress=progress, threads=threads)
+    sizes = [tensors[n].numel() * tensors[n].element_size() for n in names]
+    # Views are made lazily: a non-contiguous tensor is copied only while it is hashed.
+    getters = [lambda t=tensors[n]: _byte_view(t) for n in names]
+    digests = hash_buffers(getters, sizes=sizes, progress=progress, threads=threads)
     infos = [
-        TensorInfo(n, dtype_name(tensors[n]), tuple(tensors[n].shape), int(v.nbytes), d)
-        for n, v, d in zip(names, views, digests)
+        TensorInfo(n, dtype_name(tensors[n]), tuple(tensors[n].shape), size, d)
+        for n, size, d in zip(names, sizes, digests)
     ]
     return FileIndex("torch", "pytorch", infos, notes)
 

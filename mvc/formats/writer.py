@@ -88,7 +88,7 @@ def encode(array: Any, dtype: str, shape: tuple[int, ...], name: str) -> Iterato
     arr = np.asarray(array)
     if tuple(arr.shape) != shape:
         raise UsageError(f"tensor {name!r} has shape {list(arr.shape)}, declared {list(shape)}", None)
-    source = dtypes.canonical_from_numpy(arr.dtype) if arr.dtype.kind != "O" else "object"
+    source = dtypes.canonical_from_numpy(arr.dtype)
     flat = arr.reshape(-1)
     if dtype == "bfloat16" and arr.dtype.kind == "f" and source != "bfloat16":
         for i in range(0, flat.size, _STEP):
@@ -288,9 +288,15 @@ def write_safetensors(
 
     path = Path(path)
     if isinstance(tensors, Mapping):
-        items = [(name, np.asarray(arr)) for name, arr in tensors.items()]
         if header is None:
+            items = [(name, np.asarray(arr)) for name, arr in tensors.items()]
             header = [(name, arr.dtype, arr.shape) for name, arr in items]
+        else:
+            header = list(header)
+            missing = [spec[0] for spec in header if spec[0] not in tensors]
+            if missing or len(header) != len(tensors):
+                raise UsageError("the header and the tensors name different tensors", None)
+            items = [(spec[0], tensors[spec[0]]) for spec in header]
         tensors = items
     if header is not None:
         with SafetensorsWriter(path, header, metadata=metadata) as writer:

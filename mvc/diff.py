@@ -1,0 +1,232 @@
+"""Comparing two model versions: params and metrics side by side, tensors from their indexes.
+
+The summary reads only the two manifests and tensor-index sidecars (git blobs): no
+weight bytes. ``stats`` additionally streams the changed tensors, one at a time.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mvc import gitstore, tensorindex
+from mvc.refs import Resolved
+from mvc.workspace import Workspace
+
+if TYPE_CHECKING:
+    from mvc.formats import TensorIndex
+
+
+@dataclass(frozen=True)
+class Side:
+    """One side of a diff."""
+
+    ref: str
+    name: str
+    version: int
+    hash: str
+    commit: str | None
+
+
+@dataclass(frozen=True)
+class ValueChange:
+    """One param or metric in both versions."""
+
+    key: str
+    a: Any
+    b: Any
+    delta: float | None  # b - a for numbers
+    changed: bool
+
+
+@dataclass(frozen=True)
+class TensorChange:
+    """One tensor that differs (or, with ``unchanged`` listing, does not)."""
+
+    name: str
+    status: str  # added | removed | shape | dtype | content | unchanged
+    a_dtype: str | None
+    a_shape: tuple[int, ...] | None
+    b_dtype: str | None
+    b_shape: tuple[int, ...] | None
+    parameters: int
+
+
+@dataclass(frozen=True)
+class TensorStats:
+    """Numeric difference of one tensor present in both versions with the same shape."""
+
+    name: str
+    l2_diff: float
+    relative_change: float  # ||b - a|| / ||a||
+    cosine: float
+
+
+@dataclass(frozen=True)
+class DiffSummary:
+    """Counts over all tensors."""
+
+    total: int
+    added: int
+    removed: int
+    shape_or_dtype: int
+    content: int
+    unchanged: int
+    changed_parameters: int
+    total_parameters: int
+
+    @property
+    def changed(self) -> int:
+        """Tensors that differ in any way."""
+        return self.added + self.removed + self.shape_or_dtype + self.content
+
+    @property
+    def changed_fraction(self) -> float:
+        """Share of parameters (of the newer side) in changed tensors."""
+        return self.changed_parameters / self.total_parameters if self.total_parameters else 0.0
+
+
+@dataclass(frozen=True)
+class Diff:
+    """Everything ``mvc diff`` reports."""
+
+    a: Side
+    b: Side
+    same_weights: bool
+    params: tuple[ValueChange, ...]
+    metrics: tuple[ValueChange, ...]
+    tensors: tuple[TensorChange, ...]
+    summary: DiffSummary | None  # None when a tensor index is missing (opaque format)
+    notes: tuple[str, ...] = ()
+    stats: tuple[TensorStats, ...] = ()
+
+
+def side(res: Resolved) -> Side:
+    """The :class:`Side` of a resolved ref."""
+    return Side(ref=res.ref, name=res.name, version=res.version, hash=res.hash, commit=res.commit)
+
+
+def load_index(ws: Workspace, res: Resolved) -> TensorIndex | None:
+    """The tensor index of a resolved version, from git (or the work tree), or None."""
+    manifest = res.pointer.manifest
+    if manifest is None or not manifest.index or res.pointer.outside_mvc:
+        return None
+    if res.commit is None:
+        return tensorindex.load(ws.root, res.hash)
+    data = gitstore.read_blob(ws.root, res.commit, manifest.index)
+    return tensorindex.load_bytes(data) if data is not None else tensorindex.load(ws.root, res.hash)
+
+
+def _values(a: dict[str, Any], b: dict[str, Any]) -> tuple[ValueChange, ...]:
+    out = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        delta = None
+        if _number(va) and _number(vb):
+            delta = float(vb) - float(va)
+        out.append(ValueChange(key=key, a=va, b=vb, delta=delta, changed=va != vb))
+    return tuple(out)
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def compare(ws: Workspace, a: Resolved, b: Resolved, *, include_unchanged: bool = False) -> Diff:
+    """Diff two versions from their manifests and tensor indexes only."""
+    ma, mb = a.pointer.manifest, b.pointer.manifest
+    assert ma is not None and mb is not None
+    notes: list[str] = []
+    ia, ib = load_index(ws, a), load_index(ws, b)
+    tensors: list[TensorChange] = []
+    summary = None
+    if ia is None or ib is None:
+        for res, idx in ((a, ia), (b, ib)):
+            if idx is None:
+                notes.append(f"{res.ref}: no tensor index ({res.pointer.manifest.format if res.pointer.manifest else 'unknown'} format"
+                             f"{', added outside mvc' if res.pointer.outside_mvc else ''}); tensors not compared")
+    else:
+        tensors, summary = _tensor_changes(ia, ib, include_unchanged)
+    return Diff(
+        a=side(a),
+        b=side(b),
+        same_weights=a.hash == b.hash,
+        params=_values(ma.params, mb.params),
+        metrics=_values(ma.metrics, mb.metrics),
+        tensors=tuple(tensors),
+        summary=summary,
+        notes=tuple(notes),
+    )
+
+
+def _tensor_changes(ia: TensorIndex, ib: TensorIndex, include_unchanged: bool) -> tuple[list[TensorChange], DiffSummary]:
+    ta, tb = ia.by_name, ib.by_name
+    changes: list[TensorChange] = []
+    counts = {"added": 0, "removed": 0, "shape": 0, "dtype": 0, "content": 0, "unchanged": 0}
+    changed_params = 0
+    for name in sorted(set(ta) | set(tb)):
+        x, y = ta.get(name), tb.get(name)
+        if x is None:
+            status = "added"
+        elif y is None:
+            status = "removed"
+        elif x.shape != y.shape:
+            status = "shape"
+        elif x.dtype != y.dtype:
+            status = "dtype"
+        elif x.hash != y.hash:
+            status = "content"
+        else:
+            status = "unchanged"
+        counts[status] += 1
+        params = (y or x).numel  # type: ignore[union-attr]
+        if status not in ("unchanged", "removed"):
+            changed_params += params
+        if status != "unchanged" or include_unchanged:
+            changes.append(
+                TensorChange(
+                    name=name,
+                    status=status,
+                    a_dtype=x.dtype if x else None,
+                    a_shape=x.shape if x else None,
+                    b_dtype=y.dtype if y else None,
+                    b_shape=y.shape if y else None,
+                    parameters=params,
+                )
+            )
+    summary = DiffSummary(
+        total=len(set(ta) | set(tb)),
+        added=counts["added"],
+        removed=counts["removed"],
+        shape_or_dtype=counts["shape"] + counts["dtype"],
+        content=counts["content"],
+        unchanged=counts["unchanged"],
+        changed_parameters=changed_params,
+        total_parameters=ib.parameter_count,
+    )
+    return changes, summary
+
+
+def tensor_stats(path_a: Path, path_b: Path, names: list[str]) -> tuple[TensorStats, ...]:
+    """L2 norm of the difference, relative change and cosine similarity of each tensor in ``names``.
+
+    Streams one tensor pair at a time (upcast to float64 for the sums).
+    """
+    import numpy as np
+
+    from mvc.formats import open_tensors
+
+    out = []
+    with open_tensors(path_a) as ra, open_tensors(path_b) as rb:
+        for name in names:
+            x = np.asarray(ra.read(name, as_float32=True), dtype=np.float64).ravel()
+            y = np.asarray(rb.read(name, as_float32=True), dtype=np.float64).ravel()
+            d = float(np.linalg.norm(y - x))
+            nx, ny = float(np.linalg.norm(x)), float(np.linalg.norm(y))
+            rel = d / nx if nx else (0.0 if d == 0 else math.inf)
+            cos = float(np.dot(x, y) / (nx * ny)) if nx and ny else (1.0 if nx == ny else 0.0)
+            out.append(TensorStats(name=name, l2_diff=d, relative_change=rel, cosine=cos))
+            del x, y
+    return tuple(out)
