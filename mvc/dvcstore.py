@@ -350,10 +350,15 @@ def add(root: Path, relpath: str) -> OutInfo:
     """Track ``relpath`` (file or directory) with DVC and return its hash info.
 
     DVC writes ``<relpath>.dvc`` and the ``.gitignore`` beside it, keeping any
-    ``meta`` already in an existing pointer.
+    ``meta`` already in an existing pointer. Files are first put into the cache by
+    :func:`_precache` (hash and copy in parallel), so DVC neither re-hashes nor
+    re-copies them.
     """
     with _repo(root) as repo:
-        stages = repo.add([os.fspath(root / relpath)])
+        _precache(repo, root / relpath)
+        # relink=False: with copies, DVC would copy the cache object back over the
+        # identical work-tree file (a third pass over the bytes).
+        stages = repo.add([os.fspath(root / relpath)], relink=False)
         out = stages[0].outs[0]
         return OutInfo(
             md5=out.hash_info.value,
@@ -361,6 +366,66 @@ def add(root: Path, relpath: str) -> OutInfo:
             nfiles=out.meta.nfiles,
             isdir=bool(out.meta.isdir),
         )
+
+
+# Below this size the thread hand-off costs more than it saves.
+_PRECACHE_MIN = 16 * 2**20
+
+
+def _precache(repo: Repo, path: Path) -> None:
+    """Copy each big file into the cache while hashing it, and tell DVC's state the md5.
+
+    Plain ``dvc add`` reads a file twice, one pass after the other: md5, then the copy
+    into the cache. Here the copy (kernel ``sendfile``) and the md5 run at the same time
+    on two cores. If the file changes meanwhile (size, mtime or inode differ before and
+    after), nothing is cached and DVC does its own passes.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dvc_data.hashfile.hash_info import HashInfo
+
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file() and not p.is_symlink()]
+    odb = repo.cache.local
+    for file in files:
+        before = file.stat()
+        if before.st_size < _PRECACHE_MIN:
+            continue
+        tmp = Path(odb.path) / f".mvc-tmp-{os.getpid()}-{threading.get_ident()}"
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                copying = pool.submit(_copy, file, tmp)
+                md5 = _md5(file)
+                copying.result()
+            after = file.stat()
+            if (before.st_size, before.st_mtime_ns, before.st_ino) != (after.st_size, after.st_mtime_ns, after.st_ino):
+                continue
+            dest = Path(odb.oid_to_path(md5))
+            if not dest.exists():
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.chmod(tmp, 0o444)  # DVC keeps cache files read-only
+                os.replace(tmp, dest)
+            repo.state.save(os.fspath(file), repo.fs, HashInfo("md5", md5))
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def _copy(src: Path, dest: Path) -> None:
+    import shutil
+
+    shutil.copyfile(src, dest)  # sendfile on Linux: no copy through user space
+
+
+def _md5(path: Path, chunk: int = 8 * 2**20) -> str:
+    import hashlib
+
+    digest = hashlib.md5()  # noqa: S324 - DVC's content address, not security
+    buf = bytearray(chunk)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as handle:
+        while n := handle.readinto(buf):
+            digest.update(view[:n])
+    return digest.hexdigest()
 
 
 def _targets(root: Path, pointers: Iterable[str] | None) -> list[str] | None:
@@ -632,6 +697,49 @@ def default_remote(root: Path) -> str | None:
         return repo.config["core"].get("remote")
 
 
+# ---- background upload of single versions (issue 10) -----------------------------------
+
+
+def push_objects(root: Path, md5s: Iterable[str], *, remote: str, jobs: int | None = None) -> TransferResult:
+    """Upload the cache objects ``md5s`` (a ``.dir`` hash brings its files) to ``remote``.
+
+    Made for a background thread while the training thread keeps calling mvc: it opens
+    its own DVC repo (never the one :func:`lock` holds), does not touch logging or
+    stdout (which :func:`_quiet` swaps process-wide), shows no progress bar, and takes
+    no repository lock: it only reads immutable cache objects.
+
+    Raises:
+        MissingObjectError: an object is not in the local cache.
+        RemoteNotFoundError / RemoteError: the remote is unknown, or refused or failed.
+    """
+    from dvc.repo import Repo
+    from dvc_data.hashfile.hash_info import HashInfo
+    from dvc_data.hashfile.transfer import transfer
+
+    objs = [HashInfo("md5", m) for m in md5s]
+    where = f"remote {remote!r}"
+    try:
+        with Repo(os.fspath(root)) as repo:
+            odb = repo.cloud.get_remote_odb(remote, "push")
+            cache = repo.cache.local
+            missing = [o.value for o in objs if not _cache_has(repo, o.value)]
+            if missing:
+                raise MissingObjectError(
+                    f"object {missing[0][:8]} is not in the local cache", hint="re-add the weights with `mvc add`"
+                )
+            result = transfer(cache, odb, objs, jobs=jobs, cache_odb=cache)
+    except MvcError:
+        raise
+    except Exception as exc:
+        raise _translate(exc, None, remote) from exc
+    if result.failed:
+        raise RemoteError(
+            f"{len(result.failed)} object(s) failed to upload to {where}",
+            hint="run `mvc push` again; finished objects are not uploaded twice",
+        )
+    return TransferResult(transferred=len(result.transferred), failed=0)
+
+
 __all__ = [
     "IntegrityError",
     "OutInfo",
@@ -652,6 +760,7 @@ __all__ = [
     "is_initialized",
     "lock",
     "push",
+    "push_objects",
     "remotes",
     "remove_remote",
     "set_default_remote",

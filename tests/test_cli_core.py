@@ -301,3 +301,21 @@ def test_api_mirrors_cli(repo, weights):
     shutil.rmtree(repo / ".dvc" / "cache")
     weights.unlink()
     assert mvc.pull(repo).fetched == 1 and weights.exists()
+
+
+def test_add_big_file_is_cached_once_and_dvc_agrees(repo, cli):
+    """Files >= 16 MiB take the parallel hash+copy path; DVC must see a consistent cache."""
+    import hashlib
+
+    big = repo / "big.safetensors"
+    write_safetensors(big, seed=3, shapes={"w": (1024, 4200)})  # ~16.4 MiB
+    assert big.stat().st_size >= 16 * 2**20
+    result = cli("add", str(big), "--json")
+    assert result.exit_code == 0, result.stderr
+    md5 = json.loads(result.stdout)["version"]["hash"]
+    assert md5 == hashlib.md5(big.read_bytes()).hexdigest()
+    obj = repo / ".dvc/cache/files/md5" / md5[:2] / md5[2:]
+    assert hashlib.md5(obj.read_bytes()).hexdigest() == md5
+    assert not list((repo / ".dvc/cache/files/md5").glob(".mvc-tmp-*"))
+    status = subprocess.run([dvc_bin(), "status"], cwd=repo, capture_output=True, text=True)
+    assert status.returncode == 0 and "up to date" in status.stdout.lower()

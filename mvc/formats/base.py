@@ -32,9 +32,7 @@ class FileIndex:
 
 def check_shape(shape: Any, label: str, name: str) -> tuple[int, ...]:
     """A shape as a tuple of non-negative ints, or CorruptFileError."""
-    if not isinstance(shape, (list, tuple)) or not all(
-        type(d) is int and d >= 0 for d in shape
-    ):
+    if not isinstance(shape, (list, tuple)) or not all(type(d) is int and d >= 0 for d in shape):
         raise CorruptFileError(f"{label}: tensor {name!r} has a bad shape {shape!r}", RE_EXPORT)
     return tuple(shape)
 

@@ -8,7 +8,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mvc.errors import PathNotFoundError
-from mvc.formats import detect, gguf_format, npz_format, opaque, safetensors_format, torch_format
+from mvc.formats import (
+    detect,
+    gguf_format,
+    npz_format,
+    opaque,
+    safetensors_format,
+    torch_format,
+)
 from mvc.formats.base import FileIndex
 from mvc.formats.index import TensorIndex, TensorInfo
 
@@ -94,11 +101,7 @@ def build_index(
 def qualified_names(files: list[tuple[str, list[str]]]) -> dict[tuple[str, str], str]:
     """(file, name) -> name in the directory index: prefixed with ``file:`` if repeated."""
     counts = Counter(name for _, names in files for name in names)
-    return {
-        (rel, name): f"{rel}:{name}" if counts[name] > 1 else name
-        for rel, names in files
-        for name in names
-    }
+    return {(rel, name): f"{rel}:{name}" if counts[name] > 1 else name for rel, names in files for name in names}
 
 
 def _index_directory(root: Path, progress: Callable[[int], None] | None, threads: int | None) -> TensorIndex:

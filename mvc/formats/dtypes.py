@@ -49,17 +49,29 @@ BITS: dict[str, int] = {v[0]: v[1] for v in SAFETENSORS_DTYPES.values()}
 # Canonical names numpy can hold natively.
 NUMPY_NATIVE = frozenset(
     {
-        "bool", "uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64",
-        "float16", "float32", "float64", "complex64", "complex128",
+        "bool",
+        "uint8",
+        "int8",
+        "uint16",
+        "int16",
+        "uint32",
+        "int32",
+        "uint64",
+        "int64",
+        "float16",
+        "float32",
+        "float64",
+        "complex64",
+        "complex128",
     }
 )
 # Floating types numpy lacks; each is read as raw unsigned bits then widened.
 MINIFLOATS = frozenset(
     {"bfloat16", "float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz", "float8_e8m0fnu"}
 )
-FLOATING = frozenset({"float16", "float32", "float64"}) | MINIFLOATS | {
-    "float6_e2m3fn", "float6_e3m2fn", "float4_e2m1fn"
-}
+FLOATING = (
+    frozenset({"float16", "float32", "float64"}) | MINIFLOATS | {"float6_e2m3fn", "float6_e3m2fn", "float4_e2m1fn"}
+)
 
 
 def numpy_dtype(name: str) -> np.dtype:
@@ -117,7 +129,7 @@ def normalize_dtype(dtype: Any) -> str:
         if dtype in SAFETENSORS_DTYPES:
             return SAFETENSORS_DTYPES[dtype][0]
         if dtype.startswith("torch."):
-            return normalize_dtype(dtype[len("torch."):])
+            return normalize_dtype(dtype[len("torch.") :])
     mod = type(dtype).__module__
     if mod.startswith("torch"):
         return normalize_dtype(str(dtype))

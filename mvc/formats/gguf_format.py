@@ -17,6 +17,7 @@ import math
 import os
 import struct
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -98,8 +99,7 @@ class _Cursor:
     def need(self, n: int, what: str) -> None:
         if n > self.size - self.f.tell():
             raise CorruptFileError(
-                f"{self.label} is truncated: {what} needs {n} bytes at byte {self.f.tell()}, "
-                f"file has {self.size}",
+                f"{self.label} is truncated: {what} needs {n} bytes at byte {self.f.tell()}, file has {self.size}",
                 RE_EXPORT,
             )
 
@@ -158,7 +158,9 @@ def read_header(path: Path, label: str) -> tuple[list[GgufTensor], dict[str, obj
         n_tensors = int(cur.unpack("<Q", "tensor count"))
         n_kv = int(cur.unpack("<Q", "metadata count"))
         if n_tensors > size or n_kv > size:
-            raise CorruptFileError(f"{label}: implausible counts ({n_tensors} tensors, {n_kv} metadata keys)", RE_EXPORT)
+            raise CorruptFileError(
+                f"{label}: implausible counts ({n_tensors} tensors, {n_kv} metadata keys)", RE_EXPORT
+            )
         meta: dict[str, object] = {}
         for _ in range(n_kv):
             key = cur.string("metadata key").decode("utf-8", "replace")
@@ -208,7 +210,7 @@ def read_header(path: Path, label: str) -> tuple[list[GgufTensor], dict[str, obj
             )
         tensors.append(GgufTensor(name, dtype, tuple(reversed(dims)), start, start + nbytes))
     ordered = sorted(tensors, key=lambda t: t.start)
-    for a, b in zip(ordered, ordered[1:]):
+    for a, b in pairwise(ordered):
         if b.start < a.end:
             raise CorruptFileError(f"{label}: tensors {a.name!r} and {b.name!r} overlap", RE_EXPORT)
     return tensors, meta
@@ -220,7 +222,9 @@ def index_file(path: Path, *, label: str, progress: Progress | None = None, thre
         tensors, _meta = read_header(path, label)
     except Unsupported as exc:
         return FileIndex("opaque", "llama.cpp", [], [f"opaque: {exc}; versioned as a blob, no tensor index"])
-    digests = hash_file_ranges(path, [(t.start, t.end) for t in tensors], label=label, progress=progress, threads=threads)
+    digests = hash_file_ranges(
+        path, [(t.start, t.end) for t in tensors], label=label, progress=progress, threads=threads
+    )
     infos = [TensorInfo(t.name, t.dtype, t.shape, t.end - t.start, d) for t, d in zip(tensors, digests)]
     return FileIndex("gguf", "llama.cpp", infos)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Sequence
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -57,9 +58,7 @@ def _groups(spans: Sequence[tuple[int, int, int]]) -> list[list[tuple[int, int, 
     size = 0
     for span in spans:
         length = span[2] - span[1]
-        if current and (
-            size >= GROUP_BYTES or length >= GROUP_BYTES or span[1] - current[-1][2] > CHUNK
-        ):
+        if current and (size >= GROUP_BYTES or length >= GROUP_BYTES or span[1] - current[-1][2] > CHUNK):
             groups.append(current)
             current, size = [], 0
         current.append(span)
@@ -109,7 +108,7 @@ def hash_file_ranges(
         CorruptFileError: the file ends before a range does.
     """
     spans = sorted(((i, s, e) for i, (s, e) in enumerate(ranges)), key=lambda x: (x[1], x[2]))
-    for a, b in zip(spans, spans[1:]):
+    for a, b in pairwise(spans):
         if b[1] < a[2]:
             raise ValueError(f"byte ranges overlap: {a[1:]} and {b[1:]}")
     report = SerialProgress(progress)
@@ -127,7 +126,9 @@ def hash_file_ranges(
     return [digests[i] for i in range(len(ranges))]
 
 
-def _hash_group(f: Any, group: list[tuple[int, int, int]], view: memoryview, report: SerialProgress, label: str) -> list[tuple[int, str]]:
+def _hash_group(
+    f: Any, group: list[tuple[int, int, int]], view: memoryview, report: SerialProgress, label: str
+) -> list[tuple[int, str]]:
     import xxhash
 
     out: list[tuple[int, str]] = []

@@ -117,9 +117,7 @@ class TensorIndex:
             "bytes_by_dtype": self.bytes_by_dtype,
             "notes": list(self.notes),
             "columns": list(COLUMNS),
-            "tensors": [
-                [t.name, t.dtype, list(t.shape), t.nbytes, t.hash, t.file] for t in self.tensors
-            ],
+            "tensors": [[t.name, t.dtype, list(t.shape), t.nbytes, t.hash, t.file] for t in self.tensors],
         }
         # ASCII escapes keep any name (even a lone surrogate from a JSON header) encodable.
         return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("ascii")
@@ -154,8 +152,7 @@ class TensorIndex:
         for key in ("tensor_count", "parameter_count", "total_bytes", "bytes_by_dtype"):
             if key in doc and doc[key] != getattr(index, key):
                 raise SchemaError(
-                    f"tensor index is inconsistent: {key} is {doc[key]!r}, tensors add up to "
-                    f"{getattr(index, key)!r}",
+                    f"tensor index is inconsistent: {key} is {doc[key]!r}, tensors add up to {getattr(index, key)!r}",
                     _REBUILD,
                 )
         return index

@@ -17,7 +17,13 @@ from typing import IO, TYPE_CHECKING, Any
 
 from mvc.errors import CorruptFileError
 from mvc.formats import dtypes
-from mvc.formats.base import RE_EXPORT, FileIndex, TensorReader, finish_array, pread_into
+from mvc.formats.base import (
+    RE_EXPORT,
+    FileIndex,
+    TensorReader,
+    finish_array,
+    pread_into,
+)
 from mvc.formats.hashing import CHUNK, Progress, hash_buffers, hash_file_ranges
 from mvc.formats.index import TensorInfo, TensorSpec
 
@@ -55,8 +61,10 @@ class Member:
     @property
     def plain(self) -> bool:
         """True if the stored bytes are already C order, little-endian."""
-        return (not self.fortran or len(self.shape) < 2) and self.dtype.byteorder in "<|=" and (
-            self.dtype.byteorder != "=" or _little_host()
+        return (
+            (not self.fortran or len(self.shape) < 2)
+            and self.dtype.byteorder in "<|="
+            and (self.dtype.byteorder != "=" or _little_host())
         )
 
 
@@ -245,7 +253,9 @@ def index_file(path: Path, *, label: str, progress: Progress | None = None, thre
                                 if progress is not None:
                                     progress(len(chunk))
                     except (zipfile.BadZipFile, EOFError, OSError) as exc:
-                        raise CorruptFileError(f"{label}: member {m.info.filename} cannot be read: {exc}", RE_EXPORT) from exc
+                        raise CorruptFileError(
+                            f"{label}: member {m.info.filename} cannot be read: {exc}", RE_EXPORT
+                        ) from exc
                     digests[m.name] = hasher.hexdigest()
                 else:
                     arr = _load_member(zf, raw, m, label)

@@ -19,7 +19,15 @@ from typing import TYPE_CHECKING, Any
 
 from mvc.errors import CorruptFileError
 from mvc.formats import dtypes
-from mvc.formats.base import RE_EXPORT, FileIndex, TensorReader, check_shape, finish_array, nbytes_of, read_into
+from mvc.formats.base import (
+    RE_EXPORT,
+    FileIndex,
+    TensorReader,
+    check_shape,
+    finish_array,
+    nbytes_of,
+    read_into,
+)
 from mvc.formats.hashing import Progress, hash_file_ranges
 from mvc.formats.index import TensorInfo, TensorSpec
 
@@ -82,9 +90,7 @@ def read_header(path: Path, label: str) -> Header:
     with open(path, "rb") as f:
         head = f.read(8)
         if len(head) < 8:
-            raise CorruptFileError(
-                f"{label} is truncated: {size} bytes, too short for a safetensors header", RE_EXPORT
-            )
+            raise CorruptFileError(f"{label} is truncated: {size} bytes, too short for a safetensors header", RE_EXPORT)
         (n,) = struct.unpack("<Q", head)
         if n > MAX_HEADER_BYTES:
             raise CorruptFileError(
@@ -101,7 +107,9 @@ def read_header(path: Path, label: str) -> Header:
     try:
         doc = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
     except (UnicodeDecodeError, ValueError) as exc:
-        raise CorruptFileError(f"{label} is not a valid safetensors file: header is not valid JSON ({exc})", RE_EXPORT) from exc
+        raise CorruptFileError(
+            f"{label} is not a valid safetensors file: header is not valid JSON ({exc})", RE_EXPORT
+        ) from exc
     if not isinstance(doc, dict):
         raise CorruptFileError(f"{label} is not a valid safetensors file: header is not a JSON object", RE_EXPORT)
     data_start = 8 + n
@@ -173,8 +181,7 @@ def index_file(path: Path, *, label: str, progress: Progress | None = None, thre
         path, [(e.start, e.end) for e in header.entries], label=label, progress=progress, threads=threads
     )
     tensors = [
-        TensorInfo(e.name, e.dtype, e.shape, e.end - e.start, digest)
-        for e, digest in zip(header.entries, digests)
+        TensorInfo(e.name, e.dtype, e.shape, e.end - e.start, digest) for e, digest in zip(header.entries, digests)
     ]
     return FileIndex("safetensors", framework_of(header.metadata), tensors)
 
@@ -189,9 +196,7 @@ class SafetensorsReader(TensorReader):
         header = read_header(path, label)
         self.metadata = header.metadata
         self._entries = {e.name: e for e in header.entries}
-        self._specs = {
-            e.name: TensorSpec(e.name, e.dtype, e.shape, e.end - e.start) for e in header.entries
-        }
+        self._specs = {e.name: TensorSpec(e.name, e.dtype, e.shape, e.end - e.start) for e in header.entries}
         self._file = open(path, "rb", buffering=0)
 
     @property

@@ -25,7 +25,7 @@ from mvc.errors import PathNotFoundError, UsageError
 from mvc.formats import dtypes
 
 if TYPE_CHECKING:
-    import numpy as np
+    pass
 
 # Elements converted per step, so a dtype conversion never doubles a big tensor.
 _STEP = 4 << 20
@@ -92,23 +92,26 @@ def encode(array: Any, dtype: str, shape: tuple[int, ...], name: str) -> Iterato
     flat = arr.reshape(-1)
     if dtype == "bfloat16" and arr.dtype.kind == "f" and source != "bfloat16":
         for i in range(0, flat.size, _STEP):
-            yield memoryview(dtypes.float32_to_bfloat16_bits(flat[i : i + _STEP]).astype("<u2", copy=False).view(np.uint8))
+            yield memoryview(
+                dtypes.float32_to_bfloat16_bits(flat[i : i + _STEP]).astype("<u2", copy=False).view(np.uint8)
+            )
         return
     if dtype in dtypes.MINIFLOATS:
         raw = np.dtype("<u2") if dtype == "bfloat16" else np.dtype("u1")
         if source == dtype:
             flat = np.ascontiguousarray(flat).view(raw)
         elif arr.dtype.kind != "u" or arr.dtype.itemsize != raw.itemsize:
+            floats = "floats (they are rounded) or " if dtype == "bfloat16" else ""
             raise UsageError(
                 f"cannot store {source} tensor {name!r} as {dtype}",
-                f"pass float32 values (bfloat16) or the raw bits as a {raw.name} array",
+                f"pass {floats}its raw bits as a {raw.name} array",
             )
         target = raw
     else:
         target = dtypes.numpy_dtype(dtype)
         if arr.dtype.newbyteorder("<") != target and not np.can_cast(arr.dtype, target, "same_kind"):
             raise UsageError(f"cannot store {source} tensor {name!r} as {dtype}", "convert it first")
-    for i in range(0, max(flat.size, 0), _STEP):
+    for i in range(0, flat.size, _STEP):
         chunk = np.ascontiguousarray(flat[i : i + _STEP], dtype=target)
         yield memoryview(chunk.view(np.uint8))
 

@@ -65,8 +65,11 @@ def _sharded(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
     (root / ".cache").mkdir()
     rng = np.random.default_rng(7)
     t = {f"layers.{i}.weight": rng.standard_normal((4, 4)).astype(np.float32) for i in range(4)}
-    save_file({k: t[k] for k in ("layers.0.weight", "layers.1.weight")}, str(root / "model-00001-of-00002.safetensors"), metadata={"format": "pt"})
-    save_file({k: t[k] for k in ("layers.2.weight", "layers.3.weight")}, str(root / "model-00002-of-00002.safetensors"), metadata={"format": "pt"})
+    pt = {"format": "pt"}
+    shard1 = {k: t[k] for k in ("layers.0.weight", "layers.1.weight")}
+    shard2 = {k: t[k] for k in ("layers.2.weight", "layers.3.weight")}
+    save_file(shard1, str(root / "model-00001-of-00002.safetensors"), metadata=pt)
+    save_file(shard2, str(root / "model-00002-of-00002.safetensors"), metadata=pt)
     (root / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {}}))
     (root / "config.json").write_text("{}")
     (root / "tokenizer.json").write_text("{}")
@@ -74,7 +77,8 @@ def _sharded(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
     save_file({"hidden": np.ones(1, np.float32)}, str(root / ".cache" / "x.safetensors"))
     # The same name in two files: both get the file prefix.
     t["extra.bias"] = np.ones(3, np.float32)
-    save_file({"layers.0.weight": t["layers.0.weight"], "extra.bias": t["extra.bias"]}, str(root / "sub" / "adapter.safetensors"), metadata={"format": "pt"})
+    adapter = {"layers.0.weight": t["layers.0.weight"], "extra.bias": t["extra.bias"]}
+    save_file(adapter, str(root / "sub" / "adapter.safetensors"), metadata=pt)
     return root, t
 
 
@@ -94,7 +98,10 @@ def test_directory_model_indexes_every_weight_file(tmp_path: Path) -> None:
     ]
     by = index.by_name
     assert by["layers.2.weight"].hash == xxh(t["layers.2.weight"].tobytes())
-    assert by["sub/adapter.safetensors:layers.0.weight"].hash == by["model-00001-of-00002.safetensors:layers.0.weight"].hash
+    assert (
+        by["sub/adapter.safetensors:layers.0.weight"].hash
+        == by["model-00001-of-00002.safetensors:layers.0.weight"].hash
+    )
     assert sum(seen) == sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
 
 

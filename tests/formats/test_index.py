@@ -40,7 +40,7 @@ def test_json_round_trip_is_exact_and_deterministic() -> None:
     index = _index()
     data = index.to_json()
     assert isinstance(data, bytes)
-    assert b" " not in data.replace("a note".encode(), b"")  # compact separators
+    assert b" " not in data.replace(b"a note", b"")  # compact separators
     assert TensorIndex.from_json(data) == index
     assert TensorIndex.from_json(data.decode()) == index
     # Same content in another order gives the same bytes.
@@ -83,6 +83,13 @@ def test_malformed_index_raises_schema_error(mutate) -> None:
         TensorIndex.from_json(json.dumps(doc))
 
 
+def test_any_name_round_trips_and_json_is_ascii() -> None:
+    index = TensorIndex("npz", None, (TensorInfo("bad\ud800name ü", "float32", (1,), 4, "e" * 32),))
+    data = index.to_json()
+    assert data.isascii()
+    assert TensorIndex.from_json(data) == index
+
+
 @pytest.mark.parametrize("data", [b"", b"not json", b"[]", b"\xff\xfe"])
 def test_garbage_raises_schema_error(data: bytes) -> None:
     with pytest.raises(SchemaError):
@@ -90,9 +97,6 @@ def test_garbage_raises_schema_error(data: bytes) -> None:
 
 
 def test_import_loads_no_numpy_torch_or_safetensors() -> None:
-    code = (
-        "import sys, mvc.formats; "
-        "print(sorted(m for m in ('numpy', 'torch', 'safetensors') if m in sys.modules))"
-    )
+    code = "import sys, mvc.formats; print(sorted(m for m in ('numpy', 'torch', 'safetensors') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -217,7 +217,9 @@ def test_overlapping_tensors_and_trailing_bytes_are_corrupt(tmp_path: Path) -> N
 
 
 def test_duplicate_names_in_header_are_corrupt(tmp_path: Path) -> None:
-    blob = b'{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"w":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}'
+    blob = (
+        b'{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"w":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}'
+    )
     path = tmp_path / "m.safetensors"
     path.write_bytes(struct.pack("<Q", len(blob)) + blob + b"\0" * 8)
     with pytest.raises(CorruptFileError, match="appears twice"):

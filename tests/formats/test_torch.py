@@ -25,7 +25,7 @@ class Payload:
     def __init__(self, marker: Path) -> None:
         self.marker = str(marker)
 
-    def __reduce__(self):  # noqa: ANN204
+    def __reduce__(self):
         return (_make_marker, (self.marker,))
 
 
@@ -37,7 +37,10 @@ def _state_dict() -> dict:
             "norm.weight": torch.randn(4, generator=g).to(torch.bfloat16),
             "head.weight": torch.randn(2, 4, generator=g).to(torch.float16),
         },
-        "optimizer": {"state": {0: {"exp_avg": torch.zeros(3), "step": torch.tensor(5.0)}}, "param_groups": [{"lr": 0.1}]},
+        "optimizer": {
+            "state": {0: {"exp_avg": torch.zeros(3), "step": torch.tensor(5.0)}},
+            "param_groups": [{"lr": 0.1}],
+        },
         "buffers": [torch.arange(3), torch.ones(2, dtype=torch.bool)],
         "epoch": 3,
         "name": "run-1",
@@ -149,7 +152,8 @@ def test_bfloat16_rounding_matches_torch(tmp_path: Path) -> None:
     rng = np.random.default_rng(2)
     values = np.concatenate(
         [
-            rng.standard_normal(10000).astype(np.float32) * np.float32(10.0) ** rng.integers(-30, 30, 10000).astype(np.float32),
+            rng.standard_normal(10000).astype(np.float32)
+            * np.float32(10.0) ** rng.integers(-30, 30, 10000).astype(np.float32),
             np.array([np.inf, -np.inf, 0.0, -0.0, 3.4e38, -3.4e38, 1e-45, 1.00390625], np.float32),
         ]
     ).astype(np.float32)

@@ -117,7 +117,9 @@ def test_streaming_writer_in_header_order(tmp_path: Path) -> None:
         ("a", np.ones(3, np.complex64), "cannot store complex64"),
     ],
 )
-def test_writer_rejects_bad_writes_and_leaves_no_file(tmp_path: Path, name: str, array: np.ndarray, message: str) -> None:
+def test_writer_rejects_bad_writes_and_leaves_no_file(
+    tmp_path: Path, name: str, array: np.ndarray, message: str
+) -> None:
     path = tmp_path / "w.safetensors"
     path.write_bytes(b"previous version")
     with pytest.raises(UsageError, match=message):
@@ -183,4 +185,40 @@ def test_float8_raw_bits_round_trip(tmp_path: Path) -> None:
         assert reader.read("q", as_float32=True).tolist() == [1.0, -1.0, 0.0, 448.0]
     with pytest.raises(UsageError, match="cannot store float32 tensor 'q' as float8_e4m3fn") as err:
         write_safetensors([("q", bits.astype(np.float32))], path, header=[("q", "float8_e4m3fn", (4,))])
-    assert "raw bits as a uint8 array" in (err.value.hint or "")
+    assert err.value.hint == "pass its raw bits as a uint8 array"
+
+
+@pytest.mark.parametrize("declared", [False, True])
+def test_writer_holds_one_tensor_at_a_time(tmp_path: Path, declared: bool) -> None:
+    import tracemalloc
+
+    n, size = 12, 1 << 20  # 12 tensors of 4 MiB (float32)
+
+    def tensors() -> Iterator[tuple[str, np.ndarray]]:
+        for i in range(n):
+            yield f"t{i:02d}", np.full(size, i, np.float32)
+
+    header = [(f"t{i:02d}", "float32", (size,)) for i in range(n)] if declared else None
+    tracemalloc.start()
+    try:
+        write_safetensors(tensors(), tmp_path / "big.safetensors", header=header)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 3 * size * 4, peak  # far below the 48 MiB of all tensors
+    with open_tensors(tmp_path / "big.safetensors") as reader:
+        assert reader.read("t07")[123] == 7
+
+
+def test_mapping_with_a_header_is_written_in_header_order(tmp_path: Path) -> None:
+    path = tmp_path / "m.safetensors"
+    write_safetensors(
+        {"a": np.ones(2, np.float32), "b": np.zeros(3)},
+        path,
+        header=[("b", "float16", (3,)), ("a", "bfloat16", (2,))],
+    )
+    with open_tensors(path) as reader:
+        assert reader.info("a").dtype == "bfloat16" and reader.info("b").dtype == "float16"
+        assert reader.read("a", as_float32=True).tolist() == [1.0, 1.0]
+    with pytest.raises(UsageError, match="name different tensors"):
+        write_safetensors({"a": np.ones(2)}, path, header=[("c", "float32", (2,))])
