@@ -1,0 +1,281 @@
+#!/usr/bin/env python
+"""mvc benchmarks: ratios against plain DVC and raw I/O, measured side by side in one run.
+
+Creates its own fixtures in a temp dir and prints a table (or ``--json``):
+
+    python scripts/bench.py            # full run (1 and 4 GiB files; several minutes)
+    python scripts/bench.py --quick    # small sizes; a smoke run for CI (no timing assertion)
+    python scripts/bench.py --only add,index --json
+
+Targets (DESIGN.md): mvc add <= 1.0x dvc add; push/pull throughput >= 0.9x dvc;
+log over 500 versions and exp list over 100 branches < 1 s; diff of two 300-tensor
+manifests < 0.3 s; mvc --help < 0.3 s; merge peak RSS < 1.5x largest tensor + 300 MiB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BIN = Path(sys.executable).parent
+MVC = str(BIN / "mvc")
+DVC = str(BIN / "dvc")
+MiB = 2**20
+GiB = 2**30
+
+
+@dataclass
+class Row:
+    """One measured comparison."""
+
+    benchmark: str
+    mvc: float | None  # seconds (or MB/s, or MiB for memory rows: see unit)
+    baseline: float | None
+    unit: str
+    ratio: float | None  # mvc / baseline for times; baseline / mvc ... see note
+    target: str
+    met: bool | None
+    note: str = ""
+
+
+def _env(work: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "HOME": str(work / "home"),
+            "GIT_CONFIG_GLOBAL": str(work / "home" / ".gitconfig"),
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "DVC_SITE_CACHE_DIR": str(work / "dvc-site"),
+            "DVC_NO_ANALYTICS": "1",
+            "MVC_REMOTE_HOME": str(work / "remotes"),
+            "MVC_NO_PROGRESS": "1",
+            "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
+        }
+    )
+    (work / "home").mkdir(parents=True, exist_ok=True)
+    (work / "home" / ".gitconfig").write_text("[user]\n\tname = Bench\n\temail = bench@example.com\n[init]\n\tdefaultBranch = main\n")
+    return env
+
+
+def _run(cmd: list[str], cwd: Path, env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip()[-400:]}")
+    return elapsed
+
+
+def _warm(path: Path) -> None:
+    with open(path, "rb") as f:
+        while f.read(64 * MiB):
+            pass
+
+
+def make_safetensors(path: Path, size: int, tensor_bytes: int = 64 * MiB) -> int:
+    """Write a float32 safetensors file of about ``size`` bytes, tensor by tensor; return the largest tensor size."""
+    import numpy as np
+
+    sys.path.insert(0, str(HERE.parent))
+    from mvc.formats import SafetensorsWriter
+
+    n = max(1, size // tensor_bytes)
+    per = min(size, tensor_bytes) // 4
+    specs = [(f"layer{i}.weight", "float32", (per,)) for i in range(n)]
+    rng = np.random.default_rng(0)
+    with SafetensorsWriter(path, specs) as writer:
+        for name, _, shape in specs:
+            writer.write(name, rng.standard_normal(shape, dtype=np.float32))
+    return per * 4
+
+
+def _repo(work: Path, name: str, env: dict[str, str], *, mvc: bool) -> Path:
+    root = work / name
+    root.mkdir(parents=True)
+    subprocess.run(["git", "init", "-q"], cwd=root, env=env, check=True)
+    if mvc:
+        subprocess.run([MVC, "init"], cwd=root, env=env, check=True, capture_output=True)
+    else:
+        subprocess.run([DVC, "init", "-q"], cwd=root, env=env, check=True)
+    return root
+
+
+def bench_add(work: Path, env: dict[str, str], size: int) -> list[Row]:
+    """mvc add vs dvc add of the same safetensors file (same cache type), warm page cache."""
+    src = work / f"model-{size}.safetensors"
+    make_safetensors(src, size)
+    times: dict[str, float] = {}
+    for tool in ("dvc", "mvc"):
+        root = _repo(work, f"add-{tool}-{size}", env, mvc=tool == "mvc")
+        shutil.copyfile(src, root / "model.safetensors")
+        _warm(root / "model.safetensors")
+        cmd = [DVC, "add", "-q", "model.safetensors"] if tool == "dvc" else [MVC, "add", "--quiet", "model.safetensors"]
+        times[tool] = _run(cmd, root, env)
+        shutil.rmtree(root)
+    raw_start = time.perf_counter()
+    subprocess.run(["cat", str(src)], stdout=subprocess.DEVNULL, check=True)
+    raw = time.perf_counter() - raw_start
+    src.unlink()
+    ratio = times["mvc"] / times["dvc"]
+    label = f"{size / GiB:.3g} GiB" if size >= GiB else f"{size // MiB} MiB"
+    return [Row(f"add {label} safetensors (index included)", times["mvc"], times["dvc"], "s", ratio, "<= 1.0x dvc add", ratio <= 1.0, f"raw read (cat) {raw:.2f} s")]
+
+
+def bench_index(work: Path, env: dict[str, str], size: int) -> list[Row]:
+    """The tensor-index pass vs a raw read of the file (cat > /dev/null)."""
+    sys.path.insert(0, str(HERE.parent))
+    from mvc.formats import build_index
+
+    src = work / "index.safetensors"
+    make_safetensors(src, size)
+    _warm(src)
+    best_raw = best_idx = float("inf")
+    for _ in range(3):
+        t = time.perf_counter()
+        subprocess.run(["cat", str(src)], stdout=subprocess.DEVNULL, check=True)
+        best_raw = min(best_raw, time.perf_counter() - t)
+        t = time.perf_counter()
+        build_index(src)
+        best_idx = min(best_idx, time.perf_counter() - t)
+    src.unlink()
+    ratio = best_idx / best_raw
+    return [Row(f"tensor index pass, {size // MiB} MiB", best_idx, best_raw, "s", ratio, "~ raw read", ratio <= 1.5, "baseline: cat > /dev/null")]
+
+
+def bench_help(work: Path, env: dict[str, str]) -> list[Row]:
+    """`mvc --help` start-up (best of 5)."""
+    best = min(_run([MVC, "--help"], work, env) for _ in range(5))
+    python = min(_run([sys.executable, "-c", "pass"], work, env) for _ in range(5))
+    return [Row("mvc --help start-up", best, python, "s", best / python, "< 0.3 s", best < 0.3, "baseline: bare python start")]
+
+
+def bench_transfer(work: Path, env: dict[str, str], size: int) -> list[Row]:
+    """mvc push/pull vs dvc push/pull of the same file against the local S3 server (MB/s)."""
+    servers = _load("servers", HERE / "servers.py")
+    server = servers.start_s3(work / "s3")
+    try:
+        senv = dict(env)
+        senv.update(servers.client_env(server))
+        src = work / "xfer.safetensors"
+        make_safetensors(src, size)
+        rows = []
+        speed: dict[tuple[str, str], float] = {}
+        for tool in ("dvc", "mvc"):
+            root = _repo(work, f"xfer-{tool}", senv, mvc=tool == "mvc")
+            shutil.copyfile(src, root / "model.safetensors")
+            url = f"s3://{server.bucket}/bench-{tool}-{os.getpid()}"
+            subprocess.run([DVC, "remote", "add", "-f", "-d", "s3", url], cwd=root, env=senv, check=True, capture_output=True)
+            subprocess.run([DVC, "remote", "modify", "s3", "endpointurl", server.endpoint_url], cwd=root, env=senv, check=True)
+            for key, value in (("access_key_id", server.access_key), ("secret_access_key", server.secret_key)):
+                subprocess.run([DVC, "remote", "modify", "--local", "s3", key, value], cwd=root, env=senv, check=True)
+            add = [DVC, "add", "-q", "model.safetensors"] if tool == "dvc" else [MVC, "add", "--quiet", "model.safetensors"]
+            _run(add, root, senv)
+            push = [DVC, "push", "-q", "-r", "s3"] if tool == "dvc" else [MVC, "push", "--quiet", "-r", "s3"]
+            speed[(tool, "push")] = size / MiB / _run(push, root, senv)
+            shutil.rmtree(root / ".dvc" / "cache")
+            (root / "model.safetensors").unlink()
+            pull = [DVC, "pull", "-q", "-r", "s3"] if tool == "dvc" else [MVC, "pull", "--quiet", "-r", "s3"]
+            speed[(tool, "pull")] = size / MiB / _run(pull, root, senv)
+            shutil.rmtree(root)
+        src.unlink()
+        for op in ("push", "pull"):
+            ratio = speed[("mvc", op)] / speed[("dvc", op)]
+            rows.append(Row(f"{op} {size // MiB} MiB to local S3", speed[("mvc", op)], speed[("dvc", op)], "MB/s", ratio, ">= 0.9x dvc throughput", ratio >= 0.9, "ratio = mvc/dvc throughput"))
+        return rows
+    finally:
+        servers.stop(server)
+
+
+def _load(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _external(script: str, function: str) -> Callable[..., list[Row]] | None:
+    """A benchmark function contributed by scripts/bench_<area>.py, when present."""
+    path = HERE / script
+    if not path.exists():
+        return None
+    module = _load(path.stem, path)
+    fn = getattr(module, function, None)
+    if fn is None:
+        return None
+
+    def run(work: Path, env: dict[str, str], quick: bool) -> list[Row]:
+        results = fn(work=work, env=env, quick=quick)
+        return [Row(**r) if isinstance(r, dict) else r for r in results]
+
+    return run
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    parser.add_argument("--json", action="store_true", help="print the rows as JSON")
+    parser.add_argument("--only", default="", help="comma-separated subset: add,index,help,transfer,history,experiments,merge,training,security")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    only = {s.strip() for s in args.only.split(",") if s.strip()}
+
+    benches: list[tuple[str, Callable[[Path, dict[str, str]], list[Row]]]] = [
+        ("help", lambda w, e: bench_help(w, e)),
+        ("index", lambda w, e: bench_index(w, e, 64 * MiB if quick else GiB)),
+        ("add", lambda w, e: bench_add(w, e, 32 * MiB if quick else GiB)),
+    ]
+    if not quick:
+        benches.append(("add", lambda w, e: bench_add(w, e, 4 * GiB)))
+    benches.append(("transfer", lambda w, e: bench_transfer(w, e, 32 * MiB if quick else GiB)))
+    for area, script, function in (
+        ("history", "bench_history.py", "bench"),
+        ("experiments", "bench_experiments.py", "bench"),
+        ("merge", "bench_merge.py", "bench"),
+        ("training", "bench_training.py", "bench"),
+        ("security", "bench_security.py", "bench"),
+    ):
+        ext = _external(script, function)
+        if ext is not None:
+            benches.append((area, lambda w, e, ext=ext: ext(w, e, quick)))
+
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="mvc-bench-") as tmp:
+        work = Path(tmp)
+        env = _env(work)
+        for i, (area, bench) in enumerate(benches):
+            if only and area not in only:
+                continue
+            sub = work / f"{i}-{area}"
+            sub.mkdir()
+            try:
+                rows += bench(sub, env)
+            except Exception as exc:  # a broken benchmark is reported, not fatal to the others
+                rows.append(Row(area, None, None, "", None, "", False, f"failed: {exc}"))
+            finally:
+                shutil.rmtree(sub, ignore_errors=True)
+    if args.json:
+        print(json.dumps([asdict(r) for r in rows], indent=2))
+    else:
+        print(f"{'benchmark':44} {'mvc':>10} {'baseline':>10} {'unit':>5} {'ratio':>7}  {'target':26} met   note")
+        for r in rows:
+            fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+            met = "-" if r.met is None else ("yes" if r.met else "NO")
+            print(f"{r.benchmark:44} {fmt(r.mvc):>10} {fmt(r.baseline):>10} {r.unit:>5} {fmt(r.ratio):>7}  {r.target:26} {met:5} {r.note}")
+    return 1 if any(r.mvc is None and r.note.startswith("failed") for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
