@@ -13,6 +13,21 @@ from typing import Any
 __version__ = "0.1.0"
 
 _API = {
+    "exp_new",
+    "exp_list",
+    "exp_switch",
+    "exp_compare",
+    "exp_promote",
+    "exp_remove",
+    "install_hooks",
+    "resolve",
+    "tag",
+    "promote",
+    "unassign",
+    "registry_show",
+    "push_registry",
+    "verify",
+    "sign",
     "init",
     "add",
     "commit",
@@ -25,10 +40,16 @@ _API = {
     "remote_list",
     "remote_default",
     "remote_remove",
+    "remote_modify",
+    "get",
     "log",
     "show",
     "diff",
     "restore",
+    "evaluate",
+    "log_model",
+    "wait",
+    "merge",
 }
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from mvc import diff as diffing
 from mvc import dvcstore, gitstore, history, lineage, refs, rollback, settings, sync, versioning, workspace
+from mvc import signing, verification
 from mvc.diff import Diff
 from mvc.history import VersionRecord
 from mvc.errors import ConflictError, UsageError
@@ -158,6 +159,7 @@ def init(repo: PathLike = ".", *, git: bool = False, remote: str | None = None) 
                 hint="add another with `mvc remote add NAME URL --default`",
             )
     gitstore.stage(root, [p for p in (".dvc/config", ".dvc/.gitignore", ".dvcignore", settings.CONFIG_FILE) if (root / p).exists()])
+    hooks.setup_merge_driver(root)  # issue 5: `*.dvc merge=mvc` + the driver config
     return InitResult(
         root=str(root),
         created_git=created_git,
@@ -183,6 +185,8 @@ def add(
     step: int | None = None,
     experiment: str | None = None,
     progress: Progress | None = None,
+    sign_key: PathLike | None = None,
+    sign_password: bytes | None = None,
 ) -> AddResult:
     """Track weights (a file or a checkpoint directory) as a new version of a model.
 
@@ -215,7 +219,8 @@ def add(
         experiment=experiment,
     )
     rec = versioning.record(ws, path, request, progress=progress)
-    return AddResult(version=_version(rec.pointer), created=rec.created, staged=rec.staged)
+    result = AddResult(version=_version(rec.pointer), created=rec.created, staged=rec.staged)
+    return _sign_added(ws, result, sign_key, sign_password) if sign_key is not None else result
 
 
 def commit(repo: PathLike = ".", *, message: str) -> CommitResult:
@@ -272,6 +277,7 @@ def push(
     """
     ws = workspace.open_workspace(repo)
     ptrs = workspace.select(ws, names)
+    verification.check_before_push(ws, ptrs)
     rname, count = sync.push(ws, ptrs, remote=remote, jobs=jobs, progress=progress)
     return PushResult(remote=rname, transferred=count, models=tuple(p.manifest.name for p in ptrs if p.manifest))
 
@@ -283,6 +289,8 @@ def pull(
     remote: str | None = None,
     jobs: int | None = None,
     progress: Progress | None = None,
+    require_signed: bool | None = None,
+    trusted_keys: PathLike | None = None,
 ) -> PullResult:
     """Download the weights of the named models (all by default) and put them in the work tree.
 
@@ -292,6 +300,8 @@ def pull(
     """
     ws = workspace.open_workspace(repo)
     ptrs = workspace.select(ws, names)
+    if verification.signing_required(ws, require_signed):
+        verification.require_signed(ws, verification.pointer_targets(ptrs), trusted_keys=trusted_keys, remote=remote, progress=progress)
     rname, fetched, changes = sync.pull(ws, ptrs, remote=remote, jobs=jobs, progress=progress)
     return PullResult(
         remote=rname,
@@ -309,39 +319,52 @@ def checkout(
     remote: str | None = None,
     force: bool = False,
     progress: Progress | None = None,
+    require_signed: bool | None = None,
+    trusted_keys: PathLike | None = None,
 ) -> CheckoutResult:
     """Put weights in the work tree: ``NAME`` as the current commit records, ``NAME@REF`` an older version.
 
     ``NAME@REF`` is a rollback: the branch does not move and the pointer is not changed;
     ``mvc status`` shows the model as rolled back, and ``checkout NAME`` returns.
 
+    Args:
+        repo: the repository.
+        refs_: ``NAME`` or ``NAME@REF`` items; none: every model as the commit records it.
+        remote: where to fetch a rolled-back version's weights from when the cache lacks them.
+        force: overwrite work-tree weights that hold changes no version records.
+
     Raises:
+        ModelNotFoundError, RefNotFoundError, AmbiguousRefError: a bad ref.
         MissingObjectError: weights in neither the cache nor the remote.
-        ConflictError: the work-tree weights hold unrecorded changes (pass ``force``).
+        ConflictError: the work-tree weights hold unrecorded changes (pass ``force``);
+            nothing is changed then.
     """
     ws = workspace.open_workspace(repo)
+    if verification.signing_required(ws, require_signed):
+        verification.require_signed_refs(ws, refs_, trusted_keys=trusted_keys, remote=remote, progress=progress)
     plain: list[str] = []
-    rolled: list[str] = []
-    names: list[str] = []
+    targets: list[tuple[refs.Resolved, Pointer]] = []  # (version to roll back to, work-tree pointer)
     for ref in refs_ or []:
         name, spec = refs.split(ref)
         if spec is None:
             plain.append(name)
             continue
         res = refs.resolve(ws, ref)
-        names.append(res.name)
-        sync.ensure_cached(ws, res.pointer, res.commit, remote=remote, progress=progress)
         work = workspace.find_model(ws, res.name)
         if work.md5 == res.hash:
             plain.append(res.name)
-            continue
-        rollback.place(ws, res, force=force)
+        else:
+            targets.append((res, work))
+    ptrs = workspace.select(ws, plain or None) if plain or not refs_ else []
+    if not force:  # check everything before touching anything
+        rollback.refuse_unsaved(ws, ptrs + [work for _, work in targets])
+    rolled: list[str] = []
+    for res, work in targets:
+        sync.ensure_cached(ws, res.pointer, res.commit, remote=remote, progress=progress)
+        rollback.place(ws, res, force=True)
         rolled.append(work.out)
-    changes: dict[str, list[str]] = {}
-    if plain or not refs_:
-        ptrs = workspace.select(ws, plain or None)
-        changes = sync.checkout(ws, ptrs)
-        names += [p.manifest.name for p in ptrs if p.manifest]
+    changes = sync.checkout(ws, ptrs) if ptrs else {}
+    names = [res.name for res, _ in targets] + [p.manifest.name for p in ptrs if p.manifest]
     return CheckoutResult(
         added=tuple(changes.get("added", ())),
         modified=tuple(changes.get("modified", ())) + tuple(rolled),
@@ -392,13 +415,23 @@ def log(repo: PathLike = ".", name: str | None = None, *, all_branches: bool = F
     """Every committed version of ``name`` (all models when None), newest first.
 
     Reads manifests from git objects only: no checkout, no DVC.
+
+    Args:
+        repo: the repository.
+        name: model name; None lists every model of the work tree.
+        all_branches: walk every local branch, not only the current one (records get ``branch``).
+
+    Raises:
+        ModelNotFoundError: unknown model (the message lists the known ones).
+        SchemaError: a pointer is not valid YAML or from a newer mvc.
     """
     ws = workspace.open_workspace(repo)
     names = [name] if name else [p.manifest.name for p in workspace.models(ws) if p.manifest]
     records: list[VersionRecord] = []
     for n in names:
         records += history.versions(ws, n, all_branches=all_branches)
-    records.sort(key=lambda r: (r.date, r.version), reverse=True)
+    if len(names) > 1:  # one model's records are in git's order already
+        records.sort(key=lambda r: r.date, reverse=True)
     return records
 
 
@@ -414,6 +447,7 @@ class VersionDetail:
     commit: str | None
     outside_mvc: bool
     manifest: Manifest
+    signed_by: tuple[str, ...] = ()  # claimed signers; `mvc verify --signatures` checks them
 
 
 def show(repo: PathLike = ".", ref: str = "", *, rebuild_index: bool = True) -> VersionDetail:
@@ -421,6 +455,10 @@ def show(repo: PathLike = ".", ref: str = "", *, rebuild_index: bool = True) -> 
 
     A work-tree version re-added by plain ``dvc add`` gets its tensor index rebuilt
     from the weights (``rebuild_index``), since its manifest no longer describes them.
+
+    Raises:
+        ModelNotFoundError, RefNotFoundError, AmbiguousRefError: a bad ref.
+        SchemaError: the pointer is not valid YAML or from a newer mvc.
     """
     ws = workspace.open_workspace(repo)
     res = refs.resolve(ws, ref)
@@ -437,6 +475,7 @@ def show(repo: PathLike = ".", ref: str = "", *, rebuild_index: bool = True) -> 
         commit=res.commit,
         outside_mvc=res.pointer.outside_mvc,
         manifest=manifest,
+        signed_by=signing.signed_by(ws.root, res.hash),
     )
 
 
@@ -453,16 +492,20 @@ def diff(
     """Compare two versions (any refs, also of two models).
 
     Reads only the two manifests and tensor indexes; with ``stats`` it also streams
-    the changed tensors (fetching the weights when needed) for L2 / cosine figures.
+    the tensors that changed in content or dtype (fetching the weights from ``remote``
+    when the cache lacks them) for L2 / relative change / cosine figures.
+
+    Raises:
+        ModelNotFoundError, RefNotFoundError, AmbiguousRefError: a bad ref.
+        SchemaError: a pointer or tensor index is malformed or from a newer mvc.
+        MissingObjectError: ``stats`` needs weights that no cache or remote has.
     """
     import tempfile
 
     ws = workspace.open_workspace(repo)
-    ra, rb = refs.resolve(ws, a), refs.resolve(ws, b)
+    ra, rb = refs.resolve_all(ws, [a, b])
     result = diffing.compare(ws, ra, rb, include_unchanged=include_unchanged)
-    if not stats or result.summary is None:
-        return result
-    names = [t.name for t in result.tensors if t.status == "content"]
+    names = diffing.stats_candidates(result) if stats else []
     if not names:
         return result
     with tempfile.TemporaryDirectory(prefix="mvc-diff-") as tmp:
@@ -477,13 +520,20 @@ def restore(
 ) -> AddResult:
     """Make an old version the new head: a new version with the old weights, parent the current one.
 
-    History is never rewritten. Stage-only, like ``add``; commit with ``commit``.
+    History is never rewritten. Stage-only, like ``add``; commit with ``commit``. The new
+    version keeps the old one's params, metrics, data sets and labels, and records
+    ``extra.restored_from``.
+
+    Raises:
+        ModelNotFoundError, RefNotFoundError, AmbiguousRefError: a bad ref.
+        ConflictError: ``ref`` is the current version already, or the work-tree weights
+            hold unrecorded changes (pass ``force``).
+        MissingObjectError: the old weights are in no cache or remote.
     """
     ws = workspace.open_workspace(repo)
     res = refs.resolve(ws, ref)
-    current = workspace.find_model(ws, res.name)
-    assert current.manifest is not None
-    if res.hash == current.md5:
+    current = refs.resolve(ws, res.name)
+    if res.hash == current.hash:
         raise ConflictError(f"{ref} is already the current version of {res.name}", hint="nothing to restore")
     sync.ensure_cached(ws, res.pointer, res.commit, remote=remote)
     rollback.place(ws, res, force=force)
@@ -497,42 +547,940 @@ def restore(
         message=message or f"restore v{res.version} ({res.hash[:8]})",
         labels=old.labels,
         extra={"restored_from": {"version": res.version, "hash": res.hash, "ref": ref}},
-        parents=(Parent(hash=current.md5, version=current.manifest.version),),
+        parents=(Parent(hash=current.hash, version=current.version),),
     )
-    rec = versioning.record(ws, ws.root / current.out, request)
-    rollback.clear(ws, [current.path])
+    rec = versioning.record(ws, ws.root / current.pointer.out, request)
+    rollback.clear(ws, [current.pointer.path])
     return AddResult(version=_version(rec.pointer), created=rec.created, staged=rec.staged)
 
 
 # ---- issue 3: cloud remotes, get ----
+
+from mvc import getting  # noqa: E402
+from mvc.getting import GetResult  # noqa: E402
+
+
+@dataclass(frozen=True)
+class RemoteOption:
+    """Which remote option ``remote_modify`` changed, and in which file (never the value)."""
+
+    remote: str
+    option: str
+    file: str  # ".dvc/config" (tracked by git) or ".dvc/config.local" (never tracked)
+    unset: bool
+
+
+def remote_modify(
+    name: str, option: str, value: str | None = None, *, repo: PathLike = ".", local: bool = False
+) -> RemoteOption:
+    """Set one option of a remote (``value=None`` unsets it), e.g. credentials or ``endpointurl``.
+
+    Secrets (``access_key_id``, ``secret_access_key``, ``credentialpath``, ...) always go to
+    ``.dvc/config.local``; so does any option with ``local``, e.g. a per-machine endpoint.
+
+    Raises:
+        RemoteNotFoundError: no such remote.
+        UsageError: the option does not apply to the remote's URL scheme.
+    """
+    ws = workspace.open_workspace(repo)
+    written = dvcstore.modify_remote(ws.root, name, option, value, local=local)
+    if written == ".dvc/config":
+        gitstore.stage(ws.root, [written])
+    return RemoteOption(remote=name, option=option, file=written, unset=value is None)
+
+
+def get(
+    url: PathLike,
+    ref: str,
+    *,
+    out: PathLike = ".",
+    remote: str | None = None,
+    jobs: int | None = None,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> GetResult:
+    """Fetch one model version's weights from a git repository (path or URL) into ``out``.
+
+    No work tree of the repository is made (like ``dvc get``): it is cloned without a
+    checkout into a temporary directory, ``ref`` (``NAME`` or ``NAME@v3|@tag|@branch``)
+    is resolved from git objects, and the weights come from the repository's remote,
+    re-hashed on arrival. Credentials come from the environment (e.g. ``AWS_*``).
+
+    Raises:
+        NotARepoError, ModelNotFoundError, RefNotFoundError, ConflictError (``out`` holds
+        the file; pass ``force``), RemoteNotFoundError, RemoteError, MissingObjectError,
+        IntegrityError.
+    """
+    return getting.get(str(url), ref, out=Path(out), remote=remote, jobs=jobs, force=force, progress=progress)
+
+
 # (end of issue 3: cloud remotes, get)
 
 
 # ---- issue 5: experiments, git integration, registry ----
+
+from mvc import experiments, hooks  # noqa: E402
+from mvc import registry as registering  # noqa: E402
+from mvc.experiments import Experiment, Promoted, SyncReport, ValueRow  # noqa: E402
+from mvc.hooks import HookInstall, Resolution  # noqa: E402
+from mvc.registry import ModelRegistry, Release, StageEntry  # noqa: E402
+
+
+@dataclass(frozen=True)
+class ExperimentResult:
+    """An experiment that ``exp_new`` / ``exp_switch`` checked out, and what its weight sync did."""
+
+    experiment: Experiment
+    sync: SyncReport
+
+
+@dataclass(frozen=True)
+class ExperimentComparison:
+    """Experiments side by side: params, metrics, and tensor diffs from the first to each other."""
+
+    experiments: tuple[Experiment, ...]
+    params: tuple[ValueRow, ...]
+    metrics: tuple[ValueRow, ...]
+    diffs: tuple[Diff, ...]
+
+
+@dataclass(frozen=True)
+class ExperimentPromotion:
+    """Outcome of ``exp_promote``: the merge commit and the versions it made."""
+
+    experiment: str
+    branch: str
+    target: str
+    commit: str
+    versions: tuple[Promoted, ...]
+    sync: SyncReport
+
+
+@dataclass(frozen=True)
+class ExperimentRemoval:
+    """Outcome of ``exp_remove``."""
+
+    experiment: str
+    branch: str
+    commit: str
+    merged: bool
+
+
+@dataclass(frozen=True)
+class TagResult:
+    """A release registered by ``tag``."""
+
+    name: str
+    release: str
+    tag: str
+    commit: str
+    version: int
+    hash: str
+    pushed: bool
+
+
+@dataclass(frozen=True)
+class PromoteResult:
+    """A stage assigned by ``promote`` (and the release registered on the way, if any)."""
+
+    name: str
+    stage: str
+    tag: str
+    commit: str
+    version: int
+    hash: str
+    release: str
+    release_tag: str | None
+    remote: str
+    pushed: bool
+
+
+@dataclass(frozen=True)
+class UnassignResult:
+    """A stage taken off its version by ``unassign``."""
+
+    name: str
+    stage: str
+    tag: str
+    commit: str
+    pushed: bool
+
+
+@dataclass(frozen=True)
+class RegistryPushResult:
+    """Outcome of ``push_registry``: weights uploaded, then tags pushed to the git remote."""
+
+    remote: str
+    transferred: int
+    git_remote: str
+    tags: tuple[str, ...]
+
+
+def exp_new(
+    repo: PathLike = ".",
+    name: str = "",
+    *,
+    base: str | None = None,
+    params: dict[str, Any] | None = None,
+    remote: str | None = None,
+    force: bool = False,
+) -> ExperimentResult:
+    """Start experiment ``name``: branch ``exp/NAME`` from ``base`` (default HEAD), switched to.
+
+    Commits ``.mvc/experiments/NAME.json`` (base and intended ``params``) on the branch and
+    syncs the weights when the base differs from HEAD.
+
+    Raises:
+        UsageError: ``exp/NAME`` is not a valid branch name.
+        ConflictError: the experiment exists, or weights no version records would be lost.
+    """
+    ws = workspace.open_workspace(repo)
+    exp, report = experiments.create(ws, name, base=base, params=params, remote=remote, force=force)
+    return ExperimentResult(experiment=exp, sync=report)
+
+
+def exp_list(repo: PathLike = ".", *, remote: bool = False, sort: str | None = None) -> list[Experiment]:
+    """Every experiment branch with its base, models, metrics and last activity.
+
+    Reads git objects only (no checkout, no DVC).
+
+    Args:
+        remote: include the git remotes' ``exp/*`` branches (as last fetched).
+        sort: ``METRIC[:asc|desc]`` (default desc; ``MODEL.METRIC`` picks a model);
+            default: last activity, newest first.
+
+    Raises:
+        UsageError: a malformed ``sort``.
+    """
+    ws = workspace.open_workspace(repo)
+    return experiments.sort(experiments.read(ws, remote=remote), sort)
+
+
+def exp_switch(repo: PathLike = ".", name: str = "", *, remote: str | None = None, force: bool = False) -> ExperimentResult:
+    """Check out experiment ``name`` and sync its weights (fetching what the cache lacks).
+
+    Raises:
+        RefNotFoundError: no such experiment.
+        ConflictError: weights that no version records would be overwritten (pass ``force``).
+    """
+    ws = workspace.open_workspace(repo)
+    exp, report = experiments.switch(ws, name, remote=remote, force=force)
+    return ExperimentResult(experiment=exp, sync=report)
+
+
+def exp_compare(repo: PathLike = ".", names: list[str] | None = None) -> ExperimentComparison:
+    """Params and metrics of several experiments side by side, with tensor diffs from the first.
+
+    Raises:
+        UsageError: fewer than two experiments. RefNotFoundError: an unknown experiment.
+    """
+    names = list(names or [])
+    if len(names) < 2:
+        raise UsageError("compare needs at least two experiments", hint="e.g. `mvc exp compare lr-0.1 lr-0.01`")
+    ws = workspace.open_workspace(repo)
+    chosen = [experiments.get(ws, n) for n in names]
+    params, metrics = experiments.value_rows(chosen)
+    diffs = []
+    first = chosen[0]
+    for other in chosen[1:]:
+        for model in first.models:
+            if any(m.name == model.name for m in other.models):
+                a = refs.resolve(ws, f"{model.name}@{first.commit}")
+                b = refs.resolve(ws, f"{model.name}@{other.commit}")
+                diffs.append(diffing.compare(ws, a, b))
+    return ExperimentComparison(experiments=tuple(chosen), params=params, metrics=metrics, diffs=tuple(diffs))
+
+
+def exp_promote(
+    repo: PathLike = ".", name: str = "", *, into: str | None = None, remote: str | None = None, force: bool = False
+) -> ExperimentPromotion:
+    """Merge experiment ``name`` into ``into`` (default: the branch it started from, else main).
+
+    Each model the experiment changed becomes a new version there whose parents include
+    the experiment's version; the merge is committed and the weights synced.
+
+    Raises:
+        RefNotFoundError: no such experiment or branch.
+        ConflictError: already merged; conflicts outside model pointers (merge aborted).
+    """
+    ws = workspace.open_workspace(repo)
+    exp, target, commit, versions, report = experiments.promote(ws, name, into=into, remote=remote, force=force)
+    return ExperimentPromotion(experiment=exp.name, branch=exp.branch, target=target, commit=commit, versions=versions, sync=report)
+
+
+def exp_remove(repo: PathLike = ".", name: str = "", *, force: bool = False) -> ExperimentRemoval:
+    """Delete experiment ``name``'s branch; its weights stay in the remote until garbage collection.
+
+    Raises:
+        ConflictError: it is checked out, or has unmerged work (pass ``force``).
+    """
+    ws = workspace.open_workspace(repo)
+    exp, merged = experiments.remove(ws, name, force=force)
+    return ExperimentRemoval(experiment=exp.name, branch=exp.branch, commit=exp.commit, merged=merged)
+
+
+def install_hooks(repo: PathLike = ".") -> list[HookInstall]:
+    """Install git hooks that sync weights on checkout/merge and push them before ``git push``.
+
+    Also (re)writes the merge-driver config. Idempotent; existing hooks keep working.
+    """
+    return hooks.install(workspace.open_workspace(repo))
+
+
+def resolve(repo: PathLike = ".", name: str = "", *, take: str, remote: str | None = None, force: bool = False) -> Resolution:
+    """Settle a merge conflict on model ``name`` with ``take`` = ``ours``, ``theirs`` or a REF.
+
+    Records a merge version (parents: both sides), checks its weights out and stages the
+    pointer; finish the merge with ``git commit``.
+
+    Raises:
+        ConflictError: no conflict on that model; unrecorded weights (pass ``force``).
+    """
+    ws = workspace.open_workspace(repo)
+    return hooks.resolve(ws, name, take, remote=remote, force=force)
+
+
+def _check_git_remote(ws: workspace.Workspace, git_remote: str) -> None:
+    from mvc.errors import RemoteNotFoundError
+
+    if git_remote not in gitstore.git_remotes(ws.root):
+        raise RemoteNotFoundError(f"no git remote named {git_remote!r}", hint=f"add it with `git remote add {git_remote} URL`")
+
+
+def _push_tags(ws: workspace.Workspace, tags: list[str], commits: list[str], *, remote: str | None, git_remote: str) -> tuple[str, int]:
+    _check_git_remote(ws, git_remote)
+    rname, count = hooks.push_commits(ws, commits, remote=remote)
+    gitstore.push_refs(ws.root, git_remote, [f"refs/tags/{t}" for t in tags])
+    return rname, count
+
+
+def tag(
+    repo: PathLike = ".",
+    ref: str = "",
+    release: str = "",
+    *,
+    message: str = "",
+    push: bool = False,
+    remote: str | None = None,
+    git_remote: str = "origin",
+) -> TagResult:
+    """Register the version ``ref`` names as release ``release`` (annotated tag ``NAME@vX.Y.Z``).
+
+    With ``push`` the weights go to the (DVC) remote, then the tag to ``git_remote``.
+
+    Raises:
+        UsageError: not ``vX.Y.Z``. ConflictError: the tag exists; the version is released
+        already or not committed.
+    """
+    ws = workspace.open_workspace(repo)
+    if push:
+        _check_git_remote(ws, git_remote)
+    res, tag_, commit = registering.register(ws, ref, release, message=message)
+    if push:
+        _push_tags(ws, [tag_], [commit], remote=remote, git_remote=git_remote)
+    return TagResult(name=res.name, release=release, tag=tag_, commit=commit, version=res.version, hash=res.hash, pushed=push)
+
+
+def promote(
+    repo: PathLike = ".",
+    ref: str = "",
+    *,
+    stage: str,
+    release: str | None = None,
+    message: str = "",
+    push: bool = False,
+    remote: str | None = None,
+    git_remote: str = "origin",
+) -> PromoteResult:
+    """Assign ``stage`` to the version ``ref`` names (annotated tag ``NAME#STAGE#N``).
+
+    The version's weights must be in the remote (``push`` uploads them first, and pushes
+    the tags to ``git_remote`` after). A version without a release is registered first,
+    as ``gto assign`` does (``release``, or the next patch number).
+
+    Raises:
+        ConflictError: the weights are not in the remote; the version holds the stage already.
+        RemoteNotFoundError: no (default) remote.
+    """
+    ws = workspace.open_workspace(repo)
+    res = refs.resolve(ws, ref)
+    registering.check_stage(stage)
+    commit = registering.version_commit(ws, res)
+    rname = sync.remote_name(ws, remote)
+    if push:
+        _check_git_remote(ws, git_remote)
+        hooks.push_commits(ws, [commit], remote=rname)
+    if dvcstore.missing_in_remote(ws.root, [res.hash], remote=rname):
+        raise ConflictError(
+            f"the weights of {res.name} v{res.version} ({res.hash[:8]}) are not in remote {rname!r}",
+            hint=f"upload them first: `mvc promote {ref} --stage {stage} --push` (or `mvc push` while that version is checked out)",
+        )
+    tag_, release_tag, release_name = registering.assign(ws, res, commit, stage, release=release, message=message)
+    if push:
+        _push_tags(ws, [t for t in (release_tag, tag_) if t], [commit], remote=rname, git_remote=git_remote)
+    return PromoteResult(
+        name=res.name,
+        stage=stage,
+        tag=tag_,
+        commit=commit,
+        version=res.version,
+        hash=res.hash,
+        release=release_name,
+        release_tag=release_tag,
+        remote=rname,
+        pushed=push,
+    )
+
+
+def unassign(repo: PathLike = ".", name: str = "", *, stage: str, message: str = "", push: bool = False, git_remote: str = "origin") -> UnassignResult:
+    """Take ``stage`` off the version that holds it (annotated tag ``NAME#STAGE!#N``).
+
+    Raises:
+        RefNotFoundError: no version holds that stage.
+    """
+    ws = workspace.open_workspace(repo)
+    if push:
+        _check_git_remote(ws, git_remote)
+    tag_, commit = registering.unassign(ws, name, stage, message=message)
+    if push:
+        _push_tags(ws, [tag_], [], remote=None, git_remote=git_remote)
+    return UnassignResult(name=name, stage=stage, tag=tag_, commit=commit, pushed=push)
+
+
+def registry_show(repo: PathLike = ".", name: str | None = None) -> list[ModelRegistry]:
+    """Releases and current stages of every model in the registry (or of ``name``), from git tags."""
+    ws = workspace.open_workspace(repo)
+    return registering.show(ws, name)
+
+
+def push_registry(
+    repo: PathLike = ".", names: list[str] | None = None, *, remote: str | None = None, git_remote: str = "origin"
+) -> RegistryPushResult:
+    """Upload the weights every registry tag points to, then push the tags to ``git_remote``.
+
+    Raises:
+        RemoteNotFoundError: no such DVC or git remote. MissingObjectError: weights in
+        neither the cache nor the remote. RemoteError: an upload or the git push failed.
+    """
+    ws = workspace.open_workspace(repo)
+    evs = [e for e in registering.events(ws) if not names or e.artifact in names]
+    commits = list(dict.fromkeys(e.commit for e in evs))
+    rname, count = _push_tags(ws, [e.tag for e in evs], commits, remote=remote, git_remote=git_remote) if evs else (sync.remote_name(ws, remote), 0)
+    return RegistryPushResult(remote=rname, transferred=count, git_remote=git_remote, tags=tuple(e.tag for e in evs))
+
+
 # (end of issue 5: experiments, git integration, registry)
 
 
 # ---- issue 6: evaluation ----
+# The domain module is ``mvc.evaluation`` (a noun): a submodule named ``mvc.evaluate``
+# would shadow this function as the package attribute ``mvc.evaluate`` once imported.
+from mvc import evaluation, report as reporting  # noqa: E402
+from mvc.evaluation import Comparison, EvalFailedError, EvalFunctionNotFoundError, EvalRow, EvalSpec  # noqa: E402
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Outcome of ``evaluate``: the leaderboard, paired comparisons and what was written.
+
+    ``rows`` holds every version (ranked successes first, then failures, rank None);
+    ``failures`` repeats the failed ones; ``saved`` is the results folder
+    ``.mvc/evals/<eval hash>`` relative to the repo root.
+    """
+
+    eval_hash: str
+    spec: EvalSpec
+    sort: str | None
+    descending: bool
+    rows: tuple[EvalRow, ...]
+    comparisons: tuple[Comparison, ...]
+    failures: tuple[EvalRow, ...]
+    saved: str
+    written: tuple[str, ...]  # results files written (and staged) by this run
+    recorded: tuple[str, ...]  # pointers whose manifest got the metrics (``record``)
+    notes: tuple[str, ...]
+    report: str | None
+
+
+def evaluate(
+    repo: PathLike = ".",
+    refs: list[str] | None = None,  # noqa: F811 - shadows the module inside this function only
+    *,
+    cmd: str | None = None,
+    fn: str | Any | None = None,
+    model: str | None = None,
+    all_experiments: bool = False,
+    versions: str | None = None,
+    jobs: int = 1,
+    folds: int = 1,
+    per_example: str | None = None,
+    sort: str | None = None,
+    timeout: float | None = None,
+    force: bool = False,
+    record: bool = False,
+    remote: str | None = None,
+    report: PathLike | None = None,
+    progress: Progress | None = None,
+) -> EvalResult:
+    """Run one evaluation against several versions and rank them.
+
+    Each version is copied from the cache (fetched from the remote when needed) into its
+    own temp dir; the work tree is never touched. Results are saved under
+    ``.mvc/evals/<eval hash>/<content hash>.json`` and staged; versions already evaluated
+    the same way are read from there unless ``force``. A failing version is reported in
+    the result and does not stop the others.
+
+    Args:
+        refs: ``NAME@REF`` refs (with ``model``, a bare ``REF`` means ``model@REF``).
+        cmd: shell command template with ``{weights}`` (and ``{out}``, ``{fold}``); it writes
+            a JSON object of metrics to ``{out}`` or prints one as its last stdout line.
+        fn: ``"pkg.module:function"`` (imported from the repo root) or a callable, called
+            with the weights path (and ``fold=`` when it takes one), returning a dict.
+        model: the model for ``all_experiments`` / ``versions`` (default: the first ref's).
+        all_experiments: also evaluate the latest version on every ``exp/*`` branch.
+        versions: also evaluate ``vA..vB`` (inclusive).
+        jobs: versions evaluated in parallel.
+        folds: runs per version (``{fold}`` = 0..K-1); metrics get a mean and a std.
+        per_example: key of a per-example score list: the best version is compared with
+            each other one by paired bootstrap (interval of the difference, p-value).
+        sort: ``METRIC[:asc|desc]`` (default: the first key metric or first metric reported;
+            names like ``loss`` / ``error`` sort ascending).
+        timeout: seconds per run; a version that overruns fails, the others go on.
+        force: re-run versions whose results are saved.
+        record: write the mean metrics into the manifest of the work-tree version.
+        remote: remote to fetch missing weights from (default: the default remote).
+        report: write an HTML report (``.html``) with a chart per metric.
+        progress: called as ``progress(version, steps, total)`` as runs start and end.
+
+    Raises:
+        UsageError: no or two evaluations, no ``{weights}``, bad range, sort or report path.
+        EvalFunctionNotFoundError: ``fn`` cannot be imported.
+        RefNotFoundError, ModelNotFoundError, AmbiguousRefError: a ref does not resolve.
+    """
+    if jobs < 1:
+        raise UsageError(f"--jobs must be at least 1 (got {jobs})", hint="e.g. --jobs 4")
+    if timeout is not None and timeout <= 0:
+        raise UsageError(f"--timeout must be positive (got {timeout:g})", hint="give seconds, e.g. --timeout 600")
+    evaluation.parse_sort(sort)
+    report_path = reporting.check_path(report) if report is not None else None
+    ws = workspace.open_workspace(repo)
+    spec, runner = evaluation.make_spec(ws.root, cmd=cmd, fn=fn, folds=folds, per_example=per_example)
+    targets, notes = evaluation.plan(ws, list(refs or []), model=model, all_experiments=all_experiments, versions=versions)
+    outcomes, written = evaluation.run(
+        ws, targets, spec, runner, jobs=jobs, timeout=timeout, force=force, remote=remote, progress=progress
+    )
+    board = evaluation.rank(ws, outcomes, sort=sort, per_example=per_example)
+    recorded: list[str] = []
+    if record:
+        recorded, record_notes = evaluation.record_metrics(ws, board.rows)
+        notes += record_notes
+    board = replace(board, notes=(*notes, *board.notes))
+    if report_path is not None:
+        reporting.write_html(report_path, spec, board)
+    return EvalResult(
+        eval_hash=spec.hash,
+        spec=spec,
+        sort=board.sort,
+        descending=board.descending,
+        rows=board.rows,
+        comparisons=board.comparisons,
+        failures=tuple(r for r in board.rows if r.status == "failed"),
+        saved=f"{evaluation.EVALS_DIR}/{spec.hash}",
+        written=tuple(written),
+        recorded=tuple(recorded),
+        notes=board.notes,
+        report=None if report_path is None else str(report_path),
+    )
+
+
 # (end of issue 6: evaluation)
 
 
 # ---- issue 7: merge ----
+
+from collections.abc import Sequence  # noqa: E402
+
+from mvc import mergeconfig, merging  # noqa: E402
+from mvc.merging import MergeInput  # noqa: E402
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    """Outcome of ``merge``: the merged file, how it was made, and the version it became (``add``)."""
+
+    path: str
+    method: str
+    inputs: tuple[MergeInput, ...]
+    base: MergeInput | None
+    weights: tuple[float, ...]  # effective weights, one per input (none for slerp)
+    params: dict[str, float]  # every parameter of the method, defaults included
+    dtype: str | None  # output dtype asked for; None: each tensor kept its dtype
+    tensors: int
+    merged: int  # tensors computed by the method
+    copied: int  # tensors copied as stored (identical in every input, single holder, integer)
+    bytes: int
+    notes: tuple[str, ...]  # warnings (weights not summing to 1, tensors only some models hold ...)
+    version: Version | None = None  # with ``add``
+    created: bool = False  # with ``add``: False when the merge equals the current version
+    staged: tuple[str, ...] = ()
+    resolved_conflict: bool = False  # ``add`` replaced a pointer git left conflicted
+
+
+def merge(
+    repo: PathLike = ".",
+    refs: Sequence[str] = (),
+    *,
+    method: str | None = None,
+    weights: Sequence[float] | None = None,
+    base: str | None = None,
+    params: dict[str, Any] | None = None,
+    dtype: str | None = None,
+    out: PathLike | None = None,
+    add: bool = False,
+    name: str | None = None,
+    message: str = "",
+    config: PathLike | None = None,
+    allow_missing: bool = False,
+    normalize: bool = False,
+    remote: str | None = None,
+    progress: Progress | None = None,
+) -> MergeResult:
+    """Merge model versions into a new safetensors file, streaming one tensor at a time.
+
+    Methods: ``linear`` (weighted average; uniform by default: a model soup),
+    ``task-arithmetic`` (``base + scale * sum w_i (m_i - base)``), ``slerp`` (two
+    models, ``params={"t": 0.3}``), ``ties`` (``params={"density": 0.2}``). See
+    :mod:`mvc.merging` for which value a tensor gets in each case, and
+    :mod:`mvc.mergeconfig` for the ``config`` file (values given here win over it).
+
+    Args:
+        refs: the versions to merge (``NAME@v3``, ``NAME@main``, ``NAME@MERGE_HEAD`` ...).
+        method: default the config's, else ``linear``.
+        weights: one per input (linear: default uniform; task-arithmetic, ties: default 1).
+        base: the version the inputs were fine-tuned from (task-arithmetic, ties).
+        dtype: ``float32``, ``float16`` or ``bfloat16`` for floating tensors (default:
+            each tensor's own dtype; needed when the inputs' dtypes differ).
+        out: the output ``.safetensors`` file (relative to the current directory).
+        add: record the output as a new version of ``name`` (default: the first input's
+            model), its parents the inputs; a pointer left conflicted by ``git merge``
+            at that path is resolved by it. Stage-only, like ``add``.
+        allow_missing: keep tensors only some inputs hold instead of failing.
+        normalize: scale linear / task-arithmetic weights to sum to 1.
+
+    Raises:
+        UsageError: bad method, parameter, weights or output; an opaque model; slerp of
+            other than two models.
+        ConflictError: the models' tensor names, shapes or dtypes do not match.
+        ModelNotFoundError, RefNotFoundError, MissingObjectError.
+    """
+    ws = workspace.open_workspace(repo)
+    cfg = mergeconfig.combine(
+        mergeconfig.load(config) if config is not None else None,
+        inputs=tuple(refs),
+        method=method,
+        weights=tuple(weights) if weights is not None else None,
+        base=base,
+        params=params,
+        dtype=dtype,
+        normalize=normalize,
+        allow_missing=allow_missing,
+        output=str(out) if out is not None else None,
+    )
+    cfg, notes = mergeconfig.complete(cfg)
+    target = merging.output_path(cfg)
+    model = merging.target_name(ws, cfg, target, name) if add else None
+    outcome = merging.run(ws, cfg, target, notes=notes, remote=remote, progress=progress)
+    fields = dict(vars(outcome))
+    if model is None:
+        return MergeResult(**fields)
+    rec, conflicted = merging.record(ws, target, outcome, cfg, name=model, message=message, progress=progress)
+    return MergeResult(**fields, version=_version(rec.pointer), created=rec.created, staged=rec.staged, resolved_conflict=conflicted)
+
+
 # (end of issue 7: merge)
 
 
 # ---- issue 10: training integration ----
+
+from mvc.training import LoggedVersion, RunResult, UploadFailure, UploadReport  # noqa: E402
+
+
+def log_model(
+    path: PathLike,
+    *,
+    name: str | None = None,
+    params: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
+    datasets: list[PathLike] | None = None,
+    step: int | None = None,
+    message: str = "",
+    commit: bool = True,
+    push: bool = False,
+    repo: PathLike | None = None,
+) -> LoggedVersion:
+    """Version weights from training code: ``mvc add`` + a commit of mvc's files + an upload.
+
+    Unchanged weights make no new version and no commit. The commit (``commit=True``,
+    on the current branch) holds only the pointer, its ``.gitignore`` and the tensor
+    index: the user's other staged or unstaged work is never committed. On an
+    ``exp/NAME`` branch the manifest records the experiment ``NAME``.
+
+    Args:
+        path: the weights (a file or a checkpoint directory), inside the repository.
+        name: the model name (default: the current one, else the file name).
+        params / metrics: hyperparameters and metrics (numpy/torch scalars are fine).
+        datasets: DVC-tracked data sets the model was trained on.
+        step: the epoch or global step, recorded in the manifest.
+        message: the version's message (and commit message; default ``mvc: NAME vN``).
+        commit: commit mvc's files on the current branch.
+        push: upload the weights to the default remote in a background thread; see :func:`wait`.
+        repo: the repository (default: the one holding ``path``).
+
+    Returns:
+        The version: name, number, content hash, commit sha (or None), whether it is new.
+
+    Raises:
+        NotARepoError: ``path`` is in no mvc repository.
+        UsageError: ``path`` is outside ``repo``, or the name is taken.
+        PathNotFoundError, CorruptFileError.
+        LockedError: the git index stayed locked (after ~2 s of retries): the version is
+            recorded locally but not committed; DVC's lock is held by another process.
+    """
+    from mvc import training
+
+    return training.log_model(
+        path,
+        name=name,
+        params=params,
+        metrics=metrics,
+        datasets=datasets,
+        step=step,
+        message=message,
+        commit=commit,
+        push=push,
+        repo=repo,
+    )
+
+
+def wait() -> UploadReport:
+    """Wait for the uploads ``log_model(push=True)`` queued, and report them.
+
+    At interpreter exit mvc waits too, and prints failures to stderr.
+
+    Raises:
+        RemoteError: some uploads failed; the versions stay recorded and committed
+            locally (upload them later with ``push``).
+    """
+    from mvc import training
+
+    return training.wait()
+
+
+def check_weights_path(path: PathLike, *, repo: PathLike | None = None) -> str:
+    """Check that weights at ``path`` (existing or not yet) can be versioned; return it repo-relative.
+
+    Training callbacks call this when they are created, so a wrong path fails before training.
+
+    Raises:
+        NotARepoError: no mvc repository there.
+        UsageError: ``path`` is outside the repository.
+    """
+    from mvc import training
+
+    _, rel = training.locate(path, repo)
+    return rel
+
+
+def run(
+    command: list[str],
+    *,
+    repo: PathLike = ".",
+    experiment: str | None = None,
+    params_file: PathLike | None = None,
+    metrics_file: PathLike | None = None,
+    outs: list[PathLike] | None = None,
+    name: str | None = None,
+) -> RunResult:
+    """Run a training command and version what it wrote (``mvc run``).
+
+    With ``experiment`` it first creates (or switches to) branch ``exp/NAME``. The
+    command runs in the current directory with the terminal's stdout/stderr. If it
+    fails, nothing is versioned and ``returncode`` says how it ended. Otherwise every
+    tracked model whose weights the command wrote, plus ``outs`` (new models, the
+    first one named ``name``), becomes a new version with the params and metrics read
+    from the files, and mvc's files are committed as ``mvc run: CMD``.
+
+    Raises:
+        NotARepoError, UsageError (bad --exp / --out / --name), NotFoundError (the command
+        or a file is missing), ConflictError (switching would lose unrecorded weights).
+    """
+    from mvc import training
+
+    ws = workspace.open_workspace(repo)
+    return training.run(
+        ws,
+        command,
+        experiment=experiment,
+        params_file=params_file,
+        metrics_file=metrics_file,
+        outs=list(outs or []),
+        name=name,
+    )
+
+
 # (end of issue 10: training integration)
 
 
 # ---- issue 11: verify, sign ----
+
+VerifyResult = verification.VerifyResult
+VersionCheck = verification.VersionCheck
+
+
+@dataclass(frozen=True)
+class SignResult:
+    """Outcome of ``sign``: the version signed and the signature file (staged)."""
+
+    name: str
+    version: int
+    hash: str
+    signature_file: str
+    signer: str
+    key: str  # sha256 of the signer's public key
+
+
+def verify(
+    repo: PathLike = ".",
+    refs_: list[str] | None = None,
+    *,
+    remote: str | None = None,
+    all_versions: bool = False,
+    repair: bool = False,
+    signatures: bool = False,
+    trusted_keys: PathLike | None = None,
+    progress: Progress | None = None,
+) -> VerifyResult:
+    """Re-hash versions' weights (work tree, cache) against their pointers; check remote and signatures.
+
+    Every byte is read again (no trust in mtimes). ``result.error()`` sums up problems.
+
+    Args:
+        refs_: ``NAME`` (the work-tree version) or ``NAME@REF``; default every model.
+        remote: also check that this remote holds every object, intact where it can tell
+            (a directory remote is re-hashed; S3 ETag / GCS md5 compared; sizes compared).
+        all_versions: every committed version of the models, on any branch.
+        repair: delete corrupt cache objects and fetch them again from the remote (``remote``
+            or the default one); overwrite corrupt remote objects with a good cache copy.
+        signatures: check that a trusted key signed each version's bytes.
+        trusted_keys: directory of trusted ECDSA public keys (default: the repo setting).
+
+    Raises:
+        ModelNotFoundError / RefNotFoundError: a ref does not resolve.
+        RemoteNotFoundError: ``remote`` / ``repair`` without a usable remote.
+        UsageError / PathNotFoundError: ``signatures`` without usable trusted keys.
+    """
+    ws = workspace.open_workspace(repo)
+    items = verification.targets(ws, refs_, all_versions=all_versions)
+    return verification.verify(
+        ws,
+        items,
+        remote=remote,
+        check_remote=remote is not None,
+        trusted_keys=trusted_keys,
+        check_signatures=signatures,
+        repair=repair,
+        progress=progress,
+    )
+
+
+def sign(
+    repo: PathLike = ".", ref: str = "", *, key: PathLike, password: bytes | None = None, remote: str | None = None
+) -> SignResult:
+    """Sign the weights of ``ref`` with an ECDSA private key (OpenSSF model signing, offline).
+
+    The bundle goes to ``.mvc/signatures/<md5[:2]>/<md5>.json`` (staged; commit it with
+    ``commit``). Missing weights are fetched from the remote into the cache first.
+
+    Raises:
+        PathNotFoundError / UsageError: key missing, unreadable, not ECDSA, passphrase missing or wrong.
+        MissingObjectError: weights in neither the cache nor the remote.
+        IntegrityError: the cached weights no longer match their hash.
+    """
+    ws = workspace.open_workspace(repo)
+    res = refs.resolve(ws, ref)
+    signing.load_private_key(key, password)  # a bad key fails before any download
+    sync.ensure_cached(ws, res.pointer, res.commit, remote=remote)
+    sig, rel = signing.sign(ws.root, name=res.name, version=res.version, md5=res.hash, key_path=key, password=password)
+    gitstore.stage(ws.root, [rel])
+    return SignResult(name=res.name, version=res.version, hash=res.hash, signature_file=rel, signer=sig.signer, key=sig.key)
+
+
+def _sign_added(ws: workspace.Workspace, result: AddResult, key: PathLike, password: bytes | None) -> AddResult:
+    """``add(sign_key=...)``: sign the version just recorded and stage its signature."""
+    v = result.version
+    _, rel = signing.sign(ws.root, name=v.name, version=v.version, md5=v.hash, key_path=key, password=password)
+    gitstore.stage(ws.root, [rel])
+    return replace(result, staged=(*result.staged, rel))
+
+
 # (end of issue 11: verify, sign)
 
 
 RemoteConfig = dvcstore.RemoteConfig
 
 __all__ = [
+    "ExperimentComparison",
+    "ExperimentPromotion",
+    "ExperimentRemoval",
+    "ExperimentResult",
+    "Experiment",
+    "HookInstall",
+    "ModelRegistry",
+    "PromoteResult",
+    "RegistryPushResult",
+    "Release",
+    "Resolution",
+    "StageEntry",
+    "TagResult",
+    "UnassignResult",
+    "exp_compare",
+    "exp_list",
+    "exp_new",
+    "exp_promote",
+    "exp_remove",
+    "exp_switch",
+    "install_hooks",
+    "promote",
+    "push_registry",
+    "registry_show",
+    "resolve",
+    "tag",
+    "unassign",
+    "MergeInput",
+    "MergeResult",
+    "merge",
+    "SignResult",
+    "VerifyResult",
+    "VersionCheck",
+    "sign",
+    "verify",
+    "LoggedVersion",
+    "RunResult",
+    "UploadFailure",
+    "UploadReport",
+    "check_weights_path",
+    "log_model",
+    "run",
+    "wait",
     "AddResult",
+    "Comparison",
     "Diff",
+    "EvalFailedError",
+    "EvalFunctionNotFoundError",
+    "EvalResult",
+    "EvalRow",
+    "EvalSpec",
+    "evaluate",
     "VersionDetail",
     "VersionRecord",
     "diff",
@@ -558,5 +1506,9 @@ __all__ = [
     "remote_default",
     "remote_list",
     "remote_remove",
+    "GetResult",
+    "RemoteOption",
+    "get",
+    "remote_modify",
     "status",
 ]

@@ -59,9 +59,9 @@ class TensorStats:
     """Numeric difference of one tensor present in both versions with the same shape."""
 
     name: str
-    l2_diff: float
-    relative_change: float  # ||b - a|| / ||a||
-    cosine: float
+    l2_diff: float  # ||b - a||
+    relative_change: float | None  # ||b - a|| / ||a||; None when a is all zeros
+    cosine: float | None  # None when either tensor is all zeros
 
 
 @dataclass(frozen=True)
@@ -108,15 +108,32 @@ def side(res: Resolved) -> Side:
     return Side(ref=res.ref, name=res.name, version=res.version, hash=res.hash, commit=res.commit)
 
 
-def load_index(ws: Workspace, res: Resolved) -> TensorIndex | None:
-    """The tensor index of a resolved version, from git (or the work tree), or None."""
+def _index_path(res: Resolved) -> str | None:
+    """The sidecar path of a version's tensor index; None for opaque weights or a stale manifest."""
     manifest = res.pointer.manifest
-    if manifest is None or not manifest.index or res.pointer.outside_mvc:
-        return None
-    if res.commit is None:
-        return tensorindex.load(ws.root, res.hash)
-    data = gitstore.read_blob(ws.root, res.commit, manifest.index)
-    return tensorindex.load_bytes(data) if data is not None else tensorindex.load(ws.root, res.hash)
+    return manifest.index if manifest is not None and manifest.index and not res.pointer.outside_mvc else None
+
+
+def load_indexes(ws: Workspace, resolved: list[Resolved]) -> list[TensorIndex | None]:
+    """The tensor index of each resolved version, from git (one batch) or the work tree.
+
+    None for a version without one: opaque format, or weights re-added by plain ``dvc add``
+    (whose manifest, and so its index, describes older weights).
+
+    Raises:
+        SchemaError: a sidecar is malformed or from a newer mvc.
+    """
+    paths = [_index_path(res) for res in resolved]
+    in_git = [i for i, res in enumerate(resolved) if paths[i] and res.commit is not None]
+    blobs = dict(zip(in_git, gitstore.read_blobs(ws.root, [(resolved[i].commit, paths[i]) for i in in_git]), strict=True))
+    out: list[TensorIndex | None] = []
+    for i, res in enumerate(resolved):
+        data = blobs.get(i)
+        if paths[i] is None:
+            out.append(None)
+        else:
+            out.append(tensorindex.load_bytes(data) if data is not None else tensorindex.load(ws.root, res.hash))
+    return out
 
 
 def _values(a: dict[str, Any], b: dict[str, Any]) -> tuple[ValueChange, ...]:
@@ -135,11 +152,24 @@ def _number(v: Any) -> bool:
 
 
 def compare(ws: Workspace, a: Resolved, b: Resolved, *, include_unchanged: bool = False) -> Diff:
-    """Diff two versions from their manifests and tensor indexes only."""
+    """Diff two versions from their manifests and tensor indexes only: no weight bytes are read.
+
+    Args:
+        ws: the repository.
+        a, b: the two versions (any models).
+        include_unchanged: list unchanged tensors in ``tensors`` too.
+
+    Returns:
+        Params and metrics side by side with deltas, tensor changes and their totals
+        (``summary`` is None when a side has no tensor index; ``notes`` says why).
+
+    Raises:
+        SchemaError: a tensor index is malformed or from a newer mvc.
+    """
     ma, mb = a.pointer.manifest, b.pointer.manifest
     assert ma is not None and mb is not None
     notes: list[str] = []
-    ia, ib = load_index(ws, a), load_index(ws, b)
+    ia, ib = load_indexes(ws, [a, b])
     tensors: list[TensorChange] = []
     summary = None
     if ia is None or ib is None:
@@ -209,10 +239,30 @@ def _tensor_changes(ia: TensorIndex, ib: TensorIndex, include_unchanged: bool) -
     return changes, summary
 
 
+def stats_candidates(d: Diff) -> list[str]:
+    """Tensors whose numeric change ``--stats`` can measure: same shape, different content or dtype."""
+    return [t.name for t in d.tensors if t.status in ("content", "dtype")]
+
+
+_CHUNK = 1 << 22  # elements upcast to float64 at a time: the sums never hold a whole float64 copy
+
+
 def tensor_stats(path_a: Path, path_b: Path, names: list[str]) -> tuple[TensorStats, ...]:
     """L2 norm of the difference, relative change and cosine similarity of each tensor in ``names``.
 
-    Streams one tensor pair at a time (upcast to float64 for the sums).
+    Streams one tensor pair at a time, read as float32 and summed in float64 chunks, so
+    memory stays about two tensors.
+
+    Args:
+        path_a, path_b: the two versions' weights (files or directories).
+        names: tensors present in both with the same shape.
+
+    Returns:
+        One :class:`TensorStats` per name; ``relative_change`` is None when the old tensor
+        is all zeros, ``cosine`` is None when either is.
+
+    Raises:
+        CorruptFileError: a weight file cannot be read.
     """
     import numpy as np
 
@@ -221,12 +271,25 @@ def tensor_stats(path_a: Path, path_b: Path, names: list[str]) -> tuple[TensorSt
     out = []
     with open_tensors(path_a) as ra, open_tensors(path_b) as rb:
         for name in names:
-            x = np.asarray(ra.read(name, as_float32=True), dtype=np.float64).ravel()
-            y = np.asarray(rb.read(name, as_float32=True), dtype=np.float64).ravel()
-            d = float(np.linalg.norm(y - x))
-            nx, ny = float(np.linalg.norm(x)), float(np.linalg.norm(y))
-            rel = d / nx if nx else (0.0 if d == 0 else math.inf)
-            cos = float(np.dot(x, y) / (nx * ny)) if nx and ny else (1.0 if nx == ny else 0.0)
-            out.append(TensorStats(name=name, l2_diff=d, relative_change=rel, cosine=cos))
+            x = np.asarray(ra.read(name, as_float32=True)).reshape(-1)
+            y = np.asarray(rb.read(name, as_float32=True)).reshape(-1)
+            dd = xx = yy = xy = 0.0
+            for start in range(0, x.size, _CHUNK):
+                xs = x[start : start + _CHUNK].astype(np.float64)
+                ys = y[start : start + _CHUNK].astype(np.float64)
+                delta = ys - xs
+                dd += float(delta @ delta)
+                xx += float(xs @ xs)
+                yy += float(ys @ ys)
+                xy += float(xs @ ys)
             del x, y
+            l2, nx, ny = math.sqrt(dd), math.sqrt(xx), math.sqrt(yy)
+            out.append(
+                TensorStats(
+                    name=name,
+                    l2_diff=l2,
+                    relative_change=l2 / nx if nx else None,
+                    cosine=xy / (nx * ny) if nx and ny else None,
+                )
+            )
     return tuple(out)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -62,6 +63,7 @@ class RemoteConfig:
     url: str
     default: bool
     options: dict[str, str]
+    secrets: tuple[str, ...] = ()  # names (never values) of the secret options that are set
 
 
 # Options that hold secrets or paths to secrets: written only to .dvc/config.local,
@@ -110,18 +112,23 @@ def _quiet() -> Iterator[_Captured]:
     loggers = [logging.getLogger(name) for name in _LOGGERS]
     debug = os.environ.get("MVC_DEBUG") == "1"
     with _log_lock:
-        saved = [(lg.level, lg.propagate) for lg in loggers]
+        saved = [(lg.level, lg.propagate, list(lg.handlers)) for lg in loggers]
         for lg in loggers:
-            lg.setLevel(logging.DEBUG if debug else logging.CRITICAL)
+            # ERROR, not higher: the transfer errors DVC logs are what _translate classifies.
+            # DVC's own handlers (installed by `import dvc`) are detached meanwhile and
+            # propagate is off, so nothing reaches the terminal; bars stay off above INFO.
+            lg.setLevel(logging.DEBUG if debug else logging.ERROR)
             lg.propagate = debug
+            if not debug:
+                lg.handlers = []
             lg.addHandler(captured)
     try:
         with contextlib.redirect_stdout(_NullWriter()):
             yield captured
     finally:
         with _log_lock:
-            for lg, (level, propagate) in zip(loggers, saved, strict=True):
-                lg.removeHandler(captured)
+            for lg, (level, propagate, handlers) in zip(loggers, saved, strict=True):
+                lg.handlers = handlers
                 lg.setLevel(level)
                 lg.propagate = propagate
 
@@ -182,15 +189,20 @@ def _progress_hook(progress: Progress | None) -> Iterator[None]:
         dvc_callbacks.TqdmCallback.branched = original  # type: ignore[method-assign]
 
 
-def _translate(exc: BaseException, captured: _Captured | None, remote: str | None = None) -> MvcError:
-    """Map a DVC exception (plus what DVC logged) to an MvcError."""
+def _translate(
+    exc: BaseException, captured: _Captured | None, remote: str | None = None, url: str | None = None
+) -> MvcError:
+    """Map a DVC exception (plus what DVC logged) to an MvcError.
+
+    ``url`` (the remote's URL, when known) lets remote failures name the bucket.
+    """
     from dvc import config as dvc_config
     from dvc import exceptions as dx
     from dvc.lock import LockError
 
     logged = " | ".join(captured.messages) if captured else ""
-    text = f"{exc} {logged}"
-    where = f"remote {remote!r}" if remote else "the default remote"
+    text = f"{_chain_text(exc)} | {logged}"
+    where = _where(remote, url)
     err: MvcError
     if isinstance(exc, LockError):
         err = LockedError(
@@ -209,8 +221,8 @@ def _translate(exc: BaseException, captured: _Captured | None, remote: str | Non
         )
     elif isinstance(exc, dx.NotDvcRepoError):
         err = NotARepoError("this is not an mvc repository", hint="run `mvc init` first")
-    elif isinstance(exc, dx.FileTransferError | dx.CheckoutError) or "Access Denied" in text:
-        err = _classify_transfer(exc, text, where)
+    elif isinstance(exc, dx.FileTransferError | dx.CheckoutError) or _is_remote_failure(exc, text):
+        err = _classify_transfer(exc, text, where, bucket=_bucket(url), remote=remote)
     elif isinstance(exc, dx.CacheLinkError):
         err = MvcError(f"DVC could not link the cache into the work tree: {exc}")
     elif isinstance(exc, dx.DvcException):
@@ -221,42 +233,105 @@ def _translate(exc: BaseException, captured: _Captured | None, remote: str | Non
     return err
 
 
-_AUTH_MARKERS = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "invalid credentials", "Unauthorized", "401")
-_DENIED_MARKERS = ("AccessDenied", "Access Denied", "Forbidden", "403")
-_NO_BUCKET_MARKERS = ("NoSuchBucket", "bucket does not exist", "Bucket not found", "does not exist")
-_NETWORK_MARKERS = (
-    "Connection refused",
-    "Cannot connect",
-    "Could not connect",
-    "EndpointConnectionError",
-    "ConnectionError",
-    "ClientConnectorError",
-    "Connect call failed",
-    "timed out",
-    "ServerDisconnected",
+# Remote failures are recognised by the library an exception comes from, or by the
+# error codes and phrases S3 (botocore), GCS (gcsfs) and aiohttp put in their messages.
+# Word boundaries keep a status like 403 from matching inside an md5 in a logged path.
+_REMOTE_LIBRARIES = frozenset({"botocore", "aiobotocore", "aiohttp", "s3fs", "gcsfs", "google", "requests", "urllib3"})
+_NO_CREDENTIALS_RE = re.compile(
+    r"NoCredentialsError|Unable to locate credentials|DefaultCredentialsError|could not find default credentials",
+    re.IGNORECASE,
+)
+_AUTH_RE = re.compile(
+    r"InvalidAccessKeyId|SignatureDoesNotMatch|invalid credentials|invalid_grant|RefreshError|Unauthorized|\b401\b"
+)
+_DENIED_RE = re.compile(r"AccessDenied|Access Denied|Forbidden|\b403\b")
+# gcsfs reports a missing bucket as FileNotFoundError("b/BUCKET/o"), the listing URL path
+# (a missing prefix in an existing bucket reads "b/BUCKET/o/PREFIX").
+_NO_BUCKET_RE = re.compile(r"NoSuchBucket|specified bucket does not exist|Bucket not found|(?<![\w/])b/[^/\s]+/o(?![\w/])")
+_NETWORK_RE = re.compile(
+    r"Connection refused|Cannot connect|Could not connect|EndpointConnectionError|ConnectionError"
+    r"|ClientConnectorError|Connect call failed|timed out|ServerDisconnected|ConnectTimeout|ReadTimeout"
+    r"|Connection reset|Broken pipe|RemoteDisconnected|ResponseStreamingError"
 )
 
 
-def _classify_transfer(exc: BaseException, text: str, where: str) -> MvcError:
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and its causes / contexts, outermost first."""
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and not any(current is s for s in seen):
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def _chain_text(exc: BaseException) -> str:
+    """``Type: message`` of every exception in the chain (botocore puts its error code in the text)."""
+    return " | ".join(f"{type(e).__name__}: {e}" for e in _chain(exc))
+
+
+def _is_remote_failure(exc: BaseException, text: str) -> bool:
+    """True when ``exc`` came from talking to a remote (S3, GCS, HTTP) rather than from DVC itself."""
+    if any(type(e).__module__.split(".")[0] in _REMOTE_LIBRARIES for e in _chain(exc)):
+        return True
+    return any(p.search(text) for p in (_NO_CREDENTIALS_RE, _AUTH_RE, _DENIED_RE, _NO_BUCKET_RE, _NETWORK_RE))
+
+
+def _where(remote: str | None, url: str | None) -> str:
+    """How messages name a remote: ``remote 's3' (s3://bucket/prefix)``."""
+    if not remote:
+        return "the default remote"
+    return f"remote {remote!r} ({url})" if url else f"remote {remote!r}"
+
+
+def _bucket(url: str | None) -> str | None:
+    """The bucket of an ``s3://`` / ``gs://`` style URL, else None."""
+    if not url or "://" not in url:
+        return None
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).netloc or None
+
+
+def _credentials_hint(where: str, remote: str | None) -> str:
+    name = remote or "NAME"
+    if "gs://" in where:
+        return f"set GOOGLE_APPLICATION_CREDENTIALS, or `mvc remote modify {name} credentialpath FILE` (kept in .dvc/config.local)"
+    return (
+        f"set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or `mvc remote modify {name} access_key_id ID` "
+        "and `... secret_access_key KEY` (kept in .dvc/config.local)"
+    )
+
+
+def _classify_transfer(
+    exc: BaseException, text: str, where: str, bucket: str | None = None, remote: str | None = None
+) -> MvcError:
     from dvc import exceptions as dx
 
-    if any(m in text for m in _AUTH_MARKERS):
+    if _NO_CREDENTIALS_RE.search(text):
+        return RemoteError(f"no credentials found for {where}", hint=_credentials_hint(where, remote))
+    if _AUTH_RE.search(text):
+        return RemoteError(f"{where} rejected the credentials", hint=_credentials_hint(where, remote))
+    if _DENIED_RE.search(text) and not re.search(r"AccessDenied|Access Denied", text) and not isinstance(exc, dx.UploadError):
+        # A bare 403 on a HEAD request carries no error code: wrong keys look exactly
+        # like keys without read access, and wrong keys are by far the commoner cause.
         return RemoteError(
-            f"{where} rejected the credentials",
-            hint="check the keys: `mvc remote modify` / AWS_ACCESS_KEY_ID or .dvc/config.local",
+            f"{where} rejected the credentials (HTTP 403: wrong keys, or keys without read access)",
+            hint=_credentials_hint(where, remote),
         )
-    if any(m in text for m in _DENIED_MARKERS):
+    if _DENIED_RE.search(text):
         verb = "write" if isinstance(exc, dx.UploadError) else "read"
         return RemoteError(
             f"the credentials for {where} lack {verb} access",
             hint="use credentials with write access to push, or ask the bucket owner",
         )
-    if any(m in text for m in _NO_BUCKET_MARKERS) and "Cache" not in text:
+    if _NO_BUCKET_RE.search(text):
+        named = f"bucket {bucket!r} of {where}" if bucket else f"the bucket of {where}"
         return RemoteError(
-            f"the bucket of {where} does not exist",
-            hint="create the bucket or fix the URL with `mvc remote add NAME URL --force`",
+            f"{named} does not exist",
+            hint="create the bucket, or fix the URL with `mvc remote add NAME URL --force`",
         )
-    if any(m in text for m in _NETWORK_MARKERS):
+    if _NETWORK_RE.search(text):
         return RemoteError(
             f"cannot reach {where}",
             hint="check the network / endpoint URL and run the command again (finished objects are kept)",
@@ -288,6 +363,7 @@ _held: dict[Path, Repo] = {}
 def _repo(root: Path, remote: str | None = None) -> Iterator[Repo]:
     """Open the DVC repo at ``root`` with logging silenced and errors translated."""
     held = _held.get(root)
+    opened: list[Repo] = [held] if held is not None else []
     with _quiet() as captured:
         try:
             if held is not None:
@@ -296,13 +372,27 @@ def _repo(root: Path, remote: str | None = None) -> Iterator[Repo]:
             from dvc.repo import Repo
 
             with Repo(os.fspath(root)) as repo:
+                opened.append(repo)
                 yield repo
         except MvcError:
             raise
         except KeyboardInterrupt:
             raise
         except Exception as exc:
-            raise _translate(exc, captured, remote) from exc
+            name, url = _remote_ref(opened[0] if opened else None, remote)
+            raise _translate(exc, captured, name, url) from exc
+
+
+def _remote_ref(repo: Repo | None, remote: str | None) -> tuple[str | None, str | None]:
+    """``(name, url)`` of ``remote`` (or of the default remote), as far as the config tells."""
+    if repo is None:
+        return remote, None
+    try:
+        conf = repo.config
+        name = remote or conf["core"].get("remote")
+        return name, (str(conf["remote"][name]["url"]) if name else None)
+    except Exception:  # noqa: BLE001 - a broken config is reported by the error being translated
+        return remote, None
 
 
 def is_initialized(root: Path) -> bool:
@@ -444,6 +534,7 @@ def push(
 ) -> TransferResult:
     """Upload the cache objects of ``pointers`` (all when None) to ``remote``."""
     with _repo(root, remote) as repo, _progress_hook(progress):
+        _preflight(repo, remote)
         revs = list(revs or [])
         count = repo.push(_targets(root, pointers), jobs=jobs, remote=remote, revs=revs or None)
         return TransferResult(transferred=count, failed=0)
@@ -457,9 +548,20 @@ def fetch(
     jobs: int | None = None,
     progress: Progress | None = None,
 ) -> TransferResult:
-    """Download the cache objects of ``pointers`` from ``remote`` into the cache."""
+    """Download the cache objects of ``pointers`` from ``remote`` into the cache.
+
+    Every object this call downloads is re-hashed before it is trusted (DVC does not
+    check downloads unless a remote sets ``verify``, and then drops a bad object
+    silently); bad ones are removed from the cache again.
+
+    Raises:
+        IntegrityError: a downloaded object does not match its hash.
+        RemoteError / MissingObjectError / RemoteNotFoundError: the transfer failed.
+    """
     with _repo(root, remote) as repo, _progress_hook(progress):
-        count = repo.fetch(_targets(root, pointers), jobs=jobs, remote=remote)
+        targets = _targets(root, pointers)
+        with _verified_download(repo, remote, _pointer_hashes(repo, targets)):
+            count = repo.fetch(targets, jobs=jobs, remote=remote)
         return TransferResult(transferred=count, failed=0)
 
 
@@ -550,9 +652,56 @@ def fetch_at(
     jobs: int | None = None,
     progress: Progress | None = None,
 ) -> int:
-    """Fetch into the cache the objects ``pointer`` records at git ``commit`` (no checkout)."""
+    """Fetch into the cache the objects ``pointer`` records at git ``commit`` (no checkout).
+
+    Downloads are re-hashed as in :func:`fetch`. The objects are fetched by hash with the
+    work tree's remotes: ``repo.fetch(revs=[commit])`` would read the remotes from that
+    commit's ``.dvc/config`` and fail for a remote added later ("no remote named ...").
+    """
     with _repo(root, remote) as repo, _progress_hook(progress):
-        return repo.fetch([os.fspath(root / pointer)], jobs=jobs, remote=remote, revs=[commit], workspace=False)
+        md5s = _pointer_hashes_at(repo, pointer, commit)
+        with _verified_download(repo, remote, md5s):
+            return _pull_objects(repo, md5s, remote=remote, jobs=jobs)
+
+
+def _pull_objects(repo: Repo, md5s: list[str], *, remote: str | None, jobs: int | None) -> int:
+    """Download the objects ``md5s`` (a ``.dir`` listing, then the files it names) into the cache."""
+    from dvc_data.hashfile.hash_info import HashInfo
+    from dvc_data.hashfile.tree import Tree
+
+    odb = repo.cache.local
+    wanted = [HashInfo("md5", m) for m in md5s if not odb.exists(m)]
+    count = len(repo.cloud.pull(wanted, jobs=jobs, remote=remote).transferred) if wanted else 0
+    files = [
+        hi
+        for m in md5s
+        if m.endswith(".dir") and odb.exists(m)
+        for _, _, hi in Tree.load(odb, HashInfo("md5", m))
+        if not odb.exists(hi.value)
+    ]
+    if files:
+        count += len(repo.cloud.pull(files, jobs=jobs, remote=remote).transferred)
+    return count
+
+
+def unsaved_outputs(root: Path, pointers: Iterable[str]) -> list[str]:
+    """Those ``pointers`` whose work-tree weights differ from what they record and are not in the cache.
+
+    Overwriting such weights would lose them (DVC's own rule for prompting before a
+    checkout); weights of another recorded version (e.g. after ``git checkout`` of a
+    branch) are in the cache and safe to replace. Hashes come from DVC's state db, so
+    known files are not re-read.
+    """
+    with _repo(root) as repo:
+        unsaved = []
+        for ptr in pointers:
+            out = repo.stage.load_one(os.fspath(root / ptr)).outs[0]
+            if not out.exists:
+                continue
+            current = out.get_hash()
+            if current.value != out.hash_info.value and not _cache_has(repo, current.value):
+                unsaved.append(ptr)
+        return unsaved
 
 
 def has_object(root: Path, md5: str) -> bool:
@@ -575,20 +724,25 @@ def export(root: Path, md5: str, dest: Path, *, verify: bool = False) -> Path:
         odb = repo.cache.local
         if not _cache_has(repo, md5):
             raise MissingObjectError(f"object {md5[:8]} is not in the local cache", hint="fetch it with `mvc pull` or --remote")
-        if md5.endswith(".dir"):
-            from dvc_data.hashfile.hash_info import HashInfo
-            from dvc_data.hashfile.tree import Tree
+        return _export_from(odb, md5, dest, verify=verify)
 
-            tree = Tree.load(odb, HashInfo("md5", md5))
-            dest.mkdir(parents=True, exist_ok=True)
-            for key, _, hi in tree:
-                target = dest.joinpath(*key)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                _copy_checked(odb.oid_to_path(hi.value), target, hi.value, verify)
-        else:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            _copy_checked(odb.oid_to_path(md5), dest, md5, verify)
-        return dest
+
+def _export_from(odb: Any, md5: str, dest: Path, *, verify: bool) -> Path:
+    """Copy object ``md5`` (a file, or a ``.dir`` tree) from the object store ``odb`` to ``dest``."""
+    if md5.endswith(".dir"):
+        from dvc_data.hashfile.hash_info import HashInfo
+        from dvc_data.hashfile.tree import Tree
+
+        tree = Tree.load(odb, HashInfo("md5", md5))
+        dest.mkdir(parents=True, exist_ok=True)
+        for key, _, hi in tree:
+            target = dest.joinpath(*key)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _copy_checked(odb.oid_to_path(hi.value), target, hi.value, verify)
+    else:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        _copy_checked(odb.oid_to_path(md5), dest, md5, verify)
+    return dest
 
 
 def _copy_checked(src: str, dest: Path, md5: str, verify: bool) -> None:
@@ -615,19 +769,28 @@ def file_md5(path: Path) -> str:
 
 
 def remotes(root: Path) -> list[RemoteConfig]:
-    """The remotes of the repository, secrets left out."""
+    """The remotes of the repository, secrets left out.
+
+    ``options`` are the ones set in the config files (not DVC's schema defaults),
+    sorted by name; ``secrets`` names the secret options set, never their values.
+    """
     with _repo(root) as repo:
         conf = repo.config
         default = conf["core"].get("remote")
-        return [
-            RemoteConfig(
-                name=name,
-                url=str(opts.get("url", "")),
-                default=name == default,
-                options={k: str(v) for k, v in opts.items() if k != "url" and k not in SECRET_OPTIONS},
+        raw = repo.config.load_config_to_level().get("remote", {})
+        result = []
+        for name, opts in sorted(conf["remote"].items()):
+            given = raw.get(name, opts)
+            result.append(
+                RemoteConfig(
+                    name=name,
+                    url=str(opts.get("url", "")),
+                    default=name == default,
+                    options={k: str(given[k]) for k in sorted(given) if k != "url" and k not in SECRET_OPTIONS},
+                    secrets=tuple(sorted(k for k in given if k in SECRET_OPTIONS)),
+                )
             )
-            for name, opts in sorted(conf["remote"].items())
-        ]
+        return result
 
 
 def add_remote(
@@ -649,6 +812,9 @@ def add_remote(
                 f"a remote named {name!r} exists already",
                 hint=f"pick another name, or replace it with `mvc remote add {name} URL --force`",
             )
+        # Validate the whole remote before writing either file, so a bad option never
+        # leaves the public half written.
+        _validate_remote(repo, name, {"url": url, **options})
         try:
             with repo.config.edit("repo") as conf:
                 conf["remote"][name] = {"url": url, **public}
@@ -663,10 +829,7 @@ def add_remote(
             from dvc.config import ConfigError
 
             if isinstance(exc, ConfigError):
-                raise UsageError(
-                    f"remote {name!r}: {str(exc).splitlines()[0]}",
-                    hint="check the URL scheme (s3://, gs://, a local path, ...) and the options",
-                ) from exc
+                raise _config_usage_error(exc, name, url) from exc
             raise
 
 
@@ -730,6 +893,9 @@ def push_objects(root: Path, md5s: Iterable[str], *, remote: str, jobs: int | No
             result = transfer(cache, odb, objs, jobs=jobs, cache_odb=cache)
     except MvcError:
         raise
+    except OSError as exc:  # a local or mounted remote directory that cannot be written
+        detail = f"{exc.strerror}: {exc.filename}" if exc.strerror and exc.filename else str(exc)
+        raise RemoteError(f"cannot write to {where} ({detail})", hint="check the remote's URL and permissions") from exc
     except Exception as exc:
         raise _translate(exc, None, remote) from exc
     if result.failed:
@@ -738,6 +904,442 @@ def push_objects(root: Path, md5s: Iterable[str], *, remote: str, jobs: int | No
             hint="run `mvc push` again; finished objects are not uploaded twice",
         )
     return TransferResult(transferred=len(result.transferred), failed=0)
+
+
+# ---- integrity: re-hashing cache and remote objects (issue 11) --------------------------
+
+
+@dataclass(frozen=True)
+class CachedFile:
+    """One file of a version in the local cache."""
+
+    relpath: str | None  # inside a directory model; None for a single-file model
+    oid: str
+    path: Path
+    present: bool
+
+
+@dataclass(frozen=True)
+class ObjectCheck:
+    """The verdict on one stored object: ``ok``, ``corrupt`` or ``missing``."""
+
+    oid: str
+    state: str
+    detail: str = ""  # why it is corrupt, e.g. "size 10, expected 12"
+
+
+def _tree_entries(odb: Any, md5: str) -> list[tuple[str, str]] | None:
+    """``(relpath, oid)`` of the ``.dir`` listing ``md5`` in ``odb``; None if absent or unreadable."""
+    from dvc_data.hashfile.hash_info import HashInfo
+    from dvc_data.hashfile.tree import Tree
+
+    try:
+        tree = Tree.load(odb, HashInfo("md5", md5))
+    except Exception:  # noqa: BLE001 - missing (FileNotFoundError) or corrupt (ObjectFormatError)
+        return None
+    return [("/".join(key), hi.value) for key, _, hi in tree]
+
+
+def cache_files(root: Path, md5: str) -> list[CachedFile]:
+    """The cache files holding version ``md5``: the file, or each file a ``.dir`` listing names.
+
+    Raises:
+        MissingObjectError: a ``.dir`` listing is not in the cache (its files are unknown).
+    """
+    with _repo(root) as repo:
+        odb = repo.cache.local
+        if not md5.endswith(".dir"):
+            path = Path(odb.oid_to_path(md5))
+            return [CachedFile(None, md5, path, path.is_file())]
+        entries = _tree_entries(odb, md5)
+        if entries is None:
+            raise MissingObjectError(
+                f"the listing {md5[:8]}.dir is not in the local cache (or unreadable)",
+                hint="fetch it with `mvc pull` or `mvc verify --repair --remote R`",
+            )
+        return [CachedFile(rel, oid, Path(odb.oid_to_path(oid)), Path(odb.oid_to_path(oid)).is_file()) for rel, oid in entries]
+
+
+def check_cache(root: Path, md5: str, *, use_state: bool = False, progress: Progress | None = None) -> list[ObjectCheck]:
+    """Re-hash the cache objects of version ``md5`` (a ``.dir`` listing and every file in it).
+
+    Args:
+        use_state: trust DVC's state database for objects whose inode, mtime and size are
+            what they were when the object entered the cache (DVC records them then);
+            only changed objects are re-hashed. False re-hashes every byte.
+        progress: called as ``progress(oid, bytes, total)`` after each object.
+
+    Returns:
+        One verdict per object; a missing ``.dir`` listing hides its files.
+    """
+    with _repo(root) as repo:
+        odb = repo.cache.local
+        oids = [md5]
+        if md5.endswith(".dir") and odb.exists(md5):
+            entries = _tree_entries(odb, md5)
+            oids += [oid for _, oid in entries or []]
+        checks = []
+        for oid in oids:
+            path = odb.oid_to_path(oid)
+            if not os.path.isfile(path):
+                checks.append(ObjectCheck(oid, "missing"))
+                continue
+            ok = _object_intact(repo, path, oid, use_state)
+            checks.append(ObjectCheck(oid, "ok" if ok else "corrupt", "" if ok else "bytes do not match the hash"))
+            if progress is not None:
+                size = os.path.getsize(path)
+                progress(oid[:8], size, size)
+        return checks
+
+
+def _object_intact(repo: Repo, path: str, oid: str, use_state: bool) -> bool:
+    """True when the cache file ``path`` hashes to ``oid``; with ``use_state`` an object whose
+    inode, mtime and size match DVC's state entry is trusted without reading it."""
+    from dvc_data.hashfile.hash_info import HashInfo
+
+    fs = repo.cache.local.fs
+    if use_state:
+        _, known = repo.state.get(path, fs)
+        if known is not None and known.name == "md5":
+            return known.value.split(".")[0] == oid.split(".")[0]
+    ok = file_md5(Path(path)) == oid.split(".")[0]
+    if ok:
+        repo.state.save(path, fs, HashInfo("md5", oid))
+    return ok
+
+
+def check_remote(root: Path, md5: str, *, remote: str) -> list[ObjectCheck]:
+    """Check that ``remote`` holds every object of version ``md5``, intact where it can tell.
+
+    A local-directory remote is re-hashed; for S3 the single-part ETag (the md5) and
+    for GCS the md5 the store reports are compared; sizes are compared with the local
+    cache copy when there is one. A multipart ETag cannot be checked: size only.
+
+    Raises:
+        RemoteNotFoundError / RemoteError: unknown remote, or it failed.
+    """
+    with _repo(root, remote) as repo:
+        odb = repo.cloud.get_remote_odb(remote, "status")
+        cache = repo.cache.local
+        oids = [md5]
+        if md5.endswith(".dir"):
+            entries = _tree_entries(cache, md5) if cache.exists(md5) else _tree_entries(odb, md5)
+            oids += [oid for _, oid in entries or []]
+        return [_check_remote_object(odb, cache, oid) for oid in oids]
+
+
+def _check_remote_object(odb: Any, cache: Any, oid: str) -> ObjectCheck:
+    path = odb.oid_to_path(oid)
+    try:
+        info = odb.fs.info(path)
+    except FileNotFoundError:
+        return ObjectCheck(oid, "missing")
+    size = info.get("size")
+    local = cache.oid_to_path(oid)
+    if size is not None and os.path.isfile(local) and int(size) != os.path.getsize(local):
+        return ObjectCheck(oid, "corrupt", f"size {size}, expected {os.path.getsize(local)}")
+    actual = _remote_md5(odb, path, info)
+    if actual is not None and actual != oid.split(".")[0]:
+        return ObjectCheck(oid, "corrupt", "bytes do not match the hash")
+    return ObjectCheck(oid, "ok")
+
+
+def _remote_md5(odb: Any, path: str, info: dict[str, Any]) -> str | None:
+    """The md5 of a remote object as the store reports it (a local remote is re-hashed)."""
+    import base64
+
+    if odb.fs.protocol == "local":
+        return file_md5(Path(path))
+    etag = str(info.get("ETag") or info.get("etag") or "").strip('"')
+    if etag and "-" not in etag and len(etag) == 32:
+        return etag.lower()
+    md5_b64 = info.get("md5Hash")
+    if md5_b64:
+        return base64.b64decode(md5_b64).hex()
+    return None
+
+
+def delete_cache_object(root: Path, oid: str) -> None:
+    """Remove one (corrupt) object from the local cache; a later fetch brings a fresh copy."""
+    with _repo(root) as repo:
+        path = Path(repo.cache.local.oid_to_path(oid))
+        if path.exists():
+            os.chmod(path, 0o644)  # DVC keeps cache files read-only
+            path.unlink()
+
+
+def replace_remote_object(root: Path, oid: str, *, remote: str) -> None:
+    """Overwrite a (corrupt) object on ``remote`` with the local cache copy.
+
+    DVC's push skips objects the remote already lists, so it never fixes a bad copy.
+
+    Raises:
+        MissingObjectError: the object is not in the local cache.
+        RemoteError: the upload failed.
+    """
+    with _repo(root, remote) as repo:
+        local = repo.cache.local.oid_to_path(oid)
+        if not os.path.isfile(local):
+            raise MissingObjectError(f"object {oid[:8]} is not in the local cache", hint="fetch a good copy first")
+        odb = repo.cloud.get_remote_odb(remote, "push")
+        target = odb.oid_to_path(oid)
+        with contextlib.suppress(FileNotFoundError):
+            odb.fs.remove(target)
+        odb.fs.put_file(local, target)
+
+
+
+# ---- experiments, hooks, registry (issue 5) --------------------------------------------
+
+
+def missing_in_remote(root: Path, md5s: Iterable[str], *, remote: str) -> set[str]:
+    """Those of ``md5s`` (a ``.dir`` hash with its files) that ``remote`` does not hold; one listing call.
+
+    Raises:
+        RemoteNotFoundError / RemoteError: unknown remote, or it failed.
+    """
+    wanted = sorted(set(md5s))
+    if not wanted:
+        return set()
+    with _repo(root, remote) as repo:
+        odb = repo.cloud.get_remote_odb(remote, "status")
+        ids = {m: _object_ids(repo, m) for m in wanted}
+        present = set(odb.oids_exist(sorted(set().union(*ids.values()))))
+        return {m for m, need in ids.items() if not need <= present}
+
+# ---- cloud remotes: verified downloads, remote options, get (issue 3) -------------------
+
+
+def _object_ids_in(odb: Any, md5: str) -> list[str]:
+    """``md5`` plus, when its ``.dir`` listing is in ``odb``, the oids of the files it lists."""
+    entries = _tree_entries(odb, md5) if md5.endswith(".dir") else None
+    return [md5, *(oid for _, oid in entries or [])]
+
+
+def _present(odb: Any, md5s: Iterable[str]) -> set[str]:
+    """The oids of ``md5s`` (and of the files of their listings) that ``odb`` holds."""
+    return {oid for md5 in md5s for oid in _object_ids_in(odb, md5) if odb.exists(oid)}
+
+
+def _pointer_hashes(repo: Repo, targets: list[str] | None) -> list[str]:
+    """The hashes the pointer files ``targets`` record (every tracked output when None)."""
+    if targets is None:
+        outs = repo.index.outs
+    else:
+        outs = [out for target in targets for out in repo.stage.load_one(target).outs]
+    return [out.hash_info.value for out in outs if out.hash_info and out.hash_info.value]
+
+
+def _pointer_hashes_at(repo: Repo, pointer: str, commit: str) -> list[str]:
+    """The hashes the pointer file ``pointer`` records at git ``commit`` (empty if unreadable)."""
+    from dvc.utils.serialize import parse_yaml
+
+    try:
+        text = repo.scm.get_fs(commit).read_text(f"/{pointer}")
+        data = parse_yaml(text, pointer)
+    except Exception:  # noqa: BLE001 - DVC's own fetch reports a missing or broken pointer
+        return []
+    return [str(o["md5"]) for o in data.get("outs", []) if isinstance(o, dict) and o.get("md5")]
+
+
+def _preflight(repo: Repo, remote: str | None) -> None:
+    """List a cloud remote's prefix once, so that a missing bucket or rejected keys fail
+    with the store's own error code.
+
+    Without it a push of a few objects only sends HEAD requests (a bare 404 / 403) and
+    then PUTs, which SeaweedFS answers with AccessDenied for a missing bucket.
+    """
+    odb = repo.cloud.get_remote_odb(remote, "push")
+    if odb.fs.protocol not in ("s3", "gs", "gcs"):
+        return
+    try:
+        odb.fs.ls(odb.path)
+    except FileNotFoundError as exc:
+        if _NO_BUCKET_RE.search(_chain_text(exc)):
+            raise
+        # the prefix is new: nothing pushed there yet
+    finally:
+        odb.fs.fs.invalidate_cache()
+
+
+def _hash_matches(odb: Any, oid: str) -> bool:
+    return file_md5(Path(odb.oid_to_path(oid))) == oid.split(".")[0]
+
+
+@contextlib.contextmanager
+def _verified_download(repo: Repo, remote: str | None, md5s: list[str]) -> Iterator[None]:
+    """Re-hash every object of ``md5s`` that arrives in the cache during the block.
+
+    A ``.dir`` listing is checked before the files it names. Objects that do not match
+    their hash are deleted, so the bad bytes never reach a checkout; the objects that
+    were in the cache before are not re-read.
+
+    Raises:
+        IntegrityError: some downloaded object was corrupt (raised even when the block
+            itself failed, since bad objects are the more important news).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    odb = repo.cache.local
+    before = _present(odb, md5s)
+    try:
+        yield
+    finally:
+        bad = [m for m in md5s if m.endswith(".dir") and m not in before and odb.exists(m) and not _hash_matches(odb, m)]
+        for oid in bad:
+            odb.fs.remove(odb.oid_to_path(oid))
+        new = sorted(_present(odb, md5s) - before)
+        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+            bad += [oid for oid, ok in zip(new, pool.map(lambda o: _hash_matches(odb, o), new), strict=True) if not ok]
+        for oid in bad:
+            with contextlib.suppress(FileNotFoundError):
+                odb.fs.remove(odb.oid_to_path(oid))
+        if bad:
+            name, url = _remote_ref(repo, remote)
+            raise IntegrityError(
+                f"{len(bad)} object(s) downloaded from {_where(name, url)} do not match their hash "
+                f"(first: {bad[0][:8]}); removed from the cache, nothing was checked out",
+                hint="the copy in the remote is corrupt: push a good copy from a machine that has the weights "
+                "(`mvc verify --repair`)",
+            )
+
+
+def _validate_remote(repo: Repo, name: str, section: dict[str, Any]) -> None:
+    """Check a remote's settings against DVC's schema without writing anything.
+
+    Raises:
+        UsageError: unknown URL scheme, or an option that does not apply to it.
+    """
+    from dvc.config import Config, ConfigError
+
+    merged = repo.config.load_config_to_level()
+    merged.setdefault("remote", {})[name] = section
+    try:
+        Config.validate(merged)
+    except ConfigError as exc:
+        raise _config_usage_error(exc, name, str(section.get("url", ""))) from exc
+
+
+def _config_usage_error(exc: Exception, name: str, url: str) -> UsageError:
+    """Turn DVC's schema complaint about a remote into one line naming the remote and the fix."""
+    text = str(exc).splitlines()[0].removeprefix("config file error: ")
+    scheme = url.split("://", 1)[0] + "://" if "://" in url else "local-directory"
+    unsupported = re.search(r"Unsupported URL type (\S+)", text)
+    if unsupported:
+        return UsageError(
+            f"remote {name!r}: unsupported URL scheme {unsupported.group(1)!r} in {url!r}",
+            hint="use s3://BUCKET/PREFIX, gs://BUCKET/PREFIX, azure://, ssh://, http(s)://, or a local directory",
+        )
+    extra = re.search(r"extra keys not allowed @ data\['remote'\]\['[^']*'\]\['([^']+)'\]", text)
+    if extra:
+        return UsageError(
+            f"remote {name!r}: option {extra.group(1)!r} does not apply to {scheme} remotes",
+            hint="--project and --credentialpath are for gs://; --profile, --region and access keys for s3://",
+        )
+    return UsageError(f"remote {name!r}: {text}", hint="check the URL and the options (`mvc remote add --help`)")
+
+
+def modify_remote(root: Path, name: str, option: str, value: str | None = None, *, local: bool = False) -> str:
+    """Set (or with ``value=None`` unset) one option of remote ``name``.
+
+    Secret options (keys, credential paths) always go to ``.dvc/config.local``, as does
+    every option with ``local``.
+
+    Returns:
+        The config file written, relative to the repository root.
+
+    Raises:
+        RemoteNotFoundError: no such remote.
+        UsageError: the option does not apply to the remote's URL scheme, or a bad value.
+    """
+    with _repo(root) as repo:
+        if name not in repo.config["remote"]:
+            raise RemoteNotFoundError(f"no remote named {name!r}", hint="list them with `mvc remote list`")
+        level = "local" if local or option in SECRET_OPTIONS else "repo"
+        section = dict(repo.config["remote"][name])
+        if value is None:
+            section.pop(option, None)
+        else:
+            section[option] = value
+        _validate_remote(repo, name, section)
+        with repo.config.edit(level) as conf:
+            own = conf["remote"].setdefault(name, {})
+            if value is None:
+                own.pop(option, None)
+            else:
+                own[option] = value
+            if not own:
+                del conf["remote"][name]
+        return ".dvc/config.local" if level == "local" else ".dvc/config"
+
+
+def fetch_version(
+    git_root: Path,
+    rev: str,
+    md5: str,
+    dest: Path,
+    *,
+    cache_dir: Path,
+    remote: str | None = None,
+    jobs: int | None = None,
+    progress: Progress | None = None,
+) -> str:
+    """Download the weights ``md5`` from a repository's remote and copy them to ``dest``.
+
+    For ``mvc get``: ``git_root`` is a clone without a work tree; DVC reads its config
+    from git at ``rev``, and the objects go to the private cache ``cache_dir``. Downloads
+    are re-hashed (see :func:`_verified_download`).
+
+    Returns:
+        The name of the remote the weights came from.
+
+    Raises:
+        NotARepoError: the repository has no DVC set-up at ``rev``.
+        RemoteNotFoundError: no such remote / no default remote.
+        MissingObjectError: the remote lacks the weights.
+        IntegrityError: a downloaded object does not match its hash.
+        RemoteError: the remote refused or could not be reached.
+    """
+    from dvc.repo import Repo
+    from dvc_data.hashfile.hash_info import HashInfo
+
+    opened: list[Repo] = []
+    with _quiet() as captured:
+        try:
+            config = {"cache": {"dir": os.fspath(cache_dir)}}
+            with Repo(os.fspath(git_root), rev=rev, config=config) as repo, _progress_hook(progress):
+                opened.append(repo)
+                name, url = _remote_ref(repo, remote)
+                if name is None:
+                    raise RemoteNotFoundError(
+                        "the repository sets no default remote", hint="name one with --remote (see its .dvc/config)"
+                    )
+                if name not in repo.config["remote"]:
+                    names = ", ".join(sorted(repo.config["remote"])) or "none"
+                    raise RemoteNotFoundError(
+                        f"the repository has no remote named {name!r} (remotes: {names})", hint="pick one with --remote"
+                    )
+                odb = repo.cache.local
+                with _verified_download(repo, name, [md5]):
+                    repo.cloud.pull([HashInfo("md5", md5)], jobs=jobs, remote=name)
+                    # A .dir listing arrives alone; the files it names are a second transfer.
+                    files = [HashInfo("md5", oid) for oid in _object_ids_in(odb, md5)[1:]]
+                    if files:
+                        repo.cloud.pull(files, jobs=jobs, remote=name)
+                if not all(odb.exists(oid) for oid in _object_ids_in(odb, md5)):
+                    raise MissingObjectError(
+                        f"the weights {md5[:8]} are not in {_where(name, url)}",
+                        hint="push them from the machine that added them (`mvc push`)",
+                    )
+                _export_from(odb, md5, dest, verify=False)
+                return name
+        except MvcError:
+            raise
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:
+            name, url = _remote_ref(opened[0] if opened else None, remote)
+            raise _translate(exc, captured, name, url) from exc
 
 
 __all__ = [
@@ -749,6 +1351,8 @@ __all__ = [
     "add_remote",
     "export",
     "fetch_at",
+    "fetch_version",
+    "modify_remote",
     "file_md5",
     "has_object",
     "ObjectStatus",
@@ -763,5 +1367,13 @@ __all__ = [
     "push_objects",
     "remotes",
     "remove_remote",
+    "CachedFile",
+    "ObjectCheck",
+    "cache_files",
+    "check_cache",
+    "check_remote",
+    "delete_cache_object",
+    "replace_remote_object",
     "set_default_remote",
+    "missing_in_remote",
 ]

@@ -310,6 +310,53 @@ def blob_reader(root: Path) -> Iterator[Callable[[str, str], bytes | None]]:
         stdout.close()
 
 
+def read_blobs(root: Path, specs: Iterable[tuple[str, str]]) -> list[bytes | None]:
+    """The bytes of each ``(rev, path)`` in ``specs`` (None where it does not exist), in order.
+
+    One ``git cat-file --batch`` process, fed by a thread while the answers are read, so
+    hundreds of blobs cost one round trip instead of one each (``mvc log`` of 500 versions).
+    """
+    import subprocess
+    import threading
+
+    specs = list(specs)
+    if not specs:
+        return []
+    request = "".join(f"{rev}:{path}\n" for rev, path in specs).encode()
+    proc = subprocess.Popen(
+        ["git", "cat-file", "--batch"], cwd=root, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    stdin, stdout = proc.stdin, proc.stdout
+
+    def feed() -> None:
+        try:
+            stdin.write(request)
+        except BrokenPipeError:  # git exited early; the reader sees EOF
+            pass
+        finally:
+            stdin.close()
+
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
+    blobs: list[bytes | None] = []
+    try:
+        for _ in specs:
+            line = stdout.readline().rstrip(b"\n")
+            if not line or line.endswith((b" missing", b" ambiguous")):  # the spec may hold spaces
+                blobs.append(None)
+                continue
+            _, kind, size = line.rsplit(b" ", 2)
+            data = stdout.read(int(size))
+            stdout.read(1)  # the newline after the object
+            blobs.append(data if kind == b"blob" else None)
+    finally:
+        writer.join()
+        stdout.close()
+        proc.wait()
+    return blobs
+
+
 def is_ignored(root: Path, relpath: str) -> bool:
     """True when git ignores ``relpath``."""
     import git
@@ -340,7 +387,7 @@ def log_path(
     ``remotes`` every remote-tracking branch) is walked; otherwise ``rev``'s history.
     """
     fmt = "%H%x1f%P%x1f%an%x1f%ae%x1f%aI%x1f%s%x1f%S%x1e"
-    args = ["log", f"--format={fmt}", "--full-history", "--source"]
+    args = ["log", f"--format={fmt}", "--full-history", "--date-order", "--source"]  # children before parents
     if all_branches:
         args.append("--branches")
         if remotes:
@@ -387,3 +434,273 @@ def is_ancestor(root: Path, ancestor: str, descendant: str) -> bool:
     except git.exc.GitCommandError:
         return False
     return True
+
+
+# ---- branches, merges, tags, hooks (issue 5) ------------------------------------------
+
+# Set while mvc itself runs a git command that fires hooks: the hooks mvc installed
+# then skip their work (mvc syncs the weights itself), user hooks still run.
+NO_HOOKS_ENV = {"MVC_NO_HOOKS": "1"}
+
+
+@dataclass(frozen=True)
+class RefInfo:
+    """A branch (local or remote-tracking) with its tip and the tip's committer date."""
+
+    name: str  # "exp/a" or "origin/exp/a"
+    ref: str  # the full ref name
+    sha: str
+    date: str  # ISO 8601 with offset
+
+
+@dataclass(frozen=True)
+class TagInfo:
+    """One git tag; ``annotated`` is False for lightweight tags."""
+
+    name: str
+    annotated: bool
+    commit: str  # the peeled commit
+    timestamp: int  # tagger date (unix seconds); 0 for lightweight tags
+    tagger: str
+    email: str
+    message: str
+
+
+def valid_branch_name(root: Path, name: str) -> bool:
+    """True when ``name`` is a valid branch name (``git check-ref-format --branch``)."""
+    try:
+        _git(root, "check-ref-format", "--branch", name)
+    except MvcError:
+        return False
+    return not name.startswith("-")
+
+
+def create_branch(root: Path, branch: str, start: str) -> None:
+    """Create ``branch`` at ``start`` and switch to it (``git checkout -b``)."""
+    _git(root, "checkout", "-q", "-b", branch, start, env=NO_HOOKS_ENV)
+
+
+def checkout_branch(root: Path, branch: str, *, force: bool = False) -> None:
+    """Check out ``branch`` with mvc's hooks skipped; with ``force`` discard local changes to tracked files.
+
+    Raises:
+        ConflictError: local changes to tracked files would be overwritten.
+    """
+    args = ["checkout", "-q", *(["--force"] if force else []), branch]
+    try:
+        _git(root, *args, env=NO_HOOKS_ENV)
+    except MvcError as exc:
+        text = str(exc.__cause__ or exc)
+        if "would be overwritten" in text or "conflict" in text.lower():
+            paths = [ln.strip() for ln in text.splitlines() if ln.startswith(("\t", "        "))]
+            raise ConflictError(
+                f"switching to {branch} would overwrite uncommitted changes to {', '.join(paths) or 'tracked files'}",
+                hint="commit them (`mvc commit -m MSG` for model versions), or pass --force to discard them",
+            ) from exc
+        raise
+
+
+def delete_branch(root: Path, branch: str) -> None:
+    """Delete the local ``branch`` (whether merged or not)."""
+    _git(root, "branch", "-q", "-D", branch)
+
+
+def merge(root: Path, rev: str, *, message: str) -> list[str]:
+    """Start a ``--no-ff --no-commit`` merge of ``rev`` into HEAD.
+
+    Returns:
+        The paths git left conflicted (empty: the merge is ready to commit).
+    """
+    try:
+        _git(root, "merge", "-q", "--no-ff", "--no-commit", "-m", message, rev, env=NO_HOOKS_ENV)
+    except MvcError:
+        conflicted = unmerged_paths(root)
+        if not conflicted:
+            raise
+        return conflicted
+    return []
+
+
+def abort_merge(root: Path) -> None:
+    """``git merge --abort``."""
+    _git(root, "merge", "--abort", env=NO_HOOKS_ENV)
+
+
+def unmerged_paths(root: Path) -> list[str]:
+    """Paths with unresolved merge conflicts."""
+    out = _git(root, "diff", "--name-only", "-z", "--diff-filter=U", strip_newline_in_stdout=False)
+    return sorted({p for p in out.split("\0") if p})
+
+
+def read_stage(root: Path, path: str, stage: int) -> bytes | None:
+    """The bytes of ``path`` at index stage ``stage`` (1 base, 2 ours, 3 theirs), or None."""
+    try:
+        data = _open(root).git.execute(
+            ["git", "cat-file", "blob", f":{stage}:{path}"], stdout_as_string=False, strip_newline_in_stdout=False
+        )
+    except Exception:  # noqa: BLE001 - no such stage entry
+        return None
+    return data  # type: ignore[return-value]
+
+
+def merge_head(root: Path) -> str | None:
+    """The commit being merged in (``MERGE_HEAD``), or None outside a merge."""
+    return resolve_rev(root, "MERGE_HEAD")
+
+
+def branch_refs(root: Path, prefixes: Iterable[str]) -> list[RefInfo]:
+    """Branches under ``prefixes`` (e.g. ``refs/heads/exp/``) with tip and date, one process."""
+    fmt = "%(refname)%00%(objectname)%00%(committerdate:iso-strict)"
+    out = _git(root, "for-each-ref", f"--format={fmt}", *prefixes)
+    result = []
+    for line in out.splitlines():
+        ref, sha, date = line.split("\0")
+        name = ref.removeprefix("refs/heads/").removeprefix("refs/remotes/")
+        if not name.endswith("/HEAD"):
+            result.append(RefInfo(name=name, ref=ref, sha=sha, date=date))
+    return result
+
+
+def paths_changed(root: Path, include: Iterable[str], exclude: Iterable[str], pathspec: str) -> set[str]:
+    """Paths matching ``pathspec`` changed by commits reachable from ``include`` but not ``exclude`` (one ``git log``)."""
+    include = list(include)
+    if not include:
+        return set()
+    out = _git(
+        root, "log", "--format=", "--name-only", "-z", *include, "--not", *exclude, "--", pathspec, strip_newline_in_stdout=False
+    )
+    return {p.strip("\n") for p in out.split("\0") if p.strip("\n")}
+
+
+def tags(root: Path) -> list[TagInfo]:
+    """Every tag with its peeled commit, tagger, date and message (one ``for-each-ref``)."""
+    fmt = "%(refname:strip=2)%00%(objecttype)%00%(objectname)%00%(*objectname)%00%(taggerdate:unix)%00%(taggername)%00%(taggeremail)%00%(contents)%1e"
+    out = _git(root, "for-each-ref", f"--format={fmt}", "refs/tags", strip_newline_in_stdout=False)
+    result = []
+    for record in out.split("\x1e"):
+        record = record.lstrip("\n")
+        if not record:
+            continue
+        name, kind, obj, peeled, stamp, tagger, email, message = record.split("\0")
+        annotated = kind == "tag"
+        result.append(
+            TagInfo(
+                name=name,
+                annotated=annotated,
+                commit=peeled if annotated else obj,
+                timestamp=int(stamp or 0),
+                tagger=tagger,
+                email=email.strip("<>"),
+                message=message.strip(),
+            )
+        )
+    return result
+
+
+def create_tag(root: Path, name: str, commit: str, message: str) -> None:
+    """Create the annotated tag ``name`` on ``commit``.
+
+    Raises:
+        ConflictError: the tag exists.
+    """
+    if resolve_rev(root, f"refs/tags/{name}") is not None:
+        raise ConflictError(f"tag {name} exists already", hint="pick another name")
+    _git(root, "tag", "-a", name, "-m", message, commit)
+
+
+def push_refs(root: Path, remote: str, refspecs: Iterable[str]) -> None:
+    """``git push REMOTE REFSPEC...`` (mvc's own hooks skip: mvc pushed the weights already).
+
+    Raises:
+        RemoteError: the git remote refused or could not be reached.
+    """
+    from mvc.errors import RemoteError
+
+    specs = list(refspecs)
+    if not specs:
+        return
+    try:
+        _git(root, "push", "-q", remote, *specs, env=NO_HOOKS_ENV)
+    except MvcError as exc:
+        raise RemoteError(f"git push to {remote!r} failed: {exc.message}", hint="check `git remote -v` and your access") from exc
+
+
+def git_remotes(root: Path) -> list[str]:
+    """Names of the git remotes (``git remote``)."""
+    return [r for r in _git(root, "remote").splitlines() if r]
+
+
+def git_path(root: Path, name: str) -> Path:
+    """The path of ``name`` inside the git directory (``git rev-parse --git-path``; honours core.hooksPath)."""
+    rel = _git(root, "rev-parse", "--git-path", name)
+    return (root / rel).resolve() if not Path(rel).is_absolute() else Path(rel)
+
+
+def new_commits(root: Path, tip: str, *, remote: str) -> list[str]:
+    """Commits reachable from ``tip`` that no remote-tracking branch of ``remote`` has, newest first."""
+    out = _git(root, "rev-list", tip, "--not", f"--remotes={remote}")
+    return [c for c in out.split() if c]
+
+
+def last_change(root: Path, rev: str, path: str) -> str | None:
+    """The newest commit at or before ``rev`` that changed ``path``, or None."""
+    return _git(root, "log", "-1", "--format=%H", rev, "--", path) or None
+
+
+def commits_touching(root: Path, commits: Iterable[str], pathspec: str) -> list[str]:
+    """Those of ``commits`` that changed files matching ``pathspec`` (one ``git log --no-walk``)."""
+    commits = list(commits)
+    if not commits:
+        return []
+    out = _git(root, "log", "--no-walk=unsorted", "--format=%H", *commits, "--", pathspec)
+    return [c for c in out.split() if c]
+
+
+def merge_base(root: Path, a: str, b: str) -> str | None:
+    """The best common ancestor of ``a`` and ``b``, or None when they share no history."""
+    try:
+        return _git(root, "merge-base", a, b) or None
+    except MvcError:
+        return None
+
+
+def merge_file(ours: Path, base: Path, theirs: Path, labels: tuple[str, str, str]) -> int:
+    """``git merge-file`` (a plain text three-way merge into ``ours``); returns the conflict count."""
+    import subprocess
+
+    args = ["git", "merge-file", "-L", labels[0], "-L", labels[1], "-L", labels[2], str(ours), str(base), str(theirs)]
+    return subprocess.run(args, capture_output=True, check=False).returncode
+
+
+def clone_for_reading(url: str, dest: Path) -> Path:
+    """Clone ``url`` into ``dest`` without a work tree, every branch as a local branch (issue 3).
+
+    Nothing is checked out and the index stays empty: models and versions are then read
+    from git objects only, which is what ``mvc get`` needs. Tags come along.
+
+    Raises:
+        NotARepoError: ``url`` is not a git repository, or does not exist.
+        RemoteError: git could not read it (network, authentication).
+    """
+    import git
+
+    from mvc.errors import RemoteError
+
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
+    try:
+        git.Git().execute(["git", "clone", "-q", "--no-checkout", str(url), str(dest)], env=env)
+        # Branches other than the default one arrive as origin/*; make them local so the
+        # resolver sees them as it would in the user's own clone.
+        git.Git(dest).execute(
+            ["git", "fetch", "-q", "--update-head-ok", "origin", "+refs/heads/*:refs/heads/*"], env=env
+        )
+    except git.exc.GitCommandError as exc:
+        text = str(exc.stderr or exc).replace("stderr:", "").strip().strip("'\n ")
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        last = lines[-1].removeprefix("fatal: ") if lines else "git clone failed"
+        if any(m in text for m in ("does not exist", "not a git repository", "not found", "No such file")):
+            raise NotARepoError(
+                f"{url} is not a git repository ({last})", hint="pass the path or URL of a git repository"
+            ) from exc
+        raise RemoteError(f"cannot clone {url}: {last}", hint="check the URL, the network and your git credentials") from exc
+    return Path(dest).resolve()

@@ -73,7 +73,27 @@ def parse(text: bytes | str, path: str) -> Pointer:
     Raises:
         SchemaError: invalid YAML, not a single-output pointer, or a malformed manifest.
     """
-    data = _load_yaml(text, path)
+    return from_data(_load_yaml(text, path), path)
+
+
+def load_yaml(text: bytes | str, path: str) -> Any:
+    """The YAML document of a pointer file, unvalidated (see :func:`from_data`).
+
+    Raises:
+        SchemaError: invalid YAML (the message names ``path`` and the line).
+    """
+    return _load_yaml(text, path)
+
+
+def from_data(data: Any, path: str) -> Pointer:
+    """Build a :class:`Pointer` from a pointer file's loaded YAML document.
+
+    Lets callers that cache loaded documents (``mvc log`` over hundreds of versions)
+    skip the YAML parse.
+
+    Raises:
+        SchemaError: not a single-output pointer, or a malformed or newer manifest.
+    """
     outs = data.get("outs") if isinstance(data, dict) else None
     if not isinstance(outs, list) or len(outs) != 1 or not isinstance(outs[0], dict) or "path" not in outs[0]:
         raise SchemaError(

@@ -8,6 +8,7 @@ Syntax: ``NAME`` (the work tree), ``NAME@vN`` (version number), ``NAME@latest``,
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mvc import gitstore, history, pointer
@@ -55,30 +56,112 @@ def split(ref: str) -> tuple[str, str | None]:
 def resolve(ws: Workspace, ref: str) -> Resolved:
     """Resolve ``ref`` to one model version.
 
+    Args:
+        ws: the repository.
+        ref: ``NAME``, ``NAME@vN``, ``NAME@latest``, ``NAME@vX.Y.Z``, ``NAME@STAGE`` or ``NAME@<git rev>``.
+
     Raises:
-        ModelNotFoundError: unknown model.
+        UsageError: not a model reference.
+        ModelNotFoundError: unknown model (the message lists the known ones).
         RefNotFoundError: unknown ref, or the model did not exist there.
-        AmbiguousRefError: ``vN`` names different weights on several branches.
+        AmbiguousRefError: ``vN`` names different weights (on several branches, or on both
+            sides of a merge); the message lists each with its hash, branch and commit.
+        SchemaError: a pointer is not valid YAML or from a newer mvc.
     """
-    name, spec = split(ref)
-    if spec is None:
-        return Resolved(name=_name(find_model(ws, name)), ref=ref, pointer=find_model(ws, name), commit=None)
-    path = history.pointer_for(ws, name)
-    if spec == "latest":
-        return _latest(ws, name, ref, path)
-    match = VERSION_RE.match(spec)
-    if match:
-        return _by_number(ws, name, ref, path, int(match.group(1)))
-    tagged = _registry_commit(ws, name, spec)
-    if tagged is not None:
-        return _at_commit(ws, name, ref, path, tagged, spec)
-    sha = gitstore.resolve_rev(ws.root, spec)
-    if sha is None:
-        raise RefNotFoundError(
-            f"{ref}: {spec!r} is not a version, stage, tag, branch or commit",
-            hint=f"list versions with `mvc log {name} --all-branches`",
-        )
-    return _at_commit(ws, name, ref, path, sha, spec)
+    return resolve_all(ws, [ref])[0]
+
+
+def resolve_all(ws: Workspace, refs: Sequence[str]) -> list[Resolved]:
+    """Resolve several refs, reading each model's history at most once (``mvc diff``).
+
+    Raises:
+        The errors of :func:`resolve`.
+    """
+    lookup = _Lookup(ws)
+    return [lookup.resolve(ref) for ref in refs]
+
+
+class _Lookup:
+    """One resolution session: pointer paths and history walks are read once and reused."""
+
+    def __init__(self, ws: Workspace) -> None:
+        self.ws = ws
+        self._paths: dict[str, str] = {}
+        self._walks: dict[tuple[str, bool], list[tuple[history.VersionRecord, Pointer]]] = {}
+
+    def path(self, name: str) -> str:
+        if name not in self._paths:
+            self._paths[name] = history.pointer_for(self.ws, name)
+        return self._paths[name]
+
+    def walk(self, name: str, *, all_branches: bool = False) -> list[tuple[history.VersionRecord, Pointer]]:
+        key = (name, all_branches)
+        if key not in self._walks:
+            self._walks[key] = history.walk(self.ws, name, path=self.path(name), all_branches=all_branches)
+        return self._walks[key]
+
+    def resolve(self, ref: str) -> Resolved:
+        name, spec = split(ref)
+        if spec is None:
+            ptr = find_model(self.ws, name)
+            return Resolved(name=_name(ptr), ref=ref, pointer=ptr, commit=None)
+        path = self.path(name)
+        if spec == "latest":
+            return self._latest(name, ref)
+        match = VERSION_RE.match(spec)
+        if match:
+            return self._by_number(name, ref, int(match.group(1)))
+        tagged = _registry_commit(self.ws, name, spec)
+        if tagged is not None:
+            return _at_commit(self.ws, name, ref, path, tagged, spec)
+        sha = gitstore.resolve_rev(self.ws.root, spec)
+        if sha is None:
+            raise RefNotFoundError(
+                f"{ref}: {spec!r} is not a version, stage, tag, branch or commit",
+                hint=f"list versions with `mvc log {name} --all-branches`",
+            )
+        return _at_commit(self.ws, name, ref, path, sha, spec)
+
+    def _latest(self, name: str, ref: str) -> Resolved:
+        """The highest version on this branch; of equal numbers, the one HEAD records, else the newest."""
+        found = self.walk(name)
+        if not found:
+            raise RefNotFoundError(f"{ref}: {name!r} has no committed version on this branch", hint="commit one with `mvc commit`")
+        top = max(rec.version for rec, _ in found)
+        best = [(rec, ptr) for rec, ptr in found if rec.version == top]
+        head = gitstore.read_blob(self.ws.root, "HEAD", self.path(name))
+        head_md5 = pointer.parse(head, self.path(name)).md5 if head is not None else None
+        rec, ptr = next(((r, p) for r, p in best if r.hash == head_md5), best[0])
+        return Resolved(name=rec.name, ref=ref, pointer=ptr, commit=rec.commit)
+
+    def _by_number(self, name: str, ref: str, number: int) -> Resolved:
+        here = _distinct(self.walk(name), number)
+        candidates = here or _distinct(self.walk(name, all_branches=True), number)
+        if not candidates:
+            raise RefNotFoundError(f"{ref}: {name!r} has no version {number}", hint=f"list its versions with `mvc log {name} --all-branches`")
+        if len(candidates) > 1:
+            branch_of = {rec.commit: rec.branch for rec, _ in self.walk(name, all_branches=True)}
+            listing = "; ".join(
+                f"{rec.hash[:8]} on {branch_of.get(rec.commit) or 'no branch'} (commit {rec.commit[:8]})" for rec, _ in candidates
+            )
+            first = candidates[0][0]
+            raise AmbiguousRefError(
+                f"{ref} is ambiguous: v{number} exists with different weights: {listing}",
+                hint=f"name one by branch or commit, e.g. {name}@{branch_of.get(first.commit) or first.commit[:8]}",
+            )
+        rec, ptr = candidates[0]
+        return Resolved(name=rec.name, ref=ref, pointer=ptr, commit=rec.commit)
+
+
+def _distinct(
+    found: list[tuple[history.VersionRecord, Pointer]], number: int
+) -> list[tuple[history.VersionRecord, Pointer]]:
+    """The records of version ``number``, one per content hash (the oldest commit of each)."""
+    distinct: dict[str, tuple[history.VersionRecord, Pointer]] = {}
+    for rec, ptr in reversed(found):
+        if rec.version == number:
+            distinct.setdefault(rec.hash, (rec, ptr))
+    return list(distinct.values())
 
 
 def _name(ptr: Pointer) -> str:
@@ -96,38 +179,7 @@ def _at_commit(ws: Workspace, name: str, ref: str, path: str, sha: str, spec: st
     ptr = pointer.parse(data, path)
     if ptr.manifest is None:
         raise RefNotFoundError(f"{ref}: {path} at {spec} carries no mvc manifest", hint="pick a later commit")
-    return Resolved(name=name, ref=ref, pointer=ptr, commit=sha)
-
-
-def _record(ws: Workspace, ref: str, rec: history.VersionRecord) -> Resolved:
-    return _at_commit(ws, rec.name, ref, rec.pointer, rec.commit, rec.commit)
-
-
-def _latest(ws: Workspace, name: str, ref: str, path: str) -> Resolved:
-    records = history.versions(ws, name, path=path)
-    if not records:
-        raise RefNotFoundError(f"{ref}: {name!r} has no committed version on this branch", hint="commit one with `mvc commit`")
-    best = max(records, key=lambda r: r.version)
-    return _record(ws, ref, best)
-
-
-def _by_number(ws: Workspace, name: str, ref: str, path: str, number: int) -> Resolved:
-    here = [r for r in history.versions(ws, name, path=path) if r.version == number]
-    if here:
-        return _record(ws, ref, here[0])
-    everywhere = [r for r in history.versions(ws, name, path=path, all_branches=True) if r.version == number]
-    distinct: dict[str, history.VersionRecord] = {}
-    for rec in everywhere:
-        distinct.setdefault(rec.hash, rec)
-    if not distinct:
-        raise RefNotFoundError(f"{ref}: {name!r} has no version {number}", hint=f"list its versions with `mvc log {name} --all-branches`")
-    if len(distinct) > 1:
-        listing = "; ".join(f"{r.hash[:8]} on {r.branch or '?'} ({r.commit[:8]})" for r in distinct.values())
-        raise AmbiguousRefError(
-            f"{ref} is ambiguous: v{number} exists with different weights: {listing}",
-            hint=f"name one by branch or commit, e.g. {name}@{next(iter(distinct.values())).commit[:8]}",
-        )
-    return _record(ws, ref, next(iter(distinct.values())))
+    return Resolved(name=_name(ptr), ref=ref, pointer=ptr, commit=sha)
 
 
 def _registry_commit(ws: Workspace, name: str, spec: str) -> str | None:
@@ -139,9 +191,11 @@ def _registry_commit(ws: Workspace, name: str, spec: str) -> str | None:
         return sha
     try:
         from mvc import registry
-    except ImportError:  # the registry arrives with the experiments issue
+    except ModuleNotFoundError as exc:  # the registry arrives with the experiments issue
+        if exc.name != "mvc.registry":
+            raise
         return None
     return registry.stage_commit(ws, name, spec)
 
 
-__all__ = ["ModelNotFoundError", "Resolved", "resolve", "split"]
+__all__ = ["ModelNotFoundError", "Resolved", "resolve", "resolve_all", "split"]

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from mvc import dvcstore, pointer
 from mvc.errors import ConflictError
+from mvc.pointer import Pointer
 from mvc.refs import Resolved
 from mvc.workspace import Workspace
 
@@ -72,23 +73,52 @@ def clear(ws: Workspace, ptr_paths: list[str]) -> None:
         _save(ws.root, state)
 
 
+def refuse_unsaved(ws: Workspace, ptrs: list[Pointer]) -> None:
+    """Refuse to overwrite work-tree weights that hold changes no version records.
+
+    Weights of a recorded version (a rollback in effect, or another branch's version
+    after ``git checkout``) are in the cache and may be replaced.
+
+    Raises:
+        ConflictError: some weights are modified and their content is in no cache.
+    """
+    candidates = [p for p in ptrs if (ws.root / p.out).exists() and current(ws, p.path, p.out) is None]
+    if not candidates:
+        return
+    unsaved = set(dvcstore.unsaved_outputs(ws.root, [p.path for p in candidates]))
+    outs = [p.out for p in candidates if p.path in unsaved]
+    if outs:
+        raise ConflictError(
+            f"{', '.join(outs)} {'has' if len(outs) == 1 else 'have'} changes that no version records",
+            hint=f"record them first with `mvc add {outs[0]}`, or pass --force to discard them",
+        )
+
+
 def place(ws: Workspace, res: Resolved, *, force: bool = False) -> Rollback:
     """Copy the (cached) weights of ``res`` over the model's work-tree weights, atomically.
 
+    The branch and the pointer stay as they are; the rollback is remembered so
+    ``mvc status`` can show it.
+
+    Args:
+        ws: the repository.
+        res: the version to put in the work tree (its weights must be in the cache).
+        force: overwrite work-tree weights even when they hold unrecorded changes.
+
+    Returns:
+        The rollback now in effect.
+
     Raises:
         ConflictError: the work-tree weights hold changes no version records (without ``force``).
+        MissingObjectError: the weights of ``res`` are not in the local cache.
     """
     root = ws.root
     work = pointer.read(root, res.pointer.path)
     target = root / (work.out if work else res.pointer.out)
-    if work is not None and target.exists() and not force:
-        changed = dvcstore.object_status(root, {work.path: work.md5}, check_remote=False)[work.path].workspace == "modified"
-        if changed and current(ws, work.path, work.out) is None:
-            raise ConflictError(
-                f"{work.out} has changes that no version records",
-                hint=f"record them first with `mvc add {work.out}`, or pass --force to discard them",
-            )
-    tmp = Path(tempfile.mkdtemp(prefix=".mvc-checkout-", dir=target.parent if target.parent.exists() else root))
+    if work is not None and not force:
+        refuse_unsaved(ws, [work])
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".mvc-checkout-", dir=target.parent))
     try:
         staged = dvcstore.export(root, res.hash, tmp / target.name, verify=False)
         if target.is_dir():

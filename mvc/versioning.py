@@ -86,6 +86,24 @@ def _parent_of(ptr: Pointer | None) -> Parent | None:
     return Parent(hash=ptr.md5, version=ptr.manifest.version + bump)
 
 
+def _default_parents(root: Path, path: str, head: Pointer | None) -> tuple[Parent, ...]:
+    """The version HEAD records and, during an unfinished ``git merge``, the one MERGE_HEAD records.
+
+    So ``mvc add`` while resolving a merge of two branches that both changed the model
+    records a merge version with both parents (numbered max(parents) + 1, DESIGN.md).
+    """
+    found = [_parent_of(head)]
+    merging = gitstore.merge_head(root)
+    if merging is not None:
+        data = gitstore.read_blob(root, merging, path)
+        found.append(_parent_of(pointer.parse(data, path)) if data is not None else None)
+    unique: dict[str, Parent] = {}
+    for parent in found:
+        if parent is not None:
+            unique.setdefault(parent.hash, parent)
+    return tuple(unique.values())
+
+
 def _summary(index: Any) -> TensorSummary | None:
     if index is None or not index.tensors:
         return None
@@ -140,10 +158,13 @@ def record(ws: Workspace, path: str | Path, request: VersionRequest, *, progress
                     pointer.write_atomic(root / ptr_rel, gitstore.read_blob(root, "HEAD", ptr_rel) or b"")
                     gitstore.stage(root, [ptr_rel])
                 return Recorded(pointer=same, created=False, staged=())
-            parents = request.parents if request.parents is not None else tuple(p for p in [_parent_of(head)] if p)
+            parents = request.parents if request.parents is not None else _default_parents(root, ptr_rel, head)
             manifest = Manifest(
                 name=name,
-                version=max((p.version for p in parents), default=0) + 1,
+                # Above the branch's head version too: a merge of old versions (v1 + v2
+                # while HEAD is v5) must not reuse a number this branch already has.
+                # Parents from other models (named) do not count towards this one's numbers.
+                version=max([p.version for p in parents if p.name is None] + [p.version for p in [_parent_of(head)] if p], default=0) + 1,
                 hash=out.md5,
                 created=dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
                 author=gitstore.identity(root),

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mvc import dvcstore, gitstore, pointer, settings
-from mvc.errors import ModelNotFoundError, NotARepoError, PathNotFoundError, UsageError
+from mvc.errors import ModelNotFoundError, NotARepoError, PathNotFoundError, SchemaError, UsageError
 from mvc.pointer import Pointer
 
 
@@ -57,7 +57,14 @@ def models(ws: Workspace) -> list[Pointer]:
     """Every pointer in the work tree that carries an mvc manifest, sorted by model name."""
     found = []
     for path in pointer_paths(ws):
-        ptr = pointer.read(ws.root, path)
+        try:
+            ptr = pointer.read(ws.root, path)
+        except SchemaError:
+            # A pointer git left with conflict markers (a merge) names no version yet:
+            # skip it, so that NAME@HEAD and NAME@MERGE_HEAD still resolve (to settle it).
+            if path in gitstore.unmerged_paths(ws.root):
+                continue
+            raise
         if ptr is not None and ptr.is_model:
             found.append(ptr)
     return sorted(found, key=lambda p: p.manifest.name if p.manifest else p.path)

@@ -4,6 +4,6 @@
 # Usage: scripts/test.sh [pytest args...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/bootstrap.sh "test"
+source scripts/bootstrap.sh "test,integrations"  # integrations: keras, transformers, lightning (~30 s once)
 export GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false
 "$PY" -m pytest -q -p no:cacheprovider --timeout=600 "$@"

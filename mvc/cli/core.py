@@ -10,6 +10,15 @@ from mvc.cli import _output
 from mvc.cli._app import app, command
 from mvc.cli._options import Jobs, Json, Names, Quiet, Remote, Repo
 
+# Signature options (issue 11), shared with `mvc verify` in mvc/cli/verify.py.
+TrustedKeys = Annotated[
+    str | None,
+    typer.Option("--trusted-keys", help="Directory of trusted ECDSA public keys (*.pub, *.pem); default: the repo setting."),
+]
+RequireSigned = Annotated[
+    bool, typer.Option("--require-signed", help="Refuse versions no trusted key signed (checked before the work tree changes).")
+]
+
 
 @command(app)
 def init(
@@ -51,6 +60,8 @@ def add(
     dataset: Annotated[list[str] | None, typer.Option("--dataset", "-d", help="DVC-tracked data set used (repeatable).")] = None,
     message: Annotated[str, typer.Option("--message", "-M", help="What changed in this version.")] = "",
     label: Annotated[list[str] | None, typer.Option("--label", "-l", help="Label (repeatable).")] = None,
+    sign: Annotated[str | None, typer.Option("--sign", help="Sign the version with this ECDSA PEM private key.")] = None,
+    sign_password_env: Annotated[str | None, typer.Option("--sign-password-env", help="Environment variable holding the signing key's passphrase.")] = None,
     repo: Repo = ".",
     json_output: Json = False,
     quiet: Quiet = False,
@@ -64,6 +75,7 @@ def add(
       mvc add checkpoints/run7/ --name llm --params-file params.yaml --dataset data/train
     """
     from mvc import api, lineage
+    from mvc.cli.verify import read_password
 
     with _output.progress_bar("indexing", enabled=_output.progress_enabled(quiet=quiet, json_output=json_output)) as cb:
         result = api.add(
@@ -78,6 +90,8 @@ def add(
             message=message,
             labels=label,
             progress=cb,
+            sign_key=sign,
+            sign_password=read_password(sign_password_env),
         )
     if json_output:
         _output.emit_json(result)
@@ -189,6 +203,8 @@ def pull(
     names: Names = None,
     remote: Remote = None,
     jobs: Jobs = None,
+    require_signed: RequireSigned = False,
+    trusted_keys: TrustedKeys = None,
     repo: Repo = ".",
     json_output: Json = False,
     quiet: Quiet = False,
@@ -204,7 +220,9 @@ def pull(
     from mvc import api
 
     with _output.progress_bar("pulling", enabled=_output.progress_enabled(quiet=quiet, json_output=json_output)) as cb:
-        result = api.pull(repo, names, remote=remote, jobs=jobs, progress=cb)
+        result = api.pull(
+            repo, names, remote=remote, jobs=jobs, progress=cb, require_signed=require_signed or None, trusted_keys=trusted_keys
+        )
     if json_output:
         _output.emit_json(result)
         return
@@ -217,6 +235,8 @@ def checkout(
     refs: Annotated[list[str] | None, typer.Argument(help="NAME (as committed) or NAME@REF (roll back); default: every model.", show_default=False)] = None,
     remote: Remote = None,
     force: Annotated[bool, typer.Option("--force", "-f", help="Discard work-tree weights no version records.")] = False,
+    require_signed: RequireSigned = False,
+    trusted_keys: TrustedKeys = None,
     repo: Repo = ".",
     json_output: Json = False,
     quiet: Quiet = False,
@@ -236,7 +256,9 @@ def checkout(
     from mvc import api
 
     with _output.progress_bar("fetching", enabled=_output.progress_enabled(quiet=quiet, json_output=json_output)) as cb:
-        result = api.checkout(repo, refs, remote=remote, force=force, progress=cb)
+        result = api.checkout(
+            repo, refs, remote=remote, force=force, progress=cb, require_signed=require_signed or None, trusted_keys=trusted_keys
+        )
     if json_output:
         _output.emit_json(result)
         return

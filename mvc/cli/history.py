@@ -11,10 +11,18 @@ from mvc.cli._app import app, command
 from mvc.cli._options import Json, Remote, Repo
 
 
+def _parent(p: Any) -> str:
+    return f"{p.name + ' ' if p.name else ''}v{p.version} ({p.hash[:8]})"
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.6g}"
     return "" if value is None else str(value)
+
+
+def _fmt_opt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
 
 
 @command(app)
@@ -43,7 +51,7 @@ def log(
         return
     rows = []
     for r in records:
-        metrics = " ".join(f"{k}={_fmt(v)}" for k, v in list(r.manifest.metrics.items())[:3])
+        metrics = " ".join(f"{k}={_fmt(v)}" for k, v in list(r.key_metrics.items())[:3])
         rows.append([
             r.name,
             f"v{r.version}" + (" (outside mvc)" if r.outside_mvc else ""),
@@ -55,7 +63,7 @@ def log(
             "" if r.manifest.step is None else r.manifest.step,
             r.manifest.message or r.subject,
             metrics,
-            ",".join(r.parents),
+            ", ".join(_parent(p) for p in r.parents),
         ])
     headers = ["model", "version", "hash", "commit", "branch", "date", "author", "step", "message", "metrics", "parents"]
     if not all_branches:
@@ -92,7 +100,7 @@ def show(
         f"commit:     {d.commit or '(work tree)'}",
         f"created:    {m.created} by {m.author}",
         f"message:    {m.message}",
-        f"parents:    {', '.join(f'v{p.version} ({p.hash[:8]})' for p in m.parents) or '-'}",
+        f"parents:    {', '.join(_parent(p) for p in m.parents) or '-'}",
         f"format:     {m.format}" + (f" ({m.framework})" if m.framework else ""),
     ]
     if m.tensors:
@@ -106,10 +114,10 @@ def show(
         lines.append(f"experiment: {m.experiment}")
     lines.append(f"code:       {m.code.commit or '-'}{' (dirty)' if m.code.dirty else ''}" + (f" on {m.code.branch}" if m.code.branch else ""))
     for title, values in (("params", m.params), ("metrics", m.metrics)):
-        lines.append(f"{title}:" + ("" if values else "    -"))
+        lines.append(f"{title + ':':12}-" if not values else f"{title}:")
         lines += [f"  {k} = {_fmt(v)}" for k, v in values.items()]
-    lines.append("datasets:" + ("" if m.datasets else "   -"))
-    lines += [f"  {ds.path} ({ds.hash})" for ds in m.datasets]
+    lines.append(f"{'datasets:':12}-" if not m.datasets else "datasets:")
+    lines += [f"  {ds.path} ({ds.hash or 'not tracked by DVC'})" for ds in m.datasets]
     if m.labels:
         lines.append(f"labels:     {', '.join(m.labels)}")
     for n in m.notes:
@@ -166,7 +174,7 @@ def diff(
             shape = lambda dt, sh: "" if dt is None else f"{dt}{list(sh)}"  # noqa: E731
             row = [t.name, t.status, shape(t.a_dtype, t.a_shape), shape(t.b_dtype, t.b_shape)]
             if stats:
-                row += [f"{st.l2_diff:.4g}", f"{st.relative_change:.4g}", f"{st.cosine:.6f}"] if st else ["", "", ""]
+                row += [f"{st.l2_diff:.4g}", _fmt_opt(st.relative_change, ".4g"), _fmt_opt(st.cosine, ".6f")] if st else ["", "", ""]
             rows.append(row)
         if rows:
             headers = ["tensor", "change", "a", "b"] + (["l2_diff", "relative", "cosine"] if stats else [])

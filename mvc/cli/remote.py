@@ -28,16 +28,28 @@ def remote_add(
     region: Annotated[str | None, typer.Option("--region", help="AWS region.")] = None,
     project: Annotated[str | None, typer.Option("--project", help="GCP project.")] = None,
     credentialpath: Annotated[str | None, typer.Option("--credentialpath", help="Credentials file (kept in .dvc/config.local).")] = None,
+    access_key_id: Annotated[
+        str | None, typer.Option("--access-key-id", help="S3 access key id (kept in .dvc/config.local; or set AWS_ACCESS_KEY_ID).")
+    ] = None,
+    secret_access_key: Annotated[
+        str | None,
+        typer.Option("--secret-access-key", help="S3 secret key (kept in .dvc/config.local; or set AWS_SECRET_ACCESS_KEY)."),
+    ] = None,
     repo: Repo = ".",
     json_output: Json = False,
 ) -> None:
     """Add a remote. Secrets go to .dvc/config.local, never to a tracked file.
+
+    Credentials can also come from the environment (AWS_ACCESS_KEY_ID /
+    AWS_SECRET_ACCESS_KEY, an AWS profile, GOOGLE_APPLICATION_CREDENTIALS).
 
     Examples:
 
       mvc remote add shared /mnt/nfs/weights --default
 
       mvc remote add s3 s3://team-models/net --endpoint-url http://127.0.0.1:8333 --default
+
+      mvc remote add gcs gs://team-models/net --project my-project --credentialpath ~/sa.json
     """
     from mvc import api
 
@@ -47,6 +59,8 @@ def remote_add(
         "region": region,
         "projectname": project,
         "credentialpath": credentialpath,
+        "access_key_id": access_key_id,
+        "secret_access_key": secret_access_key,
     }
     result = api.remote_add(
         name, url, repo=repo, default=default, force=force, options={k: v for k, v in options.items() if v is not None}
@@ -72,8 +86,11 @@ def remote_list(repo: Repo = ".", json_output: Json = False) -> None:
         _output.emit_json(rows)
         return
     _output.table(
-        ["name", "url", "default", "options"],
-        [[r.name, r.url, "*" if r.default else "", " ".join(f"{k}={v}" for k, v in r.options.items())] for r in rows],
+        ["name", "url", "default", "options", "secrets set"],
+        [
+            [r.name, r.url, "*" if r.default else "", " ".join(f"{k}={v}" for k, v in r.options.items()), ",".join(r.secrets)]
+            for r in rows
+        ],
     )
 
 
@@ -103,3 +120,40 @@ def remote_remove(name: Annotated[str, typer.Argument(help="Remote name.")], rep
 
     api.remote_remove(name, repo=repo)
     _output.out(f"removed remote {name}")
+
+
+@command(remote_app, "modify")
+def remote_modify(
+    name: Annotated[str, typer.Argument(help="Remote name.")],
+    option: Annotated[str, typer.Argument(help="DVC remote option, e.g. endpointurl, region, access_key_id.")],
+    value: Annotated[str | None, typer.Argument(help="New value (omit with --unset).", show_default=False)] = None,
+    local: Annotated[bool, typer.Option("--local", help="Write to .dvc/config.local (this machine only, never tracked).")] = False,
+    unset: Annotated[bool, typer.Option("--unset", "-u", help="Remove the option.")] = False,
+    repo: Repo = ".",
+    json_output: Json = False,
+) -> None:
+    """Set or unset one option of a remote; secrets always go to .dvc/config.local.
+
+    Examples:
+
+      mvc remote modify s3 secret_access_key "$KEY"
+
+      mvc remote modify s3 endpointurl http://127.0.0.1:8333 --local
+
+      mvc remote modify gcs allow_anonymous_login true
+
+      mvc remote modify s3 region --unset
+    """
+    from mvc import api
+    from mvc.errors import UsageError
+
+    if unset == (value is not None):
+        raise UsageError(
+            "give either a VALUE or --unset", hint=f"e.g. `mvc remote modify {name} {option} VALUE`"
+        )
+    result = api.remote_modify(name, option, value, repo=repo, local=local)
+    if json_output:
+        _output.emit_json(result)
+        return
+    verb = "unset" if result.unset else "set"
+    _output.out(f"{verb} {result.option} of remote {result.remote} in {result.file}")

@@ -1,0 +1,895 @@
+"""Cross-version evaluation: plan the versions, run the user's evaluation on each, rank them.
+
+Each version is materialised from the cache (or the remote) into its own temporary
+directory, so the user's work tree is never touched. The evaluation is either a shell
+command template (``{weights}``, ``{out}``, ``{fold}``) or a Python callable. Results are
+kept under ``.mvc/evals/<eval hash>/<content hash>.json`` (tracked by git), keyed by the
+evaluation's own hash, so a version already evaluated the same way is not run again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import importlib
+import inspect
+import json
+import math
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mvc import gitstore, history, pointer, refs, settings, stats, sync
+from mvc.errors import (
+    EXIT_OTHER,
+    ModelNotFoundError,
+    MvcError,
+    NotFoundError,
+    RefNotFoundError,
+    UsageError,
+)
+from mvc.progress import Progress
+from mvc.refs import Resolved
+from mvc.workspace import Workspace, find_model, models
+
+EVALS_DIR = ".mvc/evals"
+RESULT_SCHEMA = 1
+STDERR_TAIL_LINES = 12
+# Metric names whose tokens say "lower is better" (the default sort direction flips).
+LOWER_IS_BETTER = frozenset({"loss", "error", "err", "perplexity", "ppl", "mse", "mae", "rmse", "wer", "cer", "latency"})
+_RANGE_RE = re.compile(r"^v?(\d*)\.\.v?(\d*)$")
+# DVC's repo object and its logging hooks are not thread-safe: one materialisation at a time.
+_materialize_lock = threading.Lock()
+
+
+class EvalFunctionNotFoundError(NotFoundError):
+    """The evaluation callable (``module:function``) cannot be imported."""
+
+
+class EvalFailedError(MvcError):
+    """Some versions' evaluations failed (the others' results are kept and shown)."""
+
+    exit_code = EXIT_OTHER
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    """How versions are evaluated; its ``hash`` keys the saved results."""
+
+    kind: str  # "cmd" | "fn"
+    spec: str  # the command template, or "module:function"
+    folds: int
+    per_example: str | None
+    hash: str
+
+
+@dataclass(frozen=True)
+class Target:
+    """One distinct set of weights to evaluate, with every ref the user named it by."""
+
+    labels: tuple[str, ...]
+    resolved: Resolved
+
+    @property
+    def label(self) -> str:
+        """The refs, comma-separated."""
+        return ", ".join(self.labels)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Paired bootstrap of the per-example scores: the best version minus another one."""
+
+    best: str
+    other: str
+    key: str  # the per-example key compared
+    difference: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    n: int
+    alpha: float
+    significant: bool
+
+
+@dataclass(frozen=True)
+class EvalRow:
+    """One version in the leaderboard (ranked when it succeeded)."""
+
+    rank: int | None
+    ref: str
+    name: str
+    version: int
+    hash: str
+    commit: str | None  # None: the work-tree version
+    status: str  # "ok" | "cached" | "failed"
+    metrics: dict[str, float]  # mean over folds
+    std: dict[str, float]  # sample standard deviation over folds (0 for one fold)
+    folds: tuple[dict[str, float], ...] = ()
+    error: str | None = None
+    stderr_tail: str | None = None
+    duration: float | None = None  # seconds, for this run (None when cached)
+    saved: str | None = None  # results file, relative to the repo root
+
+
+@dataclass
+class _Outcome:
+    """A target's evaluation before ranking (per-example scores kept out of the rows)."""
+
+    target: Target
+    status: str
+    folds: list[dict[str, float]] = field(default_factory=list)
+    per_example: list[float] | None = None
+    error: str | None = None
+    stderr_tail: str | None = None
+    duration: float | None = None
+    saved: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "failed"
+
+
+@dataclass(frozen=True)
+class Leaderboard:
+    """Ranked rows, the paired comparisons, and the sort actually used."""
+
+    rows: tuple[EvalRow, ...]
+    comparisons: tuple[Comparison, ...]
+    sort: str | None
+    descending: bool
+    notes: tuple[str, ...]
+
+
+class _RunFailed(Exception):
+    """One evaluation run failed; carries the reason and the tail of its stderr."""
+
+    def __init__(self, reason: str, stderr_tail: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.stderr_tail = stderr_tail
+
+
+# ---- the evaluation spec ---------------------------------------------------------------
+
+
+def make_spec(
+    root: Path,
+    *,
+    cmd: str | None,
+    fn: str | Callable[..., Any] | None,
+    folds: int = 1,
+    per_example: str | None = None,
+) -> tuple[EvalSpec, _Evaluator]:
+    """Check the evaluation the user gave and build its runner.
+
+    Args:
+        root: the repository root (commands run there; ``fn`` modules import from there).
+        cmd: a shell command template holding ``{weights}`` (and ``{out}``, ``{fold}``).
+        fn: ``"module:function"`` or a callable taking the weights path (and ``fold=``).
+        folds: runs per version, ``{fold}`` / ``fold=`` = 0 .. folds-1.
+        per_example: key of a per-example score list in the evaluation's output.
+
+    Raises:
+        UsageError: neither or both of ``cmd``/``fn``, no ``{weights}``, ``folds`` < 1,
+            more than one fold but no ``{fold}`` / ``fold`` parameter.
+        EvalFunctionNotFoundError: ``fn`` cannot be imported.
+    """
+    if (cmd is None) == (fn is None):
+        raise UsageError(
+            "give the evaluation either as a command or as a Python function",
+            hint='use --cmd "python eval.py --weights {weights} --out {out}" or --fn pkg.module:evaluate',
+        )
+    if folds < 1:
+        raise UsageError(f"--folds must be at least 1 (got {folds})", hint="use --folds 5 for 5-fold evaluation")
+    evaluator: _Evaluator
+    if cmd is not None:
+        if "{weights}" not in cmd:
+            raise UsageError(
+                f"the evaluation command has no {{weights}} placeholder: {cmd!r}",
+                hint='write where the weights go, e.g. --cmd "python eval.py --weights {weights} --out {out}"',
+            )
+        if folds > 1 and "{fold}" not in cmd:
+            raise UsageError(
+                f"--folds {folds} needs a {{fold}} placeholder in the command (every fold would run the same)",
+                hint='e.g. --cmd "python eval.py --weights {weights} --fold {fold}"',
+            )
+        kind, text = "cmd", cmd
+        evaluator = _CommandEvaluator(root, cmd)
+    else:
+        assert fn is not None
+        func, text = (load_function(root, fn), fn) if isinstance(fn, str) else (fn, _callable_name(fn))
+        takes_fold = _accepts_fold(func)
+        if folds > 1 and not takes_fold:
+            raise UsageError(
+                f"--folds {folds} needs {text} to take a fold parameter",
+                hint="define it as def evaluate(weights, fold=0) -> dict",
+            )
+        kind = "fn"
+        evaluator = _FunctionEvaluator(func, takes_fold)
+    canonical = json.dumps({"kind": kind, "spec": text, "folds": folds, "per_example": per_example}, sort_keys=True)
+    digest = hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    return EvalSpec(kind=kind, spec=text, folds=folds, per_example=per_example, hash=digest), evaluator
+
+
+def load_function(root: Path, spec: str) -> Callable[..., Any]:
+    """Import ``module:function`` with the repository root first on ``sys.path``.
+
+    Raises:
+        UsageError: ``spec`` is not ``module:function``, the module fails while
+            importing, or the attribute is not callable.
+        EvalFunctionNotFoundError: no such module or attribute.
+    """
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise UsageError(f"--fn {spec!r} is not module:function", hint="write it as pkg.module:evaluate")
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))  # kept: the function may import lazily from the repo
+    _forget_foreign(root, module_name)
+    importlib.invalidate_caches()
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
+            raise EvalFunctionNotFoundError(
+                f"cannot import the evaluation function {spec!r}: no module named {exc.name!r}",
+                hint=f"the module path is relative to the repository root {root}",
+            ) from exc
+        raise UsageError(f"importing {module_name!r} for --fn failed: {exc}", hint="install what it needs") from exc
+    except Exception as exc:
+        raise UsageError(
+            f"importing {module_name!r} for --fn failed: {type(exc).__name__}: {exc}", hint="fix the module and run again"
+        ) from exc
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise EvalFunctionNotFoundError(
+                f"cannot import the evaluation function {spec!r}: {module_name!r} has no {attr!r}",
+                hint="check the function name after the colon",
+            )
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise UsageError(f"--fn {spec!r} is not callable", hint="point it at a function: pkg.module:evaluate")
+    return obj
+
+
+def _forget_foreign(root: Path, module_name: str) -> None:
+    """Drop a cached module of that name loaded from outside ``root`` when ``root`` has one."""
+    loaded = sys.modules.get(module_name)
+    rel = Path(*module_name.split("."))
+    local = (root / rel).with_suffix(".py").is_file() or (root / rel / "__init__.py").is_file()
+    origin = getattr(loaded, "__file__", None)
+    if loaded is None or not local or origin is None or Path(origin).resolve().is_relative_to(root):
+        return
+    top = module_name.split(".")[0]
+    for name in [n for n in sys.modules if n == top or n.startswith(top + ".")]:
+        del sys.modules[name]
+
+
+def _callable_name(func: Callable[..., Any]) -> str:
+    return f"{getattr(func, '__module__', '?')}:{getattr(func, '__qualname__', repr(func))}"
+
+
+def _accepts_fold(func: Callable[..., Any]) -> bool:
+    try:
+        params = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "fold" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
+# ---- runners -----------------------------------------------------------------------------
+
+
+class _Evaluator:
+    """Runs the evaluation once on weights at a path and returns its raw output dict."""
+
+    cancelled = False
+
+    def run(self, weights: Path, fold: int, workdir: Path, timeout: float | None) -> Mapping[str, Any]:
+        raise NotImplementedError
+
+    def cancel(self) -> None:
+        """Stop whatever still runs and start nothing new (on Ctrl-C)."""
+        self.cancelled = True
+
+    def check_cancelled(self) -> None:
+        if self.cancelled:
+            raise _RunFailed("cancelled")
+
+
+class _CommandEvaluator(_Evaluator):
+    def __init__(self, root: Path, template: str) -> None:
+        self.root = root
+        self.template = template
+        self._live: set[subprocess.Popen[str]] = set()
+        self._lock = threading.Lock()
+
+    def command(self, weights: Path, out: Path, fold: int) -> str:
+        """The template with its placeholders filled in (paths shell-quoted)."""
+        return (
+            self.template.replace("{weights}", shlex.quote(str(weights)))
+            .replace("{out}", shlex.quote(str(out)))
+            .replace("{fold}", str(fold))
+        )
+
+    def run(self, weights: Path, fold: int, workdir: Path, timeout: float | None) -> Mapping[str, Any]:
+        self.check_cancelled()
+        out = workdir / f"metrics-fold{fold}.json"
+        # A session of its own, so a timeout kills the whole process group (shell and children).
+        proc = subprocess.Popen(
+            self.command(weights, out, fold),
+            shell=True,  # noqa: S602 - the user's own command, run as they typed it
+            cwd=self.root,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            errors="replace",
+            start_new_session=True,
+        )
+        with self._lock:
+            self._live.add(proc)
+            if self.cancelled:  # cancelled while it was starting
+                _kill_group(proc)
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            stdout, stderr = proc.communicate()
+            raise _RunFailed(f"timed out after {timeout:g} s", _tail(stderr)) from None
+        finally:
+            with self._lock:
+                self._live.discard(proc)
+        if proc.returncode != 0:
+            raise _RunFailed(f"the command exited with code {proc.returncode}", _tail(stderr))
+        if "{out}" in self.template and out.is_file() and out.stat().st_size:
+            try:
+                data = json.loads(out.read_text())
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise _RunFailed(f"the command wrote invalid JSON to {{out}}: {exc}", _tail(stderr)) from None
+            if not isinstance(data, dict):
+                raise _RunFailed("the command wrote JSON to {out} that is not an object of metrics", _tail(stderr))
+            return data
+        where = "stdout was empty and nothing was written to {out}" if "{out}" in self.template else "stdout was empty"
+        return _last_json_line(stdout, stderr, where)
+
+    def cancel(self) -> None:
+        super().cancel()
+        with self._lock:
+            for proc in list(self._live):
+                _kill_group(proc)
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        proc.kill()
+
+
+def _last_json_line(stdout: str, stderr: str, empty: str) -> Mapping[str, Any]:
+    lines = [line for line in stdout.splitlines() if line.strip()]
+    if not lines:
+        raise _RunFailed(f"the evaluation printed no JSON metrics ({empty})", _tail(stderr))
+    try:
+        data = json.loads(lines[-1])
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise _RunFailed(
+            f"the evaluation printed no JSON metrics: its last stdout line is not a JSON object ({lines[-1][:80]!r})",
+            _tail(stderr),
+        )
+    return data
+
+
+class _FunctionEvaluator(_Evaluator):
+    def __init__(self, func: Callable[..., Any], takes_fold: bool) -> None:
+        self.func = func
+        self.takes_fold = takes_fold
+
+    def run(self, weights: Path, fold: int, workdir: Path, timeout: float | None) -> Mapping[str, Any]:
+        self.check_cancelled()
+        kwargs = {"fold": fold} if self.takes_fold else {}
+        box: dict[str, Any] = {}
+
+        def call() -> None:
+            try:
+                box["value"] = self.func(str(weights), **kwargs)
+            except BaseException as exc:  # noqa: BLE001 - reported as this version's failure
+                box["error"] = exc
+                box["trace"] = traceback.format_exc()
+
+        if timeout is None:
+            call()
+        else:
+            # A Python call cannot be interrupted: on timeout the version is reported as
+            # failed and the (daemon) thread is left to finish on its own.
+            worker = threading.Thread(target=call, daemon=True, name="mvc-eval-fn")
+            worker.start()
+            worker.join(timeout)
+            if worker.is_alive():
+                raise _RunFailed(f"timed out after {timeout:g} s")
+        if "error" in box:
+            exc = box["error"]
+            raise _RunFailed(f"the function raised {type(exc).__name__}: {exc}", _tail(box["trace"]))
+        value = box.get("value")
+        if not isinstance(value, Mapping):
+            raise _RunFailed(f"the function returned {type(value).__name__}, not a dict of metrics")
+        return value
+
+
+def _tail(text: str | None) -> str | None:
+    if not text or not text.strip():
+        return None
+    return "\n".join(text.rstrip().splitlines()[-STDERR_TAIL_LINES:])
+
+
+# ---- which versions ----------------------------------------------------------------------
+
+
+def plan(
+    ws: Workspace,
+    refs_: list[str],
+    *,
+    model: str | None = None,
+    all_experiments: bool = False,
+    versions: str | None = None,
+) -> tuple[list[Target], list[str]]:
+    """The distinct versions to evaluate, and notes about ones skipped.
+
+    Args:
+        refs_: ``NAME@REF`` refs; with ``model``, a bare ``REF`` or ``@REF`` means ``model@REF``.
+        model: the model for ``all_experiments`` / ``versions`` (default: the first ref's
+            name, or the only model in the work tree).
+        all_experiments: add the latest version on every ``exp/*`` branch.
+        versions: add ``vA..vB`` (inclusive; either end may be left open).
+
+    Returns:
+        Targets in the order given (refs, then the range, then experiments), one per
+        content hash (several refs to the same weights are evaluated once).
+
+    Raises:
+        UsageError: nothing to evaluate, a malformed range, no model to apply it to.
+        RefNotFoundError / ModelNotFoundError / AmbiguousRefError: from the resolver.
+    """
+    notes: list[str] = []
+    qualified = [_qualify(r, model) for r in refs_]
+    resolved = refs.resolve_all(ws, qualified)
+    if versions is not None or all_experiments:
+        name = model or (refs.split(qualified[0])[0] if qualified else _only_model(ws))
+        if versions is not None:
+            resolved += _version_range(ws, name, versions, notes)
+        if all_experiments:
+            resolved += _experiments(ws, name, notes)
+    if not resolved:
+        raise UsageError(
+            "no versions to evaluate",
+            hint="name them: mvc eval NAME@v1 NAME@v2, --versions v1..v5 or --all-experiments",
+        )
+    by_hash: dict[str, Target] = {}
+    for res in resolved:
+        known = by_hash.get(res.hash)
+        if known is None:
+            by_hash[res.hash] = Target(labels=(res.ref,), resolved=res)
+        elif res.ref not in known.labels:
+            by_hash[res.hash] = Target(labels=(*known.labels, res.ref), resolved=known.resolved)
+    return list(by_hash.values()), notes
+
+
+def _qualify(ref: str, model: str | None) -> str:
+    if model is None:
+        return ref
+    if ref.startswith("@"):
+        return model + ref
+    if "@" not in ref and ref != model:
+        return f"{model}@{ref}"
+    return ref
+
+
+def _only_model(ws: Workspace) -> str:
+    names = [p.manifest.name for p in models(ws) if p.manifest]
+    if len(names) != 1:
+        raise UsageError(
+            "--versions and --all-experiments need to know the model",
+            hint="pass --model NAME" + (f" (models: {', '.join(names)})" if names else ""),
+        )
+    return names[0]
+
+
+def _version_range(ws: Workspace, name: str, text: str, notes: list[str]) -> list[Resolved]:
+    match = _RANGE_RE.match(text.strip())
+    if not match or not (match.group(1) or match.group(2)):
+        raise UsageError(f"--versions {text!r} is not a range", hint="write it as v3..v7 (or v3.. / ..v7)")
+    start = int(match.group(1) or 1)
+    if match.group(2):
+        end = int(match.group(2))
+    else:
+        here = [r.version for r in history.versions(ws, name)]
+        if not here:
+            raise RefNotFoundError(f"{name!r} has no committed version on this branch", hint="commit one with `mvc commit`")
+        end = max(here)
+    if start > end:
+        raise UsageError(f"--versions {text!r} runs backwards", hint=f"write v{end}..v{start}")
+    known = {r.version for r in history.versions(ws, name, all_branches=True)}
+    wanted = [n for n in range(start, end + 1) if n in known]
+    notes += [f"{name} has no v{n}: skipped" for n in range(start, end + 1) if n not in known]
+    if not wanted:
+        raise RefNotFoundError(f"{name!r} has no version in {text}", hint=f"list its versions with `mvc log {name} --all-branches`")
+    return refs.resolve_all(ws, [f"{name}@v{n}" for n in wanted])
+
+
+def _experiments(ws: Workspace, name: str, notes: list[str]) -> list[Resolved]:
+    branches = [b for b, _ in gitstore.branches(ws.root, pattern="exp/") if b.startswith("exp/")]
+    if not branches:
+        raise RefNotFoundError("there are no experiment branches (exp/*)", hint="start one with `mvc exp new NAME`")
+    found: list[Resolved] = []
+    for branch in branches:
+        try:
+            found.append(refs.resolve(ws, f"{name}@{branch}"))
+        except (RefNotFoundError, ModelNotFoundError):
+            notes.append(f"{branch} has no version of {name}: skipped")
+    if not found:
+        raise RefNotFoundError(f"no experiment branch holds a version of {name!r}", hint="see `mvc log --all-branches`")
+    return found
+
+
+# ---- running and caching -----------------------------------------------------------------
+
+
+def run(
+    ws: Workspace,
+    targets: list[Target],
+    spec: EvalSpec,
+    evaluator: _Evaluator,
+    *,
+    jobs: int = 1,
+    timeout: float | None = None,
+    force: bool = False,
+    remote: str | None = None,
+    progress: Progress | None = None,
+) -> tuple[list[_Outcome], list[str]]:
+    """Evaluate every target (cached results reused unless ``force``); save and stage results.
+
+    A version that fails (weights nowhere, non-zero exit, no JSON, timeout) becomes a
+    failed outcome; the others still run.
+
+    Returns:
+        One outcome per target, in order, and the paths written (relative to the root).
+    """
+    folder = ws.root / EVALS_DIR / spec.hash
+    outcomes: list[_Outcome | None] = [None if force else _load(ws, folder, t, spec) for t in targets]
+    todo = [i for i, o in enumerate(outcomes) if o is None]
+    for i in todo:
+        if progress is not None:
+            progress(targets[i].label, 0, 2 * spec.folds)
+    if todo:
+        pool = ThreadPoolExecutor(max_workers=max(1, min(jobs, len(todo))), thread_name_prefix="mvc-eval")
+        try:
+            futures = {
+                pool.submit(_evaluate_one, ws, targets[i], spec, evaluator, timeout=timeout, remote=remote, progress=progress): i
+                for i in todo
+            }
+            for future in as_completed(futures):
+                outcomes[futures[future]] = future.result()
+        except BaseException:
+            evaluator.cancel()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
+    done = [o for o in outcomes if o is not None]
+    written = _save(ws, folder, spec, [o for o in done if o.status == "ok"])
+    return done, written
+
+
+def _evaluate_one(
+    ws: Workspace,
+    target: Target,
+    spec: EvalSpec,
+    evaluator: _Evaluator,
+    *,
+    timeout: float | None,
+    remote: str | None,
+    progress: Progress | None,
+) -> _Outcome:
+    res = target.resolved
+    began = time.monotonic()
+    steps_left = 2 * spec.folds
+
+    def step() -> None:
+        nonlocal steps_left
+        steps_left -= 1
+        if progress is not None:
+            progress(target.label, 1, None)
+
+    def failed(reason: str, tail: str | None = None) -> _Outcome:
+        if progress is not None and steps_left:
+            progress(target.label, steps_left, None)
+        return _Outcome(target, "failed", error=reason, stderr_tail=tail, duration=time.monotonic() - began)
+
+    if evaluator.cancelled:
+        return failed("cancelled")
+    with tempfile.TemporaryDirectory(prefix="mvc-eval-", ignore_cleanup_errors=True) as tmp:
+        workdir = Path(tmp)
+        try:
+            with _materialize_lock:
+                weights = sync.materialize(
+                    ws, res.pointer, res.commit, workdir / "weights" / Path(res.pointer.out).name, remote=remote
+                )
+        except MvcError as exc:
+            return failed(exc.message)
+        folds: list[dict[str, float]] = []
+        examples: list[float] | None = [] if spec.per_example else None
+        for fold in range(spec.folds):
+            step()
+            try:
+                raw = evaluator.run(weights, fold, workdir, timeout)
+                metrics, scores = _split_output(raw, spec.per_example)
+            except _RunFailed as exc:
+                where = f" (fold {fold})" if spec.folds > 1 else ""
+                return failed(exc.reason + where, exc.stderr_tail)
+            step()
+            folds.append(metrics)
+            if examples is not None:
+                examples = None if scores is None else examples + scores
+    return _Outcome(target, "ok", folds=folds, per_example=examples, duration=time.monotonic() - began)
+
+
+def _split_output(raw: Mapping[str, Any], per_example: str | None) -> tuple[dict[str, float], list[float] | None]:
+    """Numeric metrics, and the per-example scores under ``per_example`` (None when absent)."""
+    metrics = {str(k): v for k, v in ((k, _number(v)) for k, v in raw.items() if k != per_example) if v is not None}
+    scores: list[float] | None = None
+    if per_example is not None and per_example in raw:
+        value = raw[per_example]
+        if hasattr(value, "tolist"):  # numpy arrays from a --fn callable
+            value = value.tolist()
+        try:
+            scores = [float(x) for x in value]
+        except (TypeError, ValueError):
+            raise _RunFailed(f"{per_example!r} in the evaluation's output is not a list of numbers") from None
+    if not metrics and scores is None:
+        raise _RunFailed("the evaluation returned no numeric metrics")
+    return metrics, scores
+
+
+def _number(value: Any) -> float | None:
+    """A finite metric value as float (numpy scalars included), else None (not a metric)."""
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _result_name(md5: str) -> str:
+    return f"{md5}.json"
+
+
+def _load(ws: Workspace, folder: Path, target: Target, spec: EvalSpec) -> _Outcome | None:
+    """A saved result for ``target`` under this evaluation, or None (missing or unreadable)."""
+    path = folder / _result_name(target.resolved.hash)
+    try:
+        data = json.loads(path.read_text())
+        if data.get("schema") != RESULT_SCHEMA or data["eval"]["hash"] != spec.hash or data["hash"] != target.resolved.hash:
+            return None
+        folds = [{str(k): float(v) for k, v in f.items()} for f in data["folds"]]
+        examples = data.get("per_example")
+        examples = [float(x) for x in examples] if examples is not None else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return _Outcome(target, "cached", folds=folds, per_example=examples, saved=path.relative_to(ws.root).as_posix())
+
+
+def _save(ws: Workspace, folder: Path, spec: EvalSpec, outcomes: list[_Outcome]) -> list[str]:
+    if not outcomes:
+        return []
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    spec_file = folder / "eval.json"
+    files = [(spec_file, _spec_dict(spec))]
+    for o in outcomes:
+        res = o.target.resolved
+        means, stds = summarize(o.folds)
+        files.append((
+            folder / _result_name(res.hash),
+            {
+                "schema": RESULT_SCHEMA,
+                "eval": _spec_dict(spec),
+                "model": res.name,
+                "version": res.version,
+                "hash": res.hash,
+                "refs": list(o.target.labels),
+                "commit": res.commit,
+                "created": now,
+                "duration_s": round(o.duration or 0.0, 3),
+                "metrics": means,
+                "std": stds,
+                "folds": o.folds,
+                "per_example": o.per_example,
+            },
+        ))
+    written = []
+    for path, data in files:
+        pointer.write_atomic(path, (json.dumps(data, indent=1) + "\n").encode())
+        written.append(path.relative_to(ws.root).as_posix())
+    for o, rel in zip(outcomes, written[1:], strict=True):
+        o.saved = rel
+    gitstore.stage(ws.root, written)
+    return written
+
+
+def _spec_dict(spec: EvalSpec) -> dict[str, Any]:
+    return {"kind": spec.kind, "spec": spec.spec, "folds": spec.folds, "per_example": spec.per_example, "hash": spec.hash}
+
+
+def summarize(folds: list[dict[str, float]]) -> tuple[dict[str, float], dict[str, float]]:
+    """Mean and sample std of each metric over the folds that report it."""
+    names = list(dict.fromkeys(k for f in folds for k in f))
+    means: dict[str, float] = {}
+    stds: dict[str, float] = {}
+    for name in names:
+        means[name], stds[name] = stats.mean_std([f[name] for f in folds if name in f])
+    return means, stds
+
+
+# ---- ranking -----------------------------------------------------------------------------
+
+
+def parse_sort(sort: str | None) -> tuple[str | None, bool | None]:
+    """``"acc"`` -> (acc, None: direction by name), ``"loss:asc"`` -> (loss, False).
+
+    Raises:
+        UsageError: empty metric or a direction other than asc/desc.
+    """
+    if sort is None:
+        return None, None
+    metric, sep, direction = sort.rpartition(":") if ":" in sort else (sort, "", "")
+    if not metric or (sep and direction not in ("asc", "desc")):
+        raise UsageError(f"--sort {sort!r} is not METRIC[:asc|desc]", hint="e.g. --sort accuracy or --sort loss:asc")
+    return metric, (None if not sep else direction == "desc")
+
+
+def lower_is_better(metric: str) -> bool:
+    """True for metric names such as ``val_loss`` or ``error_rate``."""
+    return any(token in LOWER_IS_BETTER for token in re.split(r"[^a-z]+", metric.lower()))
+
+
+def rank(
+    ws: Workspace,
+    outcomes: list[_Outcome],
+    *,
+    sort: str | None,
+    per_example: str | None,
+    alpha: float = stats.DEFAULT_ALPHA,
+    seed: int = 0,
+) -> Leaderboard:
+    """Sort the successful versions, compare the best with each other one, append failures."""
+    notes: list[str] = []
+    ok = [o for o in outcomes if o.ok]
+    summaries = {id(o): summarize(o.folds) for o in ok}
+    metric, descending = _choose_sort(ws, sort, [summaries[id(o)][0] for o in ok], notes)
+
+    def key(o: _Outcome) -> tuple[bool, float]:
+        value = summaries[id(o)][0].get(metric) if metric else None
+        if value is None:
+            return True, 0.0
+        return False, -value if descending else value
+
+    ranked = sorted(ok, key=key)
+    comparisons = _compare(ranked, per_example, alpha, seed, notes)
+    rows = [_row(o, i + 1, *summaries[id(o)]) for i, o in enumerate(ranked)]
+    rows += [_row(o, None, {}, {}) for o in outcomes if not o.ok]
+    return Leaderboard(rows=tuple(rows), comparisons=tuple(comparisons), sort=metric, descending=descending, notes=tuple(notes))
+
+
+def _choose_sort(ws: Workspace, sort: str | None, means: list[dict[str, float]], notes: list[str]) -> tuple[str | None, bool]:
+    metric, direction = parse_sort(sort)
+    available = list(dict.fromkeys(k for m in means for k in m))
+    if metric is not None and metric not in available and available:
+        notes.append(f"no version reports {metric!r} (metrics: {', '.join(available)}): sorted by {available[0]!r}")
+        metric, direction = None, None
+    if metric is None:
+        preferred = [k for k in settings.load(ws.root).key_metrics if k in available]
+        metric = (preferred or available or [None])[0]
+    if metric is None:
+        return None, True
+    return metric, (not lower_is_better(metric)) if direction is None else direction
+
+
+def _compare(ranked: list[_Outcome], per_example: str | None, alpha: float, seed: int, notes: list[str]) -> list[Comparison]:
+    if per_example is None or len(ranked) < 2:
+        return []
+    best = ranked[0]
+    if best.per_example is None:
+        notes.append(f"the best version ({best.target.label}) gave no {per_example!r} list: no paired comparisons")
+        return []
+    out = []
+    for other in ranked[1:]:
+        if other.per_example is None:
+            notes.append(f"{other.target.label} gave no {per_example!r} list: not compared")
+            continue
+        try:
+            test = stats.paired_bootstrap(best.per_example, other.per_example, alpha=alpha, seed=seed)
+        except ValueError as exc:
+            notes.append(f"{best.target.label} vs {other.target.label}: not compared ({exc})")
+            continue
+        out.append(
+            Comparison(
+                best=best.target.label,
+                other=other.target.label,
+                key=per_example,
+                difference=test.difference,
+                ci_low=test.ci_low,
+                ci_high=test.ci_high,
+                p_value=test.p_value,
+                n=test.n,
+                alpha=test.alpha,
+                significant=test.significant,
+            )
+        )
+    return out
+
+
+def _row(o: _Outcome, rank_: int | None, means: dict[str, float], stds: dict[str, float]) -> EvalRow:
+    res = o.target.resolved
+    return EvalRow(
+        rank=rank_,
+        ref=o.target.label,
+        name=res.name,
+        version=res.version,
+        hash=res.hash,
+        commit=res.commit,
+        status=o.status,
+        metrics=means,
+        std=stds,
+        folds=tuple(o.folds),
+        error=o.error,
+        stderr_tail=o.stderr_tail,
+        duration=None if o.duration is None else round(o.duration, 3),
+        saved=o.saved,
+    )
+
+
+# ---- recording into the manifest ---------------------------------------------------------
+
+
+def record_metrics(ws: Workspace, rows: tuple[EvalRow, ...]) -> tuple[list[str], list[str]]:
+    """Write each successful row's mean metrics into its manifest when it is the work-tree version.
+
+    A past version's manifest lives in its commit and is not rewritten: it gets a note.
+
+    Returns:
+        (pointers written and staged, notes about rows not recorded)
+    """
+    written: list[str] = []
+    notes: list[str] = []
+    for row in rows:
+        if row.status == "failed":
+            continue
+        try:
+            current = find_model(ws, row.name)
+        except ModelNotFoundError:
+            notes.append(f"{row.ref}: metrics not recorded ({row.name!r} is not in the work tree)")
+            continue
+        if current.md5 != row.hash or current.outside_mvc or current.manifest is None:
+            notes.append(
+                f"{row.ref}: metrics not recorded: only the work-tree version of {row.name} can be "
+                "(a past version's manifest lives in its commit)"
+            )
+            continue
+        manifest = current.manifest.evolve(metrics={**current.manifest.metrics, **row.metrics})
+        pointer.write_manifest(ws.root, current.path, manifest)
+        written.append(current.path)
+    gitstore.stage(ws.root, written)
+    return written, notes
