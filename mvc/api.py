@@ -18,10 +18,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from mvc import diff as diffing
+from mvc import comparison as diffing
 from mvc import dvcstore, gitstore, history, lineage, refs, rollback, settings, sync, versioning, workspace
 from mvc import signing, verification
-from mvc.diff import Diff
+from mvc.comparison import Diff
 from mvc.history import VersionRecord
 from mvc.errors import ConflictError, UsageError
 from mvc.manifest import Manifest, Parent

@@ -44,7 +44,7 @@ def _translate(exc: Exception, root: Path | None = None) -> MvcError:
             f"{root or exc} is not inside a git repository",
             hint="run `git init` (or `mvc init --git`) first",
         )
-    elif isinstance(exc, git.exc.GitCommandError):
+    elif isinstance(exc, git.exc.GitCommandError | _GitFailed):
         text = (exc.stderr or str(exc)).strip().replace("stderr: ", "").strip("' \n")
         first = text.splitlines()[-1] if text else str(exc)
         if "index.lock" in text:
@@ -71,14 +71,34 @@ def _open(root: str | Path) -> git.Repo:
         raise _translate(exc, Path(root)) from exc
 
 
-def _git(root: Path, *args: str, **kwargs) -> str:
-    """Run one git command in ``root`` and return its stdout (stripped)."""
-    import git
+class _GitFailed(Exception):
+    """A git command exited non-zero (shaped like GitPython's GitCommandError)."""
 
-    try:
-        return _open(root).git.execute(["git", *args], **kwargs)
-    except git.exc.GitCommandError as exc:
-        raise _translate(exc, root) from exc
+    def __init__(self, command: list[str], status: int, stderr: str) -> None:
+        super().__init__(f"{' '.join(command)}: exit {status}: {stderr.strip()}")
+        self.command = command
+        self.status = status
+        self.stderr = stderr
+
+
+def _git(root: Path, *args: str, strip_newline_in_stdout: bool = True, env: dict[str, str] | None = None) -> str:
+    """Run one git command in ``root`` and return its stdout (trailing newline stripped).
+
+    A plain subprocess: importing GitPython and building a ``Repo`` costs more than
+    the command itself on the read paths (log, diff, status).
+    """
+    import subprocess
+
+    full_env = None
+    if env:
+        full_env = dict(os.environ)
+        full_env.update(env)
+    command = ["git", *args]
+    proc = subprocess.run(command, cwd=root, capture_output=True, env=full_env)
+    if proc.returncode != 0:
+        raise _translate(_GitFailed(command, proc.returncode, proc.stderr.decode(errors="replace")), root)
+    out = proc.stdout.decode(errors="surrogateescape")
+    return out[:-1] if strip_newline_in_stdout and out.endswith("\n") else out
 
 
 def find_root(path: str | Path = ".") -> Path:
@@ -89,10 +109,16 @@ def find_root(path: str | Path = ".") -> Path:
     """
     start = Path(path).resolve()
     probe = start if start.is_dir() else start.parent
-    repo = _open(probe)
-    if repo.bare or repo.working_tree_dir is None:
-        raise NotARepoError(f"{start} is a bare git repository", hint="clone it to get a work tree")
-    return Path(repo.working_tree_dir).resolve()
+    if not probe.is_dir():
+        raise NotARepoError(f"{start} is not inside a git repository", hint="run `git init` (or `mvc init --git`) first")
+    try:
+        top = _git(probe, "rev-parse", "--show-toplevel")
+    except MvcError as exc:
+        text = str(exc.__cause__ or exc)
+        if "must be run in a work tree" in text:
+            raise NotARepoError(f"{start} is a bare git repository", hint="clone it to get a work tree") from exc
+        raise NotARepoError(f"{start} is not inside a git repository", hint="run `git init` (or `mvc init --git`) first") from exc
+    return Path(top).resolve()
 
 
 def init_repo(path: str | Path) -> Path:

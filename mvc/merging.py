@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mvc import dvcstore, gitstore, pointer, refs, sync, versioning, workspace
-from mvc.diff import load_indexes  # `from mvc import diff` would be the API function
+from mvc.comparison import load_indexes
 from mvc.errors import ConflictError, UsageError
 from mvc.manifest import Parent
 from mvc.mergeconfig import NEEDS_BASE, SUM_TOLERANCE, MergeConfig

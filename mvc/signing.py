@@ -258,8 +258,8 @@ def sign(
 ) -> tuple[Signature, str]:
     """Sign version ``md5`` of model ``name`` and record the bundle in its signature file.
 
-    The cache objects are checked against their hash first (trusting DVC's state for
-    objects unchanged since they were cached), so corrupt bytes are never signed. A
+    Every cache object is re-hashed (md5) while it is signed, so corrupt bytes are never
+    signed and a valid signature later proves the bytes match the pointer's hash. A
     signature by the same key for the same model is replaced.
 
     Returns:
@@ -270,15 +270,22 @@ def sign(
         MissingObjectError: the weights are not in the local cache.
         IntegrityError: a cache object no longer matches its hash.
     """
-    key = load_private_key(key_path, password)
-    _require_intact(root, name, md5)
+    from concurrent.futures import ThreadPoolExecutor
+
     from model_signing import signing as ms_signing
 
-    with _view(root, name, md5) as model, _silenced():
+    key = load_private_key(key_path, password)
+    with _view(root, name, md5) as model, ThreadPoolExecutor(max_workers=1) as pool:
+        # Every byte is md5-checked (no trust in DVC's state) beside model-signing's sha256
+        # pass: a valid signature then proves the bytes match the pointer, and corrupt bytes
+        # are never signed. (model-signing prints only when verifying: no stdout swap here,
+        # which would race with the one DVC's calls make in the thread.)
+        checking = pool.submit(dvcstore.check_cache, root, md5)
         bundle_path = model.parent / "bundle.json"
         config = ms_signing.Config().set_hashing_config(_hashing_config())
         config.use_elliptic_key_signer(private_key=Path(key_path), password=password)  # type: ignore[arg-type]
         config.sign(model, bundle_path)
+        _require_intact(name, md5, checking.result())
         bundle = json.loads(bundle_path.read_text())
     sig = Signature(
         name=name,
@@ -296,8 +303,7 @@ def sign(
     return sig, rel
 
 
-def _require_intact(root: Path, name: str, md5: str) -> None:
-    checks = dvcstore.check_cache(root, md5, use_state=True)
+def _require_intact(name: str, md5: str, checks: list[dvcstore.ObjectCheck]) -> None:
     if any(c.state == "missing" for c in checks):
         raise MissingObjectError(
             f"the weights of {name} ({md5[:8]}) are not in the local cache",

@@ -154,11 +154,13 @@ def bench(work: Path, env: dict[str, str], quick: bool) -> list[dict]:
     versions, tensors = (100, 300) if quick else (500, 300)
     t = measure(work, env, versions=versions, tensors=tensors, repeat=2 if quick else 5)
     note = f"baseline: mvc --help; best of runs; fixture of {versions} versions built in {t['build']:.1f} s"
+    full = not quick  # the log target is for 500 versions
     return [
         {"benchmark": f"mvc log, {versions} versions", "mvc": t["log"], "baseline": t["help"], "unit": "s",
-         "ratio": t["log"] / t["help"], "target": "< 1 s (500 versions)", "met": t["log"] < 1.0, "note": note},
+         "ratio": t["log"] / t["help"], "target": "< 1 s (500 versions)", "met": t["log"] < 1.0 if full else None, "note": note},
         {"benchmark": f"mvc log --json, {versions} versions", "mvc": t["log_json"], "baseline": t["help"], "unit": "s",
-         "ratio": t["log_json"] / t["help"], "target": "< 1 s (500 versions)", "met": t["log_json"] < 1.0, "note": note},
+         "ratio": t["log_json"] / t["help"], "target": "< 1 s (500 versions)", "met": t["log_json"] < 1.0 if full else None,
+         "note": note},
         {"benchmark": f"mvc diff, two {tensors}-tensor manifests", "mvc": t["diff"], "baseline": t["help"], "unit": "s",
          "ratio": t["diff"] / t["help"], "target": "< 0.3 s, no weight bytes", "met": t["diff"] < 0.3,
          "note": "baseline: mvc --help; no weights exist in the fixture"},

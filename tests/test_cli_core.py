@@ -319,3 +319,15 @@ def test_add_big_file_is_cached_once_and_dvc_agrees(repo, cli):
     assert not list((repo / ".dvc/cache/files/md5").glob(".mvc-tmp-*"))
     status = subprocess.run([dvc_bin(), "status"], cwd=repo, capture_output=True, text=True)
     assert status.returncode == 0 and "up to date" in status.stdout.lower()
+
+
+def test_api_names_stay_callable_after_importing_every_module():
+    """A submodule named like an API function (mvc/diff.py) would shadow `mvc.diff`."""
+    import importlib
+    import pkgutil
+
+    for info in pkgutil.walk_packages(mvc.__path__, "mvc."):
+        if not info.name.startswith("mvc.integrations.") and info.name != "mvc.__main__":
+            importlib.import_module(info.name)
+    for name in mvc._API:
+        assert callable(getattr(mvc, name)), name

@@ -285,6 +285,17 @@ def test_show_json_shape(history, cli):
     assert v1["params"] == {"lr": 0.1, "epochs": 3}
 
 
+def test_show_dataset_given_on_the_command_line(history, cli):
+    repo, h = history
+    write_weights(repo / "models/net.safetensors", 11)
+    added = cli("add", "models/net.safetensors", "--dataset", "data/train.csv.dvc", "--param", "lr=0.2")
+    assert added.exit_code == 0, added.stderr
+    data_md5 = yaml.safe_load((repo / "data/train.csv.dvc").read_text())["outs"][0]["md5"]
+    d = json.loads(cli("show", "net", "--json").stdout)
+    assert d["manifest"]["datasets"] == [{"path": "data/train.csv", "hash": data_md5}] and d["version"] == 6
+    assert f"  data/train.csv ({data_md5})" in cli("show", "net").stdout.splitlines()
+
+
 def test_show_work_tree_version(history, cli):
     repo, h = history
     d = json.loads(cli("show", "net", "--json").stdout)

@@ -295,3 +295,14 @@ def test_a_signed_directory_model_detects_a_swapped_shard(cli, repo, keys):
     result = cli("checkout", "ckpt", "--force", "--require-signed", "--trusted-keys", str(keys.trusted))
     assert result.exit_code == 6
     assert "the weights do not match the bytes" in only_error_line(result.stderr)
+
+
+def test_sign_refuses_cache_bytes_that_no_longer_match_their_hash(cli, repo, weights, keys):
+    md5 = add_version(repo, weights, 1, "net v1")
+    overwrite_in_place(cache_object(repo, md5))
+    result = cli("sign", "net", "--key", str(keys.signer))
+    assert result.exit_code == 6
+    assert only_error_line(result.stderr) == (
+        f"error: cache object {md5[:8]} of net is corrupt (its bytes no longer match its hash); not signed"
+    )
+    assert not (repo / f".mvc/signatures/{md5[:2]}/{md5}.json").exists()
