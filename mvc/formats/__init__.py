@@ -18,12 +18,39 @@ Public surface::
 
 from __future__ import annotations
 
-from mvc.formats.base import TensorReader
-from mvc.formats.build import build_index
-from mvc.formats.detect import detect_format
+from typing import TYPE_CHECKING, Any
+
 from mvc.formats.index import SCHEMA, TensorIndex, TensorInfo, TensorSpec
-from mvc.formats.reader import open_tensors
-from mvc.formats.writer import SafetensorsWriter, write_safetensors
+
+if TYPE_CHECKING:
+    from mvc.formats.base import TensorReader
+    from mvc.formats.build import build_index
+    from mvc.formats.detect import detect_format
+    from mvc.formats.reader import open_tensors
+    from mvc.formats.writer import SafetensorsWriter, write_safetensors
+
+# Readers and writers load on first use: reading a tensor index (mvc diff, mvc log)
+# needs only mvc.formats.index.
+_LAZY = {
+    "TensorReader": "mvc.formats.base",
+    "build_index": "mvc.formats.build",
+    "detect_format": "mvc.formats.detect",
+    "open_tensors": "mvc.formats.reader",
+    "SafetensorsWriter": "mvc.formats.writer",
+    "write_safetensors": "mvc.formats.writer",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mvc.formats' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "SCHEMA",
