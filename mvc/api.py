@@ -1300,10 +1300,12 @@ def run(
     metrics_file: PathLike | None = None,
     outs: list[PathLike] | None = None,
     name: str | None = None,
+    force: bool = False,
 ) -> RunResult:
     """Run a training command and version what it wrote (``mvc run``).
 
-    With ``experiment`` it first creates (or switches to) branch ``exp/NAME``. The
+    With ``experiment`` it first creates (``exp_new``) or switches to (``exp_switch``,
+    ``force`` discarding unrecorded weights) the experiment's branch ``exp/NAME``. The
     command runs in the current directory with the terminal's stdout/stderr. If it
     fails, nothing is versioned and ``returncode`` says how it ended. Otherwise every
     tracked model whose weights the command wrote, plus ``outs`` (new models, the
@@ -1325,6 +1327,7 @@ def run(
         metrics_file=metrics_file,
         outs=list(outs or []),
         name=name,
+        force=force,
     )
 
 

@@ -35,7 +35,7 @@ from mvc.errors import (
 )
 from mvc.workspace import Workspace
 
-EXPERIMENT_PREFIX = "exp/"
+EXPERIMENT_PREFIX = "exp/"  # as mvc.experiments names branches
 
 # One mvc operation at a time from the training side of this process: DVC's repo object
 # (dvcstore.lock) and its log silencing are process-wide state.
@@ -305,6 +305,7 @@ def run(
     metrics_file: str | Path | None = None,
     outs: Sequence[str | Path] = (),
     name: str | None = None,
+    force: bool = False,
 ) -> RunResult:
     """Run a training command, then version the weights it wrote and commit mvc's files.
 
@@ -315,7 +316,7 @@ def run(
     if name is not None and len(outs) != 1:
         raise UsageError("--name needs exactly one --out", hint="name a new model: `mvc run --out PATH --name N -- CMD`")
     out_rels = [ws.rel(o) for o in outs]
-    branch = switch_experiment(ws, experiment) if experiment else gitstore.current_branch(ws.root)
+    branch = switch_experiment(ws, experiment, force=force) if experiment else gitstore.current_branch(ws.root)
     tracked = [p.out for p in workspace.models(ws)]
     before = {out: _signature(ws.root / out) for out in tracked}
     try:
@@ -343,30 +344,23 @@ def run(
     return RunResult(command=tuple(command), returncode=0, branch=branch, versions=versions, commit=sha)
 
 
-def switch_experiment(ws: Workspace, experiment: str) -> str:
-    """Create branch ``exp/NAME`` from HEAD, or switch to it and check its weights out.
+def switch_experiment(ws: Workspace, experiment: str, *, force: bool = False) -> str:
+    """Make ``exp/NAME`` the checked-out branch: created from HEAD (``mvc exp new``) or switched to.
 
     Raises:
         UsageError: a name git cannot use as a branch.
-        ConflictError: switching would overwrite weights with unrecorded changes, or git refused.
+        ConflictError: switching would overwrite weights with unrecorded changes (``force``
+            discards them), or git refused.
     """
-    branch = EXPERIMENT_PREFIX + experiment
-    if not gitstore.valid_branch_name(ws.root, branch):
-        raise UsageError(f"--exp {experiment!r} is not a usable experiment name", hint="use letters, digits, . _ - and /")
+    from mvc import experiments
+
+    branch = experiments.branch_of(experiment)
     if gitstore.current_branch(ws.root) == branch:
         return branch
     if gitstore.resolve_rev(ws.root, f"refs/heads/{branch}") is None:
-        gitstore.create_branch(ws.root, branch, "HEAD")
-        return branch
-    models = workspace.models(ws)
-    dirty = [s.name for s in sync.status(ws, models, check_remote=False) if s.workspace == "modified"]
-    if dirty:
-        raise ConflictError(
-            f"switching to {branch} would overwrite unrecorded weights of {', '.join(dirty)}",
-            hint="record them with `mvc add PATH` (or discard them with `mvc checkout`) first",
-        )
-    gitstore.checkout_branch(ws.root, branch)
-    sync.checkout(ws, workspace.models(ws))
+        experiments.create(ws, experiment, force=force)
+    else:
+        experiments.switch(ws, experiment, force=force)
     return branch
 
 

@@ -42,7 +42,7 @@ _CLOUD_VARS = (
     "GOOGLE_APPLICATION_CREDENTIALS",
     "STORAGE_EMULATOR_HOST",
 )
-SHARDS = 80  # files of the checkpoint used to interrupt a push (one PUT each, --jobs 1)
+SHARDS = 50  # files of the checkpoint used to interrupt a push (one PUT each, --jobs 1)
 MULTIPART_SIZE = 100 * 2**20 + 4096  # s3fs switches to multipart at 2 x its 50 MiB chunk
 
 

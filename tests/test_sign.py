@@ -102,6 +102,8 @@ def test_add_sign_signs_the_new_version_and_show_says_who(cli, repo, weights, ke
     shown = json.loads(cli("show", "net", "--json").stdout)
     assert len(shown["signed_by"]) == 1 and shown["signed_by"][0].startswith("Test User <test@example.com> (key ")
     assert cli("verify", "--signatures", "--trusted-keys", str(keys.trusted)).exit_code == 0
+    human = cli("show", "net").stdout
+    assert "signed by:  Test User <test@example.com> (key " in human
 
 
 def test_a_passphrase_protected_key_needs_its_passphrase(cli, repo, weights, keys, monkeypatch):

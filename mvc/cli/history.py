@@ -103,6 +103,8 @@ def show(
         f"parents:    {', '.join(_parent(p) for p in m.parents) or '-'}",
         f"format:     {m.format}" + (f" ({m.framework})" if m.framework else ""),
     ]
+    if d.signed_by:
+        lines.append(f"signed by:  {', '.join(d.signed_by)}")
     if m.tensors:
         dtypes = ", ".join(f"{k} {v:,} B" for k, v in m.tensors.bytes_by_dtype.items())
         lines.append(f"tensors:    {m.tensors.count:,} tensors, {m.tensors.parameters:,} parameters, {dtypes}")

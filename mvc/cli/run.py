@@ -19,6 +19,7 @@ def run(
     metrics_file: Annotated[str | None, typer.Option("--metrics-file", help="YAML/JSON file of metrics the command writes.")] = None,
     out: Annotated[list[str] | None, typer.Option("--out", "-o", help="Weights the command writes (a new model; repeatable).")] = None,
     name: Annotated[str | None, typer.Option("--name", "-n", help="Model name for the single --out.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="With --exp: discard unrecorded weights when switching.")] = False,
     repo: Repo = ".",
     json_output: Json = False,
 ) -> None:
@@ -44,6 +45,7 @@ def run(
         metrics_file=metrics_file,
         outs=list(out or []),
         name=name,
+        force=force,
     )
     if json_output:
         _output.emit_json(result)

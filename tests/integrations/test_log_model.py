@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -19,7 +20,7 @@ from tests.conftest import git, write_safetensors
 from tests.integrations.helpers import committed_files, history, on_experiment
 
 
-def test_each_call_makes_a_version_with_step_params_metrics_on_the_branch(repo, weights):
+def test_each_call_makes_a_version_with_step_params_metrics_on_the_branch(repo, weights, cli):
     branch = on_experiment(repo)
     for epoch in (1, 2, 3):
         write_safetensors(weights, seed=epoch)
@@ -38,6 +39,9 @@ def test_each_call_makes_a_version_with_step_params_metrics_on_the_branch(repo, 
     assert git(repo, "rev-parse", "--abbrev-ref", "HEAD") == branch
     best = refs.resolve(workspace.open_workspace(repo), "net@latest")
     assert (best.version, best.hash, best.commit) == (3, records[-1].hash, records[-1].commit)
+    shown = cli("log", "net", "--json")
+    assert shown.exit_code == 0, shown.stderr
+    assert [r["manifest"]["step"] for r in json.loads(shown.stdout)] == [3, 2, 1]
 
 
 def test_the_commit_holds_only_mvc_files(repo, weights):
@@ -158,3 +162,14 @@ def test_pending_failures_are_printed_at_interpreter_exit(repo, weights):
     assert "mvc: error: 1 background upload(s) failed: net v1" in proc.stderr
     assert "no remote is set" in proc.stderr and "mvc: hint:" in proc.stderr
     assert [r.version for r in history(repo, "net")] == [1]
+
+
+def test_the_core_and_the_integrations_package_import_no_framework():
+    code = (
+        "import sys, mvc, mvc.api, mvc.training, mvc.integrations, mvc.cli.run\n"
+        "mvc.log_model\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('torch', 'keras', 'transformers', 'lightning', 'pytorch_lightning', 'accelerate', 'dvc', 'git')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out == "[]\n"

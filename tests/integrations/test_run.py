@@ -111,8 +111,11 @@ def test_switching_would_overwrite_unrecorded_weights(project, cli):
     write_safetensors(project / "models" / "net.safetensors", seed=42)  # not recorded
     result = cli("run", "--exp", "x", "--", sys.executable, "-c", "pass")
     assert result.exit_code == 4
-    assert result.stderr.startswith("error: switching to exp/x would overwrite unrecorded weights of net\n")
+    assert result.stderr.startswith("error: models/net.safetensors has changes that no version records\n")
     assert git(project, "rev-parse", "--abbrev-ref", "HEAD") == "main"
+    forced = cli("run", "--exp", "x", "--force", "--", sys.executable, "-c", "pass")
+    assert forced.exit_code == 0, forced.stderr
+    assert git(project, "rev-parse", "--abbrev-ref", "HEAD") == "exp/x"
 
 
 def test_outside_a_git_repository_the_command_does_not_run(tmp_path, monkeypatch, cli):
@@ -128,7 +131,7 @@ def test_outside_a_git_repository_the_command_does_not_run(tmp_path, monkeypatch
     [
         (["--name", "a", "--out", "a.safetensors", "--out", "b.safetensors"], 2, "error: --name needs exactly one --out"),
         (["--out", "/tmp/elsewhere.safetensors"], 2, "error: /tmp/elsewhere.safetensors is outside the repository"),
-        (["--exp", "bad name"], 2, "error: --exp 'bad name' is not a usable experiment name"),
+        (["--exp", "bad name"], 2, "error: 'bad name' is not a valid experiment name"),
     ],
 )
 def test_bad_options_fail_before_the_command_runs(project, cli, args, code, message):
