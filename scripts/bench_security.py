@@ -122,6 +122,21 @@ def _signature_check(repo: Path, trusted: Path, env: dict[str, str]) -> float:
     return float(out.stdout.strip())
 
 
+def bench(*, work: Path, env: dict[str, str], quick: bool = False) -> list[dict]:
+    """Rows for ``scripts/bench.py``: mvc sign / verify --signatures next to sha256sum on one model."""
+    size = 32 * 2**20 if quick else 2**30
+    f = bench_sign_verify(size, repeat=1 if quick else 2, workdir=str(work))
+    label = f"{size // 2**20} MiB"
+    return [
+        {"benchmark": f"mvc sign, {label}", "mvc": f["mvc_sign"], "baseline": f["sha256sum"], "unit": "s",
+         "ratio": f["mvc_sign"] / f["sha256sum"], "target": "report (no target)", "met": None,
+         "note": f"baseline: sha256sum; openssl sha256 {f['openssl_sha256']:.2f} s"},
+        {"benchmark": f"mvc verify --signatures, {label}", "mvc": f["mvc_verify_signatures"], "baseline": f["sha256sum"],
+         "unit": "s", "ratio": f["mvc_verify_signatures"] / f["sha256sum"], "target": "report (no target)", "met": None,
+         "note": f"signature check alone {f['signature_check_only']:.2f} s"},
+    ]
+
+
 def main() -> None:
     """Run the measurement and print the figures as JSON (seconds and ratios to sha256sum)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
