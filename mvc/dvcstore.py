@@ -107,7 +107,12 @@ _LOGGERS = ("dvc", "dvc_data", "dvc_objects")
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[_Captured]:
-    """Silence DVC's loggers (and so its tqdm bars) and capture what they log."""
+    """Silence DVC's loggers (and so its tqdm bars) and capture what they log.
+
+    Thread-safe: only logger levels change, never ``sys.stdout``.
+    """
+    import dvc  # noqa: F401 - its import runs dvc.logger.setup(), which would undo the silencing below
+
     captured = _Captured()
     loggers = [logging.getLogger(name) for name in _LOGGERS]
     debug = os.environ.get("MVC_DEBUG") == "1"
@@ -123,22 +128,13 @@ def _quiet() -> Iterator[_Captured]:
                 lg.handlers = []
             lg.addHandler(captured)
     try:
-        with contextlib.redirect_stdout(_NullWriter()):
-            yield captured
+        yield captured
     finally:
         with _log_lock:
             for lg, (level, propagate, handlers) in zip(loggers, saved, strict=True):
                 lg.handlers = handlers
                 lg.setLevel(level)
                 lg.propagate = propagate
-
-
-class _NullWriter:
-    def write(self, _s: str) -> int:
-        return 0
-
-    def flush(self) -> None:
-        pass
 
 
 @contextlib.contextmanager
@@ -495,6 +491,8 @@ def _precache(repo: Repo, path: Path) -> None:
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 os.chmod(tmp, 0o444)  # DVC keeps cache files read-only
                 os.replace(tmp, dest)
+                # As DVC does for objects it caches: lets the pre-push check trust it.
+                repo.state.save(os.fspath(dest), odb.fs, HashInfo("md5", md5))
             repo.state.save(os.fspath(file), repo.fs, HashInfo("md5", md5))
         finally:
             tmp.unlink(missing_ok=True)
@@ -890,6 +888,13 @@ def push_objects(root: Path, md5s: Iterable[str], *, remote: str, jobs: int | No
                 raise MissingObjectError(
                     f"object {missing[0][:8]} is not in the local cache", hint="re-add the weights with `mvc add`"
                 )
+            for obj in objs:  # never upload bytes that no longer match their hash
+                for oid in _object_ids(repo, obj.value):
+                    if not _object_intact(repo, cache.oid_to_path(oid), oid, use_state=True):
+                        raise IntegrityError(
+                            f"cache object {oid[:8]} no longer matches its hash: refusing to push it",
+                            hint="re-add the weights with `mvc add`, or repair with `mvc verify --repair`",
+                        )
             result = transfer(cache, odb, objs, jobs=jobs, cache_odb=cache)
     except MvcError:
         raise

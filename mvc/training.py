@@ -24,7 +24,6 @@ from typing import Any
 
 from mvc import dvcstore, gitstore, lineage, sync, versioning, workspace
 from mvc.errors import (
-    ConflictError,
     LockedError,
     MvcError,
     NotFoundError,
@@ -311,6 +310,8 @@ def run(
 
     See :func:`mvc.api.run`.
     """
+    if isinstance(command, str):
+        command = shlex.split(command)
     if not command:
         raise UsageError("no command to run", hint="put it after --, e.g. `mvc run -- python train.py`")
     if name is not None and len(outs) != 1:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -42,7 +43,7 @@ _CLOUD_VARS = (
     "GOOGLE_APPLICATION_CREDENTIALS",
     "STORAGE_EMULATOR_HOST",
 )
-SHARDS = 50  # files of the checkpoint used to interrupt a push (one PUT each, --jobs 1)
+SHARDS = 100  # files of the checkpoint used to interrupt a push (one PUT each, --jobs 1)
 MULTIPART_SIZE = 100 * 2**20 + 4096  # s3fs switches to multipart at 2 x its 50 MiB chunk
 
 
@@ -83,9 +84,10 @@ class Bucket:
 
         return gcsfs.GCSFileSystem(endpoint_url=self.server.endpoint_url, token="anon", skip_instance_cache=True)
 
-    def objects(self) -> dict[str, str]:
-        """``{oid: path}`` of every object stored under the prefix."""
-        fs = self.fs()
+    def objects(self, fs: Any = None) -> dict[str, str]:
+        """``{oid: path}`` of every object stored under the prefix (``fs``: a client to reuse)."""
+        fs = fs or self.fs()
+        fs.invalidate_cache()
         try:
             paths = fs.find(self.prefix)
         except FileNotFoundError:
@@ -168,16 +170,23 @@ def mvc_process(args: list[str], cwd: Path, bucket: Bucket, **extra_env: str) ->
 
 
 def wait_for_first_object(proc: subprocess.Popen[str], bucket: Bucket, timeout: float = 60.0) -> None:
-    """Poll the bucket until the push under way has stored an object (failing if it ended first)."""
+    """Poll the bucket until the push under way has stored an object (failing if it ended first).
+
+    One listing takes a few ms; the push needs about a second for its SHARDS objects.
+    """
+    fs = bucket.fs()
     deadline = time.monotonic() + timeout
-    while not bucket.objects():
-        try:
-            proc.wait(timeout=0.05)
-        except subprocess.TimeoutExpired:
-            pass
-        else:
+    while not bucket.objects(fs):
+        if proc.poll() is not None:
             pytest.fail(f"push ended before it could be interrupted: {proc.returncode} {proc.stderr.read() if proc.stderr else ''}")
         assert time.monotonic() < deadline, "no object reached the bucket"
+
+
+def kill_server(server: servers.S3Server) -> None:
+    """Take a server down at once (SIGKILL to its process group), then reap it and remove its sockets."""
+    os.killpg(server.pid, signal.SIGKILL)
+    servers.stop(server)
+    servers._remove_sockets(server)  # stop() skips this for a server that is already gone
 
 
 def commit_all(root: Path, message: str) -> None:
@@ -470,6 +479,7 @@ def test_server_down_mid_push(repo: Path, cli: Callable[..., Any], tmp_path: Pat
         # give up at once, and keeps this test short.
         proc = mvc_process(["push", "--jobs", "1"], repo, doomed, AWS_MAX_ATTEMPTS="1")
         wait_for_first_object(proc, doomed)
+        kill_server(server)
     finally:
         servers.stop(server)
     _, stderr = proc.communicate(timeout=300)
