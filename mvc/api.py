@@ -351,7 +351,8 @@ def checkout(
             continue
         res = refs.resolve(ws, ref)
         work = workspace.find_model(ws, res.name)
-        if work.md5 == res.hash:
+        if work.md5 == res.hash:  # the version the commit records: a plain checkout, fetched if need be
+            sync.ensure_cached(ws, res.pointer, res.commit, remote=remote, progress=progress)
             plain.append(res.name)
         else:
             targets.append((res, work))

@@ -188,3 +188,22 @@ def test_push_registry_uploads_every_tagged_version_then_the_tags(repo, cli, tmp
     assert (result.remote, result.transferred, set(result.tags)) == ("local", 2, {"net@v1.0.0", "net@v2.0.0"})
     assert set(git(bare, "tag", "-l").split()) == {"net@v1.0.0", "net@v2.0.0"}
     ok(cli("promote", "net@v1.0.0", "--stage", "prod"))  # both versions' weights are in the remote now
+
+
+def test_mvc_push_tags_uploads_tagged_weights_and_pushes_the_tags(repo, cli, tmp_path):
+    import json
+
+    write_safetensors(repo / WEIGHTS, seed=1)
+    ok(cli("add", str(repo / WEIGHTS)))
+    ok(cli("commit", "-m", "net v1"))
+    ok(cli("tag", "net", "v1.0.0"))
+    bare = tmp_path / "origin.git"
+    git(tmp_path, "init", "-q", "--bare", str(bare))
+    git(repo, "remote", "add", "origin", str(bare))
+    result = cli("push", "--tags", "--json")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["push"]["remote"] == "local" and data["registry"]["tags"] == ["net@v1.0.0"]
+    assert git(bare, "tag", "-l").split() == ["net@v1.0.0"]
+    human = cli("push", "--tags")
+    assert "registry: 1 tag(s) pushed to origin" in human.stdout

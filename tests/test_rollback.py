@@ -178,3 +178,15 @@ def test_restore_after_a_rollback_needs_no_force(three, cli):
 def test_restore_of_the_current_version(three, cli):
     assert_one_line_error(cli("restore", "net@v3"), 4, "net@v3 is already the current version of net")
     assert_one_line_error(cli("restore", "net@latest"), 4, "already the current version")
+
+
+def test_checkout_ref_of_the_current_version_fetches_it_in_a_fresh_clone(repo, weights, cli, tmp_path):
+    """`mvc checkout net@v1` when v1 is what HEAD records, in a clone with an empty cache."""
+    assert cli("add", str(weights)).exit_code == 0
+    assert cli("commit", "-m", "v1").exit_code == 0
+    assert cli("push").exit_code == 0
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", str(repo), str(clone))
+    result = cli("checkout", "net@v1", cwd=clone)
+    assert result.exit_code == 0, result.stderr
+    assert (clone / "models/net.safetensors").read_bytes() == weights.read_bytes()

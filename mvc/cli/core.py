@@ -176,6 +176,8 @@ def push(
     names: Names = None,
     remote: Remote = None,
     jobs: Jobs = None,
+    tags: Annotated[bool, typer.Option("--tags", help="Also upload the weights of every registry tag (releases, stages) and push the tags to git.")] = False,
+    git_remote: Annotated[str, typer.Option("--git-remote", help="The git remote that receives the tags (with --tags).")] = "origin",
     repo: Repo = ".",
     json_output: Json = False,
     quiet: Quiet = False,
@@ -187,15 +189,20 @@ def push(
       mvc push
 
       mvc push net --remote s3 --jobs 8
+
+      mvc push --tags
     """
     from mvc import api
 
     with _output.progress_bar("pushing", enabled=_output.progress_enabled(quiet=quiet, json_output=json_output)) as cb:
         result = api.push(repo, names, remote=remote, jobs=jobs, progress=cb)
+    registry = api.push_registry(repo, names, remote=remote, git_remote=git_remote) if tags else None
     if json_output:
-        _output.emit_json(result)
+        _output.emit_json({"push": result, "registry": registry} if tags else result)
         return
     _output.out(f"pushed {result.transferred} object(s) of {len(result.models)} model(s) to {result.remote}")
+    if registry is not None:
+        _output.out(f"registry: {len(registry.tags)} tag(s) pushed to {registry.git_remote}, {registry.transferred} object(s) uploaded")
 
 
 @command(app)

@@ -234,3 +234,37 @@ class Target:
 
 
 __all__ = ["SavePolicy", "Target", "compact_float", "numbers", "tidy", "write_atomic"]
+
+
+class EpochCheckpoint:
+    """What the Keras and Lightning callbacks share: a save policy, a target, its versions.
+
+    A mixin placed before the framework's ``Callback`` base, whose ``__init__`` it calls.
+    See :class:`mvc.integrations.keras.MvcCheckpoint` for the arguments.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        name: str | None = None,
+        every_n_epochs: int = 1,
+        monitor: str | None = None,
+        mode: str = "auto",
+        save_best_only: bool = False,
+        push: bool = False,
+        params: Mapping[str, Any] | None = None,
+        datasets: list[str | Path] | None = None,
+        commit: bool = True,
+        repo: str | Path | None = None,
+    ) -> None:
+        super().__init__()
+        self.policy = SavePolicy(
+            every_n_epochs=every_n_epochs, monitor=monitor, mode=mode, save_best_only=save_best_only, owner="MvcCheckpoint"
+        )
+        self.target = Target(path, name=name, push=push, params=params, datasets=datasets, commit=commit, repo=repo)
+
+    @property
+    def versions(self) -> list[Any]:
+        """The LoggedVersion of every save, in order."""
+        return self.target.versions

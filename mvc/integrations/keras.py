@@ -26,10 +26,10 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("mvc.integrations.keras needs Keras 3: pip install 'mvc[integrations]'") from exc
 
 from mvc.errors import UsageError
-from mvc.integrations import SavePolicy, Target, numbers, write_atomic
+from mvc.integrations import EpochCheckpoint, numbers, write_atomic
 
 
-class MvcCheckpoint(keras.callbacks.Callback):
+class MvcCheckpoint(EpochCheckpoint, keras.callbacks.Callback):
     """Version the weights every N epochs, or only when a monitored metric improves.
 
     Each version records the epoch's logs as metrics, the optimizer's config and the
@@ -55,32 +55,6 @@ class MvcCheckpoint(keras.callbacks.Callback):
         UsageError: ``path`` outside the repository, or a bad policy value.
         NotARepoError: no mvc repository there.
     """
-
-    def __init__(
-        self,
-        path: str | Path,
-        *,
-        name: str | None = None,
-        every_n_epochs: int = 1,
-        monitor: str | None = None,
-        mode: str = "auto",
-        save_best_only: bool = False,
-        push: bool = False,
-        params: Mapping[str, Any] | None = None,
-        datasets: list[str | Path] | None = None,
-        commit: bool = True,
-        repo: str | Path | None = None,
-    ) -> None:
-        super().__init__()
-        self.policy = SavePolicy(
-            every_n_epochs=every_n_epochs, monitor=monitor, mode=mode, save_best_only=save_best_only, owner="MvcCheckpoint"
-        )
-        self.target = Target(path, name=name, push=push, params=params, datasets=datasets, commit=commit, repo=repo)
-
-    @property
-    def versions(self) -> list[Any]:
-        """The LoggedVersion of every save, in order."""
-        return self.target.versions
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
         metrics = numbers(logs)

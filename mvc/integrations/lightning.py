@@ -14,8 +14,6 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 try:
@@ -26,13 +24,13 @@ except ImportError:  # the standalone package
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError("mvc.integrations.lightning needs Lightning: pip install 'mvc[integrations]'") from exc
 
-from mvc.integrations import SavePolicy, Target, numbers
+from mvc.integrations import EpochCheckpoint, numbers
 from mvc.integrations.torch import write_state_dict
 
 _TRAINER_PARAMS = ("max_epochs", "max_steps", "accumulate_grad_batches", "gradient_clip_val", "precision")
 
 
-class MvcCheckpoint(Callback):
+class MvcCheckpoint(EpochCheckpoint, Callback):
     """Version the module's weights every N epochs, or only when a monitored metric improves.
 
     Runs at the end of each training epoch (after that epoch's validation). Each
@@ -46,32 +44,6 @@ class MvcCheckpoint(Callback):
         UsageError: ``path`` outside the repository, or a bad policy value.
         NotARepoError: no mvc repository there.
     """
-
-    def __init__(
-        self,
-        path: str | Path,
-        *,
-        name: str | None = None,
-        every_n_epochs: int = 1,
-        monitor: str | None = None,
-        mode: str = "auto",
-        save_best_only: bool = False,
-        push: bool = False,
-        params: Mapping[str, Any] | None = None,
-        datasets: list[str | Path] | None = None,
-        commit: bool = True,
-        repo: str | Path | None = None,
-    ) -> None:
-        super().__init__()
-        self.policy = SavePolicy(
-            every_n_epochs=every_n_epochs, monitor=monitor, mode=mode, save_best_only=save_best_only, owner="MvcCheckpoint"
-        )
-        self.target = Target(path, name=name, push=push, params=params, datasets=datasets, commit=commit, repo=repo)
-
-    @property
-    def versions(self) -> list[Any]:
-        """The LoggedVersion of every save, in order."""
-        return self.target.versions
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
