@@ -255,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="mvc-bench-") as tmp:
         work = Path(tmp)
         env = _env(work)
+        os.environ.update(env)  # fixtures built in-process stay in the temp dir too
         for i, (area, bench) in enumerate(benches):
             if only and area not in only:
                 continue

@@ -86,6 +86,21 @@ def build_experiments_repo(root: Path, *, branches: int = 100) -> Path:
     return root
 
 
+def bench(*, work: Path, env: dict[str, str], quick: bool = False) -> list[dict]:
+    """The row for ``scripts/bench.py``: `mvc exp list --sort acc` over 100 branches (quick: 30)."""
+    branches = 30 if quick else 100
+    t0 = time.perf_counter()
+    repo = build_experiments_repo(work / "exp-repo", branches=branches)
+    built = time.perf_counter() - t0
+    cli_s = time_command(["exp", "list", "--sort", "acc"], repo, repeat=2 if quick else 5, env=env)
+    help_s = time_command(["--help"], repo, repeat=2 if quick else 5, env=env)
+    return [
+        {"benchmark": f"mvc exp list, {branches} branches", "mvc": cli_s, "baseline": help_s, "unit": "s",
+         "ratio": cli_s / help_s, "target": "< 1 s (100 branches)", "met": cli_s < 1.0 if not quick else None,
+         "note": f"baseline: mvc --help; fixture built in {built:.1f} s with git fast-import"},
+    ]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--branches", type=int, default=100)

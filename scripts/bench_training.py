@@ -106,6 +106,7 @@ def main() -> int:
     parser.add_argument("--width", type=int, default=2048)
     parser.add_argument("--layers", type=int, default=6)
     parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--json", action="store_true", help="print the raw timings as JSON")
     args = parser.parse_args()
     model_mb = args.layers * (args.width * args.width + args.width) * 4 / 1e6
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
@@ -114,6 +115,11 @@ def main() -> int:
         base = Path(tmp)
         os.environ["DVC_SITE_CACHE_DIR"] = str(base / "dvc-site")
         results = {mode: run(mode, base, args) for mode in modes}
+    if args.json:
+        import json
+
+        print(json.dumps({"model_mb": model_mb, "epochs": args.epochs, "results": results}))
+        return 0
     # The training steps' own time varies run to run (a shared 2-core machine), so the
     # overhead is what each epoch spent outside them, against that mode's own training time.
     print(f"model {model_mb:.0f} MB (float32), {args.epochs} epochs x {args.steps} steps, batch {args.batch}")
@@ -124,6 +130,32 @@ def main() -> int:
             f"{r['save'] / r['train']:8.1%} {r['wait']:13.2f}"
         )
     return 0
+
+
+def bench(*, work: Path, env: dict[str, str], quick: bool = False) -> list[dict]:
+    """Rows for ``scripts/bench.py``: versioning time per epoch vs training time per epoch.
+
+    Runs this script in a subprocess (torch stays out of the bench process); needs the
+    ``integrations`` extra.
+    """
+    import json
+
+    args = ["--epochs", "2", "--steps", "5", "--width", "512"] if quick else ["--epochs", "5", "--steps", "10", "--width", "2048"]
+    proc = subprocess.run([sys.executable, __file__, "--json", *args], cwd=work, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-1:] or ["?"]
+        raise RuntimeError(f"bench_training failed: {tail[0]}")
+    data = json.loads(proc.stdout)
+    epochs, rows = data["epochs"], []
+    for mode in ("save_version", "save_version push=True"):
+        r = data["results"][mode]
+        rows.append({
+            "benchmark": f"log_model every epoch, {data['model_mb']:.0f} MB ({mode.replace('save_version', 'no push') if mode == 'save_version' else 'push=True'})",
+            "mvc": r["save"] / epochs, "baseline": r["train"] / epochs, "unit": "s", "ratio": r["save"] / r["train"],
+            "target": "report (overhead per epoch)", "met": None,
+            "note": f"baseline: training time per epoch; final wait {r['wait']:.2f} s",
+        })
+    return rows
 
 
 if __name__ == "__main__":
