@@ -117,24 +117,39 @@ def _quiet() -> Iterator[_Captured]:
     loggers = [logging.getLogger(name) for name in _LOGGERS]
     debug = os.environ.get("MVC_DEBUG") == "1"
     with _log_lock:
-        saved = [(lg.level, lg.propagate, list(lg.handlers)) for lg in loggers]
+        if not _silenced:  # the first of possibly nested or concurrent blocks
+            for lg in loggers:
+                _silenced.append((lg, lg.level, lg.propagate, list(lg.handlers)))
+                # ERROR, not higher: the transfer errors DVC logs are what _translate
+                # classifies. DVC's own handlers (installed by `import dvc`) are detached
+                # and propagate is off, so nothing reaches the terminal; bars stay off
+                # above INFO.
+                lg.setLevel(logging.DEBUG if debug else logging.ERROR)
+                lg.propagate = debug
+                if not debug:
+                    lg.handlers = []
+        _silenced_depth.append(captured)
         for lg in loggers:
-            # ERROR, not higher: the transfer errors DVC logs are what _translate classifies.
-            # DVC's own handlers (installed by `import dvc`) are detached meanwhile and
-            # propagate is off, so nothing reaches the terminal; bars stay off above INFO.
-            lg.setLevel(logging.DEBUG if debug else logging.ERROR)
-            lg.propagate = debug
-            if not debug:
-                lg.handlers = []
             lg.addHandler(captured)
     try:
         yield captured
     finally:
         with _log_lock:
-            for lg, (level, propagate, handlers) in zip(loggers, saved, strict=True):
-                lg.handlers = handlers
-                lg.setLevel(level)
-                lg.propagate = propagate
+            for lg in loggers:
+                lg.removeHandler(captured)
+            _silenced_depth.remove(captured)
+            if not _silenced_depth:  # the last block out restores DVC's logging
+                for lg, level, propagate, handlers in _silenced:
+                    lg.handlers = handlers
+                    lg.setLevel(level)
+                    lg.propagate = propagate
+                _silenced.clear()
+
+
+# Logger state saved by the outermost :func:`_quiet` block, and the capture handlers of
+# the blocks open now (in any thread).
+_silenced: list[tuple[logging.Logger, int, bool, list[logging.Handler]]] = []
+_silenced_depth: list[_Captured] = []
 
 
 @contextlib.contextmanager
@@ -532,7 +547,7 @@ def push(
 ) -> TransferResult:
     """Upload the cache objects of ``pointers`` (all when None) to ``remote``."""
     with _repo(root, remote) as repo, _progress_hook(progress):
-        _preflight(repo, remote)
+        _preflight(repo, remote, "push")
         revs = list(revs or [])
         count = repo.push(_targets(root, pointers), jobs=jobs, remote=remote, revs=revs or None)
         return TransferResult(transferred=count, failed=0)
@@ -558,7 +573,10 @@ def fetch(
     """
     with _repo(root, remote) as repo, _progress_hook(progress):
         targets = _targets(root, pointers)
-        with _verified_download(repo, remote, _pointer_hashes(repo, targets)):
+        hashes = _pointer_hashes(repo, targets)
+        if not _present(repo.cache.local, hashes) >= _all_ids(repo.cache.local, hashes):
+            _preflight(repo, remote, "fetch")  # only when something must come (pull works offline)
+        with _verified_download(repo, remote, hashes):
             count = repo.fetch(targets, jobs=jobs, remote=remote)
         return TransferResult(transferred=count, failed=0)
 
@@ -1121,6 +1139,11 @@ def _object_ids_in(odb: Any, md5: str) -> list[str]:
     return [md5, *(oid for _, oid in entries or [])]
 
 
+def _all_ids(odb: Any, md5s: Iterable[str]) -> set[str]:
+    """The oids of ``md5s`` and of the files of those listings ``odb`` holds."""
+    return {oid for md5 in md5s for oid in _object_ids_in(odb, md5)}
+
+
 def _present(odb: Any, md5s: Iterable[str]) -> set[str]:
     """The oids of ``md5s`` (and of the files of their listings) that ``odb`` holds."""
     return {oid for md5 in md5s for oid in _object_ids_in(odb, md5) if odb.exists(oid)}
@@ -1147,14 +1170,15 @@ def _pointer_hashes_at(repo: Repo, pointer: str, commit: str) -> list[str]:
     return [str(o["md5"]) for o in data.get("outs", []) if isinstance(o, dict) and o.get("md5")]
 
 
-def _preflight(repo: Repo, remote: str | None) -> None:
+def _preflight(repo: Repo, remote: str | None, command: str) -> None:
     """List a cloud remote's prefix once, so that a missing bucket or rejected keys fail
     with the store's own error code.
 
-    Without it a push of a few objects only sends HEAD requests (a bare 404 / 403) and
-    then PUTs, which SeaweedFS answers with AccessDenied for a missing bucket.
+    Without it a transfer of a few objects only sends HEAD requests (a bare 404 / 403):
+    a pull would report the objects missing, and a push would go on to PUTs, which
+    SeaweedFS answers with AccessDenied for a missing bucket.
     """
-    odb = repo.cloud.get_remote_odb(remote, "push")
+    odb = repo.cloud.get_remote_odb(remote, command)
     if odb.fs.protocol not in ("s3", "gs", "gcs"):
         return
     try:
@@ -1208,7 +1232,7 @@ def _verified_download(repo: Repo, remote: str | None, md5s: list[str]) -> Itera
             name, url = _remote_ref(repo, remote)
             raise IntegrityError(
                 f"{len(bad)} object(s) downloaded from {_where(name, url)} do not match their hash "
-                f"(first: {bad[0][:8]}); removed from the cache, nothing was checked out",
+                f"(first: {bad[0][:8]}); they were deleted and nothing was written from them",
                 hint="the copy in the remote is corrupt: push a good copy from a machine that has the weights "
                 "(`mvc verify --repair`)",
             )

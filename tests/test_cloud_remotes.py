@@ -114,7 +114,9 @@ def s3(s3_server: servers.S3Server, tmp_path: Path) -> Bucket:
     return Bucket("s3", s3_server, f"{s3_server.bucket}/{tmp_path.name}-{uuid.uuid4().hex[:8]}")
 
 
-def add_remote(cli: Callable[..., Any], root: Path, bucket: Bucket, *, name: str = "store", secret: str | None = None) -> None:
+def add_remote(
+    cli: Callable[..., Any], root: Path, bucket: Bucket, *, name: str = "store", secret: str | None = None
+) -> None:
     """``mvc remote add NAME URL --default`` with S3 keys (to config.local) or GCS anonymous login."""
     server = bucket.server
     args = ["remote", "add", name, bucket.url, "--endpoint-url", server.endpoint_url, "--default"]
@@ -165,7 +167,12 @@ def mvc_process(args: list[str], cwd: Path, bucket: Bucket, **extra_env: str) ->
     """Run ``mvc ARGS`` as a separate process (so it can be killed) with the server's credentials."""
     env = {**os.environ, **servers.client_env(bucket.server), **extra_env}
     return subprocess.Popen(
-        [sys.executable, "-m", "mvc", *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-m", "mvc", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -178,7 +185,9 @@ def wait_for_first_object(proc: subprocess.Popen[str], bucket: Bucket, timeout: 
     deadline = time.monotonic() + timeout
     while not bucket.objects(fs):
         if proc.poll() is not None:
-            pytest.fail(f"push ended before it could be interrupted: {proc.returncode} {proc.stderr.read() if proc.stderr else ''}")
+            pytest.fail(
+                f"push ended before it could be interrupted: {proc.returncode} {proc.stderr.read() if proc.stderr else ''}"
+            )
         assert time.monotonic() < deadline, "no object reached the bucket"
 
 
@@ -217,7 +226,10 @@ def test_remote_add_keeps_secrets_out_of_tracked_files_and_output(repo: Path, cl
     assert by_name["s3"]["default"] and by_name["s3"]["options"] == {
         "endpointurl": "http://127.0.0.1:1", "profile": "team", "region": "eu-west-1"}  # fmt: skip
     assert by_name["s3"]["secrets"] == ["access_key_id", "secret_access_key"]
-    assert by_name["gcs"]["secrets"] == ["credentialpath"] and by_name["gcs"]["options"]["endpointurl"] == "http://127.0.0.1:2"
+    assert (
+        by_name["gcs"]["secrets"] == ["credentialpath"]
+        and by_name["gcs"]["options"]["endpointurl"] == "http://127.0.0.1:2"
+    )
 
 
 def test_remote_modify_puts_a_secret_in_config_local_even_without_local(repo: Path, cli: Callable[..., Any]) -> None:
@@ -235,12 +247,20 @@ def test_remote_modify_puts_a_secret_in_config_local_even_without_local(repo: Pa
     ("args", "needles"),
     [
         (["remote", "add", "odd", "ftp2://x/y"], ["remote 'odd'", "unsupported URL scheme 'ftp2://'"]),
-        (["remote", "add", "s3", "s3://b/p", "--project", "p"], ["remote 's3'", "'projectname' does not apply to s3://"]),
-        (["remote", "add", "gcs", "gs://b/p", "--access-key-id", "K"], ["remote 'gcs'", "'access_key_id' does not apply to gs://"]),
+        (
+            ["remote", "add", "s3", "s3://b/p", "--project", "p"],
+            ["remote 's3'", "'projectname' does not apply to s3://"],
+        ),
+        (
+            ["remote", "add", "gcs", "gs://b/p", "--access-key-id", "K"],
+            ["remote 'gcs'", "'access_key_id' does not apply to gs://"],
+        ),
         (["remote", "modify", "local", "region", "x"], ["remote 'local'", "'region' does not apply"]),
     ],
 )
-def test_bad_remote_url_or_option_is_a_usage_error(repo: Path, cli: Callable[..., Any], args: list[str], needles: list[str]) -> None:
+def test_bad_remote_url_or_option_is_a_usage_error(
+    repo: Path, cli: Callable[..., Any], args: list[str], needles: list[str]
+) -> None:
     before = snapshot(repo)
 
     result = cli(*args)
@@ -285,7 +305,9 @@ def test_push_status_pull_round_trip(repo: Path, cli: Callable[..., Any], bucket
     assert json.loads(cli("status", "--json", cwd=teammate).stdout)[0]["cache"] == "ok"
 
 
-def test_multipart_upload_round_trips_byte_identical(repo: Path, cli: Callable[..., Any], s3: Bucket, tmp_path: Path) -> None:
+def test_multipart_upload_round_trips_byte_identical(
+    repo: Path, cli: Callable[..., Any], s3: Bucket, tmp_path: Path
+) -> None:
     data = os.urandom(MULTIPART_SIZE)
     (repo / "models").mkdir()
     (repo / "models" / "big.bin").write_bytes(data)
@@ -364,9 +386,11 @@ def test_pull_rejects_an_object_corrupted_in_the_bucket(
     use_env_credentials(monkeypatch, bucket)
 
     result = cli("pull", cwd=teammate)
+    rolled_back = cli("checkout", "net@v1", cwd=teammate)  # fetches through another path (by commit)
     fetched = cli("get", str(repo), "net", "-o", str(tmp_path / "deploy"))
 
     assert_one_line_error(result, 6, "downloaded from remote 'store'", "do not match their hash", version.hash[:8])
+    assert_one_line_error(rolled_back, 6, "do not match their hash")
     assert not (teammate / "models" / "net.safetensors").exists()
     assert not any((teammate / ".dvc" / "cache").rglob(version.hash[2:]))
     assert_one_line_error(fetched, 6, "do not match their hash")
@@ -406,7 +430,10 @@ def test_team_workflow(
 
     bob = clone(origin, tmp_path / "bob")
     if bucket.kind == "s3":
-        for option, value in (("access_key_id", bucket.server.access_key), ("secret_access_key", bucket.server.secret_key)):
+        for option, value in (
+            ("access_key_id", bucket.server.access_key),
+            ("secret_access_key", bucket.server.secret_key),
+        ):
             assert cli("remote", "modify", "store", option, value, cwd=bob).exit_code == 0
     bob_pull = cli("pull", cwd=bob)
     bob_weights = bob / "models" / "net.safetensors"
@@ -455,15 +482,21 @@ def test_wrong_credentials(repo: Path, weights: Path, cli: Callable[..., Any], s
     assert s3.objects() == {}
 
 
-def test_missing_bucket(repo: Path, weights: Path, cli: Callable[..., Any], bucket: Bucket) -> None:
+def test_missing_bucket(repo: Path, weights: Path, cli: Callable[..., Any], bucket: Bucket, tmp_path: Path) -> None:
     cli("add", str(weights))
     add_remote(cli, repo, Bucket(bucket.kind, bucket.server, "no-such-bucket-mvc/models"))
-    before = snapshot(repo)
+    cli("commit", "-m", "net v1")
+    teammate = clone(repo, tmp_path / "teammate", with_local_config=True)
+    before = snapshot(repo), snapshot(teammate)
 
-    result = cli("push")
+    pushed = cli("push")
+    pulled = cli("pull", cwd=teammate)
 
-    assert_one_line_error(result, 5, "bucket 'no-such-bucket-mvc' of remote 'store'", "does not exist", "create the bucket")
-    assert snapshot(repo) == before
+    for result in (pushed, pulled):
+        assert_one_line_error(
+            result, 5, "bucket 'no-such-bucket-mvc' of remote 'store'", "does not exist", "create the bucket"
+        )
+    assert (snapshot(repo), snapshot(teammate)) == before
 
 
 def test_server_down_mid_push(repo: Path, cli: Callable[..., Any], tmp_path: Path) -> None:

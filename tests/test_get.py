@@ -68,7 +68,9 @@ def test_get_name_and_name_at_version(origin: dict[str, Any], cli: Callable[...,
     assert all(len(list(d.iterdir())) == 1 for d in out.iterdir())
 
 
-def test_get_refuses_to_overwrite_without_force(origin: dict[str, Any], cli: Callable[..., Any], tmp_path: Path) -> None:
+def test_get_refuses_to_overwrite_without_force(
+    origin: dict[str, Any], cli: Callable[..., Any], tmp_path: Path
+) -> None:
     out = tmp_path / "deploy"
     out.mkdir()
     (out / "net.safetensors").write_bytes(b"what is deployed now")

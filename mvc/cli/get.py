@@ -35,7 +35,9 @@ def get(
     """
     from mvc import api
 
-    with _output.progress_bar("downloading", enabled=_output.progress_enabled(quiet=quiet, json_output=json_output)) as cb:
+    with _output.progress_bar(
+        "downloading", enabled=_output.progress_enabled(quiet=quiet, json_output=json_output)
+    ) as cb:
         result = api.get(url, ref, out=out, remote=remote, jobs=jobs, force=force, progress=cb)
     if json_output:
         _output.emit_json(result)
