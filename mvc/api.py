@@ -384,18 +384,23 @@ def pull(
     progress: Progress | None = None,
     require_signed: bool | None = None,
     trusted_keys: PathLike | None = None,
+    verify: bool = True,
 ) -> PullResult:
     """Download the weights of the named models (all by default) and put them in the work tree.
 
+    Every downloaded object is re-hashed before checkout; ``verify=False`` skips that
+    pass (one md5 over the bytes) for a remote the user trusts.
+
     Raises:
         MissingObjectError: the remote lacks some objects.
+        IntegrityError: a downloaded object does not match its hash.
         RemoteError / RemoteNotFoundError.
     """
     ws = workspace.open_workspace(repo)
     ptrs = workspace.select(ws, names)
     if verification.signing_required(ws, require_signed):
         verification.require_signed(ws, verification.pointer_targets(ptrs), trusted_keys=trusted_keys, remote=remote, progress=progress)
-    rname, fetched, changes = sync.pull(ws, ptrs, remote=remote, jobs=jobs, progress=progress)
+    rname, fetched, changes = sync.pull(ws, ptrs, remote=remote, jobs=jobs, progress=progress, verify=verify)
     return PullResult(
         remote=rname,
         fetched=fetched,

@@ -100,20 +100,28 @@ def push(ws: Workspace, ptrs: list[Pointer], *, remote: str | None, jobs: int | 
 
 
 def pull(
-    ws: Workspace, ptrs: list[Pointer], *, remote: str | None, jobs: int | None, progress: Progress | None
+    ws: Workspace,
+    ptrs: list[Pointer],
+    *,
+    remote: str | None,
+    jobs: int | None,
+    progress: Progress | None,
+    verify: bool = True,
 ) -> tuple[str, int, dict[str, list[str]]]:
     """Download the weights of ``ptrs`` and check them out; return (remote, fetched, changes).
 
     Raises:
         MissingObjectError: some weights are in neither the cache nor the remote; the
             others are still checked out.
+        IntegrityError: a downloaded object does not match its hash (with ``verify``).
     """
     rname = remote_name(ws, remote)
-    fetched = dvcstore.fetch(ws.root, [p.path for p in ptrs], remote=rname, jobs=jobs, progress=progress)
-    states = dvcstore.object_status(ws.root, {p.path: p.md5 for p in ptrs}, check_remote=False)
-    present = [p for p in ptrs if states[p.path].in_cache]
-    missing = [p for p in ptrs if not states[p.path].in_cache]
-    changes = dvcstore.checkout(ws.root, [p.path for p in present]) if present else {}
+    with dvcstore.lock(ws.root):  # one DVC repo for fetch, status and checkout
+        fetched = dvcstore.fetch(ws.root, [p.path for p in ptrs], remote=rname, jobs=jobs, progress=progress, verify=verify)
+        states = dvcstore.object_status(ws.root, {p.path: p.md5 for p in ptrs}, check_remote=False)
+        present = [p for p in ptrs if states[p.path].in_cache]
+        missing = [p for p in ptrs if not states[p.path].in_cache]
+        changes = dvcstore.checkout(ws.root, [p.path for p in present]) if present else {}
     if missing:
         listing = ", ".join(f"{_label(p)} ({p.md5[:8]})" for p in missing)
         raise MissingObjectError(

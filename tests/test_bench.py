@@ -21,7 +21,7 @@ def test_bench_quick_smoke_run():
     assert proc.returncode == 0, proc.stderr[-2000:] + proc.stdout[-2000:]
     rows = json.loads(proc.stdout)
     names = " | ".join(r["benchmark"] for r in rows)
-    for expected in ("mvc --help", "tensor index", "add ", "push ", "pull "):
+    for expected in ("mvc --help", "tensor index", "add ", "push ", "pull ", "pull --no-verify"):
         assert expected in names, names
     for row in rows:
         assert row["mvc"] is not None and row["mvc"] > 0, row

@@ -397,6 +397,25 @@ def test_pull_rejects_an_object_corrupted_in_the_bucket(
     assert not (tmp_path / "deploy").exists() or not any((tmp_path / "deploy").iterdir())
 
 
+def test_pull_no_verify_skips_the_hash_pass_and_says_so_in_help(
+    repo: Path, weights: Path, cli: Callable[..., Any], bucket: Bucket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--no-verify is the documented opt-out: it trusts the remote, so a corrupt object gets through."""
+    version = mvc.add(weights).version
+    add_remote(cli, repo, bucket)
+    cli("commit", "-m", "net v1")
+    cli("push")
+    corrupt(bucket, version.hash)
+    teammate = clone(repo, tmp_path / "teammate")
+    use_env_credentials(monkeypatch, bucket)
+
+    result = cli("pull", "--no-verify", cwd=teammate)
+
+    assert result.exit_code == 0, result.stderr
+    assert (teammate / "models" / "net.safetensors").read_bytes() == b"these are not the weights you pushed"
+    assert "--no-verify" in cli("pull", "--help").stdout
+
+
 # ---------------------------------------------------------------------------- team workflow
 
 

@@ -212,6 +212,7 @@ def pull(
     jobs: Jobs = None,
     require_signed: RequireSigned = False,
     trusted_keys: TrustedKeys = None,
+    no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip re-hashing downloaded weights (one md5 pass; for remotes you trust).")] = False,
     repo: Repo = ".",
     json_output: Json = False,
     quiet: Quiet = False,
@@ -223,12 +224,21 @@ def pull(
       mvc pull
 
       mvc pull net --remote s3 --jobs 8
+
+      mvc pull --no-verify   # trusted remote: skip re-hashing the downloads
     """
     from mvc import api
 
     with _output.progress_bar("pulling", enabled=_output.progress_enabled(quiet=quiet, json_output=json_output)) as cb:
         result = api.pull(
-            repo, names, remote=remote, jobs=jobs, progress=cb, require_signed=require_signed or None, trusted_keys=trusted_keys
+            repo,
+            names,
+            remote=remote,
+            jobs=jobs,
+            progress=cb,
+            require_signed=require_signed or None,
+            trusted_keys=trusted_keys,
+            verify=not no_verify,
         )
     if json_output:
         _output.emit_json(result)
