@@ -695,6 +695,8 @@ def get(
     jobs: int | None = None,
     force: bool = False,
     progress: Progress | None = None,
+    require_signed: bool = False,
+    trusted_keys: PathLike | None = None,
 ) -> GetResult:
     """Fetch one model version's weights from a git repository (path or URL) into ``out``.
 
@@ -708,7 +710,17 @@ def get(
         the file; pass ``force``), RemoteNotFoundError, RemoteError, MissingObjectError,
         IntegrityError.
     """
-    return getting.get(str(url), ref, out=Path(out), remote=remote, jobs=jobs, force=force, progress=progress)
+    return getting.get(
+        str(url),
+        ref,
+        out=Path(out),
+        remote=remote,
+        jobs=jobs,
+        force=force,
+        progress=progress,
+        require_signed=require_signed,
+        trusted_keys=Path(trusted_keys) if trusted_keys is not None else None,
+    )
 
 
 # (end of issue 3: cloud remotes, get)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from mvc import dvcstore, gitstore, pointer, refs
-from mvc.errors import ConflictError, ModelNotFoundError, SchemaError
+from mvc.errors import ConflictError, IntegrityError, ModelNotFoundError, SchemaError, UsageError
 from mvc.progress import Progress
 from mvc.workspace import Workspace
 
@@ -42,6 +42,8 @@ def get(
     jobs: int | None = None,
     force: bool = False,
     progress: Progress | None = None,
+    require_signed: bool = False,
+    trusted_keys: Path | None = None,
 ) -> GetResult:
     """Write the weights of ``ref`` (``NAME`` or ``NAME@REF``) from the repository ``source`` into ``out``.
 
@@ -57,6 +59,9 @@ def get(
         jobs: parallel downloads.
         force: replace weights of the same name already in ``out``.
         progress: byte progress callback.
+        require_signed: refuse a version that no key in ``trusted_keys`` signed; checked
+            on the downloaded bytes before anything is written to ``out``.
+        trusted_keys: directory of trusted public keys (needed with ``require_signed``).
 
     Returns:
         What was written.
@@ -68,6 +73,8 @@ def get(
         RemoteNotFoundError / RemoteError / MissingObjectError / IntegrityError: the download failed.
     """
     name, spec = refs.split(ref)
+    if require_signed and trusted_keys is None:
+        raise UsageError("--require-signed needs the signers' public keys", hint="pass --trusted-keys DIR")
     out = Path(out).expanduser().resolve()
     with tempfile.TemporaryDirectory(prefix="mvc-get-") as tmp:
         root = gitstore.clone_for_reading(_clone_source(source), Path(tmp) / "repo")
@@ -98,6 +105,9 @@ def get(
                 jobs=jobs,
                 progress=progress,
             )
+            if require_signed:
+                assert trusted_keys is not None
+                _require_signature(root, resolved, staging / target.name, Path(trusted_keys))
             _replace(staging / target.name, target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -110,6 +120,36 @@ def get(
         source=source,
         remote=used,
     )
+
+
+def _require_signature(root: Path, resolved: refs.Resolved, weights: Path, trusted_dir: Path) -> None:
+    """Check a trusted key signed the downloaded ``weights``; signatures come from git objects.
+
+    Raises:
+        IntegrityError: unsigned, signed by no trusted key, or not these bytes.
+    """
+    from mvc import signing
+
+    trusted = signing.trusted_keys(trusted_dir)
+    found: list[signing.Signature] = []
+    for rev in ("HEAD", resolved.commit or "HEAD"):  # signed later than committed: the branch tip has it
+        blob = gitstore.read_blob(root, rev, signing.signature_file(resolved.hash))
+        if blob is not None:
+            found = signing.parse_signatures(blob, resolved.hash)
+            break
+    if weights.is_file():
+        files = [dvcstore.CachedFile(None, resolved.hash, weights, True)]
+    else:
+        files = [
+            dvcstore.CachedFile(p.relative_to(weights).as_posix(), "", p, True) for p in sorted(weights.rglob("*")) if p.is_file()
+        ]
+    verdict = signing.verify(root, name=resolved.name, md5=resolved.hash, trusted=trusted, found=found, files=files)
+    if verdict.status != "ok":
+        reason = "it is unsigned" if verdict.status == "unsigned" else verdict.detail
+        raise IntegrityError(
+            f"refusing {resolved.name} v{resolved.version} ({resolved.hash[:8]}): {reason}; nothing was written",
+            hint="get a version a trusted key signed (`mvc sign` it there), or add the signer's key to --trusted-keys",
+        )
 
 
 def _clone_source(source: str) -> str:

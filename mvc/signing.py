@@ -99,12 +99,22 @@ def signatures(root: Path, md5: str) -> list[Signature]:
     Raises:
         SchemaError: the signature file is not valid.
     """
-    path = root / signature_file(md5)
     try:
-        data = json.loads(path.read_text())
-        return [Signature(**{k: e[k] for k in Signature.__dataclass_fields__}) for e in data["signatures"]]
+        text = (root / signature_file(md5)).read_bytes()
     except FileNotFoundError:
         return []
+    return parse_signatures(text, md5)
+
+
+def parse_signatures(text: bytes | str, md5: str) -> list[Signature]:
+    """The signatures in a signature file's text (from the work tree or a git blob).
+
+    Raises:
+        SchemaError: the text is not a valid signature file.
+    """
+    try:
+        data = json.loads(text)
+        return [Signature(**{k: e[k] for k in Signature.__dataclass_fields__}) for e in data["signatures"]]
     except (ValueError, KeyError, TypeError) as exc:
         raise SchemaError(
             f"{signature_file(md5)} is not a valid signature file",
@@ -212,13 +222,14 @@ def trusted_keys(directory: str | Path) -> dict[str, TrustedKey]:
 
 
 @contextlib.contextmanager
-def _view(root: Path, name: str, md5: str) -> Iterator[Path]:
-    """A directory laid out as the module docstring says, hard-linked to the cache objects.
+def _view(root: Path, name: str, md5: str, files: list[dvcstore.CachedFile] | None = None) -> Iterator[Path]:
+    """A directory laid out as the module docstring says, hard-linked to the cache objects
+    (or to ``files``).
 
     Raises:
         MissingObjectError: the version is not (wholly) in the local cache.
     """
-    files = dvcstore.cache_files(root, md5)
+    files = dvcstore.cache_files(root, md5) if files is None else files
     absent = [f for f in files if not f.present]
     if absent:
         raise MissingObjectError(
@@ -324,14 +335,27 @@ def _silenced() -> Iterator[None]:
         yield
 
 
-def verify(root: Path, *, name: str, md5: str, trusted: dict[str, TrustedKey]) -> SignatureCheck:
+def verify(
+    root: Path,
+    *,
+    name: str,
+    md5: str,
+    trusted: dict[str, TrustedKey],
+    found: list[Signature] | None = None,
+    files: list[dvcstore.CachedFile] | None = None,
+) -> SignatureCheck:
     """Check that a trusted key signed exactly the cached bytes of version ``md5`` of ``name``.
+
+    Args:
+        found: the signatures to check (default: the work tree's signature file).
+        files: the version's bytes (default: its objects in the local cache), e.g. a
+            download not yet moved into place by ``mvc get``.
 
     Raises:
         MissingObjectError: signed by a trusted key, but the weights are not in the local cache.
         SchemaError: the signature file is malformed.
     """
-    found = signatures(root, md5)
+    found = signatures(root, md5) if found is None else found
     if not found:
         return SignatureCheck("unsigned", None, "no signature")
     candidates = [s for s in found if s.key in trusted]
@@ -341,7 +365,7 @@ def verify(root: Path, *, name: str, md5: str, trusted: dict[str, TrustedKey]) -
     from model_signing import verifying
 
     reasons = []
-    with _view(root, name, md5) as model:
+    with _view(root, name, md5, files) as model:
         for sig in candidates:
             bundle_path = model.parent / f"bundle-{sig.key[:16]}.json"
             bundle_path.write_text(json.dumps(sig.bundle))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from dataclasses import dataclass
@@ -308,3 +309,21 @@ def test_sign_refuses_cache_bytes_that_no_longer_match_their_hash(cli, repo, wei
         f"error: cache object {md5[:8]} of net is corrupt (its bytes no longer match its hash); not signed"
     )
     assert not (repo / f".mvc/signatures/{md5[:2]}/{md5}.json").exists()
+
+
+def test_get_require_signed_checks_the_download_before_writing_anything(cli, repo, weights, keys, tmp_path):
+    signed = signed_version(cli, repo, weights, keys, seed=1)
+    assert cli("push").exit_code == 0
+    deploy = tmp_path / "deploy"
+    ok = cli("get", str(repo), "net", "-o", str(deploy), "--require-signed", "--trusted-keys", str(keys.trusted))
+    assert ok.exit_code == 0, ok.stderr
+    assert hashlib.md5((deploy / "net.safetensors").read_bytes()).hexdigest() == signed
+
+    add_version(repo, weights, 2, "net v2, unsigned")  # committed and pushed, but nobody signed it
+    assert cli("push").exit_code == 0
+    refused = cli("get", str(repo), "net", "-o", str(tmp_path / "prod"), "--require-signed", "--trusted-keys", str(keys.trusted))
+    assert refused.exit_code == 6, refused.stderr
+    assert refused.stderr.startswith("error: refusing net v2") and "unsigned" in refused.stderr
+    assert not (tmp_path / "prod").exists() or not any((tmp_path / "prod").iterdir())
+    no_keys = cli("get", str(repo), "net", "-o", str(tmp_path / "x"), "--require-signed")
+    assert no_keys.exit_code == 2 and "--trusted-keys" in no_keys.stderr

@@ -12,3 +12,10 @@ Remote = Annotated[str | None, typer.Option("--remote", "-r", help="Remote name 
 Jobs = Annotated[int | None, typer.Option("--jobs", "-j", min=1, help="Parallel transfers.")]
 Repo = Annotated[str, typer.Option("--repo", help="Path inside the repository (default: current directory).")]
 Names = Annotated[list[str] | None, typer.Argument(help="Model names (default: every model).", show_default=False)]
+TrustedKeys = Annotated[
+    str | None,
+    typer.Option("--trusted-keys", help="Directory of trusted ECDSA public keys (*.pub, *.pem); default: the repo setting."),
+]
+RequireSigned = Annotated[
+    bool, typer.Option("--require-signed", help="Refuse versions no trusted key signed (checked before the work tree changes).")
+]

@@ -8,16 +8,9 @@ import typer
 
 from mvc.cli import _output
 from mvc.cli._app import app, command
-from mvc.cli._options import Jobs, Json, Names, Quiet, Remote, Repo
+from mvc.cli._options import Jobs, Json, Names, Quiet, Remote, Repo, RequireSigned, TrustedKeys
 
 # Signature options (issue 11), shared with `mvc verify` in mvc/cli/verify.py.
-TrustedKeys = Annotated[
-    str | None,
-    typer.Option("--trusted-keys", help="Directory of trusted ECDSA public keys (*.pub, *.pem); default: the repo setting."),
-]
-RequireSigned = Annotated[
-    bool, typer.Option("--require-signed", help="Refuse versions no trusted key signed (checked before the work tree changes).")
-]
 
 
 @command(app)

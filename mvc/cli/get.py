@@ -8,7 +8,7 @@ import typer
 
 from mvc.cli import _output
 from mvc.cli._app import app, command
-from mvc.cli._options import Jobs, Json, Quiet, Remote
+from mvc.cli._options import Jobs, Json, Quiet, Remote, RequireSigned, TrustedKeys
 
 
 @command(app)
@@ -19,6 +19,8 @@ def get(
     remote: Remote = None,
     jobs: Jobs = None,
     force: Annotated[bool, typer.Option("--force", "-f", help="Replace weights of the same name in --out.")] = False,
+    require_signed: RequireSigned = False,
+    trusted_keys: TrustedKeys = None,
     json_output: Json = False,
     quiet: Quiet = False,
 ) -> None:
@@ -32,13 +34,25 @@ def get(
       mvc get git@github.com:team/models.git net@v3 -o /srv/weights
 
       mvc get /srv/git/models.git net@prod -o deploy/ --remote s3
+
+      mvc get /srv/git/models.git net@prod -o deploy/ --require-signed --trusted-keys keys/
     """
     from mvc import api
 
     with _output.progress_bar(
         "downloading", enabled=_output.progress_enabled(quiet=quiet, json_output=json_output)
     ) as cb:
-        result = api.get(url, ref, out=out, remote=remote, jobs=jobs, force=force, progress=cb)
+        result = api.get(
+            url,
+            ref,
+            out=out,
+            remote=remote,
+            jobs=jobs,
+            force=force,
+            progress=cb,
+            require_signed=require_signed,
+            trusted_keys=trusted_keys,
+        )
     if json_output:
         _output.emit_json(result)
         return
