@@ -12,22 +12,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mvc import gitstore, tensorindex
-from mvc.refs import Resolved
+from mvc.refs import Resolved, VersionRef
 from mvc.workspace import Workspace
 
 if TYPE_CHECKING:
     from mvc.formats import TensorIndex
 
 
-@dataclass(frozen=True)
-class Side:
-    """One side of a diff."""
-
-    ref: str
-    name: str
-    version: int
-    hash: str
-    commit: str | None
+Side = VersionRef  # one side of a diff
 
 
 @dataclass(frozen=True)
@@ -105,7 +97,7 @@ class Diff:
 
 def side(res: Resolved) -> Side:
     """The :class:`Side` of a resolved ref."""
-    return Side(ref=res.ref, name=res.name, version=res.version, hash=res.hash, commit=res.commit)
+    return res.describe()
 
 
 def _index_path(res: Resolved) -> str | None:

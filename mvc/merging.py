@@ -43,7 +43,7 @@ from mvc.errors import ConflictError, UsageError
 from mvc.manifest import Parent
 from mvc.mergeconfig import NEEDS_BASE, SUM_TOLERANCE, MergeConfig
 from mvc.progress import Progress
-from mvc.refs import Resolved
+from mvc.refs import Resolved, VersionRef
 from mvc.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -59,15 +59,7 @@ _LISTED = 5  # mismatches named in one error message
 OPAQUE_HINT = "merge reads safetensors, npz, torch and gguf weights: convert the model to safetensors first"
 
 
-@dataclass(frozen=True)
-class MergeInput:
-    """One version that went into a merge."""
-
-    ref: str
-    name: str
-    version: int
-    hash: str
-    commit: str | None
+MergeInput = VersionRef  # one version that went into a merge
 
 
 @dataclass(frozen=True)
@@ -489,7 +481,7 @@ def execute(
 
 
 def _describe(res: Resolved) -> MergeInput:
-    return MergeInput(ref=res.ref, name=res.name, version=res.version, hash=res.hash, commit=res.commit)
+    return res.describe()
 
 
 def _refuse_opaque(res: Resolved, fmt: str | None = None) -> None:

@@ -21,6 +21,17 @@ SEMVER_RE = re.compile(r"^v\d+\.\d+\.\d+([-+][0-9A-Za-z.-]+)?$")
 
 
 @dataclass(frozen=True)
+class VersionRef:
+    """A resolved version as results report it (diff sides, merge inputs)."""
+
+    ref: str
+    name: str
+    version: int
+    hash: str
+    commit: str | None
+
+
+@dataclass(frozen=True)
 class Resolved:
     """A model version a ref points to."""
 
@@ -39,6 +50,10 @@ class Resolved:
     def hash(self) -> str:
         """The content hash of the weights."""
         return self.pointer.md5
+
+    def describe(self) -> VersionRef:
+        """This version as results report it."""
+        return VersionRef(ref=self.ref, name=self.name, version=self.version, hash=self.hash, commit=self.commit)
 
 
 def split(ref: str) -> tuple[str, str | None]:
