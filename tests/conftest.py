@@ -14,9 +14,24 @@ from typer.testing import CliRunner
 pytest_plugins = ["tests.remote_servers"]
 
 
+# Host variables that could point a client at a real cloud account or other credentials.
+CLOUD_VARS = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "AWS_CONFIG_FILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+    "STORAGE_EMULATOR_HOST",
+)
+
+
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Isolate HOME, git identity, DVC's site cache, colour and terminal width for every test."""
+    """Isolate HOME, git identity, DVC's site cache, cloud credentials, colour and terminal width for every test."""
     home = tmp_path_factory.mktemp("home")
     gitconfig = home / ".gitconfig"
     gitconfig.write_text("[user]\n\tname = Test User\n\temail = test@example.com\n[init]\n\tdefaultBranch = main\n")
@@ -40,6 +55,12 @@ def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("MVC_DEBUG", raising=False)
+    # Keep host credentials and instance metadata out; keep 127.0.0.1 away from proxies.
+    for name in CLOUD_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
     return home
 
 

@@ -30,31 +30,8 @@ from tests.test_cli_core import assert_one_line_error
 
 pytestmark = pytest.mark.servers
 
-# Host variables that could point a client at a real cloud account.
-_CLOUD_VARS = (
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "AWS_PROFILE",
-    "AWS_CONFIG_FILE",
-    "AWS_SHARED_CREDENTIALS_FILE",
-    "AWS_ENDPOINT_URL",
-    "AWS_ENDPOINT_URL_S3",
-    "GOOGLE_APPLICATION_CREDENTIALS",
-    "STORAGE_EMULATOR_HOST",
-)
 SHARDS = 100  # files of the checkpoint used to interrupt a push (one PUT each, --jobs 1)
 MULTIPART_SIZE = 100 * 2**20 + 4096  # s3fs switches to multipart at 2 x its 50 MiB chunk
-
-
-@pytest.fixture(autouse=True)
-def no_host_clouds(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keep host credentials and instance metadata out; keep 127.0.0.1 away from proxies."""
-    for name in _CLOUD_VARS:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
 
 
 @dataclass(frozen=True)

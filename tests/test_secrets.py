@@ -18,27 +18,6 @@ from tests.test_verify import only_error_line
 
 pytestmark = pytest.mark.servers
 
-# Variables of the host that could point clients at real clouds or other credentials.
-_CLOUD_VARS = (
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "AWS_PROFILE",
-    "AWS_CONFIG_FILE",
-    "AWS_SHARED_CREDENTIALS_FILE",
-    "AWS_ENDPOINT_URL",
-    "AWS_ENDPOINT_URL_S3",
-)
-
-
-@pytest.fixture(autouse=True)
-def no_cloud_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in _CLOUD_VARS:
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-
 
 class Transcript:
     """Runs CLI commands and keeps everything they printed."""

@@ -12,24 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import CLOUD_VARS
 from tests.remote_servers import servers
 
 pytestmark = pytest.mark.servers
 
 DVC = str(Path(sys.executable).parent / "dvc")
 DATA_SIZE = 5 * 1024 * 1024
-# Variables from the host that could point clients at real clouds.
-_CLOUD_VARS = (
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "AWS_PROFILE",
-    "AWS_CONFIG_FILE",
-    "AWS_SHARED_CREDENTIALS_FILE",
-    "AWS_ENDPOINT_URL",
-    "GOOGLE_APPLICATION_CREDENTIALS",
-    "STORAGE_EMULATOR_HOST",
-)
 
 
 @dataclass(frozen=True)
@@ -107,7 +96,7 @@ def subprocess_env(tmp_path: Path) -> dict[str, str]:
     (global_config / "config").write_text(
         "[core]\n    analytics = false\n    check_update = false\n"
     )
-    env = {k: v for k, v in os.environ.items() if k not in _CLOUD_VARS}
+    env = {k: v for k, v in os.environ.items() if k not in CLOUD_VARS}
     env.update(
         {
             "HOME": str(home),
