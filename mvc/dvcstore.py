@@ -128,6 +128,12 @@ def _quiet() -> Iterator[_Captured]:
                 lg.propagate = debug
                 if not debug:
                     lg.handlers = []
+            # DVC's rich spinners ("Checking graph") write to the terminal directly.
+            from dvc.ui import ui
+
+            for console in (ui.error_console, ui.rich_console):
+                _silenced_consoles.append((console, console.quiet))
+                console.quiet = not debug
         _silenced_depth.append(captured)
         for lg in loggers:
             lg.addHandler(captured)
@@ -144,12 +150,16 @@ def _quiet() -> Iterator[_Captured]:
                     lg.setLevel(level)
                     lg.propagate = propagate
                 _silenced.clear()
+                for console, quiet in _silenced_consoles:
+                    console.quiet = quiet
+                _silenced_consoles.clear()
 
 
 # Logger state saved by the outermost :func:`_quiet` block, and the capture handlers of
 # the blocks open now (in any thread).
 _silenced: list[tuple[logging.Logger, int, bool, list[logging.Handler]]] = []
 _silenced_depth: list[_Captured] = []
+_silenced_consoles: list[tuple[Any, bool]] = []
 
 
 @contextlib.contextmanager
@@ -192,12 +202,21 @@ def _progress_hook(progress: Progress | None) -> Iterator[None]:
         desc = path_1 if isinstance(path_1, str) else path_2
         return _Forward(os.path.basename(str(desc)))
 
-    original = dvc_callbacks.TqdmCallback.branched
-    dvc_callbacks.TqdmCallback.branched = branched  # type: ignore[method-assign]
+    from dvc_data import callbacks as data_callbacks
+
+    # dvc's own transfers use dvc.fs.callbacks; dvc-data's index push/fetch use its copy.
+    classes = (dvc_callbacks.TqdmCallback, data_callbacks.TqdmCallback)
+    originals = [cls.__dict__.get("branched") for cls in classes]
+    for cls in classes:
+        cls.branched = branched  # type: ignore[method-assign]
     try:
         yield
     finally:
-        dvc_callbacks.TqdmCallback.branched = original  # type: ignore[method-assign]
+        for cls, original in zip(classes, originals, strict=True):
+            if original is None:
+                del cls.branched
+            else:
+                cls.branched = original  # type: ignore[method-assign]
 
 
 def _translate(

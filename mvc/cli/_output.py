@@ -112,6 +112,9 @@ def progress_bar(description: str, *, enabled: bool) -> Iterator[Any]:
         TimeRemainingColumn(),
         console=Console(stderr=True, no_color="NO_COLOR" in os.environ),
         transient=True,
+        # Data goes to stdout untouched; libraries' raw escape codes are not re-rendered.
+        redirect_stdout=False,
+        redirect_stderr=False,
     ) as bar:
         task_id = bar.add_task(description, total=None)
 
