@@ -64,6 +64,24 @@ def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     return home
 
 
+def assert_one_line_error(result, code: int, *needles: str, first_line: bool = False) -> None:
+    """The CLI failed as a user must see it: exit ``code``, one ``error:`` line (and an
+    optional ``hint:`` line) naming ``needles`` (in the error line itself with
+    ``first_line``), no traceback."""
+    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    where = lines[0] if first_line else result.stderr
+    assert lines[0].startswith("error: ") and all(n in where for n in needles), result.stderr
+    assert len(lines) <= 2 and (len(lines) == 1 or lines[1].startswith("hint: ")), result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def ok(result):
+    """The CLI command succeeded; returns its result."""
+    assert result.exit_code == 0, (result.stdout, result.stderr)
+    return result
+
+
 def git(cwd: Path, *args: str) -> str:
     """Run git in ``cwd`` and return stdout."""
     return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()

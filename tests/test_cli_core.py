@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 import mvc
-from tests.conftest import git, write_safetensors
+from tests.conftest import assert_one_line_error, git, write_safetensors
 
 COMMANDS = ["init", "add", "commit", "status", "push", "pull", "checkout", "remote"]
 
@@ -186,14 +186,6 @@ def test_checkout_restores_deleted_weights(repo, weights, cli):
 
 
 # ---- bad input -------------------------------------------------------------------------
-
-
-def assert_one_line_error(result, code: int, *needles: str) -> None:
-    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert lines[0].startswith("error: ") and all(n in result.stderr for n in needles), result.stderr
-    assert len(lines) <= 2 and (len(lines) == 1 or lines[1].startswith("hint: "))
-    assert "Traceback" not in result.stderr
 
 
 def test_add_outside_a_git_repo(tmp_path, cli):

@@ -9,15 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import git, write_safetensors
+from tests.conftest import git, ok, write_safetensors
 
 WEIGHTS = "models/net.safetensors"
 BEGIN = "# >>> mvc (managed by `mvc install-hooks`"
-
-
-def ok(result):
-    assert result.exit_code == 0, (result.stdout, result.stderr)
-    return result
 
 
 def version(cli, repo: Path, seed: int) -> bytes:

@@ -9,22 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import git, write_safetensors
+from tests.conftest import assert_one_line_error, git, ok, write_safetensors
 
 WEIGHTS = "models/net.safetensors"
-
-
-def assert_one_line_error(result, code: int, *needles: str) -> None:
-    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert lines[0].startswith("error: ") and all(n in result.stderr for n in needles), result.stderr
-    assert len(lines) <= 2 and (len(lines) == 1 or lines[1].startswith("hint: "))
-    assert "Traceback" not in result.stderr
-
-
-def ok(result):
-    assert result.exit_code == 0, (result.stdout, result.stderr)
-    return result
 
 
 @pytest.fixture
