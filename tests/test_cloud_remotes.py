@@ -351,9 +351,10 @@ def corrupt(bucket: Bucket, oid: str) -> None:
     bucket.fs().pipe_file(bucket.objects()[oid], b"these are not the weights you pushed")
 
 
-def test_pull_rejects_an_object_corrupted_in_the_bucket(
+def pushed_then_corrupted(
     repo: Path, weights: Path, cli: Callable[..., Any], bucket: Bucket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+) -> tuple[Any, Path]:
+    """Push v1, overwrite its object in the bucket, and clone a teammate; return (version, clone)."""
     version = mvc.add(weights).version
     add_remote(cli, repo, bucket)
     cli("commit", "-m", "net v1")
@@ -361,6 +362,13 @@ def test_pull_rejects_an_object_corrupted_in_the_bucket(
     corrupt(bucket, version.hash)
     teammate = clone(repo, tmp_path / "teammate")
     use_env_credentials(monkeypatch, bucket)
+    return version, teammate
+
+
+def test_pull_rejects_an_object_corrupted_in_the_bucket(
+    repo: Path, weights: Path, cli: Callable[..., Any], bucket: Bucket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    version, teammate = pushed_then_corrupted(repo, weights, cli, bucket, tmp_path, monkeypatch)
 
     result = cli("pull", cwd=teammate)
     rolled_back = cli("checkout", "net@v1", cwd=teammate)  # fetches through another path (by commit)
@@ -378,13 +386,7 @@ def test_pull_no_verify_skips_the_hash_pass_and_says_so_in_help(
     repo: Path, weights: Path, cli: Callable[..., Any], bucket: Bucket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """--no-verify is the documented opt-out: it trusts the remote, so a corrupt object gets through."""
-    version = mvc.add(weights).version
-    add_remote(cli, repo, bucket)
-    cli("commit", "-m", "net v1")
-    cli("push")
-    corrupt(bucket, version.hash)
-    teammate = clone(repo, tmp_path / "teammate")
-    use_env_credentials(monkeypatch, bucket)
+    pushed_then_corrupted(repo, weights, cli, bucket, tmp_path, monkeypatch)
 
     result = cli("pull", "--no-verify", cwd=teammate)
 
