@@ -386,7 +386,7 @@ def test_pull_no_verify_skips_the_hash_pass_and_says_so_in_help(
     repo: Path, weights: Path, cli: Callable[..., Any], bucket: Bucket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """--no-verify is the documented opt-out: it trusts the remote, so a corrupt object gets through."""
-    pushed_then_corrupted(repo, weights, cli, bucket, tmp_path, monkeypatch)
+    _, teammate = pushed_then_corrupted(repo, weights, cli, bucket, tmp_path, monkeypatch)
 
     result = cli("pull", "--no-verify", cwd=teammate)
 
