@@ -17,7 +17,6 @@ from mvc.pointer import Pointer
 from mvc.workspace import Workspace, find_model
 
 VERSION_RE = re.compile(r"^v(\d+)$")
-SEMVER_RE = re.compile(r"^v\d+\.\d+\.\d+([-+][0-9A-Za-z.-]+)?$")
 
 
 @dataclass(frozen=True)
@@ -199,17 +198,13 @@ def _at_commit(ws: Workspace, name: str, ref: str, path: str, sha: str, spec: st
 
 def _registry_commit(ws: Workspace, name: str, spec: str) -> str | None:
     """The commit a registry release tag or stage points to, or None."""
-    if SEMVER_RE.match(spec):
+    from mvc import registry  # imported here: registry imports this module
+
+    if registry.SEMVER_RE.match(spec):  # GTO's release pattern, owned by the registry
         sha = gitstore.resolve_rev(ws.root, f"refs/tags/{name}@{spec}")
         if sha is None:
             raise RefNotFoundError(f"{name}@{spec}: no such release", hint=f"see `mvc registry {name}`")
         return sha
-    try:
-        from mvc import registry
-    except ModuleNotFoundError as exc:  # the registry arrives with the experiments issue
-        if exc.name != "mvc.registry":
-            raise
-        return None
     return registry.stage_commit(ws, name, spec)
 
 
