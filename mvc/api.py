@@ -198,14 +198,15 @@ class CheckoutResult:
 
 
 def _version(ptr: Pointer, commit: str | None = None) -> Version:
-    assert ptr.manifest is not None
+    manifest = ptr.effective
+    assert manifest is not None
     return Version(
-        name=ptr.manifest.name,
-        version=ptr.manifest.version,
+        name=manifest.name,
+        version=manifest.version,
         hash=ptr.md5,
         path=ptr.out,
         pointer=ptr.path,
-        manifest=ptr.manifest,
+        manifest=manifest,
         commit=commit,
     )
 
@@ -297,6 +298,8 @@ def add(
     """
     start = Path(repo) if repo is not None else Path(path).expanduser().resolve().parent
     ws = workspace.open_workspace(start if start.exists() else ".")
+    if sign_key is not None:  # a bad key fails before anything is recorded (issue 14)
+        signing.load_private_key(sign_key, sign_password)
     all_params = lineage.collect(None, list(params_files or []), option="--param")
     all_params.update(params or {})
     all_metrics = lineage.collect(None, list(metrics_files or []), option="--metric")
@@ -329,6 +332,7 @@ def commit(repo: PathLike = ".", *, message: str) -> CommitResult:
         raise UsageError("the commit message is empty", hint='pass one with -m "what changed"')
     ws = workspace.open_workspace(repo)
     paths = [p for p in gitstore.changed_paths(ws.root) if _mvc_owned(p)]
+    paths += [p for p in versioning.setup_files(ws.root) if p not in paths]  # issue 14: .gitattributes too
     if not paths:
         raise ConflictError("no model changes to commit", hint="record weights with `mvc add PATH` first")
     gitstore.stage(ws.root, paths)
@@ -337,7 +341,9 @@ def commit(repo: PathLike = ".", *, message: str) -> CommitResult:
 
 
 def _mvc_owned(path: str) -> bool:
-    return path.endswith((".dvc", ".gitignore")) or path.startswith((".mvc/", ".dvc/")) or path == ".dvcignore"
+    """Pointers, the .gitignore files beside them, and what mvc keeps under ``.mvc/`` (settings,
+    tensor indexes, eval results); a changed ``.dvc/config`` is the user's to commit (issue 14)."""
+    return (path.endswith((".dvc", ".gitignore")) and not path.startswith(".dvc/")) or path.startswith(".mvc/")
 
 
 def models(repo: PathLike = ".") -> list[Version]:
@@ -385,13 +391,16 @@ def pull(
     require_signed: bool | None = None,
     trusted_keys: PathLike | None = None,
     verify: bool = True,
+    force: bool = False,
 ) -> PullResult:
     """Download the weights of the named models (all by default) and put them in the work tree.
 
     Every downloaded object is re-hashed before checkout; ``verify=False`` skips that
-    pass (one md5 over the bytes) for a remote the user trusts.
+    pass (one md5 over the bytes) for a remote the user trusts. Work-tree weights that
+    no version records are never overwritten unless ``force``.
 
     Raises:
+        ConflictError: work-tree weights hold unrecorded changes (pass ``force``).
         MissingObjectError: the remote lacks some objects.
         IntegrityError: a downloaded object does not match its hash.
         RemoteError / RemoteNotFoundError.
@@ -400,7 +409,7 @@ def pull(
     ptrs = workspace.select(ws, names)
     if verification.signing_required(ws, require_signed):
         verification.require_signed(ws, verification.pointer_targets(ptrs), trusted_keys=trusted_keys, remote=remote, progress=progress)
-    rname, fetched, changes = sync.pull(ws, ptrs, remote=remote, jobs=jobs, progress=progress, verify=verify)
+    rname, fetched, changes = sync.pull(ws, ptrs, remote=remote, jobs=jobs, progress=progress, verify=verify, force=force)
     return PullResult(
         remote=rname,
         fetched=fetched,
@@ -561,10 +570,12 @@ def show(repo: PathLike = ".", ref: str = "", *, rebuild_index: bool = True) -> 
     """
     ws = workspace.open_workspace(repo)
     res = refs.resolve(ws, ref)
-    manifest = res.pointer.manifest
+    manifest = res.pointer.effective
     assert manifest is not None
-    if res.pointer.outside_mvc and res.commit is None and rebuild_index:
+    if res.pointer.outside_mvc and rebuild_index:
         manifest = versioning.refresh_index(ws, res.pointer)
+    if manifest.version != res.version:
+        manifest = manifest.evolve(version=res.version)
     return VersionDetail(
         ref=ref,
         name=res.name,
@@ -625,15 +636,27 @@ def restore(
 
     Raises:
         ModelNotFoundError, RefNotFoundError, AmbiguousRefError: a bad ref.
-        ConflictError: ``ref`` is the current version already, or the work-tree weights
-            hold unrecorded changes (pass ``force``).
+        ConflictError: ``ref`` is the current version already (and the work-tree weights
+            are its), or the work-tree weights hold unrecorded changes (pass ``force``).
+
+    ``ref`` naming the current version while its work-tree weights were changed or
+    deleted puts the recorded weights back (``created`` is False).
         MissingObjectError: the old weights are in no cache or remote.
     """
     ws = workspace.open_workspace(repo)
     res = refs.resolve(ws, ref)
     current = refs.resolve(ws, res.name)
     if res.hash == current.hash:
-        raise ConflictError(f"{ref} is already the current version of {res.name}", hint="nothing to restore")
+        work = current.pointer
+        if sync.weights_match(ws, work):
+            raise ConflictError(f"{ref} is already the current version of {res.name}", hint="nothing to restore")
+        # The work-tree weights changed (or went missing): bring back what the version
+        # records, as `git restore` does for a file (issue 17); no new version.
+        if not force:
+            rollback.refuse_unsaved(ws, [work])
+        sync.ensure_cached(ws, work, None, remote=remote)
+        sync.checkout(ws, [work])
+        return AddResult(version=_version(work), created=False, staged=())
     sync.ensure_cached(ws, res.pointer, res.commit, remote=remote)
     rollback.place(ws, res, force=force)
     old = res.pointer.manifest

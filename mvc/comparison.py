@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from mvc import gitstore, tensorindex
@@ -124,7 +124,8 @@ def load_indexes(ws: Workspace, resolved: list[Resolved]) -> list[TensorIndex | 
         if paths[i] is None:
             out.append(None)
         else:
-            out.append(tensorindex.load_bytes(data) if data is not None else tensorindex.load(ws.root, res.hash))
+            out.append(tensorindex.load_checked(
+                ws.root, res.pointer.effective, data, res.hash, filename=PurePosixPath(res.pointer.out).name))
     return out
 
 
@@ -158,7 +159,7 @@ def compare(ws: Workspace, a: Resolved, b: Resolved, *, include_unchanged: bool 
     Raises:
         SchemaError: a tensor index is malformed or from a newer mvc.
     """
-    ma, mb = a.pointer.manifest, b.pointer.manifest
+    ma, mb = a.pointer.effective, b.pointer.effective
     assert ma is not None and mb is not None
     notes: list[str] = []
     ia, ib = load_indexes(ws, [a, b])

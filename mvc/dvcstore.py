@@ -249,6 +249,11 @@ def _translate(
             f"no remote named {remote!r}" if remote else str(exc),
             hint="list the remotes with `mvc remote list`",
         )
+    elif type(exc).__name__ in ("RWLockFileCorruptedError", "RWLockFileFormatError"):
+        err = ConflictError(
+            f"DVC's lock file {RWLOCK} is corrupt (left by an interrupted mvc or dvc command)",
+            hint=f"if no mvc or dvc command is running, delete {RWLOCK} (or run `mvc add` again, which resets it)",
+        )
     elif isinstance(exc, dx.NotDvcRepoError):
         err = NotARepoError("this is not an mvc repository", hint="run `mvc init` first")
     elif isinstance(exc, dx.FileTransferError | dx.CheckoutError) or _is_remote_failure(exc, text):
@@ -459,11 +464,41 @@ def lock(root: Path) -> Iterator[None]:
         from dvc.repo import lock_repo
 
         with lock_repo(repo):
+            _heal_rwlock(root)
             _held[root] = repo
             try:
                 yield
             finally:
                 del _held[root]
+
+
+RWLOCK = ".dvc/tmp/rwlock"
+
+
+def _heal_rwlock(root: Path) -> None:
+    """Reset DVC's stage lock file when a killed process left it empty or garbled (issue 14).
+
+    DVC rewrites ``.dvc/tmp/rwlock`` in place (truncate, then write); ``kill -9`` in
+    between leaves a file every later dvc command refuses to read. Called with the repo
+    lock held, so no DVC process of this repository is writing it: a file that does not
+    parse records no live lock, and ``{}`` (no locks) is what it meant.
+    """
+    import json
+
+    path = root / RWLOCK
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return
+    try:
+        doc = json.loads(data)
+        if isinstance(doc, dict) and set(doc) <= {"read", "write"}:
+            return
+    except ValueError:
+        pass
+    tmp = path.with_name(f".rwlock.mvc-{os.getpid()}.tmp")
+    tmp.write_bytes(b"{}")
+    os.replace(tmp, path)
 
 
 def add(root: Path, relpath: str) -> OutInfo:

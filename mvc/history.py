@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -165,17 +165,19 @@ def walk(
         if len(info.parents) > 1 and any(at[p] == data for p in info.parents):
             continue
         ptr = docs.parse(data, path)
-        if ptr.manifest is None:
+        m = ptr.effective
+        if m is None:
             continue
-        m = ptr.manifest
         record = VersionRecord(
             name=m.name,
-            version=m.version + (1 if ptr.outside_mvc else 0),
+            version=m.version,
             hash=ptr.md5,
             commit=info.sha,
             branch=branch,
             date=info.date,
-            author=f"{info.author} <{info.email}>",
+            # One source for who made a version (issue 17): the manifest's author, which
+            # `mvc add` takes from the git identity; the commit's for a plain `dvc add`.
+            author=m.author or f"{info.author} <{info.email}>",
             subject=info.subject,
             pointer=path,
             parents=m.parents,
@@ -184,8 +186,61 @@ def walk(
             outside_mvc=ptr.outside_mvc,
         )
         found.append((record, ptr))
+    found = _unique_versions(ws.root, found, renumber=not all_branches)
     docs.save()
     return found
+
+
+def effective_number(ws: Workspace, ptr: Pointer) -> int:
+    """The version number of ``ptr`` as ``mvc log`` numbers it on this branch.
+
+    :attr:`Pointer.effective` owns the number a pointer records; along one branch a
+    version whose number an ancestor already took (a rebase, a revert) is renumbered
+    by :func:`_unique_versions`, and status, show, diff and add say the same.
+    """
+    if gitstore.head_commit(ws.root) is None:
+        return ptr.version
+    for rec in versions(ws, "", path=ptr.path):
+        if rec.hash == ptr.md5:
+            return rec.version
+    return ptr.version
+
+
+def _unique_versions(
+    root: Path, found: list[tuple[VersionRecord, Pointer]], *, renumber: bool
+) -> list[tuple[VersionRecord, Pointer]]:
+    """One record per version (newest first), numbered uniquely along one branch.
+
+    A commit that re-records the weights of the version before it (``mvc eval --record``,
+    ``mvc add`` adopting a plain ``dvc add``) is that same version with newer metadata:
+    only the newest record is kept (issue 17). Along one branch (``renumber``), a version
+    whose number an older, different version already has (after ``git revert`` then
+    ``mvc add``, or a rebase onto a branch that made the same number) takes the
+    branch's highest number + 1, and a version recorded again (a revert) keeps its number (issue 14).
+    """
+    kept: list[tuple[VersionRecord, Pointer]] = []
+    number_of: dict[tuple[str, int], int] = {}  # (hash, recorded number) -> number along the branch
+    taken: dict[int, list[tuple[str, str]]] = {}  # number -> (hash, commit) of the versions that have it
+    for rec, ptr in reversed(found):
+        if renumber:
+            key = (rec.hash, rec.version)
+            number = number_of.get(key)
+            if number is None:
+                number = rec.version
+                # Two sides of a merge may both have a v4 (DESIGN.md): only an ancestor's
+                # number is taken from this version.
+                if any(h != rec.hash and gitstore.is_ancestor(root, c, rec.commit) for h, c in taken.get(number, ())):
+                    number = max(taken) + 1
+                number_of[key] = number
+                taken.setdefault(number, []).append((rec.hash, rec.commit))
+            if number != rec.version:
+                rec = replace(rec, version=number, manifest=rec.manifest.evolve(version=number))
+        if kept and kept[-1][0].hash == rec.hash and kept[-1][0].version == rec.version:
+            kept[-1] = (rec, ptr)  # the same version re-recorded: the newer record wins
+        else:
+            kept.append((rec, ptr))
+    kept.reverse()
+    return kept
 
 
 def versions(

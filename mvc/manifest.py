@@ -70,6 +70,7 @@ class Manifest:
     code: CodeRef = CodeRef(commit=None, dirty=False)
     labels: tuple[str, ...] = ()
     index: str | None = None  # path of the tensor-index sidecar, relative to the repo root
+    index_hash: str | None = None  # sha256 of the sidecar's bytes: binds the index to these weights
     tensors: TensorSummary | None = None
     notes: tuple[str, ...] = ()
     step: int | None = None

@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from mvc.errors import SchemaError
-from mvc.manifest import Manifest
+from mvc.manifest import Manifest, Parent
 
 SUFFIX = ".dvc"
 
@@ -43,9 +43,44 @@ class Pointer:
         return self.manifest is not None and self.manifest.hash != self.md5
 
     @property
+    def effective(self) -> Manifest | None:
+        """The manifest of the version this pointer records: the one owner of "which version is this".
+
+        Status, log, show, diff and add all read a pointer's version through here. A
+        pointer re-added by plain ``dvc add`` (issue 14) keeps the previous version's
+        ``meta``: it is the next version (number + 1, parent = the version the manifest
+        describes), with none of the stale metrics, params, message or tensor index.
+        """
+        return effective_manifest(self.manifest, self.md5)
+
+    @property
+    def version(self) -> int:
+        """The version number this pointer records (0 when it carries no manifest)."""
+        m = self.effective
+        return m.version if m is not None else 0
+
+    @property
     def isdir(self) -> bool:
         """True for a directory (sharded) model."""
         return self.md5.endswith(".dir")
+
+
+def effective_manifest(manifest: Manifest | None, md5: str) -> Manifest | None:
+    """``manifest`` as it describes the weights ``md5`` (see :attr:`Pointer.effective`)."""
+    if manifest is None or not md5 or manifest.hash == md5:
+        return manifest
+    return Manifest(
+        name=manifest.name,
+        version=manifest.version + 1,
+        hash=md5,
+        created="",
+        author="",
+        message="",
+        parents=(Parent(hash=manifest.hash, version=manifest.version),),
+        format=manifest.format,
+        framework=manifest.framework,
+        notes=("added outside mvc (plain dvc add): metadata not recorded",),
+    )
 
 
 def _load_yaml(text: bytes | str, source: str) -> Any:

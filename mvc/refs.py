@@ -38,12 +38,12 @@ class Resolved:
     ref: str  # the text the user gave
     pointer: Pointer  # the pointer as recorded at ``commit`` (or in the work tree)
     commit: str | None  # None: the work tree
+    number: int | None = None  # the number history gives it on this branch, when it differs
 
     @property
     def version(self) -> int:
-        """The version number (plain `dvc add` re-adds count as one more)."""
-        assert self.pointer.manifest is not None
-        return self.pointer.manifest.version + (1 if self.pointer.outside_mvc else 0)
+        """The version number (:attr:`Pointer.effective`, renumbered along the branch by history)."""
+        return self.number if self.number is not None else self.pointer.version
 
     @property
     def hash(self) -> str:
@@ -118,7 +118,7 @@ class _Lookup:
         name, spec = split(ref)
         if spec is None:
             ptr = find_model(self.ws, name)
-            return Resolved(name=_name(ptr), ref=ref, pointer=ptr, commit=None)
+            return Resolved(name=_name(ptr), ref=ref, pointer=ptr, commit=None, number=history.effective_number(self.ws, ptr))
         path = self.path(name)
         if spec == "latest":
             return self._latest(name, ref)
@@ -146,7 +146,7 @@ class _Lookup:
         head = gitstore.read_blob(self.ws.root, "HEAD", self.path(name))
         head_md5 = pointer.parse(head, self.path(name)).md5 if head is not None else None
         rec, ptr = next(((r, p) for r, p in best if r.hash == head_md5), best[0])
-        return Resolved(name=rec.name, ref=ref, pointer=ptr, commit=rec.commit)
+        return Resolved(name=rec.name, ref=ref, pointer=ptr, commit=rec.commit, number=rec.version)
 
     def _by_number(self, name: str, ref: str, number: int) -> Resolved:
         here = _distinct(self.walk(name), number)
@@ -164,15 +164,16 @@ class _Lookup:
                 hint=f"name one by branch or commit, e.g. {name}@{branch_of.get(first.commit) or first.commit[:8]}",
             )
         rec, ptr = candidates[0]
-        return Resolved(name=rec.name, ref=ref, pointer=ptr, commit=rec.commit)
+        return Resolved(name=rec.name, ref=ref, pointer=ptr, commit=rec.commit, number=rec.version)
 
 
 def _distinct(
     found: list[tuple[history.VersionRecord, Pointer]], number: int
 ) -> list[tuple[history.VersionRecord, Pointer]]:
-    """The records of version ``number``, one per content hash (the oldest commit of each)."""
+    """The records of version ``number``, one per content hash (the newest record of each:
+    metrics recorded later on the same version win, issue 17)."""
     distinct: dict[str, tuple[history.VersionRecord, Pointer]] = {}
-    for rec, ptr in reversed(found):
+    for rec, ptr in found:
         if rec.version == number:
             distinct.setdefault(rec.hash, (rec, ptr))
     return list(distinct.values())

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from mvc import dvcstore, gitstore, pointer, rollback
+from mvc import dvcstore, gitstore, history, pointer, rollback
 from mvc.errors import MissingObjectError, RemoteNotFoundError
 from mvc.pointer import Pointer
 from mvc.progress import Progress
@@ -60,12 +60,17 @@ def status(ws: Workspace, ptrs: list[Pointer], *, remote: str | None = None, che
         ws.root, {p.path: p.md5 for p in ptrs}, remote=rname, check_remote=check_remote and rname is not None
     )
     head = gitstore.head_commit(ws.root)
+    conflicted = set(gitstore.unmerged_paths(ws.root)) if head is not None else set()
     out = []
     for ptr in ptrs:
         assert ptr.manifest is not None
         st = states[ptr.path]
         committed = head is not None and gitstore.read_blob(ws.root, "HEAD", ptr.path) == (ws.root / ptr.path).read_bytes()
         workspace = "added outside mvc" if ptr.outside_mvc else st.workspace
+        if not (ws.root / ptr.out).exists():
+            workspace = "missing"  # a fresh clone before `mvc pull`: DVC says "not in cache" (issue 14)
+        if ptr.path in conflicted:
+            workspace = "conflict"  # a merge left the pointer unresolved (issue 17)
         if workspace == "modified":
             rb = rollback.current(ws, ptr.path, ptr.out)
             if rb is not None:
@@ -80,7 +85,7 @@ def status(ws: Workspace, ptrs: list[Pointer], *, remote: str | None = None, che
             ModelStatus(
                 name=ptr.manifest.name,
                 path=ptr.out,
-                version=ptr.manifest.version,
+                version=history.effective_number(ws, ptr),
                 hash=ptr.md5,
                 committed=committed,
                 workspace=workspace,
@@ -107,6 +112,7 @@ def pull(
     jobs: int | None,
     progress: Progress | None,
     verify: bool = True,
+    force: bool = False,
 ) -> tuple[str, int, dict[str, list[str]]]:
     """Download the weights of ``ptrs`` and check them out; return (remote, fetched, changes).
 
@@ -114,9 +120,13 @@ def pull(
         MissingObjectError: some weights are in neither the cache nor the remote; the
             others are still checked out.
         IntegrityError: a downloaded object does not match its hash (with ``verify``).
+        ConflictError: work-tree weights hold changes no version records (without
+            ``force``); nothing is downloaded or changed then (issue 14).
     """
     rname = remote_name(ws, remote)
-    with dvcstore.lock(ws.root):  # one DVC repo for fetch, status and checkout
+    with dvcstore.lock(ws.root):
+        if not force:
+            rollback.refuse_unsaved(ws, ptrs)  # one DVC repo for fetch, status and checkout
         fetched = dvcstore.fetch(ws.root, [p.path for p in ptrs], remote=rname, jobs=jobs, progress=progress, verify=verify)
         states = dvcstore.object_status(ws.root, {p.path: p.md5 for p in ptrs}, check_remote=False)
         present = [p for p in ptrs if states[p.path].in_cache]
@@ -129,6 +139,13 @@ def pull(
             hint="push them from the machine that added them (`mvc push`), or pull from another remote with --remote",
         )
     return rname, fetched.transferred, changes
+
+
+def weights_match(ws: Workspace, ptr: Pointer) -> bool:
+    """True when the work-tree weights of ``ptr`` are the ones it records."""
+    if not (ws.root / ptr.out).exists():
+        return False
+    return dvcstore.object_status(ws.root, {ptr.path: ptr.md5}, check_remote=False)[ptr.path].workspace == "ok"
 
 
 def _label(ptr: Pointer) -> str:

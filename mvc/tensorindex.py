@@ -6,14 +6,18 @@ Identical weights share one sidecar file.
 
 from __future__ import annotations
 
+import hashlib
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mvc.errors import IntegrityError
 from mvc.pointer import write_atomic
 from mvc.settings import MVC_DIR
 
 if TYPE_CHECKING:
     from mvc.formats import TensorIndex
+    from mvc.manifest import Manifest
 
 INDEX_DIR = f"{MVC_DIR}/index"
 
@@ -46,3 +50,66 @@ def load(root: Path, md5: str) -> TensorIndex | None:
         return load_bytes((root / sidecar_path(md5)).read_bytes())
     except FileNotFoundError:
         return None
+
+
+def digest(data: bytes) -> str:
+    """The hash the manifest records of a sidecar's bytes (``sha256:<hex>``)."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def bind(root: Path, manifest: Manifest) -> Manifest:
+    """``manifest`` with the hash of its sidecar, so a hand-edited index is caught on read (issue 14)."""
+    if not manifest.index:
+        return manifest
+    return manifest.evolve(index_hash=digest((root / manifest.index).read_bytes()))
+
+
+def build_from_cache(root: Path, md5: str, filename: str = "weights") -> TensorIndex | None:
+    """The tensor index of the cached weights ``md5``, or None when the cache lacks them."""
+    from mvc import dvcstore, formats
+
+    if not dvcstore.has_object(root, md5):
+        return None
+    with tempfile.TemporaryDirectory(prefix="mvc-index-") as tmp:
+        weights = dvcstore.export(root, md5, Path(tmp) / filename, verify=True)
+        return formats.build_index(weights)
+
+
+def load_checked(
+    root: Path, manifest: Manifest | None, data: bytes | None, md5: str, *, filename: str = "weights"
+) -> TensorIndex | None:
+    """A version's tensor index, checked against the hash its manifest records.
+
+    Args:
+        root: the repository.
+        manifest: the version's manifest (its ``index`` and ``index_hash``).
+        data: the sidecar's bytes at the version's commit, or None to read the work tree.
+        md5: the weights' content hash.
+        filename: the weights' file name (its suffix tells the format when rebuilding).
+
+    Returns:
+        The index; rebuilt from the cached weights (and the sidecar rewritten) when the
+        sidecar does not match its recorded hash. None when there is no sidecar.
+
+    Raises:
+        IntegrityError: the sidecar does not match and the weights are not in the cache.
+    """
+    rel = manifest.index if manifest is not None and manifest.index else sidecar_path(md5)
+    if data is None:
+        try:
+            data = (root / rel).read_bytes()
+        except FileNotFoundError:
+            return None
+    expected = manifest.index_hash if manifest is not None else None
+    if expected is None or digest(data) == expected:
+        return load_bytes(data)
+    rebuilt = build_from_cache(root, md5, filename)
+    if rebuilt is None:
+        raise IntegrityError(
+            f"tensor index {rel} does not match the hash its manifest records (edited by hand?)",
+            hint=f"restore it with `git checkout -- {rel}`, or `mvc pull` the weights so mvc can rebuild it",
+        )
+    fresh = rebuilt.to_json()
+    if digest(fresh) == expected:
+        write_atomic(root / rel, fresh)
+    return rebuilt

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from mvc import dvcstore, gitstore, lineage, pointer, tensorindex
-from mvc.errors import PathNotFoundError, UsageError
+from mvc import dvcstore, gitstore, history, journal, lineage, pointer, tensorindex
+from mvc.errors import ConflictError, PathNotFoundError, UsageError
 from mvc.manifest import CodeRef, DatasetRef, Manifest, Parent, TensorSummary
 from mvc.pointer import Pointer
 from mvc.progress import Progress
@@ -50,18 +50,33 @@ def default_name(rel: str) -> str:
     """Model name from its path: ``models/bert.safetensors`` -> ``bert``, ``ckpt/`` -> ``ckpt``."""
     p = PurePosixPath(rel)
     name = p.name
-    for suffix in (".safetensors", ".weights.h5", ".npz", ".pt", ".pth", ".bin", ".ckpt", ".onnx", ".h5", ".keras", ".gguf"):
+    for suffix in WEIGHT_SUFFIXES:
         if name.endswith(suffix) and len(name) > len(suffix):
             return name[: -len(suffix)]
     return p.stem or name
 
 
-def _check_name(ws: Workspace, name: str, pointer_rel: str) -> None:
-    if not name or any(c in name for c in "@#:!/ \t") or name.startswith("-"):
+def check_name(name: str) -> None:
+    """Refuse a model name that cannot be a ref, a tag or a line of output (issue 14).
+
+    Raises:
+        UsageError: empty, ``.``/``..``, a leading ``-`` or ``.``, or any of ``@ # : ! / \\``,
+            whitespace or a control character (newlines, terminal escapes).
+    """
+    if (
+        not name
+        or name.startswith(("-", "."))
+        or any(c in name for c in "@#:!/\\")
+        or any(c.isspace() or not c.isprintable() for c in name)
+    ):
         raise UsageError(
-            f"model name {name!r} is not allowed (no spaces or @ # : ! /, no leading -)",
+            f"model name {name!r} is not allowed (no spaces, control characters or @ # : ! / \\, no leading - or .)",
             hint="pick a name such as --name my-model",
         )
+
+
+def _check_name(ws: Workspace, name: str, pointer_rel: str) -> None:
+    check_name(name)
     for other in models(ws):
         assert other.manifest is not None
         if other.manifest.name == name and other.path != pointer_rel:
@@ -79,20 +94,22 @@ def _head_pointer(root: Path, path: str) -> Pointer | None:
 
 
 def _parent_of(ptr: Pointer | None) -> Parent | None:
-    """The version a new version derives from; a version added by plain dvc counts as one more."""
+    """The version a new version derives from (see :attr:`Pointer.effective`)."""
     if ptr is None or ptr.manifest is None or not ptr.md5:
         return None
-    bump = 1 if ptr.outside_mvc else 0
-    return Parent(hash=ptr.md5, version=ptr.manifest.version + bump)
+    return Parent(hash=ptr.md5, version=ptr.version)
 
 
-def _default_parents(root: Path, path: str, head: Pointer | None) -> tuple[Parent, ...]:
+def _default_parents(ws: Workspace, path: str, head: Pointer | None) -> tuple[Parent, ...]:
     """The version HEAD records and, during an unfinished ``git merge``, the one MERGE_HEAD records.
 
     So ``mvc add`` while resolving a merge of two branches that both changed the model
     records a merge version with both parents (numbered max(parents) + 1, DESIGN.md).
     """
+    root = ws.root
     found = [_parent_of(head)]
+    if head is not None and found[0] is not None:
+        found[0] = Parent(hash=found[0].hash, version=history.effective_number(ws, head))
     merging = gitstore.merge_head(root)
     if merging is not None:
         data = gitstore.read_blob(root, merging, path)
@@ -115,24 +132,33 @@ def _summary(index: Any) -> TensorSummary | None:
     )
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".weights.h5", ".npz", ".pt", ".pth", ".bin", ".ckpt", ".onnx", ".h5", ".keras", ".gguf")
+
+
 def record(ws: Workspace, path: str | Path, request: VersionRequest, *, progress: Progress | None = None) -> Recorded:
     """Track ``path`` and write its manifest: the heart of ``mvc add``.
 
     Raises:
         PathNotFoundError: the weights do not exist.
-        UsageError: the path is outside the repo or inside .git/.dvc, or the name is taken.
+        UsageError: the path is outside the repo, inside .git/.dvc or a tracked directory
+            model, a directory holding symlinks or no weight files; or the name is taken.
+        ConflictError: the weights changed while they were being added.
         CorruptFileError: a weight file cannot be parsed.
         LockedError: another process is adding in this repository.
     """
     from mvc import formats
 
     root = ws.root
-    full = Path(path).expanduser().resolve()
+    given = Path(path).expanduser()
+    full = given.resolve()
     if not full.exists():
         raise PathNotFoundError(f"{path}: no such file or directory", hint="check the path of the weights")
     rel = ws.rel(full)
     if rel == "." or rel.split("/")[0] in (".git", ".dvc", ".mvc") or rel.endswith(pointer.SUFFIX):
         raise UsageError(f"{path} cannot be tracked as a model", hint="pass a weight file or a checkpoint directory")
+    _refuse_inside_tracked_dir(root, rel, path)
+    if full.is_dir():
+        _check_directory(full, path)
     ptr_rel = pointer.pointer_path(rel)
     name = request.name or default_name(rel)
 
@@ -143,28 +169,45 @@ def record(ws: Workspace, path: str | Path, request: VersionRequest, *, progress
         _check_name(ws, name, ptr_rel)
         head = _head_pointer(root, ptr_rel)
         saved = _snapshot(root, [ptr_rel, _gitignore_of(rel)])
+        journal.begin(root, saved)
         try:
+            before = _stamp(full)
             # DVC hashes and caches the file while the tensor index is built from the
             # same (page-cached) bytes in a second thread; both release the GIL.
             with ThreadPoolExecutor(max_workers=1) as pool:
                 index_job = pool.submit(formats.build_index, full, progress=_bytes_meter(rel, full, progress))
                 out = dvcstore.add(root, rel)
                 index = index_job.result()
+            journal.fault("add:after-dvc-add")
+            if _stamp(full) != before:
+                # The hash DVC recorded may describe bytes that exist nowhere (issue 14).
+                _drop_if_corrupt(root, out.md5)
+                raise ConflictError(
+                    f"{path} changed while adding",
+                    hint="wait until the weights are completely written, then run `mvc add` again",
+                )
+            if full.is_dir() and not index.tensors and not _has_weight_file(full):
+                raise UsageError(f"{path} holds no weight files", hint="add the directory once it holds the weights")
             same = _same_version(out.md5, current, head)
             if same is not None:
+                journal.end(root)
                 _restore(root, saved)
                 if same is head and (current is None or current.md5 != out.md5):
                     # Weights went back to what HEAD records: so does the pointer.
                     pointer.write_atomic(root / ptr_rel, gitstore.read_blob(root, "HEAD", ptr_rel) or b"")
                     gitstore.stage(root, [ptr_rel])
                 return Recorded(pointer=same, created=False, staged=())
-            parents = request.parents if request.parents is not None else _default_parents(root, ptr_rel, head)
+            adopted = _adopted(out.md5, current, head)
+            if adopted is not None:
+                # Weights a teammate re-added with plain `dvc add`: that is one version
+                # already (numbered once, parent the version before); record it.
+                version, parents = history.effective_number(ws, adopted), _effective(adopted).parents
+            else:
+                parents = request.parents if request.parents is not None else _default_parents(ws, ptr_rel, head)
+                version = _next_number(ws, ptr_rel, parents, head)
             manifest = Manifest(
                 name=name,
-                # Above the branch's head version too: a merge of old versions (v1 + v2
-                # while HEAD is v5) must not reuse a number this branch already has.
-                # Parents from other models (named) do not count towards this one's numbers.
-                version=max([p.version for p in parents if p.name is None] + [p.version for p in [_parent_of(head)] if p], default=0) + 1,
+                version=version,
                 hash=out.md5,
                 created=dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
                 author=gitstore.identity(root),
@@ -184,17 +227,152 @@ def record(ws: Workspace, path: str | Path, request: VersionRequest, *, progress
                 experiment=request.experiment,
                 extra=dict(request.extra or {}),
             )
+            manifest = tensorindex.bind(root, manifest)
+            journal.fault("add:before-manifest")
             pointer.write_manifest(root, ptr_rel, manifest)
+            journal.end(root)
         except BaseException:
             _restore(root, saved)
+            journal.end(root)
             raise
     staged = [ptr_rel, _gitignore_of(rel)]
     if manifest.index:
         staged.append(manifest.index)
+    staged += [p for p in setup_files(root) if p not in staged]
     gitstore.stage(root, [p for p in staged if (root / p).exists() or p == ptr_rel])
     written = pointer.read(root, ptr_rel)
     assert written is not None
     return Recorded(pointer=written, created=True, staged=tuple(staged))
+
+
+def refresh_index(ws: Workspace, ptr: Pointer) -> Manifest:
+    """The effective manifest of a pointer plain ``dvc add`` wrote, with its tensor index
+    rebuilt from the weights (the work tree's when they still match, else the cache's).
+
+    The sidecar is written (and staged with the next ``mvc add``); the pointer is not changed.
+    """
+    from mvc import formats
+
+    manifest = ptr.effective
+    assert manifest is not None
+    index = tensorindex.load(ws.root, ptr.md5)
+    if index is None:
+        full = ws.root / ptr.out
+        if full.exists() and not ptr.isdir and dvcstore.file_md5(full) == ptr.md5:
+            index = formats.build_index(full)
+        else:
+            index = tensorindex.build_from_cache(ws.root, ptr.md5, PurePosixPath(ptr.out).name)
+    if index is None or not index.tensors:
+        return manifest
+    rel = tensorindex.save(ws.root, ptr.md5, index)
+    return tensorindex.bind(ws.root, manifest.evolve(index=rel, tensors=_summary(index), format=index.format, framework=index.framework))
+
+
+# What `mvc init` writes (the merge driver's .gitattributes line, DVC's and mvc's set-up).
+SETUP_FILES = (".gitattributes", ".dvc/config", ".dvc/.gitignore", ".dvcignore", ".mvc/config.json")
+MERGE_ATTRIBUTE = "*.dvc merge=mvc"
+
+
+def setup_files(root: Path) -> list[str]:
+    """mvc's own set-up files that HEAD does not have yet: committed with the next version (issue 14).
+
+    ``.gitattributes`` counts while HEAD lacks the merge-driver line (clones need it);
+    the others only while HEAD lacks them altogether, so later edits (a remote added to
+    ``.dvc/config``) stay the user's to commit.
+    """
+    head = gitstore.head_commit(root) is not None
+    found = []
+    for rel in SETUP_FILES:
+        if not (root / rel).is_file():
+            continue
+        at_head = gitstore.read_blob(root, "HEAD", rel) if head else None
+        if rel == ".gitattributes":
+            if MERGE_ATTRIBUTE in (root / rel).read_text(errors="replace").splitlines() and (
+                at_head is None or MERGE_ATTRIBUTE not in at_head.decode(errors="replace").splitlines()
+            ):
+                found.append(rel)
+        elif at_head is None:
+            found.append(rel)
+    return found
+
+
+def _next_number(ws: Workspace, ptr_rel: str, parents: tuple[Parent, ...], head: Pointer | None) -> int:
+    """max(parents) + 1, above the branch's head version; if an older version on this branch
+    already has that number (after ``git revert``), the branch's highest + 1 (issue 14)."""
+    # Parents from other models (named) do not count towards this one's numbers.
+    known = [p.version for p in parents if p.name is None]
+    head_parent = _parent_of(head)
+    if head_parent is not None:
+        known.append(history.effective_number(ws, head) if head is not None else head_parent.version)
+    number = max(known, default=0) + 1
+    if gitstore.head_commit(ws.root) is not None and (ws.root / ptr_rel).exists():
+        taken = {rec.version for rec in history.versions(ws, "", path=ptr_rel)}
+        if number in taken:
+            number = max(taken) + 1
+    return number
+
+
+def _effective(ptr: Pointer) -> Manifest:
+    manifest = ptr.effective
+    assert manifest is not None
+    return manifest
+
+
+def _drop_if_corrupt(root: Path, md5: str) -> None:
+    """Remove cache objects of ``md5`` whose bytes do not match their name (a file that
+    changed between DVC's hash and its copy into the cache)."""
+    for check in dvcstore.check_cache(root, md5):
+        if check.state == "corrupt":
+            dvcstore.delete_cache_object(root, check.oid)
+
+
+def _adopted(md5: str, current: Pointer | None, head: Pointer | None) -> Pointer | None:
+    """The pointer plain ``dvc add`` wrote for exactly these weights, if any."""
+    for known in (current, head):
+        if known is not None and known.outside_mvc and known.md5 == md5:
+            return known
+    return None
+
+
+def _refuse_inside_tracked_dir(root: Path, rel: str, given: str | Path) -> None:
+    """Refuse a file inside a directory model: its pointer would be rewritten (issue 14)."""
+    parts = PurePosixPath(rel).parts
+    for i in range(1, len(parts)):
+        outer = "/".join(parts[:i])
+        if (root / pointer.pointer_path(outer)).is_file():
+            raise UsageError(
+                f"{given} is inside the tracked directory model {outer}",
+                hint=f"add the whole directory: `mvc add {outer}`",
+            )
+
+
+def _check_directory(full: Path, given: str | Path) -> None:
+    """Refuse a directory model holding symlinks (they would copy outside files) or nothing."""
+    files = []
+    for entry in sorted(full.rglob("*")):
+        if entry.is_symlink():
+            raise UsageError(
+                f"{given} holds a symlink: {entry.relative_to(full).as_posix()}",
+                hint="replace the link with the file it points to, or remove it, then add again",
+            )
+        if entry.is_file():
+            files.append(entry)
+    if not files:
+        raise UsageError(f"{given} is an empty directory", hint="add the directory once it holds the weights")
+
+
+def _has_weight_file(full: Path) -> bool:
+    return any(f.is_file() and f.name.endswith(WEIGHT_SUFFIXES) for f in full.rglob("*"))
+
+
+def _stamp(full: Path) -> list[tuple[str, int, int, int]]:
+    """(path, size, mtime, inode) of the weights, to see whether they change while being added."""
+    files = [full] if full.is_file() else sorted(f for f in full.rglob("*") if f.is_file())
+    out = []
+    for f in files:
+        st = f.stat()
+        out.append((f.as_posix(), st.st_size, st.st_mtime_ns, st.st_ino))
+    return out
 
 
 def _bytes_meter(task: str, full: Path, progress: Progress | None) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from mvc import dvcstore, gitstore, pointer, settings
+from mvc import dvcstore, gitstore, journal, pointer, settings
 from mvc.errors import ModelNotFoundError, NotARepoError, PathNotFoundError, SchemaError, UsageError
 from mvc.pointer import Pointer
 
@@ -43,6 +43,7 @@ def open_workspace(repo: str | Path = ".", *, require_init: bool = True) -> Work
     root = gitstore.find_root(repo)
     if require_init and not dvcstore.is_initialized(root):
         raise NotARepoError(f"{root} is a git repository but not an mvc repository", hint="run `mvc init` there")
+    journal.recover(root)  # undo an `mvc add` killed half-way (issue 14)
     return Workspace(root=root)
 
 

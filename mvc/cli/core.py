@@ -162,6 +162,9 @@ def status(
             for s in rows
         ],
     )
+    for s in rows:
+        if s.workspace == "conflict":  # issue 17
+            _output.note(f"hint: a merge left {s.name} unresolved: settle it with `mvc resolve {s.name} --take ours|theirs|REF`")
 
 
 @command(app)
@@ -206,6 +209,7 @@ def pull(
     require_signed: RequireSigned = False,
     trusted_keys: TrustedKeys = None,
     no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip re-hashing downloaded weights (one md5 pass; for remotes you trust).")] = False,
+    force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite work-tree weights no version records.")] = False,
     repo: Repo = ".",
     json_output: Json = False,
     quiet: Quiet = False,
@@ -232,6 +236,7 @@ def pull(
             require_signed=require_signed or None,
             trusted_keys=trusted_keys,
             verify=not no_verify,
+            force=force,
         )
     if json_output:
         _output.emit_json(result)

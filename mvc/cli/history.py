@@ -207,4 +207,7 @@ def restore(
         _output.emit_json(result)
         return
     v = result.version
+    if not result.created:  # the current version's weights put back in the work tree
+        _output.out(f"{v.name}: work-tree weights restored to v{v.version} ({_output.short(v.hash)})")
+        return
     _output.out(f"{v.name}: v{v.version} ({_output.short(v.hash)}) restores {ref}; commit it with `mvc commit -m MSG`")
