@@ -15,7 +15,7 @@ from typing import Any
 
 from mvc import dvcstore, gitstore, history, journal, lineage, pointer, tensorindex
 from mvc.errors import ConflictError, PathNotFoundError, UsageError
-from mvc.manifest import CodeRef, DatasetRef, Manifest, Parent, TensorSummary
+from mvc.manifest import DatasetRef, Manifest, Parent, TensorSummary
 from mvc.pointer import Pointer
 from mvc.progress import Progress
 from mvc.workspace import Workspace, models

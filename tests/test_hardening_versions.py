@@ -34,7 +34,7 @@ def mvc_bin() -> str:
 
 
 def run(repo: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(args), cwd=repo, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    return subprocess.run(list(args), cwd=repo, capture_output=True, text=True, env={**os.environ, **(env or {})}, check=False)
 
 
 def version(repo: Path, cli, seed: int, *, metrics: tuple[str, ...] = (), message: str = "") -> str:
@@ -115,15 +115,6 @@ def test_an_empty_dvc_rwlock_left_by_a_kill_is_recovered(repo, cli):
     for args in (["status"], ["checkout"]):
         after = run(repo, dvc_bin(), *args)
         assert after.returncode == 0, after.stderr
-
-
-def test_a_corrupt_rwlock_outside_a_locked_step_is_explained(repo, cli):
-    version(repo, cli, 1)
-    (repo / WEIGHTS).unlink()
-    (repo / ".dvc/tmp/rwlock").write_bytes(b'{"write": ')
-    result = cli("checkout", "net")
-    if result.exit_code != 0:  # either recovered or explained, never a raw DVC message
-        assert_one_line_error(result, 4, ".dvc/tmp/rwlock is corrupt", "delete .dvc/tmp/rwlock")
 
 
 # ---- 3. pull never overwrites unrecorded weights --------------------------------------------
@@ -242,7 +233,7 @@ def test_rebased_version_is_numbered_after_the_upstream_one(repo, cli):
     hb = version(repo, cli, 3, message="main v2")
     git(repo, "switch", "-q", "feat")
     rebase = subprocess.run(["git", "rebase", "main"], cwd=repo, capture_output=True, text=True,
-                            env={**os.environ, "MVC_NO_HOOKS": "1"})
+                            env={**os.environ, "MVC_NO_HOOKS": "1"}, check=False)
     assert rebase.returncode != 0  # both changed the model
     git(repo, "checkout", "--theirs", "--", PTR)  # keep feat's version
     git(repo, "add", PTR)
@@ -365,7 +356,7 @@ def test_eval_record_then_commit_is_one_version_with_the_new_metrics(repo, cli):
     ok(cli("eval", "net", "--cmd", f"{sys.executable} ev.py {{out}} {{weights}}", "--record"))
     ok(cli("commit", "-m", "record eval"))
     log = json.loads(ok(cli("log", "net", "--json")).stdout)
-    assert [(r["version"], r["hash"]) for r in log][0] == (2, h2) and len(log) == 2
+    assert (log[0]["version"], log[0]["hash"]) == (2, h2) and len(log) == 2
     assert log[0]["key_metrics"]["acc"] == 0.75
     shown = json.loads(ok(cli("show", "net@v2", "--json")).stdout)
     assert shown["manifest"]["metrics"]["acc"] == 0.75
@@ -414,7 +405,7 @@ def test_status_names_a_conflicted_model_and_mvc_resolve(repo, cli):
     ok(cli("checkout", "net"))
     version(repo, cli, 3)
     merged = subprocess.run(["git", "merge", "other"], cwd=repo, capture_output=True, text=True,
-                            env={**os.environ, "MVC_NO_HOOKS": "1"})
+                            env={**os.environ, "MVC_NO_HOOKS": "1"}, check=False)
     assert merged.returncode != 0
     assert status_of(cli)["workspace"] == "conflict"
     plain = cli("status", "--no-remote")
