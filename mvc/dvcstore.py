@@ -285,6 +285,19 @@ _NETWORK_RE = re.compile(
 )
 
 
+_TIMEOUT_RE = re.compile(r"ReadTimeout|ConnectTimeout|Read timeout|Connect timeout|timed out|TimeoutError")
+_SERVER_ERRORS = {
+    "Internal Server Error": 500,
+    "InternalError": 500,
+    "Bad Gateway": 502,
+    "Service Unavailable": 503,
+    "ServiceUnavailable": 503,
+    "SlowDown": 503,
+    "Gateway Timeout": 504,
+}
+_SERVER_ERROR_RE = re.compile("|".join(re.escape(k) for k in _SERVER_ERRORS))
+
+
 def _chain(exc: BaseException) -> list[BaseException]:
     """``exc`` and its causes / contexts, outermost first."""
     seen: list[BaseException] = []
@@ -361,6 +374,20 @@ def _classify_transfer(
             f"{named} does not exist",
             hint="create the bucket, or fix the URL with `mvc remote add NAME URL --force`",
         )
+    server_error = _SERVER_ERROR_RE.search(text)
+    if server_error:
+        code = _SERVER_ERRORS[server_error.group(0)]
+        return RemoteError(
+            f"{where} answered HTTP {code} ({server_error.group(0)}): the server failed, or it is not an "
+            f"{'S3' if 's3://' in where else 'object store'} endpoint",
+            hint="check the endpoint URL (`mvc remote list`) and the server, then run the command again",
+        )
+    if _TIMEOUT_RE.search(text):
+        return RemoteError(
+            f"{where} did not answer within {READ_TIMEOUT} s",
+            hint="check that the endpoint is up and reachable; the limits are the remote's connect_timeout / "
+            "read_timeout options (`mvc remote modify`)",
+        )
     if _NETWORK_RE.search(text):
         return RemoteError(
             f"cannot reach {where}",
@@ -423,7 +450,7 @@ _patch_lock = threading.Lock()
 
 
 def _register_cache(repo: Repo) -> None:
-    """Remember ``repo``'s cache, and stop DVC from deleting objects of local remotes.
+    """Remember ``repo``'s cache, and install mvc's fixes to DVC (once per process).
 
     DVC's ``LocalHashFileDB.check`` (called by ``oids_exist`` on every pull) re-hashes a
     writable object and *deletes* it when the bytes do not match: a corrupt copy on a
@@ -448,6 +475,50 @@ def _register_cache(repo: Repo) -> None:
 
         check._mvc = True  # type: ignore[attr-defined]
         LocalHashFileDB.check = check  # type: ignore[method-assign]
+        _bound_cloud_waits()
+
+
+# Network bounds for s3:// and gs:// remotes unless the remote's config (or AWS_MAX_ATTEMPTS)
+# says otherwise. Without them a stalled endpoint held a push for 15+ minutes (botocore's
+# 60 s read timeout x its retries x s3fs's 5 retries, per object). With them a dead or
+# stalled endpoint fails in about 30 s: connect 5 s, read 15 s, one botocore attempt,
+# S3_TRIES s3fs tries (which back off 0.1-0.3 s). ``mvc status`` waits less (STATUS_WAIT).
+CONNECT_TIMEOUT = 5
+READ_TIMEOUT = 15
+S3_TRIES = 2
+STATUS_WAIT = 5.0
+
+
+def _bound_cloud_waits() -> None:
+    """Give DVC's S3 and GCS filesystems the timeouts and retry limits above."""
+    with contextlib.suppress(ImportError):
+        import s3fs
+        from dvc_s3 import S3FileSystem
+
+        s3_login = S3FileSystem._prepare_credentials
+
+        def s3_credentials(self: Any, **config: Any) -> Any:
+            info = s3_login(self, **config)
+            kwargs = info.setdefault("config_kwargs", {})
+            kwargs.setdefault("connect_timeout", CONNECT_TIMEOUT)
+            kwargs.setdefault("read_timeout", READ_TIMEOUT)
+            if "AWS_MAX_ATTEMPTS" not in os.environ:
+                kwargs.setdefault("retries", {"total_max_attempts": 1, "mode": "standard"})
+            return info
+
+        S3FileSystem._prepare_credentials = s3_credentials
+        s3fs.S3FileSystem.retries = S3_TRIES
+    with contextlib.suppress(ImportError):
+        from dvc_gs import GSFileSystem
+
+        gs_login = GSFileSystem._prepare_credentials
+
+        def gs_credentials(self: Any, **config: Any) -> Any:
+            info = gs_login(self, **config)
+            info.setdefault("requests_timeout", READ_TIMEOUT)
+            return info
+
+        GSFileSystem._prepare_credentials = gs_credentials
 
 
 class _VerifiedLog:
@@ -889,6 +960,67 @@ def object_status(
         return result
 
 
+@dataclass(frozen=True)
+class RemotePresence:
+    """What a remote holds of some versions, or why it could not tell.
+
+    ``state`` is ``ok`` (``present`` holds the versions it has all objects of),
+    ``unreachable`` or ``denied``; ``error`` is the translated failure.
+    """
+
+    state: str
+    present: frozenset[str] = frozenset()
+    error: MvcError | None = None
+
+
+def remote_presence(root: Path, md5s: Iterable[str], *, remote: str | None, wait: float = STATUS_WAIT) -> RemotePresence:
+    """Which of ``md5s`` ``remote`` holds wholly, asked within ``wait`` seconds.
+
+    For ``mvc status``: a remote that does not answer in time is ``unreachable``, one that
+    rejects the keys ``denied``; neither raises. The question runs in a daemon thread with
+    its own DVC repo, so a stalled endpoint cannot hold the command.
+    """
+    wanted = sorted(set(md5s))
+    box: list[RemotePresence] = []
+
+    def ask(captured: _Captured) -> None:
+        from dvc.repo import Repo
+
+        try:
+            with Repo(os.fspath(root)) as repo:
+                _register_cache(repo)
+                name, url = _remote_ref(repo, remote)
+                try:
+                    odb = repo.cloud.get_remote_odb(remote, "status")
+                    ids = {m: _object_ids(repo, m) for m in wanted}
+                    have = set(odb.oids_exist(sorted(set().union(*ids.values())))) if ids else set()
+                except Exception as exc:  # noqa: BLE001 - classified below
+                    box.append(_presence_failure(exc, captured, name, url))
+                    return
+                box.append(RemotePresence("ok", frozenset(m for m, need in ids.items() if need <= have)))
+        except Exception as exc:  # noqa: BLE001
+            box.append(_presence_failure(exc, captured, remote, None))
+
+    with _quiet() as captured:
+        thread = threading.Thread(target=ask, args=(captured,), name="mvc-status-remote", daemon=True)
+        thread.start()
+        thread.join(wait)
+    if box:
+        return box[0]
+    err = RemoteError(
+        f"{_where(remote, None)} did not answer within {wait:g} s",
+        hint="check the network / endpoint URL, or run `mvc status --no-remote`",
+    )
+    return RemotePresence("unreachable", error=err)
+
+
+def _presence_failure(exc: BaseException, captured: _Captured, remote: str | None, url: str | None) -> RemotePresence:
+    err = _translate(exc, captured, remote, url)
+    text = _chain_text(exc)
+    denied = any(p.search(text) for p in (_NO_CREDENTIALS_RE, _AUTH_RE, _DENIED_RE))
+    return RemotePresence("denied" if denied else "unreachable", error=err)
+
+
 def _object_ids(repo: Repo, md5: str) -> set[str]:
     """``md5`` plus, for a directory whose listing is cached, the hashes of its files."""
     ids = {md5}
@@ -1204,6 +1336,7 @@ def push_objects(root: Path, md5s: Iterable[str], *, remote: str, jobs: int | No
     where = f"remote {remote!r}"
     try:
         with Repo(os.fspath(root)) as repo:
+            _register_cache(repo)
             odb = repo.cloud.get_remote_odb(remote, "push")
             cache = repo.cache.local
             missing = [o.value for o in objs if not _cache_has(repo, o.value)]
@@ -1342,7 +1475,7 @@ def check_remote(root: Path, md5: str, *, remote: str) -> list[ObjectCheck]:
 
     A local-directory remote is re-hashed; for S3 the single-part ETag (the md5) and
     for GCS the md5 the store reports are compared; sizes are compared with the local
-    cache copy when there is one. A multipart ETag cannot be checked: size only.
+    cache copy when there is one. An object with a multipart ETag is streamed and re-hashed.
 
     Raises:
         RemoteNotFoundError / RemoteError: unknown remote, or it failed.
@@ -1374,7 +1507,8 @@ def _check_remote_object(odb: Any, cache: Any, oid: str) -> ObjectCheck:
 
 
 def _remote_md5(odb: Any, path: str, info: dict[str, Any]) -> str | None:
-    """The md5 of a remote object as the store reports it (a local remote is re-hashed)."""
+    """The md5 of a remote object: as the store reports it, else re-hashed (a local remote,
+    an S3 multipart object)."""
     import base64
 
     if odb.fs.protocol == "local":
@@ -1385,7 +1519,15 @@ def _remote_md5(odb: Any, path: str, info: dict[str, Any]) -> str | None:
     md5_b64 = info.get("md5Hash")
     if md5_b64:
         return base64.b64decode(md5_b64).hex()
-    return None
+    # No checksum to trust (an S3 multipart ETag is an md5 of part md5s, not of the
+    # bytes): stream the object and hash it.
+    import hashlib
+
+    digest = hashlib.md5()  # DVC's content address, not security
+    with odb.fs.open(path, "rb") as handle:
+        while chunk := handle.read(8 * 2**20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def delete_cache_object(root: Path, oid: str) -> None:
@@ -1412,8 +1554,9 @@ def replace_remote_object(root: Path, oid: str, *, remote: str) -> None:
             raise MissingObjectError(f"object {oid[:8]} is not in the local cache", hint="fetch a good copy first")
         odb = repo.cloud.get_remote_odb(remote, "push")
         target = odb.oid_to_path(oid)
-        with contextlib.suppress(FileNotFoundError):
-            odb.fs.remove(target)
+        # Upload first, then replace; never delete first (a failed upload would lose the
+        # remote's only copy, corrupt or not). S3 and GCS replace an object atomically when
+        # the upload completes; DVC's local filesystem writes a temp file, then renames.
         odb.fs.put_file(local, target)
 
 

@@ -23,7 +23,7 @@ class ModelStatus:
     committed: bool  # the pointer in the work tree equals the one at HEAD
     workspace: str  # ok | modified | missing | added outside mvc
     cache: str  # ok | missing
-    remote: str  # ok | missing | no remote | not checked
+    remote: str  # ok | missing | no remote | not checked | unreachable | denied
     remote_name: str | None
 
 
@@ -56,9 +56,15 @@ def status(ws: Workspace, ptrs: list[Pointer], *, remote: str | None = None, che
         if remote is not None:
             raise
         rname = None
-    states = dvcstore.object_status(
-        ws.root, {p.path: p.md5 for p in ptrs}, remote=rname, check_remote=check_remote and rname is not None
-    )
+    states = dvcstore.object_status(ws.root, {p.path: p.md5 for p in ptrs}, remote=rname, check_remote=False)
+    # The remote is asked apart, within a few seconds: an unreachable or denied default
+    # remote marks its column and leaves the local state shown; a remote the user named
+    # with --remote fails the command (exit 5).
+    presence = None
+    if check_remote and rname is not None and ptrs:
+        presence = dvcstore.remote_presence(ws.root, [p.md5 for p in ptrs if p.md5], remote=rname)
+        if presence.error is not None and remote is not None:
+            raise presence.error
     head = gitstore.head_commit(ws.root)
     out = []
     for ptr in ptrs:
@@ -72,10 +78,12 @@ def status(ws: Workspace, ptrs: list[Pointer], *, remote: str | None = None, che
                 workspace = f"rolled back to v{rb.version}"
         if rname is None:
             remote_state = "no remote"
-        elif st.in_remote is None:
+        elif presence is None:
             remote_state = "not checked"
+        elif presence.state != "ok":
+            remote_state = presence.state
         else:
-            remote_state = "ok" if st.in_remote else "missing"
+            remote_state = "ok" if ptr.md5 in presence.present else "missing"
         out.append(
             ModelStatus(
                 name=ptr.manifest.name,

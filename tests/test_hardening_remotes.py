@@ -6,20 +6,23 @@ local SeaweedFS server or tiny TCP servers started here.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import socket
 import stat
 import subprocess
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import mvc
-from tests.conftest import assert_one_line_error, git, ok, write_safetensors
+from tests.conftest import assert_one_line_error, git, ok
 
 
 def remote_dir(repo: Path) -> Path:
@@ -45,7 +48,7 @@ def write_object(path: Path, data: bytes) -> None:
 
 def dvc(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """Plain ``dvc`` as a DVC-only teammate runs it."""
-    return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, capture_output=True, text=True, check=False)
 
 
 def clone(repo: Path, dest: Path) -> Path:
@@ -92,7 +95,7 @@ def test_pull_and_get_refuse_a_listing_with_paths_outside_the_directory(
                  "--trusted-keys", str(tmp_path))  # fmt: skip
 
     for result in (pulled, checked_out, got, signed):
-        assert_one_line_error(result, 6, f"refusing ckpt", f"{dir_oid[:8]}.dir", repr(relpath), "nothing was written")
+        assert_one_line_error(result, 6, "refusing ckpt", f"{dir_oid[:8]}.dir", repr(relpath), "nothing was written")
     assert not list(tmp_path.rglob("escaped.txt")) and not Path("/tmp/mvc-escaped-abs.txt").exists()
     assert not (teammate / "models" / "ckpt").exists()
     assert not any((tmp_path / "deploy" / "out").iterdir()) if (tmp_path / "deploy" / "out").exists() else True
@@ -242,3 +245,126 @@ def test_a_local_url_override_can_be_unset(repo: Path, cli: Callable[..., Any], 
     ok(cli("status"))
     listed = dvc(repo, "remote", "list")
     assert listed.returncode == 0 and shared in listed.stdout, listed.stderr
+
+
+# ---------------------------------------------------------------------------- 7, 10. dead endpoints
+
+
+@pytest.fixture
+def silent_endpoint() -> Iterator[str]:
+    """A TCP server that accepts connections and never answers (a stalled S3 endpoint)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                held.append(server.accept()[0])
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    server.close()
+    for conn in held:
+        conn.close()
+
+
+@pytest.fixture
+def failing_endpoint() -> Iterator[str]:
+    """An HTTP server that answers 500 to every request (a broken, or not-S3, endpoint)."""
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn = server.accept()[0]
+                with conn, contextlib.suppress(OSError):
+                    conn.settimeout(5)
+                    conn.recv(65536)
+                    conn.sendall(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    server.close()
+
+
+def s3_remote(cli: Callable[..., Any], endpoint: str, *, default: bool = True) -> None:
+    args = ["remote", "add", "dead", "s3://bucket/models", "--endpoint-url", endpoint,
+            "--access-key-id", "K", "--secret-access-key", "S"]  # fmt: skip
+    ok(cli(*args, *(["--default"] if default else [])))
+
+
+@pytest.mark.parametrize("endpoint", ["silent_endpoint", "failing_endpoint"])
+def test_push_and_pull_to_a_dead_s3_endpoint_fail_with_exit_5(
+    repo: Path, weights: Path, cli: Callable[..., Any], tmp_path: Path, endpoint: str, request: pytest.FixtureRequest
+) -> None:
+    url = request.getfixturevalue(endpoint)
+    mvc.add(weights)
+    s3_remote(cli, url)
+    ok(cli("commit", "-m", "net v1"))
+    teammate = clone(repo, tmp_path / "teammate")
+    (teammate / ".dvc" / "config.local").write_text((repo / ".dvc" / "config.local").read_text())
+
+    pushed = cli("push")
+    pulled = cli("pull", cwd=teammate)
+
+    for result in (pushed, pulled):
+        assert_one_line_error(result, 5, "remote 'dead' (s3://bucket/models)", first_line=True)
+    what = "did not answer" if endpoint == "silent_endpoint" else "HTTP 500"
+    assert what in pushed.stderr and what in pulled.stderr, (pushed.stderr, pulled.stderr)
+
+
+@pytest.mark.parametrize("endpoint", ["silent_endpoint", "failing_endpoint", "closed"])
+def test_status_shows_local_state_when_the_default_remote_is_unreachable(
+    repo: Path, weights: Path, cli: Callable[..., Any], endpoint: str, request: pytest.FixtureRequest
+) -> None:
+    url = "http://127.0.0.1:9" if endpoint == "closed" else request.getfixturevalue(endpoint)
+    mvc.add(weights)
+    s3_remote(cli, url)
+
+    shown = cli("status", "--json")
+    asked = cli("status", "--remote", "dead")
+
+    rows = json.loads(ok(shown).stdout)
+    assert [(r["name"], r["workspace"], r["cache"], r["remote"]) for r in rows] == [("net", "ok", "ok", "unreachable")]
+    assert_one_line_error(asked, 5, "remote 'dead'", first_line=True)
+
+
+# ---------------------------------------------------------------------------- 5. multipart verify
+
+
+@pytest.mark.servers
+def test_verify_rehashes_a_corrupt_multipart_object_and_repair_uploads_before_replacing(
+    repo: Path, cli: Callable[..., Any], s3_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dvc_objects.fs.base import FileSystem
+
+    from tests.test_cloud_remotes import MULTIPART_SIZE, Bucket, add_remote
+
+    s3 = Bucket("s3", s3_server, f"{s3_server.bucket}/{tmp_path.name}-multipart")
+
+    data = os.urandom(MULTIPART_SIZE)
+    (repo / "models").mkdir()
+    (repo / "models" / "big.bin").write_bytes(data)
+    md5 = mvc.add(repo / "models" / "big.bin").version.hash
+    add_remote(cli, repo, s3)
+    ok(cli("commit", "-m", "big v1"))
+    ok(cli("push"))
+    bad = repo.parent / "bad.bin"
+    bad.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))  # same size: only the bytes tell
+    fs = s3.fs()
+    fs.put_file(str(bad), s3.objects()[md5])
+    assert "-" in fs.info(s3.objects()[md5])["ETag"]  # multipart: the ETag is no md5
+    removals: list[str] = []
+    original = FileSystem.remove
+    monkeypatch.setattr(FileSystem, "remove", lambda self, path, *a, **k: (removals.append(path), original(self, path, *a, **k))[1])
+
+    found = cli("verify", "big", "--remote", "store")
+    repaired = cli("verify", "big", "--remote", "store", "--repair")
+    again = cli("verify", "big", "--remote", "store")
+
+    assert found.exit_code == 6, (found.stdout, found.stderr)
+    assert f"error: big v1 ({md5[:8]}): remote 'store' holds a corrupt copy of object {md5[:8]}" in found.stderr
+    assert repaired.exit_code == 0, repaired.stderr
+    ok(again)
+    assert removals == []  # the good copy replaced the bad one; nothing was deleted first
+    assert hashlib.md5(s3.fs().cat(s3.objects()[md5])).hexdigest() == md5
