@@ -368,3 +368,40 @@ def test_verify_rehashes_a_corrupt_multipart_object_and_repair_uploads_before_re
     ok(again)
     assert removals == []  # the good copy replaced the bad one; nothing was deleted first
     assert hashlib.md5(s3.fs().cat(s3.objects()[md5])).hexdigest() == md5
+
+
+# ---------------------------------------------------------------------------- 8. interrupted multipart push
+
+
+@pytest.mark.servers
+def test_an_interrupted_multipart_push_leaves_no_unfinished_upload(
+    repo: Path, cli: Callable[..., Any], s3_server: Any, tmp_path: Path
+) -> None:
+    import signal
+    import time
+
+    from tests.test_cloud_remotes import MULTIPART_SIZE, Bucket, add_remote, mvc_process
+
+    s3 = Bucket("s3", s3_server, f"{s3_server.bucket}/{tmp_path.name}-interrupted")
+    (repo / "models").mkdir()
+    (repo / "models" / "big.bin").write_bytes(os.urandom(3 * MULTIPART_SIZE))
+    mvc.add(repo / "models" / "big.bin")
+    add_remote(cli, repo, s3)
+    ok(cli("commit", "-m", "big v1"))
+    fs = s3.fs()
+    prefix = s3.prefix.split("/", 1)[1]
+
+    def uploads() -> list[dict[str, Any]]:
+        return [u for u in fs.list_multipart_uploads(s3_server.bucket) if u["Key"].startswith(prefix)]
+
+    proc = mvc_process(["push", "-q"], repo, s3)
+    deadline = time.monotonic() + 120
+    while not uploads():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no multipart upload started"
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+
+    assert proc.returncode == 130, stderr
+    assert uploads() == []
+    assert s3.objects() == {}
