@@ -254,15 +254,20 @@ def test_a_local_url_override_can_be_unset(repo: Path, cli: Callable[..., Any], 
 def silent_endpoint() -> Iterator[str]:
     """A TCP server that accepts connections and never answers (a stalled S3 endpoint)."""
     server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.1)
     held: list[socket.socket] = []
+    stop = threading.Event()
 
     def accept() -> None:
-        with contextlib.suppress(OSError):
-            while True:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
                 held.append(server.accept()[0])
 
-    threading.Thread(target=accept, daemon=True).start()
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
     yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    stop.set()
+    thread.join()
     server.close()
     for conn in held:
         conn.close()
@@ -273,17 +278,25 @@ def failing_endpoint() -> Iterator[str]:
     """An HTTP server that answers 500 to every request (a broken, or not-S3, endpoint)."""
     server = socket.create_server(("127.0.0.1", 0))
 
-    def serve() -> None:
-        with contextlib.suppress(OSError):
-            while True:
-                conn = server.accept()[0]
-                with conn, contextlib.suppress(OSError):
-                    conn.settimeout(5)
-                    conn.recv(65536)
-                    conn.sendall(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+    server.settimeout(0.1)
+    stop = threading.Event()
 
-    threading.Thread(target=serve, daemon=True).start()
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn = server.accept()[0]
+            except TimeoutError:
+                continue
+            with conn, contextlib.suppress(OSError):
+                conn.settimeout(5)
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
     yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    stop.set()
+    thread.join()
     server.close()
 
 
