@@ -290,6 +290,19 @@ _NETWORK_RE = re.compile(
 )
 
 
+_TIMEOUT_RE = re.compile(r"ReadTimeout|ConnectTimeout|Read timeout|Connect timeout|timed out|TimeoutError")
+_SERVER_ERRORS = {
+    "Internal Server Error": 500,
+    "InternalError": 500,
+    "Bad Gateway": 502,
+    "Service Unavailable": 503,
+    "ServiceUnavailable": 503,
+    "SlowDown": 503,
+    "Gateway Timeout": 504,
+}
+_SERVER_ERROR_RE = re.compile("|".join(re.escape(k) for k in _SERVER_ERRORS))
+
+
 def _chain(exc: BaseException) -> list[BaseException]:
     """``exc`` and its causes / contexts, outermost first."""
     seen: list[BaseException] = []
@@ -366,6 +379,20 @@ def _classify_transfer(
             f"{named} does not exist",
             hint="create the bucket, or fix the URL with `mvc remote add NAME URL --force`",
         )
+    server_error = _SERVER_ERROR_RE.search(text)
+    if server_error:
+        code = _SERVER_ERRORS[server_error.group(0)]
+        return RemoteError(
+            f"{where} answered HTTP {code} ({server_error.group(0)}): the server failed, or it is not an "
+            f"{'S3' if 's3://' in where else 'object store'} endpoint",
+            hint="check the endpoint URL (`mvc remote list`) and the server, then run the command again",
+        )
+    if _TIMEOUT_RE.search(text):
+        return RemoteError(
+            f"{where} did not answer within {READ_TIMEOUT} s",
+            hint="check that the endpoint is up and reachable; the limits are the remote's connect_timeout / "
+            "read_timeout options (`mvc remote modify`)",
+        )
     if _NETWORK_RE.search(text):
         return RemoteError(
             f"cannot reach {where}",
@@ -408,6 +435,7 @@ def _repo(root: Path, remote: str | None = None) -> Iterator[Repo]:
 
             with Repo(os.fspath(root)) as repo:
                 opened.append(repo)
+                _register_cache(repo)
                 yield repo
         except MvcError:
             raise
@@ -416,6 +444,256 @@ def _repo(root: Path, remote: str | None = None) -> Iterator[Repo]:
         except Exception as exc:
             name, url = _remote_ref(opened[0] if opened else None, remote)
             raise _translate(exc, captured, name, url) from exc
+
+
+# ---- what crosses a remote: kept remote copies, verified cache objects, safe listings (issue 14)
+
+# Paths of the local caches of the repositories mvc opened: DVC's local object stores
+# other than these are remotes.
+_cache_paths: set[str] = set()
+_patch_lock = threading.Lock()
+
+
+def _register_cache(repo: Repo) -> None:
+    """Remember ``repo``'s cache, and install mvc's fixes to DVC (once per process).
+
+    DVC's ``LocalHashFileDB.check`` (called by ``oids_exist`` on every pull) re-hashes a
+    writable object and *deletes* it when the bytes do not match: a corrupt copy on a
+    directory remote vanished and the pull reported it missing. For any local store that
+    is not a cache mvc opened, the check is an existence check; mvc re-hashes what
+    arrives in the cache (:func:`_verified_download`), so the corruption is reported
+    (exit 6) and the remote copy stays for inspection.
+    """
+    from dvc_data.hashfile.db.local import LocalHashFileDB
+
+    with _patch_lock:
+        for odb in (repo.cache.local, repo.cache.legacy):
+            _cache_paths.add(os.fspath(odb.path))
+        if getattr(LocalHashFileDB.check, "_mvc", False):
+            return
+        original = LocalHashFileDB.check
+
+        def check(self: Any, oid: str, check_hash: bool = True, _info: dict[str, Any] | None = None) -> Any:
+            if os.fspath(self.path) not in _cache_paths:
+                check_hash = False
+            return original(self, oid, check_hash, _info)
+
+        check._mvc = True  # type: ignore[attr-defined]
+        LocalHashFileDB.check = check  # type: ignore[method-assign]
+        _bound_cloud_waits()
+
+
+# Network bounds for s3:// and gs:// remotes unless the remote's config (or AWS_MAX_ATTEMPTS)
+# says otherwise. Without them a stalled endpoint held a push for 15+ minutes (botocore's
+# 60 s read timeout x its retries x s3fs's 5 retries, per object). With them a dead or
+# stalled endpoint fails in about 30 s: connect 5 s, read 15 s, one botocore attempt,
+# S3_TRIES s3fs tries (which back off 0.1-0.3 s). ``mvc status`` waits less (STATUS_WAIT).
+CONNECT_TIMEOUT = 5
+READ_TIMEOUT = 15
+S3_TRIES = 2
+STATUS_WAIT = 5.0
+
+
+def _bound_cloud_waits() -> None:
+    """Give DVC's S3 and GCS filesystems the timeouts and retry limits above."""
+    with contextlib.suppress(ImportError):
+        import s3fs
+        from dvc_s3 import S3FileSystem
+
+        s3_login = S3FileSystem._prepare_credentials
+
+        def s3_credentials(self: Any, **config: Any) -> Any:
+            info = s3_login(self, **config)
+            kwargs = info.setdefault("config_kwargs", {})
+            kwargs.setdefault("connect_timeout", CONNECT_TIMEOUT)
+            kwargs.setdefault("read_timeout", READ_TIMEOUT)
+            if "AWS_MAX_ATTEMPTS" not in os.environ:
+                kwargs.setdefault("retries", {"total_max_attempts": 1, "mode": "standard"})
+            return info
+
+        S3FileSystem._prepare_credentials = s3_credentials
+        s3fs.S3FileSystem.retries = S3_TRIES
+    with contextlib.suppress(ImportError):
+        from dvc_gs import GSFileSystem
+
+        gs_login = GSFileSystem._prepare_credentials
+
+        def gs_credentials(self: Any, **config: Any) -> Any:
+            info = gs_login(self, **config)
+            info.setdefault("requests_timeout", READ_TIMEOUT)
+            return info
+
+        GSFileSystem._prepare_credentials = gs_credentials
+
+
+class _VerifiedLog:
+    """The cache objects mvc has re-hashed, keyed by oid with the file's inode, mtime and size.
+
+    DVC's state database cannot tell: DVC records the expected hash of every object it
+    downloads without reading it back. An object whose stat differs from the record (or
+    with no record: fetched by plain DVC, by ``pull --no-verify``, or by a pull that was
+    interrupted before its check) is re-hashed before checkout and before push.
+    """
+
+    def __init__(self, repo: Repo) -> None:
+        self.path = os.path.join(repo.tmp_dir or os.path.join(repo.root_dir, ".dvc", "tmp"), "mvc-verified.sqlite")
+
+    def _connect(self) -> Any:
+        import sqlite3
+
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        db = sqlite3.connect(self.path, timeout=10)
+        db.execute("CREATE TABLE IF NOT EXISTS verified (path TEXT PRIMARY KEY, ino INT, mtime INT, size INT)")
+        return db
+
+    def record(self, paths: Iterable[str]) -> None:
+        rows = []
+        for path in paths:
+            with contextlib.suppress(OSError):
+                st = os.stat(path)
+                rows.append((os.path.abspath(path), st.st_ino, st.st_mtime_ns, st.st_size))
+        if not rows:
+            return
+        with contextlib.suppress(Exception), contextlib.closing(self._connect()) as db, db:
+            db.executemany("INSERT OR REPLACE INTO verified VALUES (?, ?, ?, ?)", rows)
+
+    def knows(self, path: str) -> bool:
+        try:
+            st = os.stat(path)
+            with contextlib.closing(self._connect()) as db:
+                row = db.execute("SELECT ino, mtime, size FROM verified WHERE path = ?", (os.path.abspath(path),)).fetchone()
+        except Exception:  # noqa: BLE001 - no record: re-hash
+            return False
+        return row is not None and tuple(row) == (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def _unsafe_relpath(entries: Iterable[tuple[str, str]]) -> str | None:
+    """The first path of a ``.dir`` listing that would land outside its directory, or None.
+
+    A listing is data from the remote (or a hostile commit): ``../x``, ``/etc/x``, ``a//b``
+    or a Windows drive would make a checkout write outside the model's directory.
+    """
+    from pathlib import PurePosixPath, PureWindowsPath
+
+    for relpath, _ in entries:
+        parts = relpath.split("/")
+        if (
+            not relpath
+            or PurePosixPath(relpath).is_absolute()
+            or PureWindowsPath(relpath).drive
+            or "\\" in relpath
+            or any(part in ("", ".", "..") for part in parts)
+        ):
+            return relpath
+    return None
+
+
+def unsafe_listing_entry(root: Path, md5: str) -> str | None:
+    """For a directory version whose ``.dir`` listing is cached: its first unsafe path, else None."""
+    if not md5.endswith(".dir"):
+        return None
+    with _repo(root) as repo:
+        return _unsafe_relpath(_tree_entries(repo.cache.local, md5) or [])
+
+
+def unsafe_listing_error(label: str, md5: str, entry: str) -> IntegrityError:
+    """The one error for a listing that names a path outside its directory."""
+    return IntegrityError(
+        f"refusing {label}: its directory listing {md5[:8]}.dir names {entry!r}, a path outside the model's "
+        "directory; nothing was written",
+        hint="this version was crafted or corrupted: do not use it; ask its author, and check the commit that added it",
+    )
+
+
+def drop_corrupt(root: Path, md5s: Iterable[str]) -> list[str]:
+    """Re-hash the cached objects of ``md5s`` that mvc has not verified; remove those that are corrupt.
+
+    Objects mvc verified (and that have not changed since) are not re-read. Run before
+    a fetch, so that a good copy replaces a bad one, and nothing unverified is checked out.
+
+    Returns:
+        The oids removed from the cache.
+    """
+    with _repo(root) as repo:
+        odb = repo.cache.local
+        bad = []
+        for md5 in md5s:
+            oids = [md5]
+            if md5.endswith(".dir") and odb.exists(md5):
+                if not _object_intact(repo, odb.oid_to_path(md5), md5, use_state=True):
+                    bad.append(md5)
+                    continue
+                oids = [oid for _, oid in _tree_entries(odb, md5) or []]
+            for oid in oids:
+                path = odb.oid_to_path(oid)
+                if os.path.isfile(path) and not _object_intact(repo, path, oid, use_state=True):
+                    bad.append(oid)
+        for oid in bad:
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(odb.oid_to_path(oid), 0o644)
+                os.unlink(odb.oid_to_path(oid))
+        return bad
+
+
+_DVC_TMP_RE = re.compile(r"^\.[A-Za-z0-9_-]{22}\.tmp$")  # dvc_objects.fs.utils.tmp_fname()
+
+
+def _remove_temp_files(repo: Repo, remote: str | None, since: float | None = None) -> None:
+    """Remove the partial files an interrupted or failed transfer left in the cache and a local remote.
+
+    DVC copies each object to ``<dir>/.<token>.tmp`` and renames it; a failure or Ctrl-C
+    in the middle leaves that file behind forever. Only files of that exact name, in the
+    object directories, modified since ``since`` (this transfer), are removed.
+    """
+    import time
+
+    since = since if since is not None else time.time() - 3600
+    dirs = [os.fspath(repo.cache.local.path)]
+    with contextlib.suppress(Exception):
+        odb = repo.cloud.get_remote_odb(remote, "fetch")
+        if odb.fs.protocol == "local":
+            dirs.append(os.fspath(odb.path))
+    for top in dirs:
+        with contextlib.suppress(OSError), os.scandir(top) as subdirs:
+            for sub in subdirs:
+                if not sub.is_dir(follow_symlinks=False):
+                    continue
+                with contextlib.suppress(OSError), os.scandir(sub.path) as files:
+                    for f in files:
+                        if _DVC_TMP_RE.match(f.name) and f.stat(follow_symlinks=False).st_mtime >= since - 1:
+                            with contextlib.suppress(OSError):
+                                os.unlink(f.path)
+
+
+def _abort_multipart_uploads(repo: Repo, remote: str | None, since: float) -> None:
+    """Abort the S3 multipart uploads under the remote's prefix that this push started.
+
+    s3fs aborts a multipart upload when a part fails with an Exception, but not when the
+    command is interrupted (Ctrl-C cancels the coroutine): the parts would stay stored
+    and billed, invisible to a listing, until a lifecycle rule removes them.
+    """
+    import datetime as dt
+
+    with contextlib.suppress(Exception):
+        odb = repo.cloud.get_remote_odb(remote, "push")
+        if odb.fs.protocol != "s3":
+            return
+        fs = odb.fs.fs
+        bucket, _, prefix = str(odb.path).partition("/")
+        start = dt.datetime.fromtimestamp(since - 60, tz=dt.UTC)
+        for upload in fs.list_multipart_uploads(bucket):
+            initiated = upload.get("Initiated")
+            if str(upload.get("Key", "")).startswith(prefix) and (initiated is None or initiated >= start):
+                with contextlib.suppress(Exception):
+                    fs.abort_mpu(bucket, upload["Key"], upload["UploadId"])
+
+
+def corrupt_in_cache(root: Path, md5s: Iterable[str]) -> list[str]:
+    """The cached objects of ``md5s`` whose bytes no longer match (not re-reading verified ones)."""
+    found = []
+    for md5 in md5s:
+        found += [c.oid for c in check_cache(root, md5, use_state=True) if c.state == "corrupt"]
+    return found
 
 
 def _remote_ref(repo: Repo | None, remote: str | None) -> tuple[str | None, str | None]:
@@ -560,8 +838,9 @@ def _precache(repo: Repo, path: Path) -> None:
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 os.chmod(tmp, 0o444)  # DVC keeps cache files read-only
                 os.replace(tmp, dest)
-                # As DVC does for objects it caches: lets the pre-push check trust it.
+                # As DVC does for objects it caches; and mvc read these very bytes.
                 repo.state.save(os.fspath(dest), odb.fs, HashInfo("md5", md5))
+                _VerifiedLog(repo).record([os.fspath(dest)])
             repo.state.save(os.fspath(file), repo.fs, HashInfo("md5", md5))
         finally:
             tmp.unlink(missing_ok=True)
@@ -600,10 +879,18 @@ def push(
     progress: Progress | None = None,
 ) -> TransferResult:
     """Upload the cache objects of ``pointers`` (all when None) to ``remote``."""
+    import time
+
     with _repo(root, remote) as repo, _progress_hook(progress):
         _preflight(repo, remote, "push")
         revs = list(revs or [])
-        count = repo.push(_targets(root, pointers), jobs=jobs, remote=remote, revs=revs or None)
+        since = time.time()
+        try:
+            count = repo.push(_targets(root, pointers), jobs=jobs, remote=remote, revs=revs or None)
+        except BaseException:
+            _abort_multipart_uploads(repo, remote, since)
+            _remove_temp_files(repo, remote, since)
+            raise
         return TransferResult(transferred=count, failed=0)
 
 
@@ -627,14 +914,24 @@ def fetch(
         IntegrityError: a downloaded object does not match its hash.
         RemoteError / MissingObjectError / RemoteNotFoundError: the transfer failed.
     """
+    import time
+
     with _repo(root, remote) as repo, _progress_hook(progress):
         targets = _targets(root, pointers)
         hashes = _pointer_hashes(repo, targets)
         if not _present(repo.cache.local, hashes) >= _all_ids(repo.cache.local, hashes):
             _preflight(repo, remote, "fetch")  # only when something must come (pull works offline)
-        with _verified_download(repo, remote, hashes) if verify else contextlib.nullcontext():
-            count = repo.fetch(targets, jobs=jobs, remote=remote)
-        return TransferResult(transferred=count, failed=0)
+        odb = repo.cache.local
+        before = _present(odb, hashes)
+        since = time.time()
+        try:
+            with _verified_download(repo, remote, hashes) if verify else contextlib.nullcontext():
+                repo.fetch(targets, jobs=jobs, remote=remote)
+        except BaseException:
+            _remove_temp_files(repo, remote, since)
+            raise
+        # DVC's own count misses objects of a listing fetched in an earlier, failed pull.
+        return TransferResult(transferred=len(_present(odb, hashes) - before), failed=0)
 
 
 def checkout(root: Path, pointers: Iterable[str] | None = None, *, force: bool = True) -> dict[str, list[str]]:
@@ -698,6 +995,67 @@ def object_status(
         return result
 
 
+@dataclass(frozen=True)
+class RemotePresence:
+    """What a remote holds of some versions, or why it could not tell.
+
+    ``state`` is ``ok`` (``present`` holds the versions it has all objects of),
+    ``unreachable`` or ``denied``; ``error`` is the translated failure.
+    """
+
+    state: str
+    present: frozenset[str] = frozenset()
+    error: MvcError | None = None
+
+
+def remote_presence(root: Path, md5s: Iterable[str], *, remote: str | None, wait: float = STATUS_WAIT) -> RemotePresence:
+    """Which of ``md5s`` ``remote`` holds wholly, asked within ``wait`` seconds.
+
+    For ``mvc status``: a remote that does not answer in time is ``unreachable``, one that
+    rejects the keys ``denied``; neither raises. The question runs in a daemon thread with
+    its own DVC repo, so a stalled endpoint cannot hold the command.
+    """
+    wanted = sorted(set(md5s))
+    box: list[RemotePresence] = []
+
+    def ask(captured: _Captured) -> None:
+        from dvc.repo import Repo
+
+        try:
+            with Repo(os.fspath(root)) as repo:
+                _register_cache(repo)
+                name, url = _remote_ref(repo, remote)
+                try:
+                    odb = repo.cloud.get_remote_odb(remote, "status")
+                    ids = {m: _object_ids(repo, m) for m in wanted}
+                    have = set(odb.oids_exist(sorted(set().union(*ids.values())))) if ids else set()
+                except Exception as exc:  # noqa: BLE001 - classified below
+                    box.append(_presence_failure(exc, captured, name, url))
+                    return
+                box.append(RemotePresence("ok", frozenset(m for m, need in ids.items() if need <= have)))
+        except Exception as exc:  # noqa: BLE001
+            box.append(_presence_failure(exc, captured, remote, None))
+
+    with _quiet() as captured:
+        thread = threading.Thread(target=ask, args=(captured,), name="mvc-status-remote", daemon=True)
+        thread.start()
+        thread.join(wait)
+    if box:
+        return box[0]
+    err = RemoteError(
+        f"{_where(remote, None)} did not answer within {wait:g} s",
+        hint="check the network / endpoint URL, or run `mvc status --no-remote`",
+    )
+    return RemotePresence("unreachable", error=err)
+
+
+def _presence_failure(exc: BaseException, captured: _Captured, remote: str | None, url: str | None) -> RemotePresence:
+    err = _translate(exc, captured, remote, url)
+    text = _chain_text(exc)
+    denied = any(p.search(text) for p in (_NO_CREDENTIALS_RE, _AUTH_RE, _DENIED_RE))
+    return RemotePresence("denied" if denied else "unreachable", error=err)
+
+
 def _object_ids(repo: Repo, md5: str) -> set[str]:
     """``md5`` plus, for a directory whose listing is cached, the hashes of its files."""
     ids = {md5}
@@ -708,6 +1066,12 @@ def _object_ids(repo: Repo, md5: str) -> set[str]:
         tree = Tree.load(repo.cache.local, HashInfo("md5", md5))
         ids |= {hi.value for _, _, hi in tree}
     return ids
+
+
+def object_ids(root: Path, md5: str) -> set[str]:
+    """``md5`` and, for a directory whose listing is cached, the oids of its files."""
+    with _repo(root) as repo:
+        return _object_ids(repo, md5)
 
 
 def _cache_has(repo: Repo, md5: str) -> bool:
@@ -806,6 +1170,9 @@ def _export_from(odb: Any, md5: str, dest: Path, *, verify: bool) -> Path:
         from dvc_data.hashfile.tree import Tree
 
         tree = Tree.load(odb, HashInfo("md5", md5))
+        entry = _unsafe_relpath(("/".join(key), hi.value) for key, _, hi in tree)
+        if entry is not None:
+            raise unsafe_listing_error(f"object {md5[:8]}", md5, entry)
         dest.mkdir(parents=True, exist_ok=True)
         for key, _, hi in tree:
             target = dest.joinpath(*key)
@@ -886,12 +1253,15 @@ def add_remote(
             )
         # Validate the whole remote before writing either file, so a bad option never
         # leaves the public half written.
+        _require_plugin(name, url)
         _validate_remote(repo, name, {"url": url, **options})
         try:
             with repo.config.edit("repo") as conf:
                 conf["remote"][name] = {"url": url, **public}
                 if default:
                     conf["core"]["remote"] = name
+            if secret:
+                _private_local_config(repo)
             with repo.config.edit("local") as conf:
                 if secret:
                     conf["remote"][name] = secret
@@ -905,6 +1275,47 @@ def add_remote(
             raise
 
 
+def _private_local_config(repo: Repo) -> None:
+    """Create ``.dvc/config.local`` (it holds keys) readable by its owner only, before DVC writes it."""
+    path = os.path.join(repo.dvc_dir, "config.local")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.close(fd)
+    os.chmod(path, 0o600)
+
+
+# URL schemes served by DVC plugins that are not installed with mvc: the module to import
+# and the package to install.
+_PLUGINS = {
+    "azure": ("dvc_azure", "dvc-azure"),
+    "ssh": ("dvc_ssh", "dvc-ssh"),
+    "gdrive": ("dvc_gdrive", "dvc-gdrive"),
+    "oss": ("dvc_oss", "dvc-oss"),
+    "webdav": ("dvc_webdav", "dvc-webdav"),
+    "webdavs": ("dvc_webdav", "dvc-webdav"),
+    "webhdfs": ("dvc_webhdfs", "dvc-webhdfs"),
+    "hdfs": ("dvc_hdfs", "dvc-hdfs"),
+}
+
+
+def _require_plugin(name: str, url: str) -> None:
+    """Refuse a remote whose URL scheme needs a DVC plugin that is not installed.
+
+    Raises:
+        UsageError: e.g. ``azure://`` without ``dvc-azure`` (push would fail later with an ImportError).
+    """
+    import importlib.util
+
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme not in _PLUGINS:
+        return
+    module, package = _PLUGINS[scheme]
+    if importlib.util.find_spec(module) is None:
+        raise UsageError(
+            f"remote {name!r}: {scheme}:// remotes need the {package} plugin, which is not installed",
+            hint=f"pip install {package}, then run the command again",
+        )
+
+
 def set_default_remote(root: Path, name: str) -> None:
     """Make ``name`` the default remote."""
     with _repo(root) as repo:
@@ -915,11 +1326,16 @@ def set_default_remote(root: Path, name: str) -> None:
 
 
 def remove_remote(root: Path, name: str) -> None:
-    """Delete a remote from the repo and local configs."""
+    """Delete a remote from the local and repo configs (both halves: keys and URL).
+
+    The local half goes first: DVC validates each file merged with the others, and a
+    ``.dvc/config.local`` section holding only keys, with no URL left in ``.dvc/config``,
+    is a config error that breaks every later mvc and dvc command.
+    """
     with _repo(root) as repo:
         if name not in repo.config["remote"]:
             raise RemoteNotFoundError(f"no remote named {name!r}", hint="list them with `mvc remote list`")
-        for level in ("repo", "local"):
+        for level in ("local", "repo"):
             with repo.config.edit(level) as conf:
                 conf["remote"].pop(name, None)
                 if conf["core"].get("remote") == name:
@@ -955,6 +1371,7 @@ def push_objects(root: Path, md5s: Iterable[str], *, remote: str, jobs: int | No
     where = f"remote {remote!r}"
     try:
         with Repo(os.fspath(root)) as repo:
+            _register_cache(repo)
             odb = repo.cloud.get_remote_odb(remote, "push")
             cache = repo.cache.local
             missing = [o.value for o in objs if not _cache_has(repo, o.value)]
@@ -1072,18 +1489,19 @@ def check_cache(root: Path, md5: str, *, use_state: bool = False, progress: Prog
 
 
 def _object_intact(repo: Repo, path: str, oid: str, use_state: bool) -> bool:
-    """True when the cache file ``path`` hashes to ``oid``; with ``use_state`` an object whose
-    inode, mtime and size match DVC's state entry is trusted without reading it."""
+    """True when the cache file ``path`` hashes to ``oid``; with ``use_state`` an object mvc
+    verified before, whose inode, mtime and size have not changed since, is trusted without
+    reading it (DVC's own state is not enough: it vouches for downloads it never read)."""
     from dvc_data.hashfile.hash_info import HashInfo
 
     fs = repo.cache.local.fs
-    if use_state:
-        _, known = repo.state.get(path, fs)
-        if known is not None and known.name == "md5":
-            return known.value.split(".")[0] == oid.split(".")[0]
+    log = _VerifiedLog(repo)
+    if use_state and log.knows(path):
+        return True
     ok = file_md5(Path(path)) == oid.split(".")[0]
     if ok:
         repo.state.save(path, fs, HashInfo("md5", oid))
+        log.record([path])
     return ok
 
 
@@ -1092,7 +1510,7 @@ def check_remote(root: Path, md5: str, *, remote: str) -> list[ObjectCheck]:
 
     A local-directory remote is re-hashed; for S3 the single-part ETag (the md5) and
     for GCS the md5 the store reports are compared; sizes are compared with the local
-    cache copy when there is one. A multipart ETag cannot be checked: size only.
+    cache copy when there is one. An object with a multipart ETag is streamed and re-hashed.
 
     Raises:
         RemoteNotFoundError / RemoteError: unknown remote, or it failed.
@@ -1124,7 +1542,8 @@ def _check_remote_object(odb: Any, cache: Any, oid: str) -> ObjectCheck:
 
 
 def _remote_md5(odb: Any, path: str, info: dict[str, Any]) -> str | None:
-    """The md5 of a remote object as the store reports it (a local remote is re-hashed)."""
+    """The md5 of a remote object: as the store reports it, else re-hashed (a local remote,
+    an S3 multipart object)."""
     import base64
 
     if odb.fs.protocol == "local":
@@ -1135,7 +1554,15 @@ def _remote_md5(odb: Any, path: str, info: dict[str, Any]) -> str | None:
     md5_b64 = info.get("md5Hash")
     if md5_b64:
         return base64.b64decode(md5_b64).hex()
-    return None
+    # No checksum to trust (an S3 multipart ETag is an md5 of part md5s, not of the
+    # bytes): stream the object and hash it.
+    import hashlib
+
+    digest = hashlib.md5()  # DVC's content address, not security
+    with odb.fs.open(path, "rb") as handle:
+        while chunk := handle.read(8 * 2**20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def delete_cache_object(root: Path, oid: str) -> None:
@@ -1162,8 +1589,9 @@ def replace_remote_object(root: Path, oid: str, *, remote: str) -> None:
             raise MissingObjectError(f"object {oid[:8]} is not in the local cache", hint="fetch a good copy first")
         odb = repo.cloud.get_remote_odb(remote, "push")
         target = odb.oid_to_path(oid)
-        with contextlib.suppress(FileNotFoundError):
-            odb.fs.remove(target)
+        # Upload first, then replace; never delete first (a failed upload would lose the
+        # remote's only copy, corrupt or not). S3 and GCS replace an object atomically when
+        # the upload completes; DVC's local filesystem writes a temp file, then renames.
         odb.fs.put_file(local, target)
 
 
@@ -1247,13 +1675,17 @@ def _preflight(repo: Repo, remote: str | None, command: str) -> None:
         odb.fs.fs.invalidate_cache()
 
 
-def _hash_matches(odb: Any, oid: str) -> bool:
+def _hash_matches(odb: Any, oid: str, log: _VerifiedLog | None = None) -> bool:
     """Re-hash one cache object. DVC 3's md5 is that of the raw bytes (the same as
     :func:`file_md5`); ``hashlib.file_digest`` reads it ~20% faster than DVC's reader."""
     import hashlib
 
-    with open(odb.oid_to_path(oid), "rb") as f:
-        return hashlib.file_digest(f, "md5").hexdigest() == oid.split(".")[0]
+    path = odb.oid_to_path(oid)
+    with open(path, "rb") as f:
+        ok = hashlib.file_digest(f, "md5").hexdigest() == oid.split(".")[0]
+    if ok and log is not None:
+        log.record([path])
+    return ok
 
 
 @contextlib.contextmanager
@@ -1271,16 +1703,17 @@ def _verified_download(repo: Repo, remote: str | None, md5s: list[str]) -> Itera
     from concurrent.futures import ThreadPoolExecutor
 
     odb = repo.cache.local
+    log = _VerifiedLog(repo)
     before = _present(odb, md5s)
     try:
         yield
     finally:
-        bad = [m for m in md5s if m.endswith(".dir") and m not in before and odb.exists(m) and not _hash_matches(odb, m)]
+        bad = [m for m in md5s if m.endswith(".dir") and m not in before and odb.exists(m) and not _hash_matches(odb, m, log)]
         for oid in bad:
             odb.fs.remove(odb.oid_to_path(oid))
         new = sorted(_present(odb, md5s) - before)
         with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-            bad += [oid for oid, ok in zip(new, pool.map(lambda o: _hash_matches(odb, o), new), strict=True) if not ok]
+            bad += [oid for oid, ok in zip(new, pool.map(lambda o: _hash_matches(odb, o, log), new), strict=True) if not ok]
         for oid in bad:
             with contextlib.suppress(FileNotFoundError):
                 odb.fs.remove(odb.oid_to_path(oid))
@@ -1346,12 +1779,18 @@ def modify_remote(root: Path, name: str, option: str, value: str | None = None, 
         if name not in repo.config["remote"]:
             raise RemoteNotFoundError(f"no remote named {name!r}", hint="list them with `mvc remote list`")
         level = "local" if local or option in SECRET_OPTIONS else "repo"
-        section = dict(repo.config["remote"][name])
+        # The remote as it will be: each file's own section, the edited one changed, merged
+        # repo then local. (Unsetting a --local URL override falls back to .dvc/config's.)
+        sections = {lv: dict(repo.config.load_one(lv).get("remote", {}).get(name, {})) for lv in ("repo", "local")}
         if value is None:
-            section.pop(option, None)
+            sections[level].pop(option, None)
         else:
-            section[option] = value
-        _validate_remote(repo, name, section)
+            sections[level][option] = value
+        if option == "url" and value is not None:
+            _require_plugin(name, value)
+        _validate_remote(repo, name, {**sections["repo"], **sections["local"]})
+        if level == "local":
+            _private_local_config(repo)
         with repo.config.edit(level) as conf:
             own = conf["remote"].setdefault(name, {})
             if value is None:
@@ -1373,6 +1812,7 @@ def fetch_version(
     remote: str | None = None,
     jobs: int | None = None,
     progress: Progress | None = None,
+    label: str | None = None,
 ) -> str:
     """Download the weights ``md5`` from a repository's remote and copy them to ``dest``.
 
@@ -1387,7 +1827,8 @@ def fetch_version(
         NotARepoError: the repository has no DVC set-up at ``rev``.
         RemoteNotFoundError: no such remote / no default remote.
         MissingObjectError: the remote lacks the weights.
-        IntegrityError: a downloaded object does not match its hash.
+        IntegrityError: a downloaded object does not match its hash, or the directory
+            listing names a path outside the directory (``label`` names the version).
         RemoteError: the remote refused or could not be reached.
     """
     from dvc.repo import Repo
@@ -1399,6 +1840,7 @@ def fetch_version(
             config = {"cache": {"dir": os.fspath(cache_dir)}}
             with Repo(os.fspath(git_root), rev=rev, config=config) as repo, _progress_hook(progress):
                 opened.append(repo)
+                _register_cache(repo)
                 name, url = _remote_ref(repo, remote)
                 if name is None:
                     raise RemoteNotFoundError(
@@ -1412,6 +1854,10 @@ def fetch_version(
                 odb = repo.cache.local
                 with _verified_download(repo, name, [md5]):
                     repo.cloud.pull([HashInfo("md5", md5)], jobs=jobs, remote=name)
+                    if md5.endswith(".dir") and odb.exists(md5) and _hash_matches(odb, md5):
+                        entry = _unsafe_relpath(_tree_entries(odb, md5) or [])
+                        if entry is not None:
+                            raise unsafe_listing_error(label or f"object {md5[:8]}", md5, entry)
                     # A .dir listing arrives alone; the files it names are a second transfer.
                     files = [HashInfo("md5", oid) for oid in _object_ids_in(odb, md5)[1:]]
                     if files:

@@ -104,6 +104,7 @@ def get(
                 remote=remote,
                 jobs=jobs,
                 progress=progress,
+                label=f"{resolved.name} v{resolved.version}",
             )
             if require_signed:
                 assert trusted_keys is not None

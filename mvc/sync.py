@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mvc import dvcstore, gitstore, history, pointer, rollback
-from mvc.errors import MissingObjectError, RemoteNotFoundError
+from mvc.errors import IntegrityError, MissingObjectError, RemoteNotFoundError
 from mvc.pointer import Pointer
 from mvc.progress import Progress
 from mvc.workspace import Workspace
@@ -23,7 +23,7 @@ class ModelStatus:
     committed: bool  # the pointer in the work tree equals the one at HEAD
     workspace: str  # ok | modified | missing | added outside mvc
     cache: str  # ok | missing
-    remote: str  # ok | missing | no remote | not checked
+    remote: str  # ok | missing | no remote | not checked | unreachable | denied
     remote_name: str | None
 
 
@@ -56,9 +56,15 @@ def status(ws: Workspace, ptrs: list[Pointer], *, remote: str | None = None, che
         if remote is not None:
             raise
         rname = None
-    states = dvcstore.object_status(
-        ws.root, {p.path: p.md5 for p in ptrs}, remote=rname, check_remote=check_remote and rname is not None
-    )
+    states = dvcstore.object_status(ws.root, {p.path: p.md5 for p in ptrs}, remote=rname, check_remote=False)
+    # The remote is asked apart, within a few seconds: an unreachable or denied default
+    # remote marks its column and leaves the local state shown; a remote the user named
+    # with --remote fails the command (exit 5).
+    presence = None
+    if check_remote and rname is not None and ptrs:
+        presence = dvcstore.remote_presence(ws.root, [p.md5 for p in ptrs if p.md5], remote=rname)
+        if presence.error is not None and remote is not None:
+            raise presence.error
     head = gitstore.head_commit(ws.root)
     conflicted = set(gitstore.unmerged_paths(ws.root)) if head is not None else set()
     out = []
@@ -77,10 +83,12 @@ def status(ws: Workspace, ptrs: list[Pointer], *, remote: str | None = None, che
                 workspace = f"rolled back to v{rb.version}"
         if rname is None:
             remote_state = "no remote"
-        elif st.in_remote is None:
+        elif presence is None:
             remote_state = "not checked"
+        elif presence.state != "ok":
+            remote_state = presence.state
         else:
-            remote_state = "ok" if st.in_remote else "missing"
+            remote_state = "ok" if ptr.md5 in presence.present else "missing"
         out.append(
             ModelStatus(
                 name=ptr.manifest.name,
@@ -124,14 +132,25 @@ def pull(
             ``force``); nothing is downloaded or changed then (issue 14).
     """
     rname = remote_name(ws, remote)
-    with dvcstore.lock(ws.root):
+    with dvcstore.lock(ws.root):  # one DVC repo for fetch, status and checkout
         if not force:
-            rollback.refuse_unsaved(ws, ptrs)  # one DVC repo for fetch, status and checkout
+            rollback.refuse_unsaved(ws, ptrs)
+        # Cached objects mvc never verified (fetched by plain DVC, by an interrupted pull,
+        # or changed since) are re-hashed; bad ones go, so the fetch brings good copies.
+        dropped = set(dvcstore.drop_corrupt(ws.root, [p.md5 for p in ptrs if p.md5])) if verify else set()
         fetched = dvcstore.fetch(ws.root, [p.path for p in ptrs], remote=rname, jobs=jobs, progress=progress, verify=verify)
+        _refuse_unsafe_listings(ws, ptrs)
         states = dvcstore.object_status(ws.root, {p.path: p.md5 for p in ptrs}, check_remote=False)
         present = [p for p in ptrs if states[p.path].in_cache]
         missing = [p for p in ptrs if not states[p.path].in_cache]
         changes = dvcstore.checkout(ws.root, [p.path for p in present]) if present else {}
+    lost = [p for p in missing if dropped & dvcstore.object_ids(ws.root, p.md5)]
+    if lost:
+        raise IntegrityError(
+            f"the cached weights of {_label(lost[0])} ({lost[0].md5[:8]}) were corrupt and remote {rname!r} has no "
+            "copy; nothing was checked out for it",
+            hint="push a good copy from a machine that has the weights (`mvc push`), or re-add them with `mvc add`",
+        )
     if missing:
         listing = ", ".join(f"{_label(p)} ({p.md5[:8]})" for p in missing)
         raise MissingObjectError(
@@ -148,12 +167,37 @@ def weights_match(ws: Workspace, ptr: Pointer) -> bool:
     return dvcstore.object_status(ws.root, {ptr.path: ptr.md5}, check_remote=False)[ptr.path].workspace == "ok"
 
 
+def _refuse_unsafe_listings(ws: Workspace, ptrs: list[Pointer]) -> None:
+    """Refuse a directory version whose listing names a path outside its directory (before any write).
+
+    Raises:
+        IntegrityError: such a listing, naming the model and the entry.
+    """
+    for ptr in ptrs:
+        entry = dvcstore.unsafe_listing_entry(ws.root, ptr.md5) if ptr.md5 else None
+        if entry is not None:
+            raise dvcstore.unsafe_listing_error(f"{_label(ptr)}", ptr.md5, entry)
+
+
 def _label(ptr: Pointer) -> str:
     return f"{ptr.manifest.name} v{ptr.manifest.version}" if ptr.manifest else ptr.out
 
 
 def checkout(ws: Workspace, ptrs: list[Pointer]) -> dict[str, list[str]]:
-    """Make the work-tree weights of ``ptrs`` match their pointers (from the cache)."""
+    """Make the work-tree weights of ``ptrs`` match their pointers (from the cache).
+
+    Raises:
+        IntegrityError: a directory listing names a path outside its directory, or a
+            cache object mvc has not verified no longer matches its hash.
+    """
+    _refuse_unsafe_listings(ws, ptrs)
+    for ptr in ptrs:
+        bad = dvcstore.corrupt_in_cache(ws.root, [ptr.md5]) if ptr.md5 else []
+        if bad:
+            raise IntegrityError(
+                f"cache object {bad[0][:8]} of {_label(ptr)} no longer matches its hash; nothing was checked out",
+                hint=f"fetch a good copy with `mvc verify {ptr.manifest.name if ptr.manifest else ptr.out} --repair`",
+            )
     changes = dvcstore.checkout(ws.root, [p.path for p in ptrs])
     rollback.clear(ws, [p.path for p in ptrs])
     return changes

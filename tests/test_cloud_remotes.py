@@ -472,10 +472,13 @@ def test_wrong_credentials(repo: Path, weights: Path, cli: Callable[..., Any], s
     before = snapshot(repo)
 
     pushed = cli("push")
-    status = cli("status")
+    status = cli("status", "--json")
+    asked = cli("status", "--remote", "store")
 
-    for result in (pushed, status):
+    for result in (pushed, asked):
         assert_one_line_error(result, 5, f"remote 'store' ({s3.url}) rejected the credentials", "AWS_SECRET_ACCESS_KEY")
+    assert status.exit_code == 0, status.stderr  # the default remote was not asked for (issue 17)
+    assert [(r["cache"], r["remote"]) for r in json.loads(status.stdout)] == [("ok", "denied")]
     assert snapshot(repo) == before
     assert s3.objects() == {}
 

@@ -61,6 +61,11 @@ def error(message: str, hint: str | None) -> None:
         sys.stderr.write(f"hint: {hint}\n")
 
 
+def count(n: int, noun: str) -> str:
+    """``1 object``, ``2 objects``: a count with its noun in the right number."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def short(md5: str) -> str:
     """A content hash shortened for people (``.dir`` kept)."""
     return md5[:8] + (".dir" if md5.endswith(".dir") else "")

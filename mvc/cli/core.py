@@ -242,7 +242,10 @@ def pull(
         _output.emit_json(result)
         return
     changed = len(result.added) + len(result.modified)
-    _output.out(f"fetched {result.fetched} object(s) from {result.remote}; {changed} path(s) updated in the work tree")
+    _output.out(
+        f"fetched {_output.count(result.fetched, 'object')} from {result.remote}; "
+        f"{_output.count(changed, 'path')} updated in the work tree"
+    )
 
 
 @command(app)
