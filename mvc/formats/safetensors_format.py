@@ -110,6 +110,10 @@ def read_header(path: Path, label: str) -> Header:
         raise CorruptFileError(
             f"{label} is not a valid safetensors file: header is not valid JSON ({exc})", RE_EXPORT
         ) from exc
+    except RecursionError as exc:  # a header nested thousands deep (issue 14)
+        raise CorruptFileError(
+            f"{label} is not a valid safetensors file: its header JSON nests too deep", RE_EXPORT
+        ) from exc
     if not isinstance(doc, dict):
         raise CorruptFileError(f"{label} is not a valid safetensors file: header is not a JSON object", RE_EXPORT)
     data_start = 8 + n
@@ -126,7 +130,7 @@ def read_header(path: Path, label: str) -> Header:
         if code not in dtypes.SAFETENSORS_DTYPES:
             raise CorruptFileError(f"{label}: tensor {name!r} has an unknown dtype {code!r}", RE_EXPORT)
         dtype = dtypes.SAFETENSORS_DTYPES[code][0]
-        shape = check_shape(spec.get("shape"), label, name)
+        shape = check_shape(spec.get("shape"), label, name, -(-dtypes.BITS[dtype] // 8))
         offsets = spec.get("data_offsets")
         if (
             not isinstance(offsets, list)
