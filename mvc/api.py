@@ -610,8 +610,8 @@ def diff(
     with tempfile.TemporaryDirectory(prefix="mvc-diff-") as tmp:
         pa = sync.materialize(ws, ra.pointer, ra.commit, Path(tmp) / "a" / Path(ra.pointer.out).name, remote=remote, progress=progress)
         pb = sync.materialize(ws, rb.pointer, rb.commit, Path(tmp) / "b" / Path(rb.pointer.out).name, remote=remote, progress=progress)
-        figures = diffing.tensor_stats(pa, pb, names)
-    return replace(result, stats=figures)
+        figures, skipped = diffing.tensor_stats(pa, pb, names)
+    return replace(result, stats=figures, notes=result.notes + skipped)
 
 
 def restore(

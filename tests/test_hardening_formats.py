@@ -144,3 +144,41 @@ def test_valid_files_still_add(repo: Path, cli) -> None:
         ok(cli("add", f))
     raw_safetensors(repo / "hand.safetensors", {"w": ("F32", [0, 5], b"")})
     ok(cli("add", "hand.safetensors"))
+
+
+# ---- 3. diff --stats of a quantized gguf --------------------------------------------------------
+
+
+def _gguf_version(path: Path, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    q8 = rng.integers(0, 256, 34 * 4, dtype=np.uint8).tobytes()  # q8_0: 4 blocks of 32
+    make_gguf(
+        path,
+        [
+            ("blk.0.attn_q.weight", [32, 4], 8, q8),
+            ("blk.0.ffn_down.weight", [32, 4], 8, q8[::-1]),
+            ("output_norm.weight", [8], 0, rng.standard_normal(8).astype("<f4").tobytes()),
+        ],
+    )
+
+
+def test_diff_stats_of_quantized_gguf_shows_the_rest_and_names_the_skipped(repo: Path, cli) -> None:
+    import mvc
+
+    _gguf_version(repo / "llm.gguf", 1)
+    mvc.add(repo / "llm.gguf")
+    mvc.commit(repo, message="v1")
+    _gguf_version(repo / "llm.gguf", 2)
+    mvc.add(repo / "llm.gguf")
+    mvc.commit(repo, message="v2")
+
+    result = ok(cli("diff", "llm@v1", "llm@v2", "--stats", "--json"))
+    d = json.loads(result.stdout)
+    assert [s["name"] for s in d["stats"]] == ["output_norm.weight"]
+    assert d["notes"] == [
+        "--stats skipped 2 tensor(s), quantized q8_0 (mvc does not dequantize gguf): "
+        "blk.0.attn_q.weight, blk.0.ffn_down.weight"
+    ]
+    human = ok(cli("diff", "llm@v1", "llm@v2", "--stats"))
+    assert "output_norm.weight" in human.stdout
+    assert "note: --stats skipped 2 tensor(s), quantized q8_0" in human.stderr
