@@ -176,9 +176,147 @@ def test_diff_stats_of_quantized_gguf_shows_the_rest_and_names_the_skipped(repo:
     d = json.loads(result.stdout)
     assert [s["name"] for s in d["stats"]] == ["output_norm.weight"]
     assert d["notes"] == [
-        "--stats skipped 2 tensor(s), quantized q8_0 (mvc does not dequantize gguf): "
-        "blk.0.attn_q.weight, blk.0.ffn_down.weight"
+        (
+            "--stats skipped 2 tensor(s), quantized q8_0 (mvc does not dequantize gguf): "
+            "blk.0.attn_q.weight, blk.0.ffn_down.weight"
+        )
     ]
     human = ok(cli("diff", "llm@v1", "llm@v2", "--stats"))
     assert "output_norm.weight" in human.stdout
     assert "note: --stats skipped 2 tensor(s), quantized q8_0" in human.stderr
+
+
+# ---- 4, 5, 10, 11: merge -------------------------------------------------------------------------
+
+
+def _header_keys(path: Path) -> list[str]:
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        return list(json.loads(f.read(n)))
+
+
+def _committed_net(repo: Path, seed: int = 1) -> Path:
+    import mvc
+
+    path = repo / "models" / "net.safetensors"
+    write_safetensors(path, seed=seed)
+    mvc.add(path)
+    mvc.commit(repo, message=f"net seed {seed}")
+    return path
+
+
+def test_merging_a_model_with_itself_gives_the_same_file_and_no_new_version(repo: Path, cli) -> None:
+    from safetensors.numpy import save_file
+
+    import mvc
+
+    # Mixed dtypes: the safetensors library stores them by dtype, not by name.
+    path = repo / "models" / "net.safetensors"
+    path.parent.mkdir()
+    rng = np.random.default_rng(0)
+    save_file(
+        {"a.weight": rng.standard_normal((4, 4)).astype(np.float16), "b.weight": rng.standard_normal(4).astype(np.float32),
+         "step": np.arange(2, dtype=np.int64)},
+        str(path),
+        metadata={"format": "pt"},
+    )
+    assert _header_keys(path) != ["__metadata__", "a.weight", "b.weight", "step"]
+    mvc.add(path)
+    mvc.commit(repo, message="v1")
+    before = path.read_bytes()
+    result = ok(cli("merge", "net@v1", "net@v1", "-o", "models/net.safetensors", "--add"))
+    assert "net: unchanged, still v1" in result.stdout
+    assert path.read_bytes() == before
+    assert git(repo, "status", "--porcelain") == ""
+
+
+def test_merge_keeps_the_first_inputs_tensor_order_and_metadata(repo: Path, cli) -> None:
+    import mvc
+
+    rng = np.random.default_rng(0)
+    order = ["z.weight", "a.weight", "m.bias"]
+    for seed in (1, 2):
+        raw_safetensors(
+            repo / "net.safetensors",
+            {n: ("F32", [4], rng.standard_normal(4).astype("<f4").tobytes()) for n in order},
+            metadata={"format": "pt"},
+        )
+        mvc.add(repo / "net.safetensors")
+        mvc.commit(repo, message=f"v{seed}")
+    ok(cli("merge", "net@v1", "net@v2", "-o", "soup.safetensors"))
+    assert _header_keys(repo / "soup.safetensors") == ["__metadata__", *order]
+
+
+def test_merge_add_refuses_to_overwrite_unrecorded_weights(repo: Path, cli) -> None:
+    path = _committed_net(repo)
+    write_safetensors(path, seed=9)  # new training output, not added yet
+    mine = path.read_bytes()
+    result = cli("merge", "net@v1", "net@v1", "-o", "models/net.safetensors", "--add")
+    assert_one_line_error(result, 4, "models/net.safetensors has changes that no version records", "--force")
+    assert path.read_bytes() == mine
+    assert not list(path.parent.glob(".net.safetensors.*"))
+
+    forced = ok(cli("merge", "net@v1", "net@v1", "-o", "models/net.safetensors", "--add", "--force"))
+    assert "net: unchanged, still v1" in forced.stdout
+    assert path.read_bytes() != mine
+
+
+def test_merge_add_refuses_an_untracked_file_at_the_output(repo: Path, cli) -> None:
+    _committed_net(repo)
+    other = repo / "models" / "soup.safetensors"
+    other.write_bytes(b"my notes, not weights")
+    result = cli("merge", "net@v1", "net@v1", "-o", "models/soup.safetensors", "--add", "--name", "soup")
+    assert_one_line_error(result, 4, "models/soup.safetensors exists and no version records it", "--force")
+    assert other.read_bytes() == b"my notes, not weights"
+    ok(cli("merge", "net@v1", "net@v1", "-o", "models/soup.safetensors"))  # a plain output may be replaced
+
+
+def test_integer_dtype_mismatch_hint_does_not_suggest_dtype(repo: Path, cli) -> None:
+    from safetensors.numpy import save_file
+
+    import mvc
+
+    for dt in (np.int64, np.int32):
+        save_file({"w": np.ones(4, np.float32), "step": np.arange(3, dtype=dt)}, str(repo / "net.safetensors"))
+        mvc.add(repo / "net.safetensors")
+        mvc.commit(repo, message=str(dt))
+    result = cli("merge", "net@v1", "net@v2", "--dtype", "float32", "-o", "soup.safetensors")
+    assert_one_line_error(result, 4, "integer/bool dtype mismatch", "step (int64 in net@v1, int32 in net@v2)")
+    hint = result.stderr.splitlines()[1]
+    assert "--dtype" not in hint and "re-save the models so step has one dtype" in hint, hint
+    assert not (repo / "soup.safetensors").exists()
+
+
+def test_interrupted_merge_leaves_no_temp_file(repo: Path) -> None:
+    import mvc
+
+    _committed_net(repo, seed=1)
+    _committed_net(repo, seed=2)
+
+    def interrupt(task: str, n: int, total: int | None) -> None:
+        if task.startswith("merging"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        mvc.merge(repo, ["net@v1", "net@v2"], out=repo / "models" / "soup.safetensors", progress=interrupt)
+    assert sorted(p.name for p in (repo / "models").iterdir()) == [".gitignore", "net.safetensors", "net.safetensors.dvc"]
+
+
+def test_terminated_merge_leaves_no_temp_file(repo: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    _committed_net(repo, seed=1)
+    _committed_net(repo, seed=2)
+    script = (
+        "import os, signal, mvc\n"
+        "def stop(task, n, total):\n"
+        "    if task.startswith('merging'):\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n"
+        "mvc.merge('.', ['net@v1', 'net@v2'], out='models/soup.safetensors', progress=stop)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run([sys.executable, "-c", script], cwd=repo, env=env, capture_output=True, text=True, check=False)
+    assert proc.returncode in (143, -15), proc.stderr
+    assert sorted(p.name for p in (repo / "models").iterdir()) == [".gitignore", "net.safetensors", "net.safetensors.dvc"]

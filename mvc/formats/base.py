@@ -138,6 +138,10 @@ class TensorReader(ABC):
         """Tensor names, sorted."""
         return sorted(self.specs)
 
+    def stored_order(self) -> list[str]:
+        """Tensor names in the order the file stores them (a merge keeps it)."""
+        return list(self.specs)
+
     def info(self, name: str) -> TensorSpec:
         """Name, dtype, shape and size of a tensor, without reading it.
 

@@ -261,7 +261,9 @@ class GgufReader(TensorReader):
         except Unsupported as exc:
             raise UsageError(f"cannot read tensors of {label}: {exc}", "index it as an opaque blob") from exc
         self._tensors = {t.name: t for t in tensors}
-        self._specs = {t.name: TensorSpec(t.name, t.dtype, t.shape, t.end - t.start) for t in tensors}
+        self._specs = {
+            t.name: TensorSpec(t.name, t.dtype, t.shape, t.end - t.start) for t in sorted(tensors, key=lambda t: t.start)
+        }
         self._file = open(path, "rb", buffering=0)
 
     @property

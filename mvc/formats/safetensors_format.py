@@ -200,7 +200,11 @@ class SafetensorsReader(TensorReader):
         header = read_header(path, label)
         self.metadata = header.metadata
         self._entries = {e.name: e for e in header.entries}
-        self._specs = {e.name: TensorSpec(e.name, e.dtype, e.shape, e.end - e.start) for e in header.entries}
+        # By data offset: the order the tensors are stored in (stored_order).
+        self._specs = {
+            e.name: TensorSpec(e.name, e.dtype, e.shape, e.end - e.start)
+            for e in sorted(header.entries, key=lambda e: (e.start, e.end))
+        }
         self._file = open(path, "rb", buffering=0)
 
     @property
