@@ -295,6 +295,18 @@ def _report_at_exit() -> None:
 # ---- mvc run -------------------------------------------------------------------------
 
 
+class CommandNotFoundError(NotFoundError):
+    """``mvc run``'s command does not exist: exit 127, as a shell does (issue 17)."""
+
+    exit_code = 127
+
+
+class CommandNotExecutableError(UsageError):
+    """``mvc run``'s command cannot be executed: exit 126, as a shell does."""
+
+    exit_code = 126
+
+
 def run(
     ws: Workspace,
     command: Sequence[str],
@@ -323,9 +335,13 @@ def run(
     try:
         returncode = subprocess.call(list(command))
     except FileNotFoundError:
-        raise NotFoundError(f"{command[0]}: command not found", hint="check the command after --") from None
+        raise CommandNotFoundError(f"{command[0]}: command not found", hint="check the command after --") from None
     except PermissionError:
-        raise UsageError(f"{command[0]}: permission denied", hint="make it executable or run it through its interpreter") from None
+        raise CommandNotExecutableError(
+            f"{command[0]}: permission denied", hint="make it executable or run it through its interpreter"
+        ) from None
+    if returncode < 0:  # killed by a signal: report it as a shell does, 128 + the signal (issue 14)
+        returncode = 128 - returncode
     if returncode != 0:
         return RunResult(command=tuple(command), returncode=returncode, branch=branch, versions=(), commit=None)
     changed = [out for out in tracked if _signature(ws.root / out) != before[out] and (ws.root / out).exists()]
