@@ -189,9 +189,37 @@ def _logged(rec: versioning.Recorded) -> LoggedVersion:
     return LoggedVersion(name=manifest.name, version=manifest.version, hash=rec.pointer.md5, commit=None, created=rec.created)
 
 
+class DetachedHeadWarning(UserWarning):
+    """A version was committed onto a detached HEAD: no branch holds it yet (issue 17).
+
+    A warning, not an error: failing a checkpoint save hours into training would lose
+    more than it protects. The commit is reachable from HEAD until the next
+    ``git checkout``; ``git switch -c NAME`` keeps it on a branch.
+    """
+
+
+def _warn_if_detached(ws: Workspace, records: list[versioning.Recorded]) -> None:
+    if gitstore.current_branch(ws.root) is not None:
+        return
+    import warnings
+
+    labels = ", ".join(f"{v.name} v{v.version}" for v in map(_logged, records))
+    warnings.warn(
+        DetachedHeadWarning(
+            f"{labels} committed onto a detached HEAD: no branch holds it, and checking out a branch "
+            "leaves it behind; keep it with `git switch -c NAME`"
+        ),
+        stacklevel=5,  # the caller of mvc.log_model / mvc.api.run
+    )
+
+
 def _commit(ws: Workspace, records: Iterable[versioning.Recorded], message: str) -> str:
-    """Commit exactly the files ``records`` staged; never half a commit."""
+    """Commit exactly the files ``records`` staged; never half a commit.
+
+    Warns (:class:`DetachedHeadWarning`) when HEAD is detached.
+    """
     records = list(records)
+    _warn_if_detached(ws, records)
     paths = sorted({p for r in records for p in r.staged if (ws.root / p).exists() or p.endswith(".dvc")})
     try:
         return gitstore.commit(ws.root, message, only=paths)

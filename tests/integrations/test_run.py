@@ -171,3 +171,16 @@ def test_a_command_that_cannot_be_executed_exits_126(project, cli):
     script.chmod(0o644)
     result = cli("run", "--", str(script))
     assert_one_line_error(result, 126, "train.sh: permission denied", first_line=True)
+
+
+def test_run_on_a_detached_head_prints_one_warning_line(project, cli):
+    git(project, "checkout", "-q", "--detach")
+    result = cli("run", "--", *train(4))
+    assert result.exit_code == 0, result.stderr
+    warnings_ = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+    expected = (
+        "warning: net v2 committed onto a detached HEAD: no branch holds it, and checking out a branch "
+        "leaves it behind; keep it with `git switch -c NAME`"
+    )
+    assert warnings_ == [expected], result.stderr
+    assert "on detached HEAD: mvc run" in result.stdout
