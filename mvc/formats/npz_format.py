@@ -113,7 +113,7 @@ def parse_npy_header(f: IO[bytes], label: str, member: str) -> tuple[Any, tuple[
         shape = d["shape"]
         fortran = d["fortran_order"]
         if not isinstance(shape, tuple):
-            raise ValueError(f"bad shape {shape!r}")
+            raise TypeError(f"bad shape {shape!r}")
         if not isinstance(fortran, bool):
             raise ValueError("bad fortran_order")
     except (ValueError, SyntaxError, TypeError, KeyError, MemoryError, RecursionError) as exc:
