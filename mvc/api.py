@@ -621,8 +621,8 @@ def diff(
     with tempfile.TemporaryDirectory(prefix="mvc-diff-") as tmp:
         pa = sync.materialize(ws, ra.pointer, ra.commit, Path(tmp) / "a" / Path(ra.pointer.out).name, remote=remote, progress=progress)
         pb = sync.materialize(ws, rb.pointer, rb.commit, Path(tmp) / "b" / Path(rb.pointer.out).name, remote=remote, progress=progress)
-        figures = diffing.tensor_stats(pa, pb, names)
-    return replace(result, stats=figures)
+        figures, skipped = diffing.tensor_stats(pa, pb, names)
+    return replace(result, stats=figures, notes=result.notes + skipped)
 
 
 def restore(
@@ -1266,6 +1266,7 @@ def merge(
     allow_missing: bool = False,
     normalize: bool = False,
     remote: str | None = None,
+    force: bool = False,
     progress: Progress | None = None,
 ) -> MergeResult:
     """Merge model versions into a new safetensors file, streaming one tensor at a time.
@@ -1289,11 +1290,13 @@ def merge(
             at that path is resolved by it. Stage-only, like ``add``.
         allow_missing: keep tensors only some inputs hold instead of failing.
         normalize: scale linear / task-arithmetic weights to sum to 1.
+        force: overwrite weights at ``out`` that no version records.
 
     Raises:
         UsageError: bad method, parameter, weights or output; an opaque model; slerp of
             other than two models.
-        ConflictError: the models' tensor names, shapes or dtypes do not match.
+        ConflictError: the models' tensor names, shapes or dtypes do not match; ``out``
+            holds weights no version records (pass ``force``).
         ModelNotFoundError, RefNotFoundError, MissingObjectError.
     """
     ws = workspace.open_workspace(repo)
@@ -1312,6 +1315,8 @@ def merge(
     cfg, notes = mergeconfig.complete(cfg)
     target = merging.output_path(cfg)
     model = merging.target_name(ws, cfg, target, name) if add else None
+    if not force:
+        merging.refuse_overwrite(ws, target, add=add)
     outcome = merging.run(ws, cfg, target, notes=notes, remote=remote, progress=progress)
     fields = dict(vars(outcome))
     if model is None:

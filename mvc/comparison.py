@@ -240,32 +240,49 @@ def stats_candidates(d: Diff) -> list[str]:
 _CHUNK = 1 << 22  # elements upcast to float64 at a time: the sums never hold a whole float64 copy
 
 
-def tensor_stats(path_a: Path, path_b: Path, names: list[str]) -> tuple[TensorStats, ...]:
+def tensor_stats(path_a: Path, path_b: Path, names: list[str]) -> tuple[tuple[TensorStats, ...], tuple[str, ...]]:
     """L2 norm of the difference, relative change and cosine similarity of each tensor in ``names``.
 
     Streams one tensor pair at a time, read as float32 and summed in float64 chunks, so
-    memory stays about two tensors.
+    memory stays about two tensors. Tensors that cannot be read as numbers (quantized
+    gguf blocks, packed 4/6-bit floats) are skipped, not fatal: the rest still get
+    figures (issue 14: one quantized tensor once made ``diff --stats`` exit 2).
 
     Args:
         path_a, path_b: the two versions' weights (files or directories).
         names: tensors present in both with the same shape.
 
     Returns:
-        One :class:`TensorStats` per name; ``relative_change`` is None when the old tensor
-        is all zeros, ``cosine`` is None when either is.
+        One :class:`TensorStats` per readable name (``relative_change`` is None when the
+        old tensor is all zeros, ``cosine`` is None when either is), and notes naming
+        the skipped tensors and why.
 
     Raises:
         CorruptFileError: a weight file cannot be read.
     """
     import numpy as np
 
-    from mvc.formats import open_tensors
+    from mvc.errors import UsageError
+    from mvc.formats import dtypes, open_tensors
 
     out = []
+    skipped: dict[str, list[str]] = {}
     with open_tensors(path_a) as ra, open_tensors(path_b) as rb:
         for name in names:
-            x = np.asarray(ra.read(name, as_float32=True)).reshape(-1)
-            y = np.asarray(rb.read(name, as_float32=True)).reshape(-1)
+            unreadable = [
+                r.info(name).dtype
+                for r in (ra, rb)
+                if name in r and r.info(name).dtype not in dtypes.NUMPY_NATIVE and r.info(name).dtype not in dtypes.MINIFLOATS
+            ]
+            if unreadable:
+                skipped.setdefault(_undecodable(unreadable), []).append(name)
+                continue
+            try:
+                x = np.asarray(ra.read(name, as_float32=True)).reshape(-1)
+                y = np.asarray(rb.read(name, as_float32=True)).reshape(-1)
+            except UsageError as exc:
+                skipped.setdefault(exc.message, []).append(name)
+                continue
             dd = xx = yy = xy = 0.0
             for start in range(0, x.size, _CHUNK):
                 xs = x[start : start + _CHUNK].astype(np.float64)
@@ -285,4 +302,23 @@ def tensor_stats(path_a: Path, path_b: Path, names: list[str]) -> tuple[TensorSt
                     cosine=xy / (nx * ny) if nx and ny else None,
                 )
             )
-    return tuple(out)
+    notes = tuple(
+        f"--stats skipped {len(skip)} tensor(s), {why}: {_listing(skip)}" for why, skip in skipped.items()
+    )
+    return tuple(out), notes
+
+
+_LISTED = 5
+
+
+def _listing(names: list[str]) -> str:
+    more = len(names) - _LISTED
+    return ", ".join(names[:_LISTED]) + (f", and {more} more" if more > 0 else "")
+
+
+def _undecodable(kinds: list[str]) -> str:
+    """Why tensors of these dtypes get no figures."""
+    what = "/".join(sorted(set(kinds)))
+    if any(k.startswith(("q", "iq", "tq", "mx", "nv")) for k in kinds):
+        return f"quantized {what} (mvc does not dequantize gguf)"
+    return f"{what} cannot be read as numbers"

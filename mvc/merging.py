@@ -287,7 +287,7 @@ def plan(cfg: MergeConfig, inputs: list[Source], base: Source | None) -> tuple[l
         for name in src.reader.specs:
             holders.setdefault(name, []).append(i)
     base_names = set(base.reader.specs) if base is not None else set()
-    names = sorted(set(holders) | base_names)
+    names = _ordered_names(inputs, base)
     _check(cfg, names, holders, inputs, base)
     notes: list[str] = []
     steps = []
@@ -311,11 +311,25 @@ def plan(cfg: MergeConfig, inputs: list[Source], base: Source | None) -> tuple[l
     return steps, notes
 
 
+def _ordered_names(inputs: list[Source], base: Source | None) -> list[str]:
+    """Every tensor name, in the first input's stored order, then the others' new names.
+
+    Keeping the input's order (and its header metadata) makes a merge that changes
+    nothing byte-identical to its input, so no new version appears (issue 14).
+    """
+    seen: dict[str, None] = {}
+    for src in [*inputs, *([base] if base is not None else [])]:
+        for name in src.reader.stored_order():
+            seen.setdefault(name, None)
+    return list(seen)
+
+
 def _check(cfg: MergeConfig, names: list[str], holders: dict[str, list[int]], inputs: list[Source], base: Source | None) -> None:
     """Raise on tensors that cannot be merged as asked, listing every mismatch."""
     missing: list[str] = []
     shapes: list[str] = []
     kinds: list[str] = []
+    exact: list[str] = []  # integer / bool tensors: --dtype cannot help, they are copied as stored
     unreadable: list[str] = []
     for name in names:
         specs = [(inputs[i].label, inputs[i].reader.specs[name]) for i in holders.get(name, [])]
@@ -332,7 +346,8 @@ def _check(cfg: MergeConfig, names: list[str], holders: dict[str, list[int]], in
         if not all(_readable(d) for d in dtypes):
             unreadable.append(f"{name} ({'/'.join(sorted(dtypes))})")
         elif len(dtypes) > 1 and not (cfg.dtype and all(_floating(d) for d in dtypes)):
-            kinds.append(f"{name} (" + ", ".join(f"{s.dtype} in {label}" for label, s in specs) + ")")
+            mismatch = f"{name} (" + ", ".join(f"{s.dtype} in {label}" for label, s in specs) + ")"
+            (kinds if all(_floating(d) for d in dtypes) else exact).append(mismatch)
     if unreadable:
         raise UsageError(
             f"cannot merge quantized or packed tensors: {_listing(unreadable)}",
@@ -349,6 +364,13 @@ def _check(cfg: MergeConfig, names: list[str], holders: dict[str, list[int]], in
     if kinds:
         problems.append(f"{len(kinds)} dtype mismatch(es): {_listing(kinds)}")
         hints.append("pass --dtype float32 (or float16, bfloat16) to merge floating tensors into one dtype")
+    if exact:
+        problems.append(f"{len(exact)} integer/bool dtype mismatch(es): {_listing(exact)}")
+        # --dtype converts floating tensors only (issue 17): name the fix that works.
+        hints.append(
+            f"integer and bool tensors are copied, not averaged: re-save the models so {exact[0].split(' (')[0]} "
+            "has one dtype in all of them, then `mvc add` them"
+        )
     if problems:
         raise ConflictError("the models do not match: " + "; ".join(problems), hint="; ".join(hints))
 
@@ -467,6 +489,15 @@ def execute(
 
     total = sum(_nbytes(s) for s in steps)
     task = f"merging {out.name}"
+    whole = _verbatim(steps, sources)
+    if whole is not None:
+        for step in steps:  # integer / bool tensors must still agree in every input
+            if step.action == "same" and len(step.sources) > 1:
+                _compute(step, sources, method)
+        _copy_file(whole, out)
+        if progress is not None:
+            progress(task, total, total)
+        return total
     with SafetensorsWriter(out, [(s.name, s.dtype, s.shape) for s in steps], metadata=metadata) as writer:
         for step in steps:
             array = _compute(step, sources, method)
@@ -475,6 +506,103 @@ def execute(
             if progress is not None:
                 progress(task, _nbytes(step), total)
     return total
+
+
+def _verbatim(steps: list[Step], sources: list[Source]) -> Path | None:
+    """The safetensors file the output equals byte for byte, if every tensor is copied from it.
+
+    Merging a model with itself (or inputs the method maps to one of them) then writes
+    that file as it is: same header, same order, same hash, so no new version appears.
+    """
+    from mvc.formats.safetensors_format import SafetensorsReader
+
+    picked = {s.sources[0] for s in steps}
+    if len(picked) != 1 or any(s.action == "merge" for s in steps):
+        return None
+    reader = sources[picked.pop()].reader
+    if not isinstance(reader, SafetensorsReader) or len(reader.specs) != len(steps):
+        return None
+    if any(s.name not in reader.specs or reader.specs[s.name].dtype != s.dtype for s in steps):
+        return None
+    return reader.path
+
+
+def _copy_file(src: Path, out: Path) -> None:
+    """Copy ``src`` to ``out`` atomically: a temp file next to ``out``, removed on any failure."""
+    import shutil
+
+    fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    tmp = Path(name)
+    try:
+        with open(fd, "wb") as f, open(src, "rb") as r:
+            shutil.copyfileobj(r, f, 8 << 20)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def terminate_cleanly() -> Iterator[None]:
+    """Turn SIGTERM into an exception while a merge writes, so its temp files are removed.
+
+    Python's default SIGTERM ends the process without running ``finally`` blocks, which
+    left half-written ``.tmp`` files beside the output (issue 14). Only in the main
+    thread and only when nobody installed a handler; exits with 143 as the default would.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def refuse_overwrite(ws: Workspace, out: Path, *, add: bool) -> None:
+    """Refuse to write over work-tree weights that no version records (as ``checkout`` does).
+
+    The path of a tracked model is checked always; with ``add`` any existing file in the
+    repository is, since it would become a version and its old bytes be lost.
+
+    Raises:
+        ConflictError: the weights at ``out`` hold changes that no version records.
+    """
+    from mvc import rollback
+
+    if not out.exists():
+        return
+    try:
+        rel = out.resolve().relative_to(ws.root).as_posix()
+    except ValueError:
+        return
+    ptr_rel = pointer.pointer_path(rel)
+    if ptr_rel in gitstore.unmerged_paths(ws.root):
+        return  # resolving a `git merge` conflict: the pointer is not YAML, the weights are a side's
+    ptr = pointer.read(ws.root, ptr_rel)
+    if ptr is not None:
+        rollback.refuse_unsaved(ws, [ptr])
+    elif add:
+        raise ConflictError(
+            f"{rel} exists and no version records it: the merge would overwrite it",
+            hint=f"record it first with `mvc add {rel}`, write the merge elsewhere with -o, or pass --force to discard it",
+        )
 
 
 # ---- inputs ------------------------------------------------------------------------------
@@ -573,7 +701,8 @@ def run(
         first = sources[0].reader
         metadata = getattr(first, "metadata", None) if first.format == "safetensors" else None
         out.parent.mkdir(parents=True, exist_ok=True)
-        size = execute(steps, sources, cfg.method, out, metadata=metadata, progress=progress)
+        with terminate_cleanly():
+            size = execute(steps, sources, cfg.method, out, metadata=metadata, progress=progress)
     merged = sum(s.action == "merge" for s in steps)
     return Outcome(
         path=str(out),

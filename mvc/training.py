@@ -189,9 +189,37 @@ def _logged(rec: versioning.Recorded) -> LoggedVersion:
     return LoggedVersion(name=manifest.name, version=manifest.version, hash=rec.pointer.md5, commit=None, created=rec.created)
 
 
+class DetachedHeadWarning(UserWarning):
+    """A version was committed onto a detached HEAD: no branch holds it yet (issue 17).
+
+    A warning, not an error: failing a checkpoint save hours into training would lose
+    more than it protects. The commit is reachable from HEAD until the next
+    ``git checkout``; ``git switch -c NAME`` keeps it on a branch.
+    """
+
+
+def _warn_if_detached(ws: Workspace, records: list[versioning.Recorded]) -> None:
+    if gitstore.current_branch(ws.root) is not None:
+        return
+    import warnings
+
+    labels = ", ".join(f"{v.name} v{v.version}" for v in map(_logged, records))
+    warnings.warn(
+        DetachedHeadWarning(
+            f"{labels} committed onto a detached HEAD: no branch holds it, and checking out a branch "
+            "leaves it behind; keep it with `git switch -c NAME`"
+        ),
+        stacklevel=5,  # the caller of mvc.log_model / mvc.api.run
+    )
+
+
 def _commit(ws: Workspace, records: Iterable[versioning.Recorded], message: str) -> str:
-    """Commit exactly the files ``records`` staged; never half a commit."""
+    """Commit exactly the files ``records`` staged; never half a commit.
+
+    Warns (:class:`DetachedHeadWarning`) when HEAD is detached.
+    """
     records = list(records)
+    _warn_if_detached(ws, records)
     paths = sorted({p for r in records for p in r.staged if (ws.root / p).exists() or p.endswith(".dvc")})
     try:
         return gitstore.commit(ws.root, message, only=paths)
@@ -295,6 +323,18 @@ def _report_at_exit() -> None:
 # ---- mvc run -------------------------------------------------------------------------
 
 
+class CommandNotFoundError(NotFoundError):
+    """``mvc run``'s command does not exist: exit 127, as a shell does (issue 17)."""
+
+    exit_code = 127
+
+
+class CommandNotExecutableError(UsageError):
+    """``mvc run``'s command cannot be executed: exit 126, as a shell does."""
+
+    exit_code = 126
+
+
 def run(
     ws: Workspace,
     command: Sequence[str],
@@ -323,9 +363,13 @@ def run(
     try:
         returncode = subprocess.call(list(command))
     except FileNotFoundError:
-        raise NotFoundError(f"{command[0]}: command not found", hint="check the command after --") from None
+        raise CommandNotFoundError(f"{command[0]}: command not found", hint="check the command after --") from None
     except PermissionError:
-        raise UsageError(f"{command[0]}: permission denied", hint="make it executable or run it through its interpreter") from None
+        raise CommandNotExecutableError(
+            f"{command[0]}: permission denied", hint="make it executable or run it through its interpreter"
+        ) from None
+    if returncode < 0:  # killed by a signal: report it as a shell does, 128 + the signal (issue 14)
+        returncode = 128 - returncode
     if returncode != 0:
         return RunResult(command=tuple(command), returncode=returncode, branch=branch, versions=(), commit=None)
     changed = [out for out in tracked if _signature(ws.root / out) != before[out] and (ws.root / out).exists()]

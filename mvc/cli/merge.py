@@ -34,6 +34,7 @@ def merge(
     config: Annotated[str | None, typer.Option("--config", "-c", help="YAML recipe: inputs, method, weights, base, params, per-tensor overrides.")] = None,
     allow_missing: Annotated[bool, typer.Option("--allow-missing", help="Keep tensors only some models hold (merged over those that do).")] = False,
     normalize: Annotated[bool, typer.Option("--normalize", help="Scale the weights to sum to 1 (linear, task-arithmetic).")] = False,
+    force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite weights at -o that no version records.")] = False,
     remote: Remote = None,
     repo: Repo = ".",
     json_output: Json = False,
@@ -78,6 +79,7 @@ def merge(
             allow_missing=allow_missing,
             normalize=normalize,
             remote=remote,
+            force=force,
             progress=cb,
         )
     if json_output:

@@ -35,18 +35,28 @@ def run(
 
       mvc run --out models/net.safetensors --name net -- python train.py
     """
-    from mvc import api
+    import warnings
 
-    result = api.run(
-        cmd,
-        repo=repo,
-        experiment=exp,
-        params_file=params_file,
-        metrics_file=metrics_file,
-        outs=list(out or []),
-        name=name,
-        force=force,
-    )
+    from mvc import api
+    from mvc.training import DetachedHeadWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DetachedHeadWarning)
+        result = api.run(
+            cmd,
+            repo=repo,
+            experiment=exp,
+            params_file=params_file,
+            metrics_file=metrics_file,
+            outs=list(out or []),
+            name=name,
+            force=force,
+        )
+    for w in caught:
+        if issubclass(w.category, DetachedHeadWarning):
+            _output.note(f"warning: {w.message}")
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     if json_output:
         _output.emit_json(result)
     if result.returncode != 0:

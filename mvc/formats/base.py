@@ -30,11 +30,35 @@ class FileIndex:
     notes: list[str] = field(default_factory=list)
 
 
-def check_shape(shape: Any, label: str, name: str) -> tuple[int, ...]:
-    """A shape as a tuple of non-negative ints, or CorruptFileError."""
+# Dimensions a header may declare: numpy (and torch) index with signed 64-bit sizes, so
+# an array whose non-zero dimensions multiply past this cannot exist (a ``2**64``
+# dimension next to a zero one passed every size check and crashed merge, issue 14).
+MAX_DIMS = 64
+MAX_SIZE = 2**63 - 1
+
+
+def check_shape(shape: Any, label: str, name: str, itemsize: int = 1) -> tuple[int, ...]:
+    """A shape as a tuple of non-negative ints an array can have, or CorruptFileError.
+
+    Args:
+        itemsize: bytes per element (at least 1 is assumed), so the array's byte size
+            is checked against what numpy can allocate, zero dimensions aside.
+    """
     if not isinstance(shape, (list, tuple)) or not all(type(d) is int and d >= 0 for d in shape):
-        raise CorruptFileError(f"{label}: tensor {name!r} has a bad shape {shape!r}", RE_EXPORT)
+        raise CorruptFileError(f"{label}: tensor {name!r} has a bad shape {_short(shape)}", RE_EXPORT)
+    if len(shape) > MAX_DIMS:
+        raise CorruptFileError(f"{label}: tensor {name!r} has {len(shape)} dimensions (at most {MAX_DIMS})", RE_EXPORT)
+    if math.prod(max(d, 1) for d in shape) * max(itemsize, 1) > MAX_SIZE:
+        raise CorruptFileError(
+            f"{label}: tensor {name!r} declares an impossible shape {_short(list(shape))} (over 2**63 bytes)",
+            RE_EXPORT,
+        )
     return tuple(shape)
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def nbytes_of(dtype: str, shape: tuple[int, ...]) -> int | None:
@@ -113,6 +137,10 @@ class TensorReader(ABC):
     def names(self) -> list[str]:
         """Tensor names, sorted."""
         return sorted(self.specs)
+
+    def stored_order(self) -> list[str]:
+        """Tensor names in the order the file stores them (a merge keeps it)."""
+        return list(self.specs)
 
     def info(self, name: str) -> TensorSpec:
         """Name, dtype, shape and size of a tensor, without reading it.

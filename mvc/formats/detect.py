@@ -7,8 +7,9 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from mvc.errors import PathNotFoundError
+from mvc.errors import CorruptFileError, PathNotFoundError
 from mvc.formats import npz_format, opaque, torch_format
+from mvc.formats.base import RE_EXPORT
 from mvc.formats.safetensors_format import MAX_HEADER_BYTES
 
 INDEXED = ("safetensors", "npz", "torch", "gguf")
@@ -16,11 +17,30 @@ INDEXED = ("safetensors", "npz", "torch", "gguf")
 _BY_SUFFIX = {".safetensors": "safetensors", ".gguf": "gguf", ".npz": "npz"}
 
 
+# Zip-based formats mvc reads: a file with one of these suffixes and the zip magic whose
+# archive cannot be opened is corrupt, not a blob.
+_ZIP_SUFFIXES = {".pt": "torch", ".pth": "torch", ".bin": "torch", ".ckpt": "torch", ".npz": ".npz"}
+
+
+def _readable_zip(path: Path) -> bool:
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            zf.infolist()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+        return False
+    return True
+
+
 def sniff(path: Path) -> str:
     """Format of a regular file: magic bytes first, then the suffix.
 
     ``torch`` means a ``torch.save`` zip archive (legacy pickles and TorchScript are
     ``opaque``); ``safetensors`` needs a plausible header (length, then ``{``).
+
+    Raises:
+        CorruptFileError: a torch or npz file (by suffix) whose zip archive is damaged.
     """
     with open(path, "rb") as f:
         head = f.read(9)
@@ -28,6 +48,12 @@ def sniff(path: Path) -> str:
     if head[:4] == b"GGUF":
         return "gguf"
     if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
+        if suffix in _ZIP_SUFFIXES and not _readable_zip(path):
+            # A truncated checkpoint was once versioned as a blob (issue 14).
+            raise CorruptFileError(
+                f"{path.name} is not a valid {_ZIP_SUFFIXES[suffix]} file: its zip archive is truncated or damaged",
+                RE_EXPORT,
+            )
         kind = torch_format.archive_kind(path)
         if kind == "torch":
             return "torch"

@@ -23,7 +23,14 @@ from typing import IO, TYPE_CHECKING
 
 from mvc.errors import CorruptFileError, UsageError
 from mvc.formats import dtypes
-from mvc.formats.base import RE_EXPORT, FileIndex, TensorReader, finish_array, read_into
+from mvc.formats.base import (
+    RE_EXPORT,
+    FileIndex,
+    TensorReader,
+    check_shape,
+    finish_array,
+    read_into,
+)
 from mvc.formats.hashing import Progress, hash_file_ranges
 from mvc.formats.index import TensorInfo, TensorSpec
 
@@ -31,6 +38,11 @@ if TYPE_CHECKING:
     import numpy as np
 
 MAGIC = b"GGUF"
+# Beyond these a field is garbage, not a newer llama.cpp (ggml names are at most 64
+# bytes; keys are short dotted names; type ids and versions grow by one at a time).
+MAX_NAME = 1 << 16
+MAX_TYPE_ID = 1023
+MAX_VERSION = 255
 DEFAULT_ALIGNMENT = 32
 QK_K = 256
 
@@ -114,8 +126,10 @@ class _Cursor:
     def unpack(self, fmt: str, what: str) -> int | float | bool:
         return struct.unpack(fmt, self.read(struct.calcsize(fmt), what))[0]
 
-    def string(self, what: str) -> bytes:
+    def string(self, what: str, limit: int | None = None) -> bytes:
         n = int(self.unpack("<Q", what))
+        if limit is not None and n > limit:
+            raise CorruptFileError(f"{self.label}: a {what} of {n} bytes (at most {limit})", RE_EXPORT)
         return self.read(n, what)
 
     def skip_value(self, vtype: int, what: str, depth: int = 0) -> None:
@@ -152,9 +166,12 @@ def read_header(path: Path, label: str) -> tuple[list[GgufTensor], dict[str, obj
         if version not in (2, 3):
             if version == 1:
                 raise Unsupported("gguf version 1 is not supported; re-convert with a recent llama.cpp")
-            if version & 0xFFFF == 0:
+            if version in (1 << 24, 2 << 24, 3 << 24):
                 raise Unsupported("big-endian gguf is not supported")
-            raise Unsupported(f"gguf version {version} is newer than this mvc reads")
+            if 3 < version <= MAX_VERSION:
+                raise Unsupported(f"gguf version {version} is newer than this mvc reads")
+            # Garbage after the magic was once versioned as a blob (issue 14).
+            raise CorruptFileError(f"{label} is not a valid gguf file: version field is {version}", RE_EXPORT)
         n_tensors = int(cur.unpack("<Q", "tensor count"))
         n_kv = int(cur.unpack("<Q", "metadata count"))
         if n_tensors > size or n_kv > size:
@@ -163,7 +180,7 @@ def read_header(path: Path, label: str) -> tuple[list[GgufTensor], dict[str, obj
             )
         meta: dict[str, object] = {}
         for _ in range(n_kv):
-            key = cur.string("metadata key").decode("utf-8", "replace")
+            key = cur.string("metadata key", MAX_NAME).decode("utf-8", "replace")
             vtype = int(cur.unpack("<I", key))
             if key == "general.alignment" and vtype in _SCALARS and vtype not in (6, 7, 12):
                 meta[key] = cur.unpack(_SCALARS[vtype], key)
@@ -176,11 +193,12 @@ def read_header(path: Path, label: str) -> tuple[list[GgufTensor], dict[str, obj
             raise CorruptFileError(f"{label}: general.alignment {alignment} is not a power of two", RE_EXPORT)
         infos = []
         for _ in range(n_tensors):
-            name = cur.string("tensor name").decode("utf-8", "replace")
+            name = cur.string("tensor name", MAX_NAME).decode("utf-8", "replace")
             n_dims = int(cur.unpack("<I", name))
             if n_dims > 8:
                 raise CorruptFileError(f"{label}: tensor {name!r} has {n_dims} dimensions", RE_EXPORT)
             dims = [int(cur.unpack("<Q", name)) for _ in range(n_dims)]
+            check_shape(dims, label, name)
             tid = int(cur.unpack("<I", name))
             offset = int(cur.unpack("<Q", name))
             infos.append((name, dims, tid, offset))
@@ -192,6 +210,8 @@ def read_header(path: Path, label: str) -> tuple[list[GgufTensor], dict[str, obj
             raise CorruptFileError(f"{label}: tensor {name!r} appears twice", RE_EXPORT)
         seen.add(name)
         if tid not in GGML_TYPES:
+            if tid > MAX_TYPE_ID:
+                raise CorruptFileError(f"{label}: tensor {name!r} has ggml type {tid}", RE_EXPORT)
             raise Unsupported(f"tensor {name!r} has ggml type {tid}, unknown to this mvc")
         dtype, block, type_size = GGML_TYPES[tid]
         if dims and dims[0] % block:
@@ -241,7 +261,9 @@ class GgufReader(TensorReader):
         except Unsupported as exc:
             raise UsageError(f"cannot read tensors of {label}: {exc}", "index it as an opaque blob") from exc
         self._tensors = {t.name: t for t in tensors}
-        self._specs = {t.name: TensorSpec(t.name, t.dtype, t.shape, t.end - t.start) for t in tensors}
+        self._specs = {
+            t.name: TensorSpec(t.name, t.dtype, t.shape, t.end - t.start) for t in sorted(tensors, key=lambda t: t.start)
+        }
         self._file = open(path, "rb", buffering=0)
 
     @property

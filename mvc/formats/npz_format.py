@@ -21,10 +21,11 @@ from mvc.formats.base import (
     RE_EXPORT,
     FileIndex,
     TensorReader,
+    check_shape,
     finish_array,
     pread_into,
 )
-from mvc.formats.hashing import CHUNK, Progress, hash_buffers, hash_file_ranges
+from mvc.formats.hashing import CHUNK, Progress, hash_file_ranges
 from mvc.formats.index import TensorInfo, TensorSpec
 
 if TYPE_CHECKING:
@@ -111,13 +112,13 @@ def parse_npy_header(f: IO[bytes], label: str, member: str) -> tuple[Any, tuple[
         dtype = np.lib.format.descr_to_dtype(d["descr"])
         shape = d["shape"]
         fortran = d["fortran_order"]
-        if not isinstance(shape, tuple) or not all(type(x) is int and x >= 0 for x in shape):
-            raise ValueError(f"bad shape {shape!r}")
+        if not isinstance(shape, tuple):
+            raise TypeError(f"bad shape {shape!r}")
         if not isinstance(fortran, bool):
             raise ValueError("bad fortran_order")
     except (ValueError, SyntaxError, TypeError, KeyError, MemoryError, RecursionError) as exc:
         raise CorruptFileError(f"{label}: member {member} has a bad .npy header ({exc})", RE_EXPORT) from exc
-    return dtype, shape, fortran, prefix + hlen
+    return dtype, check_shape(shape, label, member, dtype.itemsize), fortran, prefix + hlen
 
 
 def _local_data_start(f: IO[bytes], info: zipfile.ZipInfo, label: str) -> int:
@@ -242,27 +243,74 @@ def index_file(path: Path, *, label: str, progress: Progress | None = None, thre
     if slow:
         with zipfile.ZipFile(path) as zf, open(path, "rb") as raw:
             for m in slow:
-                if m.plain and m.data_start is None:
-                    # Compressed: stream through the decompressor, chunk by chunk.
+                if m.fortran and len(m.shape) > 1:
+                    # C order needs the whole array: it is read once (one tensor in
+                    # memory, as a merge holds) and hashed a block of rows at a time.
+                    arr = _load_member(zf, raw, m, label)
                     hasher = xxhash.xxh3_128()
-                    try:
-                        with zf.open(m.info) as f:
-                            _read_exact(f, m.header_len, label, m.info.filename)
-                            while chunk := f.read(CHUNK):
-                                hasher.update(chunk)
-                                if progress is not None:
-                                    progress(len(chunk))
-                    except (zipfile.BadZipFile, EOFError, OSError) as exc:
-                        raise CorruptFileError(
-                            f"{label}: member {m.info.filename} cannot be read: {exc}", RE_EXPORT
-                        ) from exc
+                    rows = max(1, CHUNK // max(1, m.nbytes // max(1, m.shape[0])))
+                    little = arr.dtype.newbyteorder("<")
+                    for i in range(0, m.shape[0], rows):
+                        block = np.ascontiguousarray(arr[i : i + rows], dtype=little)
+                        hasher.update(block.reshape(-1).view(np.uint8).data)
+                        if progress is not None:
+                            progress(block.nbytes)
+                        del block
+                    del arr
                     digests[m.name] = hasher.hexdigest()
                 else:
-                    arr = _load_member(zf, raw, m, label)
-                    le = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<"))
-                    (digests[m.name],) = hash_buffers([le.reshape(-1).view(np.uint8)], progress=progress, threads=1)
+                    # Stored big-endian, or compressed: stream chunk by chunk, never the
+                    # whole array (a 2 MB npz can declare gigabytes of zeros, issue 14).
+                    digests[m.name] = _hash_stream(zf, raw, m, label, progress)
     tensors = [TensorInfo(m.name, m.canonical, m.shape, m.nbytes, digests[m.name]) for m in members]
     return FileIndex("npz", "numpy", tensors, notes)
+
+
+def _hash_stream(zf: zipfile.ZipFile, raw: IO[bytes], m: Member, label: str, progress: Progress | None) -> str:
+    """xxh3-128 of a C-ordered member's little-endian bytes, read and converted in chunks."""
+    import zipfile
+
+    import numpy as np
+    import xxhash
+
+    hasher = xxhash.xxh3_128()
+    step = max(1, CHUNK // max(1, m.dtype.itemsize)) * max(1, m.dtype.itemsize)
+    swap = None if m.plain else m.dtype.newbyteorder("<")
+
+    def feed(chunk: bytes | memoryview) -> None:
+        if swap is not None and len(chunk):
+            chunk = np.frombuffer(chunk, dtype=m.dtype).astype(swap).view(np.uint8).data
+        hasher.update(chunk)
+        if progress is not None:
+            progress(len(chunk))
+
+    if m.data_start is not None:
+        buf = bytearray(min(step, m.nbytes) or 1)
+        done = 0
+        while done < m.nbytes:
+            view = memoryview(buf)[: min(step, m.nbytes - done)]
+            got = 0
+            while got < len(view):
+                n = pread_into(raw, view[got:], m.data_start + done + got)
+                if not n:
+                    raise CorruptFileError(f"{label}: member {m.info.filename} is truncated", RE_EXPORT)
+                got += n
+            feed(view)
+            done += got
+        return hasher.hexdigest()
+    left = m.nbytes
+    try:
+        with zf.open(m.info) as f:
+            _read_exact(f, m.header_len, label, m.info.filename)
+            while left:
+                chunk = f.read(min(step, left))
+                if not chunk or len(chunk) % max(1, m.dtype.itemsize):
+                    raise CorruptFileError(f"{label}: member {m.info.filename} is truncated", RE_EXPORT)
+                feed(chunk)
+                left -= len(chunk)
+    except (zipfile.BadZipFile, EOFError, OSError) as exc:
+        raise CorruptFileError(f"{label}: member {m.info.filename} cannot be read: {exc}", RE_EXPORT) from exc
+    return hasher.hexdigest()
 
 
 class NpzReader(TensorReader):

@@ -83,7 +83,7 @@ class DirectoryReader(TensorReader):
         except BaseException:
             self.close()
             raise
-        names = qualified_names([(rel, r.names()) for rel, r in self._readers.items()])
+        names = qualified_names([(rel, r.stored_order()) for rel, r in self._readers.items()])
         self._where: dict[str, tuple[str, str]] = {q: key for key, q in names.items()}
         self._specs = {}
         for q, (rel, name) in self._where.items():

@@ -110,6 +110,10 @@ def read_header(path: Path, label: str) -> Header:
         raise CorruptFileError(
             f"{label} is not a valid safetensors file: header is not valid JSON ({exc})", RE_EXPORT
         ) from exc
+    except RecursionError as exc:  # a header nested thousands deep (issue 14)
+        raise CorruptFileError(
+            f"{label} is not a valid safetensors file: its header JSON nests too deep", RE_EXPORT
+        ) from exc
     if not isinstance(doc, dict):
         raise CorruptFileError(f"{label} is not a valid safetensors file: header is not a JSON object", RE_EXPORT)
     data_start = 8 + n
@@ -126,7 +130,7 @@ def read_header(path: Path, label: str) -> Header:
         if code not in dtypes.SAFETENSORS_DTYPES:
             raise CorruptFileError(f"{label}: tensor {name!r} has an unknown dtype {code!r}", RE_EXPORT)
         dtype = dtypes.SAFETENSORS_DTYPES[code][0]
-        shape = check_shape(spec.get("shape"), label, name)
+        shape = check_shape(spec.get("shape"), label, name, -(-dtypes.BITS[dtype] // 8))
         offsets = spec.get("data_offsets")
         if (
             not isinstance(offsets, list)
@@ -196,7 +200,11 @@ class SafetensorsReader(TensorReader):
         header = read_header(path, label)
         self.metadata = header.metadata
         self._entries = {e.name: e for e in header.entries}
-        self._specs = {e.name: TensorSpec(e.name, e.dtype, e.shape, e.end - e.start) for e in header.entries}
+        # By data offset: the order the tensors are stored in (stored_order).
+        self._specs = {
+            e.name: TensorSpec(e.name, e.dtype, e.shape, e.end - e.start)
+            for e in sorted(header.entries, key=lambda e: (e.start, e.end))
+        }
         self._file = open(path, "rb", buffering=0)
 
     @property

@@ -156,10 +156,19 @@ class SavePolicy:
         return False
 
 
+def _umask() -> int:
+    """The process umask (read by setting it, so set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: str | Path, write: Callable[[str], None]) -> Path:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path``.
 
     A crash mid-write never leaves half a weight file where mvc (or the user) reads it.
+    The file gets the permissions the umask gives a new file (``mkstemp`` makes it
+    0600, which teammates sharing the work tree could not read; issue 14).
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -167,6 +176,7 @@ def write_atomic(path: str | Path, write: Callable[[str], None]) -> Path:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -63,7 +63,8 @@ class MvcCallback(TrainerCallback):
 
     Each version records ``step`` = the global step, the ``TrainingArguments`` that
     differ from their defaults plus the main ones (:data:`CORE_ARGS`) as params, and
-    the latest ``eval_*`` metrics plus the latest training ``loss``.
+    the ``eval_*`` metrics and training ``loss`` logged at that step (none if nothing
+    was logged then: an earlier evaluation never passes as this checkpoint's).
 
     Raises:
         UsageError: ``path`` outside the repository.
@@ -100,7 +101,8 @@ class MvcCallback(TrainerCallback):
             self.target = Target(Path(args.output_dir) / WEIGHTS, **self._options)
         checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         _copy_weights(checkpoint, self.target.path)
-        self.target.log(params=training_params(args), metrics=latest_metrics(state.log_history), step=state.global_step)
+        metrics = latest_metrics(state.log_history, step=state.global_step)
+        self.target.log(params=training_params(args), metrics=metrics, step=state.global_step)
 
 
 def _copy_weights(checkpoint: Path, target: Path) -> None:
@@ -153,10 +155,18 @@ def training_params(args: Any) -> dict[str, Any]:
     return params
 
 
-def latest_metrics(log_history: list[dict[str, Any]]) -> dict[str, Any]:
-    """The latest ``eval_*`` metrics and the latest training ``loss`` from ``state.log_history``."""
+def latest_metrics(log_history: list[dict[str, Any]], step: int | None = None) -> dict[str, Any]:
+    """The latest ``eval_*`` metrics and the latest training ``loss`` from ``state.log_history``.
+
+    Args:
+        step: only entries logged at this global step count (a checkpoint's own
+            metrics); a checkpoint saved without an evaluation at its step gets no
+            ``eval_*`` metrics rather than an earlier step's (issue 14). None: any step.
+    """
     metrics: dict[str, Any] = {}
     for entry in reversed(log_history):
+        if step is not None and entry.get("step") != step:
+            continue
         if "loss" in entry and "loss" not in metrics:
             metrics["loss"] = entry["loss"]
         if not any(k.startswith("eval_") for k in metrics) and any(k.startswith("eval_") for k in entry):

@@ -173,3 +173,29 @@ def test_the_core_and_the_integrations_package_import_no_framework():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out == "[]\n"
+
+
+def test_log_model_on_a_detached_head_commits_and_warns(repo, weights):
+    from mvc.training import DetachedHeadWarning
+
+    mvc.add(weights)
+    mvc.commit(repo, message="v1")
+    git(repo, "checkout", "-q", "--detach")
+    write_safetensors(weights, seed=5)
+    with pytest.warns(DetachedHeadWarning, match=r"^net v2 committed onto a detached HEAD: .*`git switch -c NAME`$") as caught:
+        logged = mvc.log_model(weights)
+    ours = [w for w in caught if w.category is DetachedHeadWarning]
+    assert len(ours) == 1 and ours[0].filename == __file__  # points at the caller
+    assert logged.commit == git(repo, "rev-parse", "HEAD") and logged.version == 2
+    git(repo, "switch", "-q", "-c", "kept")
+    assert [r.version for r in history(repo, "net")] == [1, 2]
+
+
+def test_log_model_on_a_branch_does_not_warn(repo, weights):
+    import warnings
+
+    from mvc.training import DetachedHeadWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DetachedHeadWarning)
+        assert mvc.log_model(weights).commit is not None

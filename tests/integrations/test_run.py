@@ -12,7 +12,7 @@ import yaml
 
 import mvc
 import mvc.api
-from tests.conftest import git, write_safetensors
+from tests.conftest import assert_one_line_error, git, write_safetensors
 from tests.integrations.helpers import committed_files, history
 
 TRAIN = textwrap.dedent(
@@ -148,7 +148,39 @@ def test_missing_files_after_the_run(project, cli):
     result = cli("run", "--out", "models/never.safetensors", "--", sys.executable, "-c", "pass")
     assert result.exit_code == 3 and "error: --out models/never.safetensors: the command did not write it" in result.stderr
     result = cli("run", "--", "no-such-trainer-xyz")
-    assert result.exit_code == 3 and result.stderr.startswith("error: no-such-trainer-xyz: command not found")
+    assert_one_line_error(result, 127, "no-such-trainer-xyz: command not found", first_line=True)  # as a shell
     assert git(project, "rev-parse", "HEAD") == head
     pointer = yaml.safe_load((project / "models" / "net.safetensors.dvc").read_text())
     assert pointer["meta"]["mvc"]["version"] == 1
+
+
+@pytest.mark.parametrize("sig, code", [("SIGINT", 130), ("SIGKILL", 137), ("SIGTERM", 143)])
+def test_a_command_killed_by_a_signal_exits_128_plus_the_signal(project, cli, sig, code):
+    head = git(project, "rev-parse", "HEAD")
+    kill = f"import os, signal; signal.signal(signal.{sig}, signal.SIG_DFL) if signal.{sig} != signal.SIGKILL else None; os.kill(os.getpid(), signal.{sig})"
+    result = cli("run", "--", sys.executable, "-c", kill)
+    assert result.exit_code == code, (result.exit_code, result.stderr)
+    assert f"exited with code {code}; nothing versioned" in result.stderr
+    assert mvc.api.run([sys.executable, "-c", kill], repo=project).returncode == code
+    assert git(project, "rev-parse", "HEAD") == head
+
+
+def test_a_command_that_cannot_be_executed_exits_126(project, cli):
+    script = project / "train.sh"
+    script.write_text("#!/bin/sh\necho hi\n")
+    script.chmod(0o644)
+    result = cli("run", "--", str(script))
+    assert_one_line_error(result, 126, "train.sh: permission denied", first_line=True)
+
+
+def test_run_on_a_detached_head_prints_one_warning_line(project, cli):
+    git(project, "checkout", "-q", "--detach")
+    result = cli("run", "--", *train(4))
+    assert result.exit_code == 0, result.stderr
+    warnings_ = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+    expected = (
+        "warning: net v2 committed onto a detached HEAD: no branch holds it, and checking out a branch "
+        "leaves it behind; keep it with `git switch -c NAME`"
+    )
+    assert warnings_ == [expected], result.stderr
+    assert "on detached HEAD: mvc run" in result.stdout

@@ -76,3 +76,20 @@ def test_a_state_dict_entry_that_is_no_tensor(repo):
         save_version({"w": torch.zeros(2), "epoch": 3}, repo / "bad.safetensors")
     assert not (repo / "bad.safetensors").exists()
     assert mvc.api.models(repo) == []
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
+def test_saved_weights_get_the_umask_permissions(repo, umask, mode):
+    import os
+    import stat
+
+    from mvc.integrations.torch import save_version
+
+    path = repo / "models" / "mlp.safetensors"
+    old = os.umask(umask)
+    try:
+        save_version(torch.nn.Linear(2, 2), path, commit=False)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == mode
+    assert [p.name for p in path.parent.iterdir() if p.name.endswith(".tmp")] == []

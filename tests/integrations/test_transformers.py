@@ -96,3 +96,32 @@ def test_a_path_outside_the_repository(repo, hf, tmp_path):
     with pytest.raises(UsageError, match="outside-run/model.safetensors is outside the repository"):
         trainer.train()
     assert not (tmp_path / "outside-run" / "checkpoint-4").exists()
+
+
+def test_a_checkpoint_records_only_metrics_logged_at_its_own_step(repo, hf):
+    import os
+    import stat
+
+    from mvc.integrations.transformers import MvcCallback
+
+    callback = MvcCallback(name="tiny-bert")
+    trainer = _trainer(hf, repo / "runs" / "bert", callback, epochs=1)
+    args = trainer.args
+    args.eval_strategy = args.save_strategy = args.logging_strategy = hf.IntervalStrategy.STEPS
+    args.max_steps, args.save_steps, args.eval_steps, args.logging_steps = 8, 2, 4, 2
+    old = os.umask(0o027)
+    try:
+        trainer.train()
+    finally:
+        os.umask(old)
+    records = history(repo, "tiny-bert")
+    assert [r.manifest.step for r in records] == [2, 4, 6, 8]
+    logged = {e["step"]: e for e in trainer.state.log_history if "eval_loss" in e}
+    assert sorted(logged) == [4, 8]
+    by_step = {r.manifest.step: r.manifest.metrics for r in records}
+    assert "eval_loss" not in by_step[2] and "eval_loss" not in by_step[6]  # not step 4's evaluation
+    assert [by_step[s]["eval_loss"] for s in (4, 8)] == pytest.approx([logged[s]["eval_loss"] for s in (4, 8)])
+    loss = {e["step"]: e["loss"] for e in trainer.state.log_history if "loss" in e}
+    assert {s: m["loss"] for s, m in by_step.items()} == pytest.approx(loss)
+    # Written with the umask's permissions, not mkstemp's 0600.
+    assert stat.S_IMODE((repo / "runs" / "bert" / "model.safetensors").stat().st_mode) == 0o640
