@@ -124,7 +124,7 @@ def test_exp_list_remote_shows_the_git_remotes_experiments(repo, cli, tmp_path):
     clone = tmp_path / "clone"
     git(tmp_path, "clone", "-q", str(bare), str(clone))
     assert json.loads(ok(cli("exp", "list", "--json", cwd=clone)).stdout) == []
-    rows = json.loads(ok(cli("exp", "list", "--remote", "--json", cwd=clone)).stdout)
+    rows = json.loads(ok(cli("exp", "list", "--git-remotes", "--json", cwd=clone)).stdout)
     assert [(r["name"], r["branch"], r["remote"]) for r in rows] == [("shared", "origin/exp/shared", "origin")]
     assert rows[0]["models"][0]["metrics"] == {"acc": 0.75}
 

@@ -193,4 +193,4 @@ def test_mvc_push_tags_uploads_tagged_weights_and_pushes_the_tags(repo, cli, tmp
     assert data["push"]["remote"] == "local" and data["registry"]["tags"] == ["net@v1.0.0"]
     assert git(bare, "tag", "-l").split() == ["net@v1.0.0"]
     human = cli("push", "--tags")
-    assert "registry: 1 tag(s) pushed to origin" in human.stdout
+    assert "registry: 1 tag pushed to origin" in human.stdout
