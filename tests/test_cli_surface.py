@@ -243,3 +243,31 @@ def test_resolve_after_a_merge_names_git_commit(repo, cli):
     git(repo, "checkout", "-q", "main")
     assert subprocess.run(["git", "merge", "other"], cwd=repo, capture_output=True, check=False).returncode != 0
     assert ok(cli("resolve", "net", "--take", "theirs")).stderr == "finish with `git commit`\n"
+
+
+# ---- pushing versions that were committed but never pushed (issue 14) ---------------------
+
+
+def test_push_name_at_ref_and_all_versions_upload_committed_versions(repo, cli, tmp_path):
+    h1 = version(cli, repo, 1)
+    h2 = version(cli, repo, 2)
+    h3 = version(cli, repo, 3)
+    one = json.loads(ok(cli("push", "net@v1", "--json")).stdout)
+    assert (one["transferred"], one["versions"], one["missing"]) == (1, ["net v1"], [])
+    rest = json.loads(ok(cli("push", "--all-versions", "--json")).stdout)
+    assert rest["transferred"] == 2 and rest["versions"] == ["net v1", "net v2"]  # v3 went as the work tree's version
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", str(repo), str(clone))
+    for rev, md5 in (("main", h3), ("main~1", h2), ("main~2", h1)):  # a teammate pulls every version
+        git(clone, "checkout", "-q", rev)
+        ok(cli("pull", cwd=clone))
+        assert json.loads(ok(cli("status", "--json", cwd=clone)).stdout)[0]["hash"] == md5
+    cache = repo / ".dvc" / "cache" / "files" / "md5"
+    (cache / h1[:2] / h1[2:]).chmod(0o644)
+    (cache / h1[:2] / h1[2:]).unlink()
+    gone = tmp_path / "other-remote"
+    ok(cli("remote", "add", "other", str(gone)))
+    result = cli("push", "net@v1", "net@v2", "--remote", "other")
+    assert_one_line_error(result, 3)
+    assert result.stderr.splitlines()[0] == f"error: the weights of net v1 ({h1[:8]}) are in neither the local cache nor remote 'other'"
+    assert result.stdout == "pushed 1 object of 1 model to other\n"  # v2 still went

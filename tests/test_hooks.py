@@ -137,3 +137,52 @@ def test_a_failed_weight_upload_aborts_the_git_push(repo, cli, tmp_path):
     assert push.returncode != 0
     assert "mvc: git push stopped:" in push.stderr and "git push --no-verify" in push.stderr
     assert git(bare, "for-each-ref") == ""  # nothing reached the git remote
+
+
+def test_git_pull_rebase_and_git_rebase_sync_the_weights(repo, cli, tmp_path):
+    ok(cli("install-hooks"))
+    version(cli, repo, 1)
+    ok(cli("push"))
+    bare = tmp_path / "origin.git"
+    git(tmp_path, "init", "-q", "--bare", str(bare))
+    git(repo, "remote", "add", "origin", str(bare))
+    assert run_git(repo, "push", "-q", "origin", "main").returncode == 0
+    mate = tmp_path / "mate"
+    git(tmp_path, "clone", "-q", str(bare), str(mate))
+    ok(cli("install-hooks", cwd=mate))
+    ok(cli("pull", cwd=mate))
+    (mate / "notes.txt").write_text("a local commit, so the pull really rebases\n")
+    git(mate, "add", "notes.txt")
+    git(mate, "commit", "-q", "-m", "notes")
+    v2 = version(cli, repo, 2)
+    assert run_git(repo, "push", "-q", "origin", "main").returncode == 0
+    pulled = run_git(mate, "pull", "-q", "--rebase")
+    assert pulled.returncode == 0, pulled.stderr
+    assert (mate / WEIGHTS).read_bytes() == v2
+    assert [s["workspace"] for s in json.loads(ok(cli("status", "--json", "--no-remote", cwd=mate)).stdout)] == ["ok"]
+    # A plain `git rebase` onto a branch with another version: synced too.
+    git(repo, "checkout", "-q", "-b", "side", "HEAD~1")
+    (repo / "side.txt").write_text("side\n")
+    git(repo, "add", "side.txt")
+    git(repo, "commit", "-q", "-m", "side")
+    rebased = run_git(repo, "rebase", "main")
+    assert rebased.returncode == 0, rebased.stderr
+    assert (repo / WEIGHTS).read_bytes() == v2
+
+
+def test_checkout_to_a_branch_without_the_model_keeps_its_weights_git_ignored(repo, cli):
+    ok(cli("install-hooks"))
+    git(repo, "branch", "bare-branch")  # before the model exists
+    v1 = version(cli, repo, 1)
+    moved = run_git(repo, "checkout", "bare-branch")
+    assert moved.returncode == 0, moved.stderr
+    assert (
+        "mvc: models/net.safetensors is not tracked at this commit: its weights stay in the work tree, "
+        "git-ignored (.git/info/exclude)"
+    ) in moved.stderr
+    assert (repo / WEIGHTS).read_bytes() == v1  # never deleted
+    git(repo, "add", "-A")
+    assert WEIGHTS not in git(repo, "diff", "--cached", "--name-only").splitlines()
+    back = run_git(repo, "checkout", "main")
+    assert back.returncode == 0, back.stderr
+    assert "/models/net.safetensors" not in (repo / ".git/info/exclude").read_text()  # tracked again: entry dropped

@@ -36,7 +36,7 @@ def _usage_error(exc: Exception) -> int:
     command = " ".join(["mvc", *names])
     param = getattr(exc, "param", None)
     if type(exc).__name__ == "MissingParameter" and getattr(param, "param_type_name", "") == "argument":
-        message = f"missing argument {param.name.upper()}"  # as the usage line writes it  # type: ignore[union-attr]
+        message = f"missing argument {param.name.upper()}"  # type: ignore[union-attr]  # as the usage line writes it
     else:
         message = str(exc.format_message()).strip().rstrip(".")  # type: ignore[attr-defined]
         message = message[:1].lower() + message[1:]
@@ -131,7 +131,7 @@ def funnel(fn: F) -> F:
 
             _output.silence_stdout()
             raise typer.Exit(EXIT_BROKEN_PIPE) from None
-        except (MvcError, KeyboardInterrupt, Exception) as exc:
+        except (MvcError, KeyboardInterrupt, Exception) as exc:  # noqa: BLE001  (the funnel: every error becomes one line)
             if os.environ.get("MVC_DEBUG") == "1":
                 import traceback
 

@@ -216,7 +216,7 @@ def push(
         _output.emit_json({"push": result, "registry": registry} if tags else result)
     else:
         _output.out(f"pushed {_output.plural(result.transferred, 'object')} of {_output.plural(len(result.models), 'model')} to {result.remote}")
-        if result.versions:
+        if result.versions and not result.missing:
             _output.note(f"versions: {', '.join(result.versions)}")
         if registry is not None:
             _output.out(

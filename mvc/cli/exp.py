@@ -215,7 +215,7 @@ def exp_remove(
     json_output: Json = False,
     quiet: Quiet = False,
 ) -> None:
-    """Delete a finished experiment's branch (its weights stay in the remote until `mvc gc`).
+    """Delete a finished experiment's branch (its weights stay in the cache and the remote).
 
     Examples:
 

@@ -102,7 +102,7 @@ def merge_driver(
     """
     from mvc import hooks
 
-    outcome = hooks.merge_pointers(Path(".").resolve(), Path(base), Path(ours), Path(theirs), path)
+    outcome = hooks.merge_pointers(Path.cwd(), Path(base), Path(ours), Path(theirs), path)
     if outcome.message:
         _output.note(outcome.message)
     if outcome.code:
