@@ -976,7 +976,8 @@ def resolve(repo: PathLike = ".", name: str = "", *, take: str, remote: str | No
     """Settle a merge conflict on model ``name`` with ``take`` = ``ours``, ``theirs`` or a REF.
 
     Records a merge version (parents: both sides), checks its weights out and stages the
-    pointer; finish the merge with ``git commit``.
+    pointer; then finish with ``Resolution.next_step`` (``git commit``, ``git rebase --continue``,
+    ``git cherry-pick --continue`` or ``git revert --continue``).
 
     Raises:
         ConflictError: no conflict on that model; unrecorded weights (pass ``force``).
