@@ -23,6 +23,7 @@ _API = {
     "resolve",
     "tag",
     "promote",
+    "rename",
     "unassign",
     "registry_show",
     "push_registry",

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from mvc.errors import ConflictError, UsageError
 from mvc.manifest import Manifest, Parent
-from mvc.pointer import Pointer
+from mvc.pointer import SUFFIX as POINTER_SUFFIX, Pointer
 from mvc.progress import Progress
 
 class _LazyModule:
@@ -174,6 +174,8 @@ class PushResult:
     remote: str
     transferred: int
     models: tuple[str, ...]
+    versions: tuple[str, ...] = ()  # "NAME vN" of the versions named by NAME@REF / all_versions
+    missing: tuple[str, ...] = ()  # of those, the ones in neither the local cache nor the remote
 
 
 @dataclass(frozen=True)
@@ -367,18 +369,52 @@ def push(
     remote: str | None = None,
     jobs: int | None = None,
     progress: Progress | None = None,
+    all_versions: bool = False,
 ) -> PushResult:
     """Upload the weights of the named models (all models by default) to the remote.
+
+    Args:
+        names: ``NAME`` (the work tree's version) or ``NAME@REF`` (any committed version:
+            ``net@v1``, ``net@main``, ``net@<sha>``); none: every model's work-tree version.
+        all_versions: also every version any commit reachable from a branch or tag
+            records (versions committed but never pushed included).
+
+    Versions named by ref or ``all_versions`` that are in neither the local cache nor
+    the remote are skipped and listed in ``missing``; the rest are uploaded.
 
     Raises:
         RemoteNotFoundError: no such remote, or no default remote.
         RemoteError: the remote refused or could not be reached.
+        ModelNotFoundError / RefNotFoundError: a name or ref does not resolve.
     """
     ws = workspace.open_workspace(repo)
-    ptrs = workspace.select(ws, names)
+    items = list(names or [])
+    plain = [n for n in items if refs.split(n)[1] is None]
+    pinned = [refs.resolve(ws, n) for n in items if refs.split(n)[1] is not None]
+    ptrs = workspace.select(ws, plain) if plain or not pinned else []
     verification.check_before_push(ws, ptrs)
-    rname, count = sync.push(ws, ptrs, remote=remote, jobs=jobs, progress=progress)
-    return PushResult(remote=rname, transferred=count, models=tuple(p.manifest.name for p in ptrs if p.manifest))
+    rname, count = sync.push(ws, ptrs, remote=remote, jobs=jobs, progress=progress) if ptrs else (sync.remote_name(ws, remote), 0)
+    labels = {res.hash: f"{res.name} v{res.version}" for res in pinned}
+    if all_versions:
+        wanted = {p.manifest.name for p in ptrs if p.manifest} | {res.name for res in pinned} if items else None
+        commits = gitstore.all_commits_touching(ws.root, f"*{POINTER_SUFFIX}")
+        for md5, label in hooks.version_labels(ws, commits).items():
+            if wanted is None or label.rsplit(" v", 1)[0] in wanted:
+                labels.setdefault(md5, label)
+        for p in ptrs:  # already uploaded above
+            labels.pop(p.md5, None)
+    missing: tuple[str, ...] = ()
+    if labels:
+        pushed = sync.push_versions(ws, labels, remote=rname, jobs=jobs)
+        count, missing = count + pushed.transferred, pushed.missing
+    names_ = [p.manifest.name for p in ptrs if p.manifest] + [res.name for res in pinned]
+    return PushResult(
+        remote=rname,
+        transferred=count,
+        models=tuple(dict.fromkeys(names_ + [label.rsplit(" v", 1)[0] for label in labels.values()])),
+        versions=tuple(sorted(set(labels.values()))),
+        missing=missing,
+    )
 
 
 def pull(
@@ -733,6 +769,11 @@ def get(
         the file; pass ``force``), RemoteNotFoundError, RemoteError, MissingObjectError,
         IntegrityError.
     """
+    policy = settings.signing_policy(None)  # MVC_REQUIRE_SIGNED / MVC_TRUSTED_KEYS bind `get` too
+    if policy.enforced_by is not None:
+        require_signed = True
+    if require_signed:
+        trusted_keys = settings.trusted_keys_dir(policy, trusted_keys)
     return getting.get(
         str(url),
         ref,
@@ -866,13 +907,13 @@ def exp_new(
     return ExperimentResult(experiment=exp, sync=report)
 
 
-def exp_list(repo: PathLike = ".", *, remote: bool = False, sort: str | None = None) -> list[Experiment]:
+def exp_list(repo: PathLike = ".", *, git_remotes: bool = False, sort: str | None = None) -> list[Experiment]:
     """Every experiment branch with its base, models, metrics and last activity.
 
     Reads git objects only (no checkout, no DVC).
 
     Args:
-        remote: include the git remotes' ``exp/*`` branches (as last fetched).
+        git_remotes: include the git remotes' ``exp/*`` branches (as last fetched).
         sort: ``METRIC[:asc|desc]`` (default desc; ``MODEL.METRIC`` picks a model);
             default: last activity, newest first.
 
@@ -880,7 +921,7 @@ def exp_list(repo: PathLike = ".", *, remote: bool = False, sort: str | None = N
         UsageError: a malformed ``sort``.
     """
     ws = workspace.open_workspace(repo)
-    return experiments.sort(experiments.read(ws, remote=remote), sort)
+    return experiments.sort(experiments.read(ws, remote=git_remotes), sort)
 
 
 def exp_switch(repo: PathLike = ".", name: str = "", *, remote: str | None = None, force: bool = False) -> ExperimentResult:
@@ -958,7 +999,8 @@ def resolve(repo: PathLike = ".", name: str = "", *, take: str, remote: str | No
     """Settle a merge conflict on model ``name`` with ``take`` = ``ours``, ``theirs`` or a REF.
 
     Records a merge version (parents: both sides), checks its weights out and stages the
-    pointer; finish the merge with ``git commit``.
+    pointer; then finish with ``Resolution.next_step`` (``git commit``, ``git rebase --continue``,
+    ``git cherry-pick --continue`` or ``git revert --continue``).
 
     Raises:
         ConflictError: no conflict on that model; unrecorded weights (pass ``force``).
@@ -1044,7 +1086,9 @@ def promote(
         )
     tag_, release_tag, release_name = registering.assign(ws, res, commit, stage, release=release, message=message)
     if push:
-        _push_tags(ws, [t for t in (release_tag, tag_) if t], [commit], remote=rname, git_remote=git_remote)
+        # The stage tag names a release: push that release's tag too, new or not (issue 14).
+        release_ref = release_tag or f"{registering.tag_name(res.name)}@{release_name}"
+        _push_tags(ws, [release_ref, tag_], [commit], remote=rname, git_remote=git_remote)
     return PromoteResult(
         name=res.name,
         stage=stage,
@@ -1057,6 +1101,34 @@ def promote(
         remote=rname,
         pushed=push,
     )
+
+
+@dataclass(frozen=True)
+class RenameResult:
+    """Outcome of ``rename``: the pointer now names the model ``new`` (staged; no new weights)."""
+
+    old: str
+    new: str
+    version: int
+    hash: str
+    pointer: str
+
+
+def rename(repo: PathLike = ".", old: str = "", new: str = "") -> RenameResult:
+    """Rename model ``old`` to ``new``: rewrite the name in its pointer's manifest and stage it.
+
+    The weights, version number and history stay; commit the change (``mvc commit``).
+    Releases and stages already registered keep the old name (tags never move).
+
+    Raises:
+        ModelNotFoundError: no model ``old``. UsageError: ``new`` is not a valid model
+        name, or another model has it.
+    """
+    ws = workspace.open_workspace(repo)
+    old_name, ptr = registering.rename(ws, old, new)
+    assert ptr.manifest is not None
+    version = ptr.manifest.version + (1 if ptr.outside_mvc else 0)
+    return RenameResult(old=old_name, new=ptr.manifest.name, version=version, hash=ptr.md5, pointer=ptr.path)
 
 
 def unassign(repo: PathLike = ".", name: str = "", *, stage: str, message: str = "", push: bool = False, git_remote: str = "origin") -> UnassignResult:

@@ -15,7 +15,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mvc import dvcstore, gitstore, pointer, rollback, settings, sync, workspace
-from mvc.errors import ConflictError, MissingObjectError, MvcError, RefNotFoundError, SchemaError, UsageError
+from mvc.errors import (
+    ConflictError,
+    MissingObjectError,
+    MvcError,
+    RefNotFoundError,
+    SchemaError,
+    UsageError,
+)
 from mvc.manifest import Parent
 from mvc.pointer import Pointer
 from mvc.workspace import Workspace
@@ -271,7 +278,7 @@ def get(ws: Workspace, name: str) -> Experiment:
         known = ", ".join(e.name for e in read(ws)) or "none yet"
         raise RefNotFoundError(
             f"no experiment named {name_of(name)!r} (experiments: {known})",
-            hint="list them with `mvc exp list` (add --remote for the git remote's)",
+            hint="list them with `mvc exp list` (add --git-remotes for the git remotes' ones)",
         )
     return found[0]
 
@@ -431,10 +438,32 @@ def switch(ws: Workspace, name: str, *, remote: str | None = None, force: bool =
         RefNotFoundError: no such experiment.
         ConflictError: unrecorded weights or uncommitted pointers would be overwritten.
     """
-    exp = get(ws, name)
+    remote_exp = None if read(ws, names=[name]) else _remote_only(ws, name)
+    exp = remote_exp or get(ws, name)
     guard_unrecorded(ws, exp.commit, force=force)
+    if remote_exp is not None:  # a fresh clone: make the local branch from the remote one, as `git switch` does
+        gitstore.track_branch(ws.root, branch_of(remote_exp.name), remote_exp.branch)
+        exp = get(ws, remote_exp.name)
     gitstore.checkout_branch(ws.root, exp.branch, force=force)
     return get(ws, exp.name), sync_worktree(ws, remote=remote, keep_unrecorded=not force)
+
+
+def _remote_only(ws: Workspace, name: str) -> Experiment | None:
+    """The remote-tracking branch of experiment ``name`` when no local branch exists (origin's first).
+
+    Raises:
+        UsageError: several git remotes have it and none is ``origin``.
+    """
+    found = [e for e in read(ws, remote=True, names=[name]) if e.remote is not None]
+    if len(found) > 1:
+        found = [e for e in found if e.remote == "origin"] or found
+    if len(found) > 1:
+        listing = ", ".join(e.branch for e in found)
+        raise UsageError(
+            f"experiment {name_of(name)!r} is on several git remotes ({listing})",
+            hint=f"pick one with `git switch -c {branch_of(name_of(name))} REMOTE/{branch_of(name_of(name))}`, then `mvc exp switch {name_of(name)}`",
+        )
+    return found[0] if found else None
 
 
 def remove(ws: Workspace, name: str, *, force: bool = False) -> tuple[Experiment, bool]:

@@ -506,6 +506,11 @@ def create_branch(root: Path, branch: str, start: str) -> None:
     _git(root, "checkout", "-q", "-b", branch, start, env=NO_HOOKS_ENV)
 
 
+def track_branch(root: Path, branch: str, upstream: str) -> None:
+    """Create local ``branch`` from remote-tracking ``upstream`` and track it (as ``git switch`` does)."""
+    _git(root, "branch", "-q", "--track", branch, upstream)
+
+
 def checkout_branch(root: Path, branch: str, *, force: bool = False) -> None:
     """Check out ``branch`` with mvc's hooks skipped; with ``force`` discard local changes to tracked files.
 
@@ -680,6 +685,11 @@ def commits_touching(root: Path, commits: Iterable[str], pathspec: str) -> list[
         return []
     out = _git(root, "log", "--no-walk=unsorted", "--format=%H", *commits, "--", pathspec)
     return [c for c in out.split() if c]
+
+
+def all_commits_touching(root: Path, pathspec: str) -> list[str]:
+    """Every commit reachable from any ref (branches, tags, remote-tracking) that changed ``pathspec``."""
+    return [c for c in _git(root, "log", "--all", "--format=%H", "--", pathspec).split() if c]
 
 
 def merge_base(root: Path, a: str, b: str) -> str | None:

@@ -1,8 +1,13 @@
 """Git integration: hooks that keep weights in step with git, and the merge driver for pointers.
 
-* ``post-checkout`` / ``post-merge`` sync the work-tree weights to what the new commit
-  records (from the cache, fetching what is missing); ``pre-push`` uploads the weights
-  of the commits (and tags) being pushed, and aborts the push when that fails.
+* ``post-checkout`` / ``post-merge`` / ``post-rewrite`` (after ``git rebase`` and
+  ``git pull --rebase``) sync the work-tree weights to what the new commit records (from
+  the cache, fetching what is missing); ``pre-push`` uploads the weights of the commits
+  (and tags) being pushed, and aborts the push when that fails.
+* Weights of a model the new commit does not track (its pointer and ``.gitignore`` are
+  gone, e.g. ``git checkout`` of an older branch) stay in the work tree, and stay
+  git-ignored through a marked block in ``.git/info/exclude``, so ``git add -A`` never
+  commits them (issue 17); the block drops a path once its pointer is back.
 * The merge driver (``*.dvc merge=mvc`` in ``.gitattributes``) never leaves conflict
   markers in a pointer: when both sides changed a model's weights it keeps ours, says
   which two versions collided and exits non-zero so git reports a conflict;
@@ -23,15 +28,24 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from mvc import dvcstore, experiments, gitstore, history, pointer, refs, rollback, sync, workspace
-from mvc.errors import ConflictError, MissingObjectError, MvcError, NotFoundError, SchemaError, UsageError
+from mvc import experiments, gitstore, history, pointer, refs, rollback, sync, workspace
+from mvc.errors import (
+    ConflictError,
+    MissingObjectError,
+    MvcError,
+    NotFoundError,
+    SchemaError,
+    UsageError,
+)
 from mvc.manifest import Parent
 from mvc.pointer import Pointer
 from mvc.workspace import Workspace
 
-HOOKS = ("post-checkout", "post-merge", "pre-push")
+HOOKS = ("post-checkout", "post-merge", "post-rewrite", "pre-push")
 BEGIN = "# >>> mvc (managed by `mvc install-hooks`; delete this block to turn it off) >>>"
 END = "# <<< mvc <<<"
+EXCLUDE_BEGIN = "# >>> mvc: weights of models this commit does not track (kept in the work tree, never committed) >>>"
+EXCLUDE_END = "# <<< mvc: untracked weights <<<"
 ATTRIBUTES = ".gitattributes"
 ATTRIBUTE_LINE = f"*{pointer.SUFFIX} merge=mvc"
 _SHELLS = ("sh", "bash", "dash", "zsh", "ksh", "ash")
@@ -74,6 +88,7 @@ class Resolution:
     pointer: str
     parents: tuple[Parent, ...]
     staged: tuple[str, ...]
+    next_step: str = "git commit"  # what finishes the operation git stopped in (issue 17)
 
 
 # ---- merge driver set-up and hooks -------------------------------------------------------
@@ -184,20 +199,77 @@ def run_hook(start: Path, hook: str, args: list[str], stdin: str = "", env: Mapp
         return _pre_push(ws, args, stdin)
     if hook == "post-checkout" and (len(args) > 2 and args[2] == "0"):
         return HookRun(0)  # a file checkout, not a branch switch
-    if any(gitstore.git_path(ws.root, p).exists() for p in ("rebase-merge", "rebase-apply")):
-        return HookRun(0)  # each rebase step would sync; the final state is synced by `mvc checkout`
+    if hook == "post-rewrite" and args[:1] != ["rebase"]:
+        return HookRun(0)  # `git commit --amend` keeps the work tree as it is
+    # A rebase checks out its base once (post-checkout, inside the rebase) and runs
+    # post-rewrite at the end when it replayed commits: both sync, so a fast-forward
+    # `git rebase` / `git pull --rebase` (no post-rewrite) ends synced too (issue 14).
+    old = args[0] if hook == "post-checkout" and args else gitstore.resolve_rev(ws.root, "ORIG_HEAD")
     try:
+        hidden = keep_untracked_ignored(ws, old)
         report = experiments.sync_worktree(ws)
     except MvcError as exc:
         return HookRun(0, (f"mvc: could not sync the weights: {exc.message}; run `mvc pull` later",))
-    return HookRun(0, sync_messages(report))
+    return HookRun(0, sync_messages(report) + tuple(
+        f"mvc: {out} is not tracked at this commit: its weights stay in the work tree, git-ignored (.git/info/exclude)"
+        for out in hidden
+    ))
+
+
+def _exclude_block(text: str) -> tuple[str, list[str], str]:
+    """(text before mvc's block, the block's paths, text after it) of ``.git/info/exclude``."""
+    if EXCLUDE_BEGIN not in text or EXCLUDE_END not in text:
+        return text, [], ""
+    start, end = text.index(EXCLUDE_BEGIN), text.index(EXCLUDE_END)
+    paths = [line.strip() for line in text[start + len(EXCLUDE_BEGIN) : end].splitlines() if line.strip()]
+    return text[:start], paths, text[end + len(EXCLUDE_END) :].lstrip("\n")
+
+
+def keep_untracked_ignored(ws: Workspace, old: str | None) -> tuple[str, ...]:
+    """Keep git ignoring the weights of models that ``old`` tracked and the work tree no longer does.
+
+    Their pointer and ``.gitignore`` left with the checkout; the weights stay (never
+    delete user weights), listed in ``.git/info/exclude`` (local to this clone, never
+    committed). Paths whose pointer is back, or whose weights are gone, leave the list.
+
+    Returns:
+        The weight paths newly ignored this way.
+    """
+    root = ws.root
+    exclude = gitstore.git_path(root, "info/exclude")
+    text = exclude.read_text() if exclude.exists() else ""
+    before, listed, after = _exclude_block(text)
+    keep = [p for p in listed if (root / p.lstrip("/")).exists() and not (root / pointer.pointer_path(p.lstrip("/"))).exists()]
+    added: list[str] = []
+    if old is not None:
+        with gitstore.blob_reader(root) as blob:
+            for path in gitstore.list_files(root, old, suffix=pointer.SUFFIX):
+                if (root / path).exists():
+                    continue
+                ptr = _parse(blob(old, path), path)
+                if ptr is None:
+                    continue
+                entry = f"/{ptr.out}"
+                if entry in keep or not (root / ptr.out).exists() or gitstore.is_ignored(root, ptr.out):
+                    continue
+                keep.append(entry)
+                added.append(ptr.out)
+    if keep == listed:
+        return ()
+    block = f"{EXCLUDE_BEGIN}\n" + "".join(f"{p}\n" for p in keep) + f"{EXCLUDE_END}\n" if keep else ""
+    if before and not before.endswith("\n"):
+        before += "\n"
+    exclude.parent.mkdir(parents=True, exist_ok=True)
+    pointer.write_atomic(exclude, (before + block + after).encode())
+    return tuple(added)
 
 
 def sync_messages(report: experiments.SyncReport) -> tuple[str, ...]:
     """Lines telling people what a weight sync did and what it left alone."""
     lines = []
     if report.updated:
-        lines.append(f"mvc: synced the weights of {len(report.updated)} path(s)")
+        n = len(report.updated)
+        lines.append(f"mvc: synced the weights of {n} path{'' if n == 1 else 's'}")
     for out in report.kept:
         lines.append(f"mvc: kept {out}: it holds changes no version records (`mvc add {out}` keeps them, `mvc checkout --force` discards them)")
     for out in report.missing:
@@ -227,7 +299,7 @@ def _pre_push(ws: Workspace, args: list[str], stdin: str) -> HookRun:
     except MvcError as exc:
         hint = f" ({exc.hint})" if exc.hint else ""
         return HookRun(1, (f"mvc: git push stopped: {exc.message}{hint}", "mvc: `git push --no-verify` pushes without the weights"))
-    return HookRun(0, (f"mvc: pushed {count} weight object(s) to {rname}",) if count else ())
+    return HookRun(0, (f"mvc: pushed {count} weight object{'' if count == 1 else 's'} to {rname}",) if count else ())
 
 
 def push_commits(ws: Workspace, commits: list[str], *, remote: str | None = None) -> tuple[str, int]:
@@ -241,24 +313,28 @@ def push_commits(ws: Workspace, commits: list[str], *, remote: str | None = None
         nor the remote. RemoteError: the upload failed.
     """
     rname = sync.remote_name(ws, remote)
+    labels = version_labels(ws, commits)
+    if not labels:
+        return rname, 0
+    pushed = sync.push_versions(ws, labels, remote=rname)
+    if pushed.missing:
+        raise MissingObjectError(
+            f"the weights of {', '.join(pushed.missing)} are in neither the local cache nor remote {rname!r}",
+            hint="pull them first, or push from the machine that added them",
+        )
+    return rname, pushed.transferred
+
+
+def version_labels(ws: Workspace, commits: list[str]) -> dict[str, str]:
+    """``md5 -> "NAME vN"`` of every model version recorded at ``commits`` (one ``git cat-file --batch``)."""
     labels: dict[str, str] = {}
     with gitstore.blob_reader(ws.root) as blob:
         for commit in commits:
             for path in gitstore.list_files(ws.root, commit, suffix=pointer.SUFFIX):
                 ptr = _parse(blob(commit, path), path)
                 if ptr is not None and ptr.manifest is not None and ptr.md5:
-                    labels.setdefault(ptr.md5, f"{ptr.manifest.name} v{ptr.manifest.version}")
-    absent = dvcstore.missing_in_remote(ws.root, labels, remote=rname)
-    local = [m for m in sorted(absent) if dvcstore.has_object(ws.root, m)]
-    lost = sorted(absent - set(local))
-    if lost:
-        listing = ", ".join(f"{labels[m]} ({m[:8]})" for m in lost)
-        raise MissingObjectError(
-            f"the weights of {listing} are in neither the local cache nor remote {rname!r}",
-            hint="pull them first, or push from the machine that added them",
-        )
-    count = dvcstore.push_objects(ws.root, local, remote=rname).transferred if local else 0
-    return rname, count
+                    labels.setdefault(ptr.md5, f"{ptr.manifest.name} v{ptr.manifest.version + (1 if ptr.outside_mvc else 0)}")
+    return labels
 
 
 def _parse(data: bytes | None, path: str) -> Pointer | None:
@@ -343,7 +419,10 @@ def resolve(ws: Workspace, name: str, take: str, *, remote: str | None = None, f
     ours, theirs = (_parse(gitstore.read_stage(root, path, s), path) for s in (2, 3))
     if ours is None or theirs is None or ours.manifest is None or theirs.manifest is None:
         raise UsageError(f"{path} was deleted on one side of the merge", hint=f"keep or delete it with git (`git add/rm {path}`)")
-    other = gitstore.merge_head(root) or gitstore.resolve_rev(root, "CHERRY_PICK_HEAD")
+    other = next(
+        (c for c in (gitstore.merge_head(root), *(gitstore.resolve_rev(root, h) for h in ("CHERRY_PICK_HEAD", "REBASE_HEAD", "REVERT_HEAD"))) if c),
+        None,
+    )
     if take == "ours":
         chosen, commit, data = ours, gitstore.head_commit(root), gitstore.read_stage(root, path, 2)
     elif take == "theirs":
@@ -390,4 +469,16 @@ def resolve(ws: Workspace, name: str, take: str, *, remote: str | None = None, f
         pointer=path,
         parents=parents,
         staged=tuple(staged),
+        next_step=next_step(root),
     )
+
+
+def next_step(root: Path) -> str:
+    """The git command that finishes the operation stopped on a conflict: merge, rebase, cherry-pick, revert."""
+    if any(gitstore.git_path(root, d).exists() for d in ("rebase-merge", "rebase-apply")):
+        return "git rebase --continue"
+    if gitstore.resolve_rev(root, "CHERRY_PICK_HEAD"):
+        return "git cherry-pick --continue"
+    if gitstore.resolve_rev(root, "REVERT_HEAD"):
+        return "git revert --continue"
+    return "git commit"

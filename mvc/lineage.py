@@ -74,7 +74,7 @@ def collect(pairs: list[str] | None, files: list[str | Path] | None, *, option: 
     """Merge values from files (in order) and then ``k=v`` pairs (which win)."""
     out: dict[str, Any] = {}
     for f in files or []:
-        out.update(read_mapping_file(f, option=f"{option}-file"))
+        out.update(read_mapping_file(f, option=f"{option}s-file"))  # --params-file, --metrics-file
     out.update(parse_pairs(pairs, option=option))
     return out
 

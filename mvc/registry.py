@@ -25,7 +25,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from mvc import gitstore, history, pointer, refs
-from mvc.errors import ConflictError, ModelNotFoundError, RefNotFoundError, SchemaError, UsageError
+from mvc.errors import (
+    ConflictError,
+    ModelNotFoundError,
+    RefNotFoundError,
+    SchemaError,
+    UsageError,
+)
 from mvc.refs import Resolved
 from mvc.workspace import Workspace
 
@@ -120,7 +126,7 @@ def check_name(name: str) -> None:
         raise UsageError(
             f"model name {name!r} cannot be a registry name (GTO allows letters, digits, '-', '_' and '/', "
             "starting and ending with a letter or digit)",
-            hint="rename the model with `mvc add PATH --name NEW` before registering it",
+            hint=f"rename it first: `mvc rename {name} NEW`, then commit",
         )
 
 
@@ -441,6 +447,29 @@ def assign(
     text = message or f"Assigning stage {stage} to artifact {res.name} version {name} (mvc v{res.version}, {res.hash})"
     gitstore.create_tag(ws.root, tag, commit, text)
     return tag, created_release, name
+
+
+def rename(ws: Workspace, old: str, new: str) -> tuple[str, pointer.Pointer]:
+    """Rename model ``old`` to ``new`` in its work-tree pointer's manifest and stage the pointer.
+
+    Returns:
+        (the old name, the pointer as now written).
+
+    Raises:
+        ModelNotFoundError: no model ``old``. UsageError: ``new`` is not allowed, or taken.
+    """
+    from mvc import versioning, workspace
+
+    ptr = workspace.find_model(ws, old)
+    assert ptr.manifest is not None
+    if new == ptr.manifest.name:
+        raise UsageError(f"model {old!r} is called {new!r} already", hint="pick another name")
+    versioning._check_name(ws, new, ptr.path)  # the rules `mvc add --name` applies
+    pointer.write_manifest(ws.root, ptr.path, ptr.manifest.evolve(name=new))
+    gitstore.stage(ws.root, [ptr.path])
+    written = pointer.read(ws.root, ptr.path)
+    assert written is not None
+    return ptr.manifest.name, written
 
 
 def unassign(ws: Workspace, name: str, stage: str, *, message: str = "") -> tuple[str, str]:

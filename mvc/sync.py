@@ -203,7 +203,35 @@ def checkout(ws: Workspace, ptrs: list[Pointer]) -> dict[str, list[str]]:
     return changes
 
 
-__all__ = ["ModelStatus", "checkout", "pointer", "pull", "push", "remote_name", "status"]
+@dataclass(frozen=True)
+class PushedVersions:
+    """Outcome of :func:`push_versions`."""
+
+    remote: str
+    transferred: int  # objects uploaded
+    missing: tuple[str, ...]  # "NAME vN (md5[:8])" of versions in neither the cache nor the remote
+
+
+def push_versions(ws: Workspace, labels: dict[str, str], *, remote: str | None, jobs: int | None = None) -> PushedVersions:
+    """Upload the weights of versions given by content hash (``md5 -> "NAME vN"``) that the remote lacks.
+
+    Any version, not only the work tree's: ``mvc push NAME@v1``, ``--all-versions`` and
+    the pre-push hook. Versions in neither the local cache nor the remote are skipped and
+    returned in ``missing``; the others are still uploaded.
+
+    Raises:
+        RemoteNotFoundError / RemoteError: unknown remote, or the upload failed.
+        IntegrityError: a cache object no longer matches its hash (nothing of it is uploaded).
+    """
+    rname = remote_name(ws, remote)
+    absent = dvcstore.missing_in_remote(ws.root, labels, remote=rname) if labels else set()
+    local = [m for m in sorted(absent) if dvcstore.has_object(ws.root, m)]
+    lost = tuple(f"{labels[m]} ({m[:8]})" for m in sorted(absent - set(local)))
+    count = dvcstore.push_objects(ws.root, local, remote=rname, jobs=jobs).transferred if local else 0
+    return PushedVersions(remote=rname, transferred=count, missing=lost)
+
+
+__all__ = ["ModelStatus", "PushedVersions", "checkout", "pointer", "pull", "push", "push_versions", "remote_name", "status"]
 
 
 def ensure_cached(

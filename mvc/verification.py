@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mvc import dvcstore, history, refs, rollback, settings, signing, sync, workspace
-from mvc.errors import IntegrityError, MissingObjectError, MvcError, RemoteNotFoundError, UsageError
+from mvc.errors import IntegrityError, MissingObjectError, MvcError, RemoteNotFoundError
 from mvc.pointer import Pointer
 from mvc.progress import Progress
 from mvc.workspace import Workspace
 
-TRUSTED_KEYS_SETTING = "trusted_keys"  # in .mvc/config.json under "extra"
+TRUSTED_KEYS_SETTING = settings.TRUSTED_KEYS_SETTING  # in .mvc/config.json under "extra"
 # Problems by severity: the first one a version has is its status.
 _INTEGRITY = ("corrupt", "invalid", "untrusted", "unsigned", "modified")
 
@@ -339,8 +339,10 @@ def check_before_push(ws: Workspace, ptrs: list[Pointer]) -> None:
 
 
 def signing_required(ws: Workspace, flag: bool | None) -> bool:
-    """``flag`` when given, else the repository setting ``require_signed``."""
-    return flag if flag is not None else settings.load(ws.root).require_signed
+    """``flag`` when given, else the repository setting; always True when the environment or this
+    clone's local settings require signatures (a commit cannot turn them off: mvc.settings)."""
+    policy = settings.signing_policy(ws.root)
+    return policy.enforced_by is not None or (flag if flag is not None else policy.required)
 
 
 def trusted_dir(ws: Workspace, given: str | Path | None) -> Path:
@@ -350,16 +352,7 @@ def trusted_dir(ws: Workspace, given: str | Path | None) -> Path:
     Raises:
         UsageError: neither is set.
     """
-    if given is not None:
-        return Path(given).expanduser()
-    configured = settings.load(ws.root).extra.get(TRUSTED_KEYS_SETTING)
-    if not configured:
-        raise UsageError(
-            "no trusted keys to check signatures against",
-            hint=f'pass --trusted-keys DIR, or set "extra": {{"{TRUSTED_KEYS_SETTING}": "DIR"}} in {settings.CONFIG_FILE}',
-        )
-    path = Path(str(configured)).expanduser()
-    return path if path.is_absolute() else ws.root / path
+    return settings.trusted_keys_dir(settings.signing_policy(ws.root), given)
 
 
 def require_signed(

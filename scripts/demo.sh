@@ -39,10 +39,10 @@ PY
 }
 
 train 0.05 20
-run mvc add model.safetensors --name classifier --param lr=0.05 --param epochs=20 --metrics-file metrics.json -M "baseline"
+run mvc add model.safetensors --name classifier --param lr=0.05 --param epochs=20 --metrics-file metrics.json -m "baseline"
 run mvc commit -m "classifier v1"
 train 0.5 200
-run mvc add model.safetensors --param lr=0.5 --param epochs=200 --metrics-file metrics.json -M "longer training"
+run mvc add model.safetensors --param lr=0.5 --param epochs=200 --metrics-file metrics.json -m "longer training"
 run mvc commit -m "classifier v2"
 run mvc push
 run mvc status

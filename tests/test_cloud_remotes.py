@@ -437,7 +437,7 @@ def test_team_workflow(
     bob_weights = bob / "models" / "net.safetensors"
     pulled_by_bob = bob_weights.read_bytes()
     retrain(bob_weights, step=0.01)
-    assert cli("add", str(bob_weights), "--metric", "acc=0.3", "-M", "bob's step", cwd=bob).exit_code == 0
+    assert cli("add", str(bob_weights), "--metric", "acc=0.3", "-m", "bob's step", cwd=bob).exit_code == 0
     assert cli("commit", "-m", "net v3", cwd=bob).exit_code == 0
     bob_push = cli("push", "--json", cwd=bob)
     git(bob, "push", "-q", "origin", "main")

@@ -124,7 +124,7 @@ def test_exp_list_remote_shows_the_git_remotes_experiments(repo, cli, tmp_path):
     clone = tmp_path / "clone"
     git(tmp_path, "clone", "-q", str(bare), str(clone))
     assert json.loads(ok(cli("exp", "list", "--json", cwd=clone)).stdout) == []
-    rows = json.loads(ok(cli("exp", "list", "--remote", "--json", cwd=clone)).stdout)
+    rows = json.loads(ok(cli("exp", "list", "--git-remotes", "--json", cwd=clone)).stdout)
     assert [(r["name"], r["branch"], r["remote"]) for r in rows] == [("shared", "origin/exp/shared", "origin")]
     assert rows[0]["models"][0]["metrics"] == {"acc": 0.75}
 
@@ -262,3 +262,19 @@ def test_three_experiments_the_best_goes_to_prod_and_a_fresh_clone_gets_exactly_
     theirs = json.loads(gto.stdout)
     assert theirs["net"]["version"] == ours[0]["latest"] == "v0.0.1"
     assert theirs["net"]["stage"] == {s["stage"]: s["release"] for s in ours[0]["stages"]} == {"prod": "v0.0.1"}
+
+
+def test_exp_switch_in_a_fresh_clone_makes_the_branch_from_the_remote_one(repo, cli, tmp_path):
+    version(cli, repo, 1)
+    ok(cli("exp", "new", "bar"))
+    v2 = version(cli, repo, 2)
+    ok(cli("push", "--all-versions"))
+    git(repo, "checkout", "-q", "main")
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", str(repo), str(clone))
+    listed = json.loads(ok(cli("exp", "list", "--git-remotes", "--json", cwd=clone)).stdout)
+    assert [e["branch"] for e in listed] == ["origin/exp/bar"]
+    switched = ok(cli("exp", "switch", "bar", cwd=clone))
+    assert switched.stdout == "switched to experiment bar (exp/bar)\n"
+    assert git(clone, "rev-parse", "--abbrev-ref", "exp/bar@{upstream}") == "origin/exp/bar"
+    assert (clone / "models/net.safetensors").read_bytes() == v2

@@ -193,4 +193,13 @@ def test_mvc_push_tags_uploads_tagged_weights_and_pushes_the_tags(repo, cli, tmp
     assert data["push"]["remote"] == "local" and data["registry"]["tags"] == ["net@v1.0.0"]
     assert git(bare, "tag", "-l").split() == ["net@v1.0.0"]
     human = cli("push", "--tags")
-    assert "registry: 1 tag(s) pushed to origin" in human.stdout
+    assert "registry: 1 tag pushed to origin" in human.stdout
+
+
+def test_promote_push_of_a_released_version_pushes_its_release_tag_too(repo, cli, two_versions, tmp_path):
+    bare = tmp_path / "origin.git"
+    git(tmp_path, "init", "-q", "--bare", str(bare))
+    git(repo, "remote", "add", "origin", str(bare))
+    ok(cli("tag", "net@v1", "v1.0.0"))  # registered locally, never pushed
+    ok(cli("promote", "net@v1.0.0", "--stage", "prod", "--push"))
+    assert sorted(git(bare, "tag", "-l").split()) == ["net#prod#1", "net@v1.0.0"]

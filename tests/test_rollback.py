@@ -49,7 +49,7 @@ def test_checkout_ref_rolls_back_without_moving_the_branch(three, cli):
     head, pointer = git(repo, "rev-parse", "HEAD"), (repo / PTR).read_bytes()
     result = cli("checkout", "net@v1")
     assert result.exit_code == 0, result.stderr
-    assert result.stdout == "1 path(s) updated in the work tree\n"
+    assert result.stdout == "1 path updated in the work tree\n"
     assert (repo / WEIGHTS).read_bytes() == saved(repo, "v1")
     assert git(repo, "rev-parse", "HEAD") == head and git(repo, "symbolic-ref", "--short", "HEAD") == "main"
     assert (repo / PTR).read_bytes() == pointer and git(repo, "status", "--porcelain") == ""
@@ -160,7 +160,7 @@ def test_restore_makes_a_new_version_with_the_old_weights(three, cli):
 
 def test_restore_human_output_and_message(three, cli):
     repo, h = three
-    result = cli("restore", "net@v2", "-M", "v3 overfit")
+    result = cli("restore", "net@v2", "-m", "v3 overfit")
     assert result.exit_code == 0, result.stderr
     assert result.stdout == f"net: v4 ({h['v2'][:8]}) restores net@v2; commit it with `mvc commit -m MSG`\n"
     assert mvc.show(repo, "net").manifest.message == "v3 overfit"

@@ -327,3 +327,40 @@ def test_get_require_signed_checks_the_download_before_writing_anything(cli, rep
     assert not (tmp_path / "prod").exists() or not any((tmp_path / "prod").iterdir())
     no_keys = cli("get", str(repo), "net", "-o", str(tmp_path / "x"), "--require-signed")
     assert no_keys.exit_code == 2 and "--trusted-keys" in no_keys.stderr
+
+
+def test_a_local_signing_policy_holds_when_a_commit_turns_signing_off(cli, repo, weights, keys, tmp_path):
+    md5 = add_version(repo, weights, 1, "net v1 unsigned")
+    assert cli("push").exit_code == 0
+    settings.save(repo, settings.Settings(require_signed=True))
+    git(repo, "add", ".mvc/config.json")
+    git(repo, "commit", "-q", "-m", "signing on")
+    mate = clone(repo, tmp_path / "mate")
+    settings.save_local(mate, require_signed=True, trusted_keys=str(keys.trusted))
+    assert settings.local_config_path(mate) == mate / ".git" / "mvc" / "config.json"
+    settings.save(repo, settings.Settings(require_signed=False))  # the repository says: no signatures
+    git(repo, "add", ".mvc/config.json")
+    git(repo, "commit", "-q", "-m", "signing off")
+    git(mate, "pull", "-q")
+    result = cli("pull", cwd=mate)
+    assert result.exit_code == 6
+    assert only_error_line(result.stderr) == f"error: refusing net v1 ({md5[:8]}): it is unsigned; nothing was checked out"
+    assert not (mate / "models" / "net.safetensors").exists()
+    git(mate, "add", "-A")
+    assert git(mate, "diff", "--cached", "--name-only") == ""  # the local policy is never committed
+
+
+def test_the_environment_enforces_signing_and_ignores_keys_the_repo_ships(cli, repo, weights, keys, monkeypatch):
+    md5 = add_version(repo, weights, 1, "net v1 unsigned")
+    shutil.copytree(keys.trusted, repo / "keys")  # a commit could fill this directory with its own keys
+    settings.save(repo, settings.Settings(extra={"trusted_keys": "keys"}))
+    monkeypatch.setenv("MVC_REQUIRE_SIGNED", "1")
+    no_keys = cli("checkout", "net")
+    assert no_keys.exit_code == 2
+    assert only_error_line(no_keys.stderr) == (
+        "error: signatures are required (MVC_REQUIRE_SIGNED=1) but no trusted keys are set outside the repository"
+    )
+    monkeypatch.setenv("MVC_TRUSTED_KEYS", str(keys.trusted))
+    refused = cli("checkout", "net")
+    assert refused.exit_code == 6
+    assert only_error_line(refused.stderr) == f"error: refusing net v1 ({md5[:8]}): it is unsigned; nothing was checked out"

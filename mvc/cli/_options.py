@@ -7,7 +7,19 @@ from typing import Annotated
 import typer
 
 Json = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or notes on stderr.")]
+
+
+def _quiet(value: bool) -> bool:
+    from mvc.cli import _output
+
+    if value:
+        _output.set_quiet(True)
+    return value
+
+
+Quiet = Annotated[
+    bool, typer.Option("--quiet", "-q", callback=_quiet, help="No progress bars or notes on stderr (errors still show).")
+]
 Remote = Annotated[str | None, typer.Option("--remote", "-r", help="Remote name (default: the default remote).")]
 Jobs = Annotated[int | None, typer.Option("--jobs", "-j", min=1, help="Parallel transfers.")]
 Repo = Annotated[str, typer.Option("--repo", help="Path inside the repository (default: current directory).")]

@@ -49,9 +49,36 @@ def out(text: str = "") -> None:
     sys.stdout.write(text + "\n")
 
 
+_state = {"quiet": False}
+
+
+def set_quiet(quiet: bool) -> None:
+    """Turn the notes on stderr off (``--quiet``) or back on (each invocation starts on)."""
+    _state["quiet"] = quiet
+
+
 def note(text: str) -> None:
-    """Print a note for people on stderr."""
-    sys.stderr.write(text + "\n")
+    """Print a note for people on stderr (nothing with ``--quiet``)."""
+    if not _state["quiet"]:
+        sys.stderr.write(text + "\n")
+
+
+def plural(count: int, noun: str, plural_form: str | None = None) -> str:
+    """``count`` and ``noun``, the noun in the plural unless the count is one: ``1 file``, ``2 files``."""
+    return f"{count} {noun if count == 1 else plural_form or noun + 's'}"
+
+
+def silence_stdout() -> None:
+    """Point stdout at /dev/null after the reader went away (``mvc log | head``).
+
+    Later writes, and the flush at exit, then cannot raise BrokenPipeError again.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # not a real file (CliRunner): nothing to redirect
+        pass
 
 
 def error(message: str, hint: str | None) -> None:
@@ -59,11 +86,6 @@ def error(message: str, hint: str | None) -> None:
     sys.stderr.write(f"error: {message}\n")
     if hint:
         sys.stderr.write(f"hint: {hint}\n")
-
-
-def count(n: int, noun: str) -> str:
-    """``1 object``, ``2 objects``: a count with its noun in the right number."""
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def short(md5: str) -> str:
@@ -105,7 +127,14 @@ def progress_bar(description: str, *, enabled: bool) -> Iterator[Any]:
         yield None
         return
     from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
 
     lock = threading.Lock()
     sizes: dict[str, int] = {}

@@ -8,7 +8,16 @@ import typer
 
 from mvc.cli import _output
 from mvc.cli._app import app, command
-from mvc.cli._options import Jobs, Json, Names, Quiet, Remote, Repo, RequireSigned, TrustedKeys
+from mvc.cli._options import (
+    Jobs,
+    Json,
+    Names,
+    Quiet,
+    Remote,
+    Repo,
+    RequireSigned,
+    TrustedKeys,
+)
 
 # Signature options (issue 11), shared with `mvc verify` in mvc/cli/verify.py.
 
@@ -48,10 +57,10 @@ def add(
     name: Annotated[str | None, typer.Option("--name", "-n", help="Model name (default: file name without suffix).")] = None,
     param: Annotated[list[str] | None, typer.Option("--param", "-p", help="Hyperparameter KEY=VALUE (repeatable).")] = None,
     params_file: Annotated[list[str] | None, typer.Option("--params-file", help="YAML/JSON file of hyperparameters.")] = None,
-    metric: Annotated[list[str] | None, typer.Option("--metric", "-m", help="Metric KEY=VALUE (repeatable).")] = None,
+    metric: Annotated[list[str] | None, typer.Option("--metric", help="Metric KEY=VALUE (repeatable; no short form: -m is the message).")] = None,
     metrics_file: Annotated[list[str] | None, typer.Option("--metrics-file", help="YAML/JSON file of metrics.")] = None,
     dataset: Annotated[list[str] | None, typer.Option("--dataset", "-d", help="DVC-tracked data set used (repeatable).")] = None,
-    message: Annotated[str, typer.Option("--message", "-M", help="What changed in this version.")] = "",
+    message: Annotated[str, typer.Option("--message", "-m", help="What changed in this version.")] = "",
     label: Annotated[list[str] | None, typer.Option("--label", "-l", help="Label (repeatable).")] = None,
     sign: Annotated[str | None, typer.Option("--sign", help="Sign the version with this ECDSA PEM private key.")] = None,
     sign_password_env: Annotated[str | None, typer.Option("--sign-password-env", help="Environment variable holding the signing key's passphrase.")] = None,
@@ -105,6 +114,7 @@ def commit(
     message: Annotated[str, typer.Option("--message", "-m", help="Commit message.")],
     repo: Repo = ".",
     json_output: Json = False,
+    quiet: Quiet = False,
 ) -> None:
     """Commit the model changes (pointers, .gitignore, .mvc/) and nothing else.
 
@@ -118,7 +128,7 @@ def commit(
     if json_output:
         _output.emit_json(result)
         return
-    _output.out(f"[{result.commit[:8]}] {message} ({len(result.paths)} files)")
+    _output.out(f"[{result.commit[:8]}] {message} ({_output.plural(len(result.paths), 'file')})")
 
 
 @command(app)
@@ -128,6 +138,7 @@ def status(
     no_remote: Annotated[bool, typer.Option("--no-remote", help="Do not ask the remote (offline).")] = False,
     repo: Repo = ".",
     json_output: Json = False,
+    quiet: Quiet = False,
 ) -> None:
     """Show each model's version and whether work tree, cache and remote are in sync.
 
@@ -169,9 +180,15 @@ def status(
 
 @command(app)
 def push(
-    names: Names = None,
+    names: Annotated[
+        list[str] | None,
+        typer.Argument(help="NAME (the work tree's version) or NAME@REF (any committed version); default: every model.", show_default=False),
+    ] = None,
     remote: Remote = None,
     jobs: Jobs = None,
+    all_versions: Annotated[
+        bool, typer.Option("--all-versions", help="Also every version any branch or tag records (committed but never pushed too).")
+    ] = False,
     tags: Annotated[bool, typer.Option("--tags", help="Also upload the weights of every registry tag (releases, stages) and push the tags to git.")] = False,
     git_remote: Annotated[str, typer.Option("--git-remote", help="The git remote that receives the tags (with --tags).")] = "origin",
     repo: Repo = ".",
@@ -186,19 +203,34 @@ def push(
 
       mvc push net --remote s3 --jobs 8
 
+      mvc push net@v1 net@v2
+
+      mvc push --all-versions
+
       mvc push --tags
     """
     from mvc import api
+    from mvc.errors import MissingObjectError
 
     with _output.progress_bar("pushing", enabled=_output.progress_enabled(quiet=quiet, json_output=json_output)) as cb:
-        result = api.push(repo, names, remote=remote, jobs=jobs, progress=cb)
-    registry = api.push_registry(repo, names, remote=remote, git_remote=git_remote) if tags else None
+        result = api.push(repo, names, remote=remote, jobs=jobs, progress=cb, all_versions=all_versions)
+    registry = api.push_registry(repo, [n.partition("@")[0] for n in names or []] or None, remote=remote, git_remote=git_remote) if tags else None
     if json_output:
         _output.emit_json({"push": result, "registry": registry} if tags else result)
-        return
-    _output.out(f"pushed {result.transferred} object(s) of {len(result.models)} model(s) to {result.remote}")
-    if registry is not None:
-        _output.out(f"registry: {len(registry.tags)} tag(s) pushed to {registry.git_remote}, {registry.transferred} object(s) uploaded")
+    else:
+        _output.out(f"pushed {_output.plural(result.transferred, 'object')} of {_output.plural(len(result.models), 'model')} to {result.remote}")
+        if result.versions and not result.missing:
+            _output.note(f"versions: {', '.join(result.versions)}")
+        if registry is not None:
+            _output.out(
+                f"registry: {_output.plural(len(registry.tags), 'tag')} pushed to {registry.git_remote}, "
+                f"{_output.plural(registry.transferred, 'object')} uploaded"
+            )
+    if result.missing:
+        raise MissingObjectError(
+            f"the weights of {', '.join(result.missing)} are in neither the local cache nor remote {result.remote!r}",
+            hint="push them from the machine that added them; the other versions were pushed",
+        )
 
 
 @command(app)
@@ -242,10 +274,7 @@ def pull(
         _output.emit_json(result)
         return
     changed = len(result.added) + len(result.modified)
-    _output.out(
-        f"fetched {_output.count(result.fetched, 'object')} from {result.remote}; "
-        f"{_output.count(changed, 'path')} updated in the work tree"
-    )
+    _output.out(f"fetched {_output.plural(result.fetched, 'object')} from {result.remote}; {_output.plural(changed, 'path')} updated in the work tree")
 
 
 @command(app)
@@ -281,4 +310,4 @@ def checkout(
         _output.emit_json(result)
         return
     changed = len(result.added) + len(result.modified)
-    _output.out(f"{changed} path(s) updated in the work tree")
+    _output.out(f"{_output.plural(changed, 'path')} updated in the work tree")

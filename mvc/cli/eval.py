@@ -120,7 +120,7 @@ def _render(result: EvalResult, *, quiet: bool) -> None:
         _output.note(f"note: {n}")
     cached = sum(r.status == "cached" for r in result.rows)
     if cached:
-        _output.note(f"{cached} version(s) read from {result.saved}/ (evaluated the same way before; --force re-runs)")
+        _output.note(f"{_output.plural(cached, 'version')} read from {result.saved}/ (evaluated the same way before; --force re-runs)")
     if result.written:
         _output.note(f"results saved in {result.saved}/ (staged; commit them with your next commit)")
     for path in result.recorded:

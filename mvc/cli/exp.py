@@ -8,7 +8,7 @@ import typer
 
 from mvc.cli import _output
 from mvc.cli._app import app, command
-from mvc.cli._options import Json, Remote, Repo
+from mvc.cli._options import Json, Quiet, Remote, Repo
 
 exp_app = typer.Typer(
     help="Experiments: one git branch (exp/NAME) each; list, compare, promote the winner.\n\n"
@@ -42,6 +42,7 @@ def exp_new(
     remote: Remote = None,
     repo: Repo = ".",
     json_output: Json = False,
+    quiet: Quiet = False,
 ) -> None:
     """Start an experiment: create branch exp/NAME from the base, switch to it, sync the weights.
 
@@ -66,10 +67,13 @@ def exp_new(
 
 @command(exp_app, "list")
 def exp_list(
-    remote: Annotated[bool, typer.Option("--remote", help="Include the git remotes' exp/* branches (as last fetched).")] = False,
-    sort: Annotated[str | None, typer.Option("--sort", "-s", help="METRIC[:asc|desc] (MODEL.METRIC for one model); default: last activity.")] = None,
+    git_remotes: Annotated[
+        bool, typer.Option("--git-remotes", help="Include the git remotes' exp/* branches (as last fetched); `exp switch` takes them.")
+    ] = False,
+    sort: Annotated[str | None, typer.Option("--sort", help="METRIC[:asc|desc] (MODEL.METRIC for one model); default: last activity.")] = None,
     repo: Repo = ".",
     json_output: Json = False,
+    quiet: Quiet = False,
 ) -> None:
     """List experiments: base, latest version of each model, key metrics, last activity.
 
@@ -79,11 +83,11 @@ def exp_list(
 
       mvc exp list --sort acc
 
-      mvc exp list --remote --sort loss:asc --json
+      mvc exp list --git-remotes --sort loss:asc --json
     """
     from mvc import api
 
-    rows = api.exp_list(repo, remote=remote, sort=sort)
+    rows = api.exp_list(repo, git_remotes=git_remotes, sort=sort)
     if json_output:
         _output.emit_json(rows)
         return
@@ -111,6 +115,7 @@ def exp_switch(
     remote: Remote = None,
     repo: Repo = ".",
     json_output: Json = False,
+    quiet: Quiet = False,
 ) -> None:
     """Check out an experiment's branch and sync its weights (fetching what the cache lacks).
 
@@ -137,6 +142,7 @@ def exp_compare(
     names: Annotated[list[str], typer.Argument(help="Two or more experiment names.")],
     repo: Repo = ".",
     json_output: Json = False,
+    quiet: Quiet = False,
 ) -> None:
     """Compare experiments: params and metrics side by side, and the tensor diff of their models.
 
@@ -178,6 +184,7 @@ def exp_promote(
     remote: Remote = None,
     repo: Repo = ".",
     json_output: Json = False,
+    quiet: Quiet = False,
 ) -> None:
     """Merge an experiment into a branch; each model it changed becomes a new version there.
 
@@ -206,8 +213,9 @@ def exp_remove(
     force: Annotated[bool, typer.Option("--force", "-f", help="Delete it even if its work is merged nowhere.")] = False,
     repo: Repo = ".",
     json_output: Json = False,
+    quiet: Quiet = False,
 ) -> None:
-    """Delete a finished experiment's branch (its weights stay in the remote until `mvc gc`).
+    """Delete a finished experiment's branch (its weights stay in the cache and the remote).
 
     Examples:
 

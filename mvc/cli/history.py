@@ -8,7 +8,7 @@ import typer
 
 from mvc.cli import _output
 from mvc.cli._app import app, command
-from mvc.cli._options import Json, Remote, Repo
+from mvc.cli._options import Json, Quiet, Remote, Repo
 
 
 def _parent(p: Any) -> str:
@@ -21,6 +21,25 @@ def _fmt(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def _tree(key: str, value: Any, indent: str, sep: str = " = ") -> list[str]:
+    """Lines showing ``key`` and ``value`` for people: nested mappings and lists indented, never a Python repr."""
+    if isinstance(value, dict):
+        if not value:
+            return [f"{indent}{key}{sep}-"]
+        lines = [f"{indent}{key}:"]
+        for k, v in value.items():
+            lines += _tree(str(k), v, indent + "  ", sep)
+        return lines
+    if isinstance(value, list | tuple):
+        if all(not isinstance(v, dict | list | tuple) for v in value):
+            return [f"{indent}{key}{sep}{', '.join(_fmt(v) for v in value) or '-'}"]
+        lines = [f"{indent}{key}:"]
+        for i, v in enumerate(value, 1):
+            lines += _tree(f"[{i}]", v, indent + "  ", sep)
+        return lines
+    return [f"{indent}{key}{sep}{_fmt(value)}"]
+
+
 def _fmt_opt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
@@ -31,6 +50,7 @@ def log(
     all_branches: Annotated[bool, typer.Option("--all-branches", "-a", help="Walk every local branch.")] = False,
     repo: Repo = ".",
     json_output: Json = False,
+    quiet: Quiet = False,
 ) -> None:
     """List the versions of a model, newest first (read from git objects: no checkout).
 
@@ -117,7 +137,8 @@ def show(
     lines.append(f"code:       {m.code.commit or '-'}{' (dirty)' if m.code.dirty else ''}" + (f" on {m.code.branch}" if m.code.branch else ""))
     for title, values in (("params", m.params), ("metrics", m.metrics)):
         lines.append(f"{title + ':':12}-" if not values else f"{title}:")
-        lines += [f"  {k} = {_fmt(v)}" for k, v in values.items()]
+        for k, v in values.items():
+            lines += _tree(str(k), v, "  ")
     lines.append(f"{'datasets:':12}-" if not m.datasets else "datasets:")
     lines += [f"  {ds.path} ({ds.hash or 'not tracked by DVC'})" for ds in m.datasets]
     if m.labels:
@@ -125,7 +146,7 @@ def show(
     for n in m.notes:
         lines.append(f"note:       {n}")
     for key, value in m.extra.items():
-        lines.append(f"{key}: {value}")
+        lines += _tree(str(key), value, "", sep=": ")
     for line in lines:
         _output.out(line)
 
@@ -139,6 +160,7 @@ def diff(
     remote: Remote = None,
     repo: Repo = ".",
     json_output: Json = False,
+    quiet: Quiet = False,
 ) -> None:
     """Compare two versions: params, metrics and tensors (from manifests; no weights read).
 
@@ -173,7 +195,7 @@ def diff(
         rows = []
         for t in d.tensors:
             st = stats_by_name.get(t.name)
-            shape = lambda dt, sh: "" if dt is None else f"{dt}{list(sh)}"  # noqa: E731
+            shape = lambda dt, sh: "" if dt is None else f"{dt}{list(sh)}"
             row = [t.name, t.status, shape(t.a_dtype, t.a_shape), shape(t.b_dtype, t.b_shape)]
             if stats:
                 row += [f"{st.l2_diff:.4g}", _fmt_opt(st.relative_change, ".4g"), _fmt_opt(st.cosine, ".6f")] if st else ["", "", ""]
@@ -188,11 +210,12 @@ def diff(
 @command(app)
 def restore(
     ref: Annotated[str, typer.Argument(help="The version to bring back (NAME@v2, NAME@<commit> ...).")],
-    message: Annotated[str, typer.Option("--message", "-M", help="Message for the new version.")] = "",
+    message: Annotated[str, typer.Option("--message", "-m", help="Message for the new version.")] = "",
     force: Annotated[bool, typer.Option("--force", "-f", help="Discard work-tree weights no version records.")] = False,
     remote: Remote = None,
     repo: Repo = ".",
     json_output: Json = False,
+    quiet: Quiet = False,
 ) -> None:
     """Make an old version the new head: a new version with its weights (history is kept).
 

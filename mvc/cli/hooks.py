@@ -10,12 +10,12 @@ import typer
 
 from mvc.cli import _output
 from mvc.cli._app import app, command
-from mvc.cli._options import Json, Remote, Repo
+from mvc.cli._options import Json, Quiet, Remote, Repo
 
 
 @command(app, "install-hooks")
 def install_hooks(repo: Repo = ".", json_output: Json = False) -> None:
-    """Install git hooks: checkout/switch/pull sync the weights, push uploads them first.
+    """Install git hooks: checkout/switch/pull/rebase sync the weights, push uploads them first.
 
     Existing hooks keep working (mvc adds a marked block once); safe to run again. Also
     sets up the merge driver for model pointers in this clone.
@@ -42,10 +42,12 @@ def resolve(
     remote: Remote = None,
     repo: Repo = ".",
     json_output: Json = False,
+    quiet: Quiet = False,
 ) -> None:
-    """Settle a merge conflict on a model: record the chosen side as a merge version and stage it.
+    """Settle a conflict on a model: record the chosen side as a merge version and stage it.
 
-    Then finish the merge with `git commit`.
+    Then finish what git stopped in: `git commit` after a merge, `git rebase --continue`,
+    `git cherry-pick --continue` or `git revert --continue`.
 
     Examples:
 
@@ -61,7 +63,7 @@ def resolve(
         return
     parents = ", ".join(f"v{p.version} ({_output.short(p.hash)})" for p in r.parents)
     _output.out(f"{r.name}: v{r.version} ({_output.short(r.hash)}) from {r.took}, parents {parents}; staged")
-    _output.note("finish the merge with `git commit`")
+    _output.note(f"finish with `{r.next_step}`")
 
 
 @command(app, "_hook", hidden=True)
@@ -100,7 +102,7 @@ def merge_driver(
     """
     from mvc import hooks
 
-    outcome = hooks.merge_pointers(Path(".").resolve(), Path(base), Path(ours), Path(theirs), path)
+    outcome = hooks.merge_pointers(Path.cwd(), Path(base), Path(ours), Path(theirs), path)
     if outcome.message:
         _output.note(outcome.message)
     if outcome.code:

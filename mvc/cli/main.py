@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from mvc.cli import core, history, remote  # noqa: F401  (registers the commands)
 from mvc.cli import eval as _eval  # noqa: F401  (registers `mvc eval`)
-from mvc.cli import run as _run  # noqa: F401  (registers `mvc run`)
-from mvc.cli import merge as _merge  # noqa: F401  (registers `mvc merge`)
-from mvc.cli import verify as _verify  # noqa: F401  (registers `mvc verify`, `mvc sign`)
+from mvc.cli import exp as _exp  # noqa: F401  (issue 5: exp, hooks, registry)
 from mvc.cli import get as _get  # noqa: F401  (registers `mvc get`)
-from mvc.cli import exp as _exp, hooks as _hooks, registry as _registry  # noqa: F401  (issue 5: exp, hooks, registry)
+from mvc.cli import hooks as _hooks  # noqa: F401  (registers `mvc install-hooks`, `mvc resolve`)
+from mvc.cli import merge as _merge  # noqa: F401  (registers `mvc merge`)
+from mvc.cli import registry as _registry  # noqa: F401  (registers `mvc tag`, `mvc promote`, `mvc rename`)
+from mvc.cli import run as _run  # noqa: F401  (registers `mvc run`)
+from mvc.cli import verify as _verify  # noqa: F401  (registers `mvc verify`, `mvc sign`)
 from mvc.cli._app import app
 
 

@@ -30,7 +30,7 @@ def merge(
     out: Annotated[str | None, typer.Option("--out", "-o", help="Output .safetensors file.")] = None,
     add: Annotated[bool, typer.Option("--add", help="Record the output as a new version whose parents are the inputs.")] = False,
     name: Annotated[str | None, typer.Option("--name", "-n", help="Model the new version belongs to (default: the first input's).")] = None,
-    message: Annotated[str, typer.Option("--message", "-M", help="Message of the new version (with --add).")] = "",
+    message: Annotated[str, typer.Option("--message", "-m", help="Message of the new version (with --add).")] = "",
     config: Annotated[str | None, typer.Option("--config", "-c", help="YAML recipe: inputs, method, weights, base, params, per-tensor overrides.")] = None,
     allow_missing: Annotated[bool, typer.Option("--allow-missing", help="Keep tensors only some models hold (merged over those that do).")] = False,
     normalize: Annotated[bool, typer.Option("--normalize", help="Scale the weights to sum to 1 (linear, task-arithmetic).")] = False,
@@ -91,7 +91,7 @@ def merge(
     if result.params:
         how += " " + " ".join(f"{k}={v:g}" for k, v in result.params.items())
     _output.out(
-        f"merged {len(result.inputs)} model(s) ({how}) into {result.path}: {result.tensors} tensors "
+        f"merged {_output.plural(len(result.inputs), 'model')} ({how}) into {result.path}: {result.tensors} tensors "
         f"({result.merged} merged, {result.copied} copied), {_size(result.bytes)}"
     )
     v = result.version

@@ -8,11 +8,11 @@ import typer
 
 from mvc.cli import _output
 from mvc.cli._app import app, command
-from mvc.cli._options import Json, Remote, Repo
+from mvc.cli._options import Json, Quiet, Remote, Repo
 
 Message = Annotated[str, typer.Option("--message", "-m", help="Tag message (default: what was registered).")]
 Push = Annotated[
-    bool, typer.Option("--push", help="Upload the version's weights to the remote, then push the tag(s) to the git remote.")
+    bool, typer.Option("--push", help="Upload the version's weights to the remote, then push the tags to the git remote.")
 ]
 GitRemote = Annotated[str, typer.Option("--git-remote", help="Git remote the tags go to with --push.")]
 
@@ -27,6 +27,7 @@ def tag(
     git_remote: GitRemote = "origin",
     repo: Repo = ".",
     json_output: Json = False,
+    quiet: Quiet = False,
 ) -> None:
     """Register a version as a release: annotated git tag NAME@vX.Y.Z (read by `gto show` too).
 
@@ -61,6 +62,7 @@ def promote(
     git_remote: GitRemote = "origin",
     repo: Repo = ".",
     json_output: Json = False,
+    quiet: Quiet = False,
 ) -> None:
     """Assign a stage to a version: annotated git tag NAME#STAGE#N; then NAME@STAGE resolves to it.
 
@@ -100,6 +102,7 @@ def registry(
     name: Annotated[str | None, typer.Argument(help="Model name (default: every model in the registry).")] = None,
     repo: Repo = ".",
     json_output: Json = False,
+    quiet: Quiet = False,
 ) -> None:
     """Show the registry: releases, their versions, and which version each stage points to.
 
@@ -140,3 +143,29 @@ def registry(
         ]
         rows += [[s.commit[:8], version(s.version, s.hash), s.commit[:8], s.stage, s.created[:19].replace("T", " "), "unregistered"] for s in m.stages if s.release is None]
         _output.table(["release", "version", "commit", "stages", "created", "note"], rows, title=m.name)
+
+
+@command(app)
+def rename(
+    old: Annotated[str, typer.Argument(help="The model's current name.")],
+    new: Annotated[str, typer.Argument(help="The new name.")],
+    repo: Repo = ".",
+    json_output: Json = False,
+    quiet: Quiet = False,
+) -> None:
+    """Rename a model: rewrite the name in its pointer's manifest and stage it (no new weights, no new version).
+
+    Earlier versions and registry tags keep the name they were recorded with.
+
+    Examples:
+
+      mvc rename ñet-模型 net && mvc commit -m "rename the model to net"
+    """
+    from mvc import api
+
+    r = api.rename(repo, old, new)
+    if json_output:
+        _output.emit_json(r)
+        return
+    _output.out(f"{r.old} -> {r.new}: v{r.version} ({_output.short(r.hash)}), staged {r.pointer}")
+    _output.note("record it with `mvc commit -m MSG`")

@@ -21,7 +21,7 @@ app.add_typer(remote_app, name="remote")
 def remote_add(
     name: Annotated[str, typer.Argument(help="Remote name.")],
     url: Annotated[str, typer.Argument(help="s3://bucket/prefix, gs://bucket/prefix or a directory.")],
-    default: Annotated[bool, typer.Option("--default", "-d", help="Make it the default remote.")] = False,
+    default: Annotated[bool, typer.Option("--default", help="Make it the default remote.")] = False,
     force: Annotated[bool, typer.Option("--force", "-f", help="Replace a remote of the same name.")] = False,
     endpoint_url: Annotated[str | None, typer.Option("--endpoint-url", help="S3/GCS endpoint (self-hosted, local).")] = None,
     profile: Annotated[str | None, typer.Option("--profile", help="AWS profile name.")] = None,

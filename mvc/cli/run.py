@@ -8,7 +8,7 @@ import typer
 
 from mvc.cli import _output
 from mvc.cli._app import app, command
-from mvc.cli._options import Json, Repo
+from mvc.cli._options import Json, Quiet, Repo
 
 
 @command(app, context_settings={"allow_interspersed_args": False})
@@ -19,9 +19,10 @@ def run(
     metrics_file: Annotated[str | None, typer.Option("--metrics-file", help="YAML/JSON file of metrics the command writes.")] = None,
     out: Annotated[list[str] | None, typer.Option("--out", "-o", help="Weights the command writes (a new model; repeatable).")] = None,
     name: Annotated[str | None, typer.Option("--name", "-n", help="Model name for the single --out.")] = None,
-    force: Annotated[bool, typer.Option("--force", help="With --exp: discard unrecorded weights when switching.")] = False,
+    force: Annotated[bool, typer.Option("--force", "-f", help="With --exp: discard unrecorded weights when switching.")] = False,
     repo: Repo = ".",
     json_output: Json = False,
+    quiet: Quiet = False,
 ) -> None:
     """Run a training command, then version the weights it wrote and commit them.
 

@@ -112,6 +112,7 @@ def sign(
     remote: Remote = None,
     repo: Repo = ".",
     json_output: Json = False,
+    quiet: Quiet = False,
 ) -> None:
     """Sign a version's weights (OpenSSF model signing); the bundle is staged in .mvc/signatures/.
 
