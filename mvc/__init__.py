@@ -50,6 +50,7 @@ _API = {
     "log_model",
     "wait",
     "merge",
+    "gc",
 }
 
 

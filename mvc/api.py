@@ -43,6 +43,7 @@ def _lazy(name: str) -> Any:
     return _LazyModule(name)
 
 
+cleanup = _lazy("mvc.cleanup")
 diffing = _lazy("mvc.comparison")
 dvcstore = _lazy("mvc.dvcstore")
 evaluation = _lazy("mvc.evaluation")
@@ -66,6 +67,9 @@ versioning = _lazy("mvc.versioning")
 workspace = _lazy("mvc.workspace")
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from mvc.cleanup import GcResult
     from mvc.comparison import Diff
     from mvc.dvcstore import RemoteConfig
     from mvc.evaluation import Comparison, EvalFailedError, EvalFunctionNotFoundError, EvalRow, EvalSpec
@@ -88,6 +92,7 @@ _REEXPORTS: dict[str, tuple[str, str]] = {
     "EvalRow": ("mvc.evaluation", "EvalRow"),
     "EvalSpec": ("mvc.evaluation", "EvalSpec"),
     "Experiment": ("mvc.experiments", "Experiment"),
+    "GcResult": ("mvc.cleanup", "GcResult"),
     "GetResult": ("mvc.getting", "GetResult"),
     "HookInstall": ("mvc.hooks", "HookInstall"),
     "LoggedVersion": ("mvc.training", "LoggedVersion"),
@@ -96,6 +101,7 @@ _REEXPORTS: dict[str, tuple[str, str]] = {
     "ModelStatus": ("mvc.sync", "ModelStatus"),
     "Promoted": ("mvc.experiments", "Promoted"),
     "Release": ("mvc.registry", "Release"),
+    "Removal": ("mvc.cleanup", "Removal"),
     "RemoteConfig": ("mvc.dvcstore", "RemoteConfig"),
     "Resolution": ("mvc.hooks", "Resolution"),
     "RunResult": ("mvc.training", "RunResult"),
@@ -1611,3 +1617,44 @@ __all__ = [
     "remote_modify",
     "status",
 ]
+
+
+def gc(
+    repo: PathLike = ".",
+    *,
+    cache: bool = True,
+    remote: str | None = None,
+    dry_run: bool = False,
+    older_than: float = 1.0,
+    confirm: Callable[[GcResult], bool] | None = None,
+) -> GcResult:
+    """Remove what no kept version needs from the cache (and ``remote``), and the leftovers of
+    interrupted commands (temp files, unfinished S3 multipart uploads).
+
+    Kept is every version a pointer names in any commit reachable from a branch (local or
+    remote-tracking), a tag or ``HEAD``, in the index, in the work tree or in a rollback.
+
+    Example::
+
+        plan = mvc.gc(dry_run=True)
+        print(plan.removed_bytes, "bytes would be freed")
+
+    Args:
+        cache: clean the local cache and the work tree's temp files.
+        remote: also clean this remote: unneeded objects, temp files of a directory
+            remote, unfinished S3 multipart uploads.
+        dry_run: remove nothing; the result lists what would go.
+        older_than: temp files and uploads younger than this many hours are left alone
+            (a command may still be writing them).
+        confirm: called with the plan before anything is removed; returning False
+            removes nothing (the plan comes back as a dry run).
+
+    Raises:
+        RemoteNotFoundError / RemoteError: ``remote`` is unknown or failed.
+        LockedError: another mvc or dvc process holds the repository.
+        UsageError: ``older_than`` is negative.
+    """
+    if older_than < 0:
+        raise UsageError(f"older_than must be 0 or more hours, not {older_than}", hint="pass --older-than 0 to clean every temp file")
+    ws = workspace.open_workspace(repo)
+    return cleanup.collect(ws, cache=cache, remote=remote, dry_run=dry_run, older_than=older_than, confirm=confirm)

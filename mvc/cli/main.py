@@ -8,6 +8,7 @@ from mvc.cli import run as _run  # noqa: F401  (registers `mvc run`)
 from mvc.cli import merge as _merge  # noqa: F401  (registers `mvc merge`)
 from mvc.cli import verify as _verify  # noqa: F401  (registers `mvc verify`, `mvc sign`)
 from mvc.cli import get as _get  # noqa: F401  (registers `mvc get`)
+from mvc.cli import gc as _gc  # noqa: F401  (registers `mvc gc`)
 from mvc.cli import exp as _exp, hooks as _hooks, registry as _registry  # noqa: F401  (issue 5: exp, hooks, registry)
 from mvc.cli._app import app
 
