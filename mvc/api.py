@@ -70,6 +70,9 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from mvc.cleanup import GcResult
+    from mvc.hooks import merge_pointers, run_hook, sync_messages
+    from mvc.lineage import parse_pairs
+    from mvc.mergeconfig import parse_weights
     from mvc.comparison import Diff
     from mvc.dvcstore import RemoteConfig
     from mvc.evaluation import Comparison, EvalFailedError, EvalFunctionNotFoundError, EvalRow, EvalSpec
@@ -113,6 +116,12 @@ _REEXPORTS: dict[str, tuple[str, str]] = {
     "VerifyResult": ("mvc.verification", "VerifyResult"),
     "VersionCheck": ("mvc.verification", "VersionCheck"),
     "VersionRecord": ("mvc.history", "VersionRecord"),
+    # What the CLI needs besides the API functions: it imports no domain module (issue 18).
+    "merge_pointers": ("mvc.hooks", "merge_pointers"),
+    "parse_pairs": ("mvc.lineage", "parse_pairs"),
+    "parse_weights": ("mvc.mergeconfig", "parse_weights"),
+    "run_hook": ("mvc.hooks", "run_hook"),
+    "sync_messages": ("mvc.hooks", "sync_messages"),
 }
 
 
@@ -985,7 +994,8 @@ def tag(
     ws = workspace.open_workspace(repo)
     if push:
         _check_git_remote(ws, git_remote)
-    res, tag_, commit = registering.register(ws, ref, release, message=message)
+    registering.check_release(release)  # before the ref: a bad release number is the first error
+    res, tag_, commit = registering.register(ws, refs.resolve(ws, ref), release, message=message)
     if push:
         _push_tags(ws, [tag_], [commit], remote=remote, git_remote=git_remote)
     return TagResult(name=res.name, release=release, tag=tag_, commit=commit, version=res.version, hash=res.hash, pushed=push)
