@@ -239,6 +239,52 @@ def test_a_listing_found_nowhere_keeps_every_file_object(repo: Path, cli: Callab
     assert f"the listing {ck1[:8]}.dir of a kept version is in neither cache nor remote" in result.stderr
 
 
+def test_a_declined_confirmation_removes_nothing(repo: Path, built: History) -> None:
+    before = cache_oids(repo)
+    asked: list[Any] = []
+
+    result = mvc.gc(repo, confirm=lambda plan: asked.append(plan) or False)
+
+    assert cache_oids(repo) == before
+    assert result.dry_run is True and {r.oid for r in result.removed} == built.gone
+    assert asked == [result]
+
+
+def test_a_listing_missing_from_the_cache_is_read_from_the_remote(repo: Path, cli: Callable[..., Any]) -> None:
+    a, b = b"a" * 100, b"b" * 100
+    ck1 = add_commit(repo, CKPT, "ckpt v1", files={"a.bin": a, "b.bin": b})
+    mvc.push(repo)
+    git(repo, "checkout", "-q", "-b", "tmp")
+    v = add_commit(repo, NET, "net v1", seed=1)
+    git(repo, "checkout", "-q", "-f", "main")
+    git(repo, "branch", "-q", "-D", "tmp")
+    listing = repo / ".dvc/cache/files/md5" / ck1[:2] / ck1[2:]
+    os.chmod(listing, 0o644)
+    listing.unlink()
+
+    result = ok(cli("gc", "--yes", "--remote", mvc.remote_list(repo)[0].name))
+
+    assert cache_oids(repo) == {md5(a), md5(b)}  # the listing, read from the remote, names them; v goes
+    assert v not in cache_oids(repo) and "neither cache nor remote" not in result.stderr
+    assert remote_oids(remote_dir(repo)) == {ck1, md5(a), md5(b)}
+
+
+def test_during_a_merge_both_sides_are_kept(repo: Path, cli: Callable[..., Any]) -> None:
+    v1 = add_commit(repo, NET, "net v1", seed=1)
+    git(repo, "checkout", "-q", "-b", "side")
+    v2 = add_commit(repo, NET, "net v2", seed=2)
+    git(repo, "checkout", "-q", "-f", "main")
+    mvc.checkout(repo)
+    v3 = add_commit(repo, NET, "net v3", seed=3)
+    subprocess.run(["git", "merge", "-q", "side"], cwd=repo, capture_output=True, check=False)
+    assert (repo / ".git" / "MERGE_HEAD").is_file()
+    git(repo, "branch", "-q", "-D", "side")  # only MERGE_HEAD and the index name v2 now
+
+    ok(cli("gc", "--yes"))
+
+    assert cache_oids(repo) == {v1, v2, v3}
+
+
 # ------------------------------------------------------------------------ temp files
 
 
