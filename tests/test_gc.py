@@ -337,6 +337,30 @@ def test_gc_cleans_temp_leftovers_older_than_an_hour(repo: Path, weights: Path, 
     assert data["removed_bytes"] == 9 * 10
 
 
+def test_gc_cleans_what_a_killed_add_left_in_the_cache(repo: Path, cli: Callable[..., Any]) -> None:
+    weights = repo / "models" / "big.bin"
+    weights.parent.mkdir(parents=True)
+    with weights.open("wb") as f:
+        for _ in range(32):
+            f.write(os.urandom(8 * 2**20))  # 256 MiB: mvc copies it into the cache under a temp name
+    cache = repo / ".dvc/cache/files/md5"
+    proc = subprocess.Popen([sys.executable, "-m", "mvc", "add", str(weights)], cwd=repo)
+    deadline = time.monotonic() + 120
+    while not (cache.is_dir() and any(p.name.startswith(".mvc-tmp-") for p in cache.iterdir())):
+        assert proc.poll() is None, "add ended before it could be interrupted"
+        assert time.monotonic() < deadline, "no temp file appeared in the cache"
+    proc.kill()
+    proc.wait()
+    left = [p for p in cache.iterdir() if p.name.startswith(".mvc-tmp-")]
+    assert left
+
+    data = json.loads(ok(cli("gc", "--yes", "--older-than", "0", "--json")).stdout)
+
+    assert [(r["where"], r["kind"], r["path"]) for r in data["removed"]] == [("cache", "temp file", str(left[0]))]
+    assert not any(p.exists() for p in left)
+    ok(cli("add", str(weights)))  # and the next add works
+
+
 def test_older_than_zero_cleans_fresh_temp_files(repo: Path, weights: Path, cli: Callable[..., Any]) -> None:
     fresh = repo / "models" / ".net.safetensors.dvc.fresh123.tmp"
     fresh.write_bytes(b"x")
