@@ -51,6 +51,7 @@ _API = {
     "log_model",
     "wait",
     "merge",
+    "gc",
 }
 
 

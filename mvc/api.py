@@ -43,6 +43,7 @@ def _lazy(name: str) -> Any:
     return _LazyModule(name)
 
 
+cleanup = _lazy("mvc.cleanup")
 diffing = _lazy("mvc.comparison")
 dvcstore = _lazy("mvc.dvcstore")
 evaluation = _lazy("mvc.evaluation")
@@ -66,6 +67,12 @@ versioning = _lazy("mvc.versioning")
 workspace = _lazy("mvc.workspace")
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from mvc.cleanup import GcResult
+    from mvc.hooks import merge_pointers, run_hook, sync_messages
+    from mvc.lineage import parse_pairs
+    from mvc.mergeconfig import parse_weights
     from mvc.comparison import Diff
     from mvc.dvcstore import RemoteConfig
     from mvc.evaluation import Comparison, EvalFailedError, EvalFunctionNotFoundError, EvalRow, EvalSpec
@@ -88,6 +95,7 @@ _REEXPORTS: dict[str, tuple[str, str]] = {
     "EvalRow": ("mvc.evaluation", "EvalRow"),
     "EvalSpec": ("mvc.evaluation", "EvalSpec"),
     "Experiment": ("mvc.experiments", "Experiment"),
+    "GcResult": ("mvc.cleanup", "GcResult"),
     "GetResult": ("mvc.getting", "GetResult"),
     "HookInstall": ("mvc.hooks", "HookInstall"),
     "LoggedVersion": ("mvc.training", "LoggedVersion"),
@@ -96,6 +104,7 @@ _REEXPORTS: dict[str, tuple[str, str]] = {
     "ModelStatus": ("mvc.sync", "ModelStatus"),
     "Promoted": ("mvc.experiments", "Promoted"),
     "Release": ("mvc.registry", "Release"),
+    "Removal": ("mvc.cleanup", "Removal"),
     "RemoteConfig": ("mvc.dvcstore", "RemoteConfig"),
     "Resolution": ("mvc.hooks", "Resolution"),
     "RunResult": ("mvc.training", "RunResult"),
@@ -107,6 +116,12 @@ _REEXPORTS: dict[str, tuple[str, str]] = {
     "VerifyResult": ("mvc.verification", "VerifyResult"),
     "VersionCheck": ("mvc.verification", "VersionCheck"),
     "VersionRecord": ("mvc.history", "VersionRecord"),
+    # What the CLI needs besides the API functions: it imports no domain module (issue 18).
+    "merge_pointers": ("mvc.hooks", "merge_pointers"),
+    "parse_pairs": ("mvc.lineage", "parse_pairs"),
+    "parse_weights": ("mvc.mergeconfig", "parse_weights"),
+    "run_hook": ("mvc.hooks", "run_hook"),
+    "sync_messages": ("mvc.hooks", "sync_messages"),
 }
 
 
@@ -1044,7 +1059,8 @@ def tag(
     ws = workspace.open_workspace(repo)
     if push:
         _check_git_remote(ws, git_remote)
-    res, tag_, commit = registering.register(ws, ref, release, message=message)
+    registering.check_release(release)  # before the ref: a bad release number is the first error
+    res, tag_, commit = registering.register(ws, refs.resolve(ws, ref), release, message=message)
     if push:
         _push_tags(ws, [tag_], [commit], remote=remote, git_remote=git_remote)
     return TagResult(name=res.name, release=release, tag=tag_, commit=commit, version=res.version, hash=res.hash, pushed=push)
@@ -1711,3 +1727,44 @@ __all__ = [
     "remote_modify",
     "status",
 ]
+
+
+def gc(
+    repo: PathLike = ".",
+    *,
+    cache: bool = True,
+    remote: str | None = None,
+    dry_run: bool = False,
+    older_than: float = 1.0,
+    confirm: Callable[[GcResult], bool] | None = None,
+) -> GcResult:
+    """Remove what no kept version needs from the cache (and ``remote``), and the leftovers of
+    interrupted commands (temp files, unfinished S3 multipart uploads).
+
+    Kept is every version a pointer names in any commit reachable from a branch (local or
+    remote-tracking), a tag or ``HEAD``, in the index, in the work tree or in a rollback.
+
+    Example::
+
+        plan = mvc.gc(dry_run=True)
+        print(plan.removed_bytes, "bytes would be freed")
+
+    Args:
+        cache: clean the local cache and the work tree's temp files.
+        remote: also clean this remote: unneeded objects, temp files of a directory
+            remote, unfinished S3 multipart uploads.
+        dry_run: remove nothing; the result lists what would go.
+        older_than: temp files and uploads younger than this many hours are left alone
+            (a command may still be writing them).
+        confirm: called with the plan before anything is removed; returning False
+            removes nothing (the plan comes back as a dry run).
+
+    Raises:
+        RemoteNotFoundError / RemoteError: ``remote`` is unknown or failed.
+        LockedError: another mvc or dvc process holds the repository.
+        UsageError: ``older_than`` is negative.
+    """
+    if older_than < 0:
+        raise UsageError(f"older_than must be 0 or more hours, not {older_than}", hint="pass --older-than 0 to clean every temp file")
+    ws = workspace.open_workspace(repo)
+    return cleanup.collect(ws, cache=cache, remote=remote, dry_run=dry_run, older_than=older_than, confirm=confirm)

@@ -740,3 +740,57 @@ def clone_for_reading(url: str, dest: Path) -> Path:
             ) from exc
         raise RemoteError(f"cannot clone {url}: {last}", hint="check the URL, the network and your git credentials") from exc
     return Path(dest).resolve()
+
+
+# ---- gc: the pointers every kept ref names (issue 14) ----------------------------------
+
+
+def kept_pointer_blobs(root: Path, *, suffix: str = ".dvc", names: Iterable[str] = ("dvc.lock",)) -> list[bytes]:
+    """The text of every pointer file (``*suffix`` or a file called one of ``names``) that a
+    kept commit or the index holds, each distinct blob once.
+
+    Kept commits are those reachable from any ref (local and remote-tracking branches, tags,
+    stash) or from ``HEAD`` and ``MERGE_HEAD``; the index contributes its staged entries,
+    the unmerged stages of a conflict included. Work-tree files are not read here.
+    """
+    names = tuple(names)
+
+    def wanted(path: str) -> bool:
+        return path.endswith(suffix) or path.rsplit("/", 1)[-1] in names
+
+    shas: set[str] = set()
+    extra = ["MERGE_HEAD"] if git_path(root, "MERGE_HEAD").is_file() else []
+    for line in _git(root, "rev-list", "--objects", "--all", *extra).splitlines():
+        sha, _, path = line.partition(" ")
+        if path and wanted(path):
+            shas.add(sha)
+    for line in _git(root, "ls-files", "-s", "-z", strip_newline_in_stdout=False).split("\0"):
+        info, _, path = line.partition("\t")
+        if path and wanted(path):
+            shas.add(info.split()[1])
+    return _read_blobs_by_sha(root, sorted(shas))
+
+
+def _read_blobs_by_sha(root: Path, shas: list[str]) -> list[bytes]:
+    """The bytes of the blobs ``shas`` (missing ones left out), through one ``git cat-file --batch``."""
+    import subprocess
+
+    if not shas:
+        return []
+    proc = subprocess.run(
+        ["git", "cat-file", "--batch"], cwd=root, input="".join(f"{s}\n" for s in shas).encode(), capture_output=True, check=False
+    )
+    out, pos, blobs = proc.stdout, 0, []
+    for _ in shas:
+        end = out.find(b"\n", pos)
+        if end < 0:
+            break
+        header = out[pos:end].split()
+        pos = end + 1
+        if len(header) != 3:  # "<sha> missing"
+            continue
+        size = int(header[2])
+        if header[1] == b"blob":
+            blobs.append(out[pos : pos + size])
+        pos += size + 1
+    return blobs

@@ -23,17 +23,14 @@ import datetime as dt
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from mvc import gitstore, history, pointer, refs
-from mvc.errors import (
-    ConflictError,
-    ModelNotFoundError,
-    RefNotFoundError,
-    SchemaError,
-    UsageError,
-)
-from mvc.refs import Resolved
+from mvc import gitstore, history, pointer
+from mvc.errors import ConflictError, ModelNotFoundError, RefNotFoundError, SchemaError, UsageError
 from mvc.workspace import Workspace
+
+if TYPE_CHECKING:  # refs imports this module to resolve NAME@STAGE: the resolved version comes in
+    from mvc.refs import Resolved
 
 # The patterns of gto/constants.py.
 _NAME = r"[a-zA-Z0-9]([a-zA-Z0-9-/_]*[a-zA-Z0-9])?"
@@ -371,8 +368,8 @@ def version_commit(ws: Workspace, res: Resolved) -> str:
     return commit
 
 
-def register(ws: Workspace, ref: str, release: str, *, message: str = "") -> tuple[Resolved, str, str]:
-    """Create the release tag ``NAME@vX.Y.Z`` on the commit of the version ``ref`` names.
+def register(ws: Workspace, res: Resolved, release: str, *, message: str = "") -> tuple[Resolved, str, str]:
+    """Create the release tag ``NAME@vX.Y.Z`` on the commit of the version ``res`` (as :func:`mvc.refs.resolve` found it).
 
     Returns:
         (the version, the tag, its commit).
@@ -382,7 +379,6 @@ def register(ws: Workspace, ref: str, release: str, *, message: str = "") -> tup
         is released already, or it is not committed.
     """
     check_release(release)
-    res = refs.resolve(ws, ref)
     check_name(res.name)
     commit = version_commit(ws, res)
     tag = f"{tag_name(res.name)}@{release}"
@@ -438,7 +434,7 @@ def assign(
     name = active_at.get(commit)
     if name is None:
         name = release or bump(ws, res.name)
-        _, created_release, _ = register(ws, f"{res.name}@{commit}", name)
+        _, created_release, _ = register(ws, res, name)
     elif release is not None and release != name:
         raise ConflictError(
             f"{res.name} v{res.version} is released already as {res.name}@{name}", hint="promote it without --release"

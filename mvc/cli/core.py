@@ -76,7 +76,7 @@ def add(
 
       mvc add checkpoints/run7/ --name llm --params-file params.yaml --dataset data/train
     """
-    from mvc import api, lineage
+    from mvc import api
     from mvc.cli.verify import read_password
 
     with _output.progress_bar("indexing", enabled=_output.progress_enabled(quiet=quiet, json_output=json_output)) as cb:
@@ -84,9 +84,9 @@ def add(
             path,
             repo=repo,
             name=name,
-            params=lineage.parse_pairs(param, option="--param"),
+            params=api.parse_pairs(param, option="--param"),
             params_files=params_file,
-            metrics=lineage.parse_pairs(metric, option="--metric"),
+            metrics=api.parse_pairs(metric, option="--metric"),
             metrics_files=metrics_file,
             datasets=dataset,
             message=message,

@@ -27,7 +27,7 @@ def _fmt(value: Any) -> str:
 
 
 def _sync_notes(report: Any) -> None:
-    from mvc.hooks import sync_messages
+    from mvc.api import sync_messages
 
     for line in sync_messages(report):
         _output.note(line)
@@ -54,9 +54,9 @@ def exp_new(
 
       mvc exp new wide --from v1.0-release --param width=1024
     """
-    from mvc import api, lineage
+    from mvc import api
 
-    result = api.exp_new(repo, name, base=from_, params=lineage.parse_pairs(param, option="--param"), remote=remote, force=force)
+    result = api.exp_new(repo, name, base=from_, params=api.parse_pairs(param, option="--param"), remote=remote, force=force)
     if json_output:
         _output.emit_json(result)
         return

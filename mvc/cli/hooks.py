@@ -77,10 +77,10 @@ def hook(
 
       mvc _hook post-checkout OLD NEW 1
     """
-    from mvc import hooks
+    from mvc import api
 
     stdin = sys.stdin.read() if name == "pre-push" else ""
-    result = hooks.run_hook(Path("."), name, list(args or []), stdin)
+    result = api.run_hook(Path("."), name, list(args or []), stdin)
     for line in result.messages:
         _output.note(line)
     if result.code:
@@ -100,9 +100,9 @@ def merge_driver(
 
       git config merge.mvc.driver "python -m mvc _merge-driver %O %A %B %P"
     """
-    from mvc import hooks
+    from mvc import api
 
-    outcome = hooks.merge_pointers(Path.cwd(), Path(base), Path(ours), Path(theirs), path)
+    outcome = api.merge_pointers(Path.cwd(), Path(base), Path(ours), Path(theirs), path)
     if outcome.message:
         _output.note(outcome.message)
     if outcome.code:

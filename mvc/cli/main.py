@@ -6,6 +6,7 @@ from mvc.cli import core, history, remote  # noqa: F401  (registers the commands
 from mvc.cli import eval as _eval  # noqa: F401  (registers `mvc eval`)
 from mvc.cli import exp as _exp  # noqa: F401  (issue 5: exp, hooks, registry)
 from mvc.cli import get as _get  # noqa: F401  (registers `mvc get`)
+from mvc.cli import gc as _gc  # noqa: F401  (registers `mvc gc`)
 from mvc.cli import hooks as _hooks  # noqa: F401  (registers `mvc install-hooks`, `mvc resolve`)
 from mvc.cli import merge as _merge  # noqa: F401  (registers `mvc merge`)
 from mvc.cli import registry as _registry  # noqa: F401  (registers `mvc tag`, `mvc promote`, `mvc rename`)

@@ -60,16 +60,16 @@ def merge(
 
       mvc merge --config merge.yaml --add
     """
-    from mvc import api, lineage, mergeconfig
+    from mvc import api
 
     with _output.progress_bar("merging", enabled=_output.progress_enabled(quiet=quiet, json_output=json_output)) as cb:
         result = api.merge(
             repo,
             refs or [],
             method=method,
-            weights=mergeconfig.parse_weights(weights) if weights is not None else None,
+            weights=api.parse_weights(weights) if weights is not None else None,
             base=base,
-            params=lineage.parse_pairs(param, option="--param"),
+            params=api.parse_pairs(param, option="--param"),
             dtype=dtype,
             out=out,
             add=add,

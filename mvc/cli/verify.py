@@ -9,8 +9,7 @@ import typer
 
 from mvc.cli import _output
 from mvc.cli._app import app, command
-from mvc.cli._options import Json, Quiet, Remote, Repo
-from mvc.cli.core import TrustedKeys
+from mvc.cli._options import Json, Quiet, Remote, Repo, TrustedKeys
 from mvc.errors import UsageError
 
 
