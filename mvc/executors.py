@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, Self
 
 from mvc.errors import EXIT_OTHER, MvcError, RemoteError, UsageError
 
@@ -50,7 +50,7 @@ class Executor:
     def close(self) -> None:
         """Release threads or the cluster connection."""
 
-    def __enter__(self) -> Executor:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -128,6 +128,7 @@ class RayExecutor(Executor):
         self.max_retries = max_retries
         self._remote: dict[Callable[..., Any], Any] = {}
         self._refs: list[Any] = []
+        self._restore: Callable[[], None] = lambda: None
 
     def _connect(self) -> None:
         """Join the cluster on first use (a re-run with every result saved never connects)."""
@@ -150,6 +151,29 @@ class RayExecutor(Executor):
                     f"cannot connect to the Ray cluster at {self.address} ({first[:200]})",
                     hint="start one with `ray start --head`, or pass --address HOST:6379 or ray://HOST:10001",
                 ) from None
+            self._silence_raylet_errors()
+
+    def _silence_raylet_errors(self) -> None:
+        """Keep Ray's raylet error messages off stdout, which carries mvc's data (``--json``).
+
+        A driver thread prints them to ``sys.stdout`` whatever ``log_to_driver`` says
+        (ray/_private/worker.py, ``listen_error_messages`` -> ``print_to_stdstream``, Ray
+        2.60); a lost worker is reported per version by mvc itself. Restored on close.
+        """
+        try:
+            from ray._private import worker as ray_worker
+        except ImportError:  # Ray Client mode or a layout change: nothing to silence
+            return
+        original = getattr(ray_worker, "print_to_stdstream", None)
+        if original is None:
+            return
+
+        def quiet(data: dict[str, Any], ignore_prefix: bool) -> None:
+            if data.get("pid") != "raylet":
+                original(data, ignore_prefix)
+
+        ray_worker.print_to_stdstream = quiet
+        self._restore = lambda: setattr(ray_worker, "print_to_stdstream", original)
 
     def submit(self, fn: Callable[..., Any], /, *args: Any) -> Future[Any]:
         self._connect()
@@ -205,6 +229,7 @@ class RayExecutor(Executor):
     def close(self) -> None:
         if self._owns_connection and self._ray.is_initialized():
             self._ray.shutdown()
+        self._restore()
 
 
 def open_executor(

@@ -827,7 +827,7 @@ def _start_ray_once(binary: Path, workdir: Path, num_cpus: int, env: dict[str, s
         ServerError: if it failed or did not finish in time (its daemons are killed).
     """
     port = pick_ports(RAY_PORT_COUNT, grpc=False)
-    temp_dir = Path(f"/tmp/mvc-ray-{port}")  # noqa: S108 - short on purpose: sockets live under it
+    temp_dir = Path(f"/tmp/mvc-ray-{port}")  # short on purpose: unix sockets live under it
     log_path = workdir / "ray.log"
     proc = _spawn(ray_argv(binary, port, num_cpus, temp_dir), log_path, {**RAY_ENV, **env})
     head = RayHead(

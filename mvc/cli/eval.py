@@ -88,8 +88,9 @@ def eval_(
             hint="see the error column; a re-run evaluates only the versions that failed (the others are saved)",
         )
         codes = {r.exit_code for r in result.failures}
-        if len(codes) == 1 and None not in codes:  # one cause for all, e.g. 6: weights missing or corrupt
-            error.exit_code = codes.pop()
+        code = codes.pop() if len(codes) == 1 else None
+        if code is not None:  # one cause for all, e.g. 6: weights missing or corrupt
+            error.exit_code = code
         raise error
 
 
