@@ -152,6 +152,11 @@ class RayExecutor(Executor):
                     hint="start one with `ray start --head`, or pass --address HOST:6379 or ray://HOST:10001",
                 ) from None
             self._silence_raylet_errors()
+        if self.address == "auto":  # name the cluster actually joined (RAY_ADDRESS, ...)
+            try:
+                self.address = str(ray.get_runtime_context().gcs_address)
+            except Exception:  # noqa: BLE001, S110 - informative only: keep "auto"
+                pass
 
     def _silence_raylet_errors(self) -> None:
         """Keep Ray's raylet error messages off stdout, which carries mvc's data (``--json``).

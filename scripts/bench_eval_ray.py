@@ -44,8 +44,8 @@ def _load_servers():
 
 def bench(*, work: Path, env: dict[str, str], quick: bool = False) -> list[dict]:
     if importlib.util.find_spec("ray") is None:
-        return [dict(benchmark="eval ray: skipped", mvc=None, baseline=None, unit="s", ratio=None, target="",
-                     met=None, note="ray is not installed")]  # fmt: skip
+        return [{"benchmark": "eval ray: skipped", "mvc": None, "baseline": None, "unit": "s", "ratio": None, "target": "",
+                     "met": None, "note": "ray is not installed"}]  # fmt: skip
     import numpy as np
     from safetensors.numpy import save_file
 
@@ -96,9 +96,9 @@ def bench(*, work: Path, env: dict[str, str], quick: bool = False) -> list[dict]
     tasks = VERSIONS * FOLDS
     per_task_ms = noop * head.num_cpus / tasks * 1000
     return [
-        dict(benchmark=f"eval {VERSIONS}x{FOLDS} CPU-bound: ray vs local -j2", mvc=ray, baseline=local, unit="s",
-             ratio=ray / local, target="~1x on 2 cores", met=None, note="same results cache and leaderboard"),
-        dict(benchmark="eval ray: per-task overhead (no-op --fn)", mvc=per_task_ms, baseline=None, unit="ms",
-             ratio=None, target="informative", met=None,
-             note=f"{tasks} tasks on {head.num_cpus} slots, connect included: {noop:.2f} s"),
+        {"benchmark": f"eval {VERSIONS}x{FOLDS} CPU-bound: ray vs local -j2", "mvc": ray, "baseline": local, "unit": "s",
+             "ratio": ray / local, "target": "~1x on 2 cores", "met": None, "note": "same results cache and leaderboard"},
+        {"benchmark": "eval ray: per-task overhead (no-op --fn)", "mvc": per_task_ms, "baseline": None, "unit": "ms",
+             "ratio": None, "target": "informative", "met": None,
+             "note": f"{tasks} tasks on {head.num_cpus} slots, connect included: {noop:.2f} s"},
     ]  # fmt: skip

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+import mvc
 from mvc import dvcstore
 from tests.conftest import assert_one_line_error
 from tests.test_cloud_remotes import Bucket, add_remote
@@ -79,6 +80,13 @@ def test_ray_leaderboard_equals_the_local_one_and_a_rerun_runs_only_what_is_miss
     assert again.exit_code == 0, again.stderr
     assert {k: r["status"] for k, r in rows(again).items()} == {"clf@v1": "cached", "clf@v2": "ok", "clf@v3": "cached"}
     assert rows(again)["clf@v2"]["metrics"] == rows(on_ray)["clf@v2"]["metrics"] and saved.is_file()
+    # progress: one bar over the tasks, named by the cluster's address and size
+    calls: list[tuple[str, int, int | None]] = []
+    result = mvc.evaluate(repo, ["clf@v1"], cmd=EVAL_CMD, folds=2, force=True, executor="ray",
+                          progress=lambda task, n, total: calls.append((task, n, total)))  # fmt: skip
+    assert result.rows[0].metrics == rows(on_ray)["clf@v1"]["metrics"]
+    where = f"ray {ray_cluster.address}: 1 node(s), 2 CPU worker slot(s)"
+    assert calls == [(where, 0, 2), (where, 1, None), (where, 1, None)]
 
 
 KILLER = """\
