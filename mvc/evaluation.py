@@ -389,6 +389,9 @@ class _CommandEvaluator(_Evaluator):
             _kill_group(proc)
             stdout, stderr = proc.communicate()
             raise _RunFailed(f"timed out after {timeout:g} s", _tail(stderr)) from None
+        except BaseException:  # Ctrl-C, or a Ray task cancelled (KeyboardInterrupt in the worker)
+            _kill_group(proc)
+            raise
         finally:
             with self._lock:
                 self._live.discard(proc)

@@ -218,7 +218,9 @@ class RayExecutor(Executor):
     def cancel(self) -> None:
         for ref in self._refs:
             try:
-                self._ray.cancel(ref, force=True)
+                # Not forced: the task gets a KeyboardInterrupt and kills its evaluation's
+                # process group; a forced cancel kills the worker and orphans that group.
+                self._ray.cancel(ref)
             except Exception:  # noqa: BLE001, S112 - finished or already gone: nothing to cancel
                 continue
 

@@ -159,3 +159,34 @@ def test_ray_needs_a_remote_and_ray_options_need_ray(repo, logreg_repo, ray_clus
     unknown = cli("eval", "clf@v1", "--cmd", EVAL_CMD, "--folds", "2", "--executor", "dask")
     assert_one_line_error(unknown, 2, "unknown executor 'dask'")
     assert not (repo / ".mvc/evals").exists()
+
+
+def test_ctrl_c_cancels_the_tasks_and_their_commands(repo, s3_repo, ray_cluster):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    write(repo, "slow.py", """\
+        import os, sys, time
+        open(f"started-{os.getpid()}", "w").close()
+        time.sleep(300)
+    """)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen(
+        [PY, "-m", "mvc", "eval", "clf@v1", "clf@v2", "clf@v3", "--cmd", f"{PY} slow.py {{weights}}", "--executor", "ray"],
+        cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while len(list(repo.glob("started-*"))) < 2 and time.monotonic() < deadline:  # 2 CPU slots
+        time.sleep(0.2)
+    pids = [int(p.name.split("-")[1]) for p in repo.glob("started-*")]
+    assert len(pids) == 2, proc.communicate(timeout=30)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    deadline = time.monotonic() + 30
+    while any(Path(f"/proc/{pid}").exists() for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in pids)  # the evaluation commands were stopped
+    assert not (repo / ".mvc/evals").exists()
