@@ -1234,6 +1234,10 @@ def evaluate(
     remote: str | None = None,
     report: PathLike | None = None,
     progress: Progress | None = None,
+    executor: str = "local",
+    address: str | None = None,
+    cpus_per_task: float = 1,
+    gpus_per_task: float = 0,
 ) -> EvalResult:
     """Run one evaluation against several versions and rank them.
 
@@ -1263,12 +1267,23 @@ def evaluate(
         record: write the mean metrics into the manifest of the work-tree version.
         remote: remote to fetch missing weights from (default: the default remote).
         report: write an HTML report (``.html``) with a chart per metric.
-        progress: called as ``progress(version, steps, total)`` as runs start and end.
+        progress: called as ``progress(version, steps, total)`` as runs start and end
+            (with ``executor="ray"``: ``progress(cluster, tasks, total)``, the cluster's
+            address and number of workers as the task name).
+        executor: ``"local"`` (processes on this machine, ``jobs`` versions at a time) or
+            ``"ray"``: each (version, fold) is a task on a Ray cluster whose workers fetch
+            the weights from ``remote`` by hash (the ``ray`` extra).
+        address: the Ray cluster: ``ray://HOST:10001``, ``HOST:6379``, or ``auto`` (default).
+        cpus_per_task: CPUs Ray reserves per task.
+        gpus_per_task: GPUs Ray reserves per task.
 
     Raises:
-        UsageError: no or two evaluations, no ``{weights}``, bad range, sort or report path.
+        UsageError: no or two evaluations, no ``{weights}``, bad range, sort or report
+            path, unknown executor, Ray options without Ray, Ray not installed.
         EvalFunctionNotFoundError: ``fn`` cannot be imported.
         RefNotFoundError, ModelNotFoundError, AmbiguousRefError: a ref does not resolve.
+        RemoteNotFoundError: ``executor="ray"`` and no remote.
+        RemoteError: the Ray cluster cannot be reached.
     """
     if jobs < 1:
         raise UsageError(f"--jobs must be at least 1 (got {jobs})", hint="e.g. --jobs 4")
@@ -1279,9 +1294,15 @@ def evaluate(
     ws = workspace.open_workspace(repo)
     spec, runner = evaluation.make_spec(ws.root, cmd=cmd, fn=fn, folds=folds, per_example=per_example)
     targets, notes = evaluation.plan(ws, list(refs or []), model=model, all_experiments=all_experiments, versions=versions)
-    outcomes, written = evaluation.run(
-        ws, targets, spec, runner, jobs=jobs, timeout=timeout, force=force, remote=remote, progress=progress
-    )
+    from mvc import executors
+
+    with executors.open_executor(
+        executor, jobs=jobs, address=address, cpus_per_task=cpus_per_task, gpus_per_task=gpus_per_task
+    ) as pool:
+        outcomes, written = evaluation.run(
+            ws, targets, spec, runner, jobs=jobs, timeout=timeout, force=force, remote=remote, progress=progress,
+            executor=pool,
+        )
     board = evaluation.rank(ws, outcomes, sort=sort, per_example=per_example)
     recorded: list[str] = []
     if record:

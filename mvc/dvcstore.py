@@ -1878,6 +1878,128 @@ def fetch_version(
             raise _translate(exc, captured, name, url) from exc
 
 
+
+# ---- fetching by hash away from the repository: cluster workers (issue 16) -------------
+
+
+class RemoteAccess:
+    """Everything a machine without the repository needs to read a remote by object hash.
+
+    Built by :func:`remote_access` on the driver and shipped to cluster workers. The
+    options may hold credentials: ``repr`` and ``str`` name the remote and URL only, so
+    the secrets never reach a log line, a traceback or an error message.
+    """
+
+    def __init__(self, name: str, options: dict[str, Any]) -> None:
+        self.name = name
+        self._options = dict(options)
+
+    @property
+    def url(self) -> str:
+        """The remote's URL (never holds secrets: DVC keeps keys in their own options)."""
+        return str(self._options.get("url", ""))
+
+    def __repr__(self) -> str:
+        return f"RemoteAccess({self.name!r}, {self.url!r})"
+
+    __str__ = __repr__
+
+
+def remote_access(root: Path, name: str) -> RemoteAccess:
+    """The full settings of remote ``name`` (secrets from ``.dvc/config.local`` included).
+
+    A local-directory URL is made absolute, so a worker on the same machine or on a
+    shared filesystem finds it from any directory.
+
+    Raises:
+        RemoteNotFoundError: no such remote.
+    """
+    with _repo(root, name) as repo:
+        conf = repo.config["remote"]
+        if name not in conf:
+            raise RemoteNotFoundError(f"no remote named {name!r}", hint="list them with `mvc remote list`")
+        options = {k: v for k, v in conf[name].items()}
+        url = str(options.get("url", ""))
+        if url and "://" not in url and not os.path.isabs(url):  # DVC resolves these from .dvc/
+            options["url"] = os.path.abspath(os.path.join(root, ".dvc", url))
+        return RemoteAccess(name, options)
+
+
+def fetch_object(access: RemoteAccess, md5: str, dest: Path, *, cache_dir: Path) -> Path:
+    """Download the weights ``md5`` (a file or a ``.dir`` tree) from a remote to ``dest``.
+
+    For cluster workers: no repository, no git, no DVC repo object. Objects land in the
+    content-addressed ``cache_dir`` (shared by the tasks of one machine) only after their
+    md5 is checked, by an atomic rename, so a file there is always intact and each
+    version crosses the network once per machine. ``dest`` gets a private copy.
+
+    Raises:
+        MissingObjectError: the remote does not hold an object of the version.
+        IntegrityError: a downloaded object does not match its hash (it is discarded).
+        RemoteError: the remote refused or could not be reached.
+    """
+    import json
+
+    where = _where(access.name, access.url)
+    try:
+        from dvc.fs import get_cloud_fs
+        from dvc_data.hashfile.db import get_odb
+
+        cls, config, fs_path = get_cloud_fs({"remote": {access.name: access._options}}, name=access.name)
+        fs = cls(**config)
+        odb = get_odb(fs, fs.join(fs_path, "files", "md5"), hash_name="md5")
+        listing = _fetch_checked(odb, md5, cache_dir, where)
+        if not md5.endswith(".dir"):
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            _copy(listing, dest)
+            return dest
+        entries = json.loads(listing.read_text())
+        dest.mkdir(parents=True, exist_ok=True)
+        for entry in entries:
+            local = _fetch_checked(odb, str(entry["md5"]), cache_dir, where)
+            target = dest.joinpath(*str(entry["relpath"]).split("/"))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _copy(local, target)
+        return dest
+    except MvcError:
+        raise
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:
+        raise _translate(exc, None, access.name, access.url) from exc
+
+
+def _fetch_checked(odb: Any, oid: str, cache_dir: Path, where: str) -> Path:
+    """``cache_dir``'s copy of object ``oid``, downloaded and md5-checked when missing."""
+    import hashlib
+    import tempfile
+
+    local = cache_dir / oid[:2] / oid[2:]
+    if local.is_file():
+        return local
+    local.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=local.parent, prefix=".part-")
+    os.close(fd)
+    try:
+        try:
+            odb.fs.get_file(odb.oid_to_path(oid), tmp)
+        except FileNotFoundError:
+            raise MissingObjectError(
+                f"{where} lacks object {oid[:8]}", hint="push the weights from a machine that has them (`mvc push`)"
+            ) from None
+        with open(tmp, "rb") as f:
+            actual = hashlib.file_digest(f, "md5").hexdigest()
+        if actual != oid.split(".")[0]:
+            raise IntegrityError(
+                f"object {oid[:8]} downloaded from {where} does not match its hash; it was discarded",
+                hint="the copy in the remote is corrupt: push a good copy (`mvc verify --repair`)",
+            )
+        os.replace(tmp, local)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return local
+
 __all__ = [
     "IntegrityError",
     "OutInfo",
@@ -1912,6 +2034,9 @@ __all__ = [
     "replace_remote_object",
     "set_default_remote",
     "missing_in_remote",
+    "RemoteAccess",
+    "remote_access",
+    "fetch_object",
 ]
 
 

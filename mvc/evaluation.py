@@ -26,20 +26,26 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, as_completed
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from mvc import gitstore, history, pointer, refs, settings, stats, sync
+from mvc import dvcstore, gitstore, history, pointer, refs, settings, stats, sync
 from mvc.errors import (
+    EXIT_INTEGRITY,
     EXIT_OTHER,
+    IntegrityError,
+    MissingObjectError,
     ModelNotFoundError,
     MvcError,
     NotFoundError,
     RefNotFoundError,
+    RemoteNotFoundError,
     UsageError,
 )
+from mvc.executors import Executor, LocalExecutor, TaskFailedError
 from mvc.progress import Progress
 from mvc.refs import Resolved
 from mvc.workspace import Workspace, find_model, models
@@ -122,6 +128,7 @@ class EvalRow:
     stderr_tail: str | None = None
     duration: float | None = None  # seconds, for this run (None when cached)
     saved: str | None = None  # results file, relative to the repo root
+    exit_code: int | None = None  # failed: the exit code its cause maps to (6: weights missing or corrupt)
 
 
 @dataclass
@@ -136,6 +143,7 @@ class _Outcome:
     stderr_tail: str | None = None
     duration: float | None = None
     saved: str | None = None
+    exit_code: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -218,7 +226,7 @@ def make_spec(
                 hint="define it as def evaluate(weights, fold=0) -> dict",
             )
         kind = "fn"
-        evaluator = _FunctionEvaluator(func, takes_fold)
+        evaluator = _FunctionEvaluator(func, takes_fold, root=root, spec=fn if isinstance(fn, str) else None)
     canonical = json.dumps({"kind": kind, "spec": text, "folds": folds, "per_example": per_example}, sort_keys=True)
     digest = hashlib.sha256(canonical.encode()).hexdigest()[:16]
     return EvalSpec(kind=kind, spec=text, folds=folds, per_example=per_example, hash=digest), evaluator
@@ -292,10 +300,42 @@ def _accepts_fold(func: Callable[..., Any]) -> bool:
 # ---- runners -----------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class PortableEvaluator:
+    """What a cluster worker needs to rebuild the evaluation: small and picklable.
+
+    ``root`` is the driver's repository root: a command runs there (and ``module:function``
+    imports from there) when the worker has that directory, as on a shared filesystem;
+    otherwise in the task's temp dir, from what is installed on the worker.
+    """
+
+    kind: str  # "cmd" | "fn"
+    root: str
+    text: str | None  # the command template, or "module:function"
+    func: Callable[..., Any] | None = None  # a callable given to the Python API (pickled)
+    takes_fold: bool = False
+
+    def build(self) -> _Evaluator:
+        root = Path(self.root)
+        here = root.is_dir()
+        if self.kind == "cmd":
+            assert self.text is not None
+            return _CommandEvaluator(root if here else None, self.text)
+        func = self.func
+        if func is None:
+            assert self.text is not None
+            func = load_function(root, self.text) if here else load_function(Path.cwd(), self.text)
+        return _FunctionEvaluator(func, self.takes_fold, root=root, spec=self.text)
+
+
 class _Evaluator:
     """Runs the evaluation once on weights at a path and returns its raw output dict."""
 
     cancelled = False
+
+    def portable(self) -> PortableEvaluator:
+        """The evaluation as a worker on another machine rebuilds it."""
+        raise NotImplementedError
 
     def run(self, weights: Path, fold: int, workdir: Path, timeout: float | None) -> Mapping[str, Any]:
         raise NotImplementedError
@@ -310,7 +350,7 @@ class _Evaluator:
 
 
 class _CommandEvaluator(_Evaluator):
-    def __init__(self, root: Path, template: str) -> None:
+    def __init__(self, root: Path | None, template: str) -> None:
         self.root = root
         self.template = template
         self._live: set[subprocess.Popen[str]] = set()
@@ -331,7 +371,7 @@ class _CommandEvaluator(_Evaluator):
         proc = subprocess.Popen(
             self.command(weights, out, fold),
             shell=True,  # noqa: S602 - the user's own command, run as they typed it
-            cwd=self.root,
+            cwd=self.root or workdir,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -349,6 +389,9 @@ class _CommandEvaluator(_Evaluator):
             _kill_group(proc)
             stdout, stderr = proc.communicate()
             raise _RunFailed(f"timed out after {timeout:g} s", _tail(stderr)) from None
+        except BaseException:  # Ctrl-C, or a Ray task cancelled (KeyboardInterrupt in the worker)
+            _kill_group(proc)
+            raise
         finally:
             with self._lock:
                 self._live.discard(proc)
@@ -364,6 +407,9 @@ class _CommandEvaluator(_Evaluator):
             return data
         where = "stdout was empty and nothing was written to {out}" if "{out}" in self.template else "stdout was empty"
         return _last_json_line(stdout, stderr, where)
+
+    def portable(self) -> PortableEvaluator:
+        return PortableEvaluator("cmd", str(self.root), self.template)
 
     def cancel(self) -> None:
         super().cancel()
@@ -396,9 +442,15 @@ def _last_json_line(stdout: str, stderr: str, empty: str) -> Mapping[str, Any]:
 
 
 class _FunctionEvaluator(_Evaluator):
-    def __init__(self, func: Callable[..., Any], takes_fold: bool) -> None:
+    def __init__(self, func: Callable[..., Any], takes_fold: bool, *, root: Path, spec: str | None = None) -> None:
         self.func = func
         self.takes_fold = takes_fold
+        self.root = root
+        self.spec = spec  # "module:function" when given as text: workers import it themselves
+
+    def portable(self) -> PortableEvaluator:
+        func = None if self.spec is not None else self.func
+        return PortableEvaluator("fn", str(self.root), self.spec, func=func, takes_fold=self.takes_fold)
 
     def run(self, weights: Path, fold: int, workdir: Path, timeout: float | None) -> Mapping[str, Any]:
         self.check_cancelled()
@@ -560,38 +612,56 @@ def run(
     force: bool = False,
     remote: str | None = None,
     progress: Progress | None = None,
+    executor: Executor | None = None,
 ) -> tuple[list[_Outcome], list[str]]:
     """Evaluate every target (cached results reused unless ``force``); save and stage results.
 
-    A version that fails (weights nowhere, non-zero exit, no JSON, timeout) becomes a
-    failed outcome; the others still run.
+    A version that fails (weights nowhere, non-zero exit, no JSON, timeout, worker lost)
+    becomes a failed outcome; the others still run. With a cluster ``executor`` (Ray)
+    each (version, fold) is one task that fetches the weights from the remote itself;
+    otherwise versions run ``jobs`` at a time on this machine.
 
     Returns:
         One outcome per target, in order, and the paths written (relative to the root).
+
+    Raises:
+        RemoteNotFoundError: a cluster executor but no remote to fetch weights from.
     """
     folder = ws.root / EVALS_DIR / spec.hash
     outcomes: list[_Outcome | None] = [None if force else _load(ws, folder, t, spec) for t in targets]
     todo = [i for i, o in enumerate(outcomes) if o is None]
-    for i in todo:
-        if progress is not None:
-            progress(targets[i].label, 0, 2 * spec.folds)
-    if todo:
-        pool = ThreadPoolExecutor(max_workers=max(1, min(jobs, len(todo))), thread_name_prefix="mvc-eval")
+    if todo and executor is not None and executor.kind != "local":
+        for i, outcome in _run_on_cluster(ws, [targets[i] for i in todo], spec, evaluator, executor,
+                                          timeout=timeout, remote=remote, progress=progress).items():
+            outcomes[todo[i]] = outcome
+    elif todo:
+        for i in todo:
+            if progress is not None:
+                progress(targets[i].label, 0, 2 * spec.folds)
+        own = not isinstance(executor, LocalExecutor)
+        local = LocalExecutor(min(jobs, len(todo))) if own or executor is None else executor
         try:
             futures = {
-                pool.submit(_evaluate_one, ws, targets[i], spec, evaluator, timeout=timeout, remote=remote, progress=progress): i
+                local.submit(partial(_evaluate_one, ws, targets[i], spec, evaluator, timeout=timeout, remote=remote, progress=progress)): i
                 for i in todo
             }
             for future in as_completed(futures):
                 outcomes[futures[future]] = future.result()
         except BaseException:
             evaluator.cancel()
-            pool.shutdown(wait=True, cancel_futures=True)
+            local.cancel()
             raise
-        pool.shutdown(wait=True)
+        finally:
+            if own:
+                local.close()
     done = [o for o in outcomes if o is not None]
     written = _save(ws, folder, spec, [o for o in done if o.status == "ok"])
     return done, written
+
+
+def _weights_failure_code(exc: MvcError) -> int:
+    """Weights that cannot be had intact (missing or corrupt) fail a version's evaluation as integrity (6)."""
+    return EXIT_INTEGRITY if isinstance(exc, MissingObjectError | IntegrityError) else exc.exit_code
 
 
 def _evaluate_one(
@@ -614,10 +684,10 @@ def _evaluate_one(
         if progress is not None:
             progress(target.label, 1, None)
 
-    def failed(reason: str, tail: str | None = None) -> _Outcome:
+    def failed(reason: str, tail: str | None = None, code: int | None = None) -> _Outcome:
         if progress is not None and steps_left:
             progress(target.label, steps_left, None)
-        return _Outcome(target, "failed", error=reason, stderr_tail=tail, duration=time.monotonic() - began)
+        return _Outcome(target, "failed", error=reason, stderr_tail=tail, duration=time.monotonic() - began, exit_code=code)
 
     if evaluator.cancelled:
         return failed("cancelled")
@@ -629,7 +699,7 @@ def _evaluate_one(
                     ws, res.pointer, res.commit, workdir / "weights" / Path(res.pointer.out).name, remote=remote
                 )
         except MvcError as exc:
-            return failed(exc.message)
+            return failed(exc.message, code=_weights_failure_code(exc))
         folds: list[dict[str, float]] = []
         examples: list[float] | None = [] if spec.per_example else None
         for fold in range(spec.folds):
@@ -645,6 +715,138 @@ def _evaluate_one(
             if examples is not None:
                 examples = None if scores is None else examples + scores
     return _Outcome(target, "ok", folds=folds, per_example=examples, duration=time.monotonic() - began)
+
+
+# ---- on a cluster: one task per (version, fold) (issue 16) --------------------------------
+
+
+@dataclass(frozen=True)
+class FoldTask:
+    """One (version, fold) evaluation as shipped to a cluster worker.
+
+    It holds the content hash, never the weights: the worker fetches them from the
+    remote itself. ``access`` carries the remote's settings; its repr hides them.
+    """
+
+    md5: str
+    filename: str  # the weights' file (or folder) name, as the evaluation sees it
+    fold: int
+    evaluator: PortableEvaluator
+    per_example: str | None
+    timeout: float | None
+    access: dvcstore.RemoteAccess
+
+
+def worker_cache_dir() -> Path:
+    """Where a worker machine keeps verified objects between tasks (``MVC_WORKER_CACHE``)."""
+    configured = os.environ.get("MVC_WORKER_CACHE")
+    if configured:
+        return Path(configured)
+    return Path(tempfile.gettempdir()) / f"mvc-worker-cache-{os.getuid()}"
+
+
+def run_fold(task: FoldTask) -> dict[str, Any]:
+    """Run one fold of one version on a worker: fetch and verify the weights, evaluate.
+
+    Runs in a Ray worker (or any process). Failures are returned, not raised, so the
+    cluster does not retry an evaluation that failed on its own; only a lost worker is
+    retried.
+
+    Returns:
+        ``{"ok": True, "metrics", "scores", "duration"}`` or
+        ``{"ok": False, "reason", "tail", "exit_code", "duration"}``.
+    """
+    began = time.monotonic()
+
+    def failed(reason: str, tail: str | None = None, code: int | None = None) -> dict[str, Any]:
+        return {"ok": False, "reason": reason, "tail": tail, "exit_code": code, "duration": time.monotonic() - began}
+
+    with tempfile.TemporaryDirectory(prefix="mvc-task-", ignore_cleanup_errors=True) as tmp:
+        workdir = Path(tmp)
+        try:
+            weights = dvcstore.fetch_object(
+                task.access, task.md5, workdir / "weights" / task.filename, cache_dir=worker_cache_dir()
+            )
+            evaluator = task.evaluator.build()
+        except MvcError as exc:
+            return failed(exc.message, code=_weights_failure_code(exc))
+        try:
+            raw = evaluator.run(weights, task.fold, workdir, task.timeout)
+            metrics, scores = _split_output(raw, task.per_example)
+        except _RunFailed as exc:
+            return failed(exc.reason, exc.stderr_tail)
+    return {"ok": True, "metrics": metrics, "scores": scores, "duration": time.monotonic() - began}
+
+
+def _run_on_cluster(
+    ws: Workspace,
+    targets: list[Target],
+    spec: EvalSpec,
+    evaluator: _Evaluator,
+    executor: Executor,
+    *,
+    timeout: float | None,
+    remote: str | None,
+    progress: Progress | None,
+) -> dict[int, _Outcome]:
+    """Submit every (target, fold) task, gather them into one outcome per target index."""
+    try:
+        rname = sync.remote_name(ws, remote)
+    except RemoteNotFoundError as exc:
+        if remote is not None:
+            raise
+        raise RemoteNotFoundError(
+            f"--executor {executor.kind} needs a remote: its workers fetch the weights from there",
+            hint="add one and push the versions: `mvc remote add NAME URL --default`, then `mvc push`",
+        ) from exc
+    access = dvcstore.remote_access(ws.root, rname)
+    portable = evaluator.portable()
+    where = executor.describe()
+    if progress is not None:
+        progress(where, 0, len(targets) * spec.folds)
+    began = time.monotonic()
+    futures: dict[Future[Any], tuple[int, int]] = {}
+    results: dict[int, list[dict[str, Any] | None]] = {i: [None] * spec.folds for i in range(len(targets))}
+    ended: dict[int, float] = {}
+    try:
+        for i, target in enumerate(targets):
+            res = target.resolved
+            for fold in range(spec.folds):
+                task = FoldTask(res.hash, Path(res.pointer.out).name, fold, portable, spec.per_example, timeout, access)
+                futures[executor.submit(run_fold, task)] = (i, fold)
+        for future in as_completed(futures):
+            i, fold = futures[future]
+            try:
+                results[i][fold] = future.result()
+            except TaskFailedError as exc:
+                results[i][fold] = {"ok": False, "reason": exc.message, "tail": None, "exit_code": None}
+            if all(r is not None for r in results[i]):
+                ended[i] = time.monotonic()
+            if progress is not None:
+                progress(where, 1, None)
+    except BaseException:
+        executor.cancel()
+        raise
+    return {i: _gather(targets[i], spec, results[i], ended.get(i, time.monotonic()) - began) for i in results}
+
+
+def _gather(target: Target, spec: EvalSpec, folds: list[dict[str, Any] | None], duration: float) -> _Outcome:
+    """One target's outcome from its fold results (the first failed fold names the failure)."""
+    for fold, r in enumerate(folds):
+        if r is None or not r["ok"]:
+            reason = "not run" if r is None else str(r["reason"])
+            where = f" (fold {fold})" if spec.folds > 1 else ""
+            tail = None if r is None else r.get("tail")
+            code = None if r is None else r.get("exit_code")
+            return _Outcome(target, "failed", error=reason + where, stderr_tail=tail, duration=duration, exit_code=code)
+    examples: list[float] | None = [] if spec.per_example else None
+    for r in folds:
+        assert r is not None
+        if examples is not None:
+            examples = None if r["scores"] is None else examples + list(r["scores"])
+    return _Outcome(
+        target, "ok", folds=[dict(r["metrics"]) for r in folds if r is not None], per_example=examples, duration=duration
+    )
 
 
 def _split_output(raw: Mapping[str, Any], per_example: str | None) -> tuple[dict[str, float], list[float] | None]:
@@ -858,6 +1060,7 @@ def _row(o: _Outcome, rank_: int | None, means: dict[str, float], stds: dict[str
         stderr_tail=o.stderr_tail,
         duration=None if o.duration is None else round(o.duration, 3),
         saved=o.saved,
+        exit_code=o.exit_code,
     )
 
 

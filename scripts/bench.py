@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
-    parser.add_argument("--only", default="", help="comma-separated subset: add,index,help,transfer,history,experiments,merge,training,security")
+    parser.add_argument("--only", default="", help="comma-separated subset: add,index,help,transfer,history,experiments,merge,training,security,eval-ray")
     args = parser.parse_args(argv)
     quick = args.quick
     only = {s.strip() for s in args.only.split(",") if s.strip()}
@@ -254,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         ("merge", "bench_merge.py", "bench"),
         ("training", "bench_training.py", "bench"),
         ("security", "bench_security.py", "bench"),
+        ("eval-ray", "bench_eval_ray.py", "bench"),
     ):
         ext = _external(script, function)
         if ext is not None:

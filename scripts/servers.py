@@ -1,4 +1,5 @@
-"""Start, check and stop real local S3 (SeaweedFS) and GCS (fake-gcs-server) test servers.
+"""Start, check and stop real local S3 (SeaweedFS) and GCS (fake-gcs-server) test servers,
+and a local Ray head (a one-node cluster).
 
 Both servers listen on 127.0.0.1 only, run in their own process group, log to files in
 the working directory, and are stopped by PID (SIGTERM, then SIGKILL after a grace period).
@@ -6,7 +7,7 @@ The module uses the standard library only, so it works before the project is ins
 
 Command line::
 
-    python scripts/servers.py start --dir DIR [--json] [--only s3|gcs]
+    python scripts/servers.py start --dir DIR [--json] [--only s3|gcs|ray]
     python scripts/servers.py status --dir DIR
     python scripts/servers.py stop --dir DIR
 
@@ -18,6 +19,8 @@ Library use::
     s3 = start_s3(workdir)          # S3Server(pid, port, endpoint_url, bucket, keys...)
     env = client_env(s3)            # environment for boto/s3fs/DVC clients
     stop(s3)
+    head = start_ray(workdir)       # RayHead(pgid, address, client_address ...): 2 CPUs, 127.0.0.1
+    stop(head)
 """
 
 from __future__ import annotations
@@ -114,7 +117,28 @@ class GcsServer:
     kind: str = "gcs"
 
 
-Server = Union[S3Server, GcsServer]
+@dataclass(frozen=True)
+class RayHead:
+    """A running one-node Ray cluster started with ``ray start --head``.
+
+    ``ray start`` exits once the cluster is up; its daemons (GCS, raylet, agents) stay in
+    the process group it led, ``pid``, which :func:`stop` signals. Task workers leave that
+    group but exit when their raylet dies.
+    """
+
+    pid: int  # process group id of the cluster's daemons
+    port: int
+    address: str  # HOST:PORT, for ray.init(address=...) / RAY_ADDRESS
+    client_address: str  # ray://HOST:PORT (Ray Client)
+    num_cpus: int
+    temp_dir: str  # Ray's sessions and sockets (short: unix socket paths are limited)
+    workdir: str
+    log_path: str
+    binary: str
+    kind: str = "ray"
+
+
+Server = Union[S3Server, GcsServer, RayHead]
 
 
 # --------------------------------------------------------------------------- binaries
@@ -742,6 +766,153 @@ def start_gcs(workdir: str | Path, bucket: str = DEFAULT_BUCKET) -> GcsServer:
     raise AssertionError("unreachable")
 
 
+# --------------------------------------------------------------------------- Ray
+
+# Without it ``ray start`` binds the machine's outward address even when told 127.0.0.1
+# (DESIGN.md, "Test servers"); the driver needs it too. Usage stats stay off (no network).
+RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+# gcs, client server, dashboard, dashboard agent, metrics export, then the workers' ports
+# (Ray's default worker range, 10002-19999, overlaps the window ports are drawn from).
+RAY_PORT_COUNT = 5 + 100
+
+
+def find_ray() -> Path:
+    """Locate the ``ray`` executable (next to this Python first, then on PATH).
+
+    Raises:
+        ServerError: if Ray is not installed.
+    """
+    beside = Path(sys.executable).parent / "ray"
+    if beside.is_file():
+        return beside
+    found = shutil.which("ray")
+    if found:
+        return Path(found)
+    raise ServerError("ray not found; install it with `pip install 'ray>=2.40,<3'` (or the project's test extra)")
+
+
+def ray_argv(binary: Path, port: int, num_cpus: int, temp_dir: Path) -> list[str]:
+    """Build the ``ray start --head`` command line: 127.0.0.1, no dashboard, fixed ports.
+
+    Args:
+        binary: The ``ray`` executable.
+        port: Base of ``RAY_PORT_COUNT`` free consecutive ports.
+        num_cpus: CPUs the node offers (task slots).
+        temp_dir: Ray's temp directory.
+
+    Returns:
+        The argv list.
+    """
+    return [
+        str(binary), "start", "--head",
+        "--node-ip-address", HOST,
+        "--port", str(port),
+        "--ray-client-server-port", str(port + 1),
+        "--dashboard-port", str(port + 2),
+        "--dashboard-agent-listen-port", str(port + 3),
+        "--metrics-export-port", str(port + 4),
+        "--min-worker-port", str(port + 5),
+        "--max-worker-port", str(port + RAY_PORT_COUNT - 1),
+        "--num-cpus", str(num_cpus),
+        "--include-dashboard", "false",
+        "--disable-usage-stats",
+        "--temp-dir", str(temp_dir),
+    ]  # fmt: skip
+
+
+def _start_ray_once(binary: Path, workdir: Path, num_cpus: int, env: dict[str, str]) -> RayHead:
+    """One attempt at ``ray start --head`` on freshly picked ports.
+
+    Raises:
+        ServerError: if it failed or did not finish in time (its daemons are killed).
+    """
+    port = pick_ports(RAY_PORT_COUNT, grpc=False)
+    temp_dir = Path(f"/tmp/mvc-ray-{port}")  # short on purpose: unix sockets live under it
+    log_path = workdir / "ray.log"
+    proc = _spawn(ray_argv(binary, port, num_cpus, temp_dir), log_path, {**RAY_ENV, **env})
+    head = RayHead(
+        pid=proc.pid,
+        port=port,
+        address=f"{HOST}:{port}",
+        client_address=f"ray://{HOST}:{port + 1}",
+        num_cpus=num_cpus,
+        temp_dir=str(temp_dir),
+        workdir=str(workdir),
+        log_path=str(log_path),
+        binary=str(binary),
+    )
+    try:
+        code = proc.wait(timeout=READY_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        code = None
+    _PROCS.pop(proc.pid, None)
+    if code != 0:
+        stop(head)
+        if _port_clash(log_path):
+            raise PortClash(f"ray: a port was taken; log {log_path}:\n{log_tail(log_path)}")
+        what = "did not finish starting" if code is None else f"exited with code {code}"
+        raise ServerError(f"ray start --head {what}; log {log_path}:\n{log_tail(log_path)}")
+    return head
+
+
+def start_ray(workdir: str | Path, num_cpus: int = 2, env: dict[str, str] | None = None) -> RayHead:
+    """Start a one-node Ray cluster on 127.0.0.1 (dashboard off); takes ~3-6 s.
+
+    Args:
+        workdir: Directory for ``ray.log`` (created if missing).
+        num_cpus: CPUs the node offers.
+        env: Extra environment for the cluster and hence its task workers (e.g. PYTHONPATH).
+
+    Returns:
+        The running head; drivers connect with ``ray.init(address=head.address)`` and
+        :data:`RAY_ENV` in their environment.
+
+    Raises:
+        ServerError: if Ray is missing or the head does not come up.
+    """
+    binary = find_ray()
+    workdir = Path(workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1, START_ATTEMPTS + 1):
+        try:
+            return _start_ray_once(binary, workdir, num_cpus, env or {})
+        except PortClash:
+            if attempt == START_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _group_alive(pgid: int) -> bool:
+    """True while a live (non-zombie) process belongs to process group ``pgid``."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[-1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
+def _stop_ray(head: RayHead, timeout: float) -> None:
+    """SIGTERM the head's process group, SIGKILL what is left after ``timeout``; clean its temp dir."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(head.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            break
+        deadline = time.monotonic() + timeout
+        while _group_alive(head.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not _group_alive(head.pid):
+            break
+    if _group_alive(head.pid):
+        raise ServerError(f"ray head (process group {head.pid}) survived SIGKILL")
+    shutil.rmtree(head.temp_dir, ignore_errors=True)
+
+
 # --------------------------------------------------------------------------- stop / status
 
 
@@ -774,6 +945,8 @@ def is_running(server: Server) -> bool:
         True if the process exists, is not a zombie, and (where /proc is available)
         its command line starts with the server's binary, guarding against PID reuse.
     """
+    if isinstance(server, RayHead):
+        return _group_alive(server.pid)
     proc = _PROCS.get(server.pid)
     if proc is not None and proc.poll() is not None:
         return False
@@ -821,6 +994,9 @@ def stop(server: Server, timeout: float = STOP_TIMEOUT) -> None:
     Raises:
         ServerError: if the process survives SIGKILL.
     """
+    if isinstance(server, RayHead):
+        _stop_ray(server, min(timeout, 3.0))  # raylet ignores SIGTERM for a long while
+        return
     if not is_running(server):
         _reap(server.pid)
         return
@@ -940,6 +1116,8 @@ def read_state(directory: str | Path) -> list[Server]:
         servers.append(S3Server(**state["s3"]))
     if "gcs" in state:
         servers.append(GcsServer(**state["gcs"]))
+    if "ray" in state:
+        servers.append(RayHead(**state["ray"]))
     return servers
 
 
@@ -972,6 +1150,8 @@ def _cmd_start(directory: Path, as_json: bool, only: str | None) -> int:
             started.append(start_s3(directory / "s3"))
         if only in (None, "gcs"):
             started.append(start_gcs(directory / "gcs"))
+        if only == "ray":
+            started.append(start_ray(directory / "ray"))
     except (ServerError, KeyboardInterrupt) as exc:
         for server in started:
             stop(server)
@@ -982,7 +1162,10 @@ def _cmd_start(directory: Path, as_json: bool, only: str | None) -> int:
         print(path.read_text(), end="")
     else:
         for server in started:
-            print(f"{server.kind}\tpid={server.pid}\t{server.endpoint_url}\tbucket={server.bucket}")
+            if isinstance(server, RayHead):
+                print(f"ray\tpgid={server.pid}\t{server.address}\t{server.client_address}\tcpus={server.num_cpus}")
+            else:
+                print(f"{server.kind}\tpid={server.pid}\t{server.endpoint_url}\tbucket={server.bucket}")
         print(f"state (with keys, mode 0600): {path}", file=sys.stderr)
     return 0
 
@@ -1021,7 +1204,7 @@ def main(argv: list[str] | None = None) -> int:
         Exit code: 0 ok, 1 failure, 3 nothing recorded, 4 already running.
     """
     parser = argparse.ArgumentParser(
-        description="Local S3 (SeaweedFS) and GCS (fake-gcs-server) test servers."
+        description="Local S3 (SeaweedFS) and GCS (fake-gcs-server) test servers, and a Ray head."
     )
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("start", "status", "stop"):
@@ -1031,7 +1214,9 @@ def main(argv: list[str] | None = None) -> int:
             cmd.add_argument(
                 "--json", action="store_true", help="print the state (with keys) as JSON"
             )
-            cmd.add_argument("--only", choices=("s3", "gcs"), help="start just one server")
+            cmd.add_argument(
+                "--only", choices=("s3", "gcs", "ray"), help="start just one server (ray: only this way)"
+            )
     args = parser.parse_args(argv)
     directory = args.dir.resolve()
     if args.command == "start":

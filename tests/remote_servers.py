@@ -102,3 +102,38 @@ def gcs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[servers.Gcs
         yield server
     finally:
         servers.stop(server)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[servers.RayHead]:
+    """A one-node Ray cluster on 127.0.0.1 (2 CPUs, no dashboard), one per test session.
+
+    Its task workers import mvc from this checkout (``PYTHONPATH``) and keep fetched
+    weights in a session-private cache (``MVC_WORKER_CACHE``). The driver side gets
+    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` and ``RAY_ADDRESS`` for the session.
+
+    Yields:
+        ``RayHead`` with address (HOST:PORT), client_address (ray://HOST:PORT), num_cpus.
+    """
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("ray is not installed (pip install -e '.[test]' installs it)")
+    root = Path(__file__).resolve().parents[1]
+    workdir = tmp_path_factory.mktemp("ray")
+    env = {
+        "PYTHONPATH": os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH", "")) if p),
+        "MVC_WORKER_CACHE": str(workdir / "worker-cache"),
+        "NO_PROXY": "127.0.0.1,localhost",
+        "no_proxy": "127.0.0.1,localhost",
+    }
+    head = _start_or_fail(lambda w: servers.start_ray(w, num_cpus=2, env=env), workdir)
+    saved = {k: os.environ.get(k) for k in (*servers.RAY_ENV, "RAY_ADDRESS")}
+    os.environ.update({**servers.RAY_ENV, "RAY_ADDRESS": head.address})
+    try:
+        yield head
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        servers.stop(head)

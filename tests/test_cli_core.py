@@ -47,7 +47,7 @@ def test_help_imports_no_dvc_git_or_numpy():
         "import sys\n"
         "from mvc.cli.main import app\n"
         "try:\n    app(['--help'])\nexcept SystemExit:\n    pass\n"
-        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('dvc', 'git', 'numpy', 'torch'))\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('dvc', 'git', 'numpy', 'torch', 'ray'))\n"
         "print('HEAVY', heavy)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -439,10 +439,11 @@ def test_weights_in_no_cache_and_no_remote(repo, logreg_repo, cli):
     h = logreg_repo["hashes"]["bad"]
     (repo / ".dvc/cache/files/md5" / h[:2] / h[2:]).unlink()  # never pushed, now gone from the cache
     result = cli("eval", "clf@v1", "clf@v2", "--cmd", f"{PY} eval.py --weights {{weights}}", "--json")
-    assert result.exit_code == 1
+    assert result.exit_code == 6  # the only failure: weights that cannot be had intact (integrity)
     data = json.loads(result.stdout)
     assert data["rows"][0]["ref"] == "clf@v2" and data["rows"][0]["status"] == "ok"
-    assert data["failures"][0]["ref"] == "clf@v1"
+    assert data["rows"][0]["exit_code"] is None
+    assert data["failures"][0]["ref"] == "clf@v1" and data["failures"][0]["exit_code"] == 6
     assert "neither the local cache nor" in data["failures"][0]["error"]
 
 

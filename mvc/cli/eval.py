@@ -30,6 +30,10 @@ def eval_(
     force: Annotated[bool, typer.Option("--force", help="Re-run versions already evaluated the same way.")] = False,
     record: Annotated[bool, typer.Option("--record", help="Write the metrics into the work-tree version's manifest.")] = False,
     report: Annotated[str | None, typer.Option("--report", help="Write an HTML report with a chart per metric (out.html).")] = None,
+    executor: Annotated[str, typer.Option("--executor", help="local (this machine) or ray: one Ray task per version and fold; workers fetch weights from the remote.")] = "local",
+    address: Annotated[str | None, typer.Option("--address", help="Ray cluster: ray://HOST:10001, HOST:6379 or auto (default: RAY_ADDRESS / auto).")] = None,
+    cpus_per_task: Annotated[float, typer.Option("--cpus-per-task", min=0, help="CPUs Ray reserves per task.")] = 1,
+    gpus_per_task: Annotated[float, typer.Option("--gpus-per-task", min=0, help="GPUs Ray reserves per task (0.5 shares a GPU).")] = 0,
     remote: Remote = None,
     repo: Repo = ".",
     json_output: Json = False,
@@ -44,6 +48,8 @@ def eval_(
       mvc eval --model net --versions v3..v7 --fn evals.metrics:evaluate --sort loss:asc
 
       mvc eval net --all-experiments --cmd "python eval.py {weights} --fold {fold}" --folds 5 --per-example correct --report eval.html
+
+      mvc eval --model net --versions v1..v8 --fn evals.metrics:evaluate --folds 5 --executor ray --address ray://head:10001 --gpus-per-task 1
     """
     from mvc import api
 
@@ -66,6 +72,10 @@ def eval_(
             remote=remote,
             report=report,
             progress=cb,
+            executor=executor,
+            address=address,
+            cpus_per_task=cpus_per_task,
+            gpus_per_task=gpus_per_task,
         )
     if json_output:
         _output.emit_json(result)
@@ -73,10 +83,15 @@ def eval_(
         _render(result, quiet=quiet)
     if result.failures:
         names = ", ".join(r.ref for r in result.failures)
-        raise api.EvalFailedError(
+        error = api.EvalFailedError(
             f"{len(result.failures)} of {len(result.rows)} evaluations failed: {names}",
             hint="see the error column; a re-run evaluates only the versions that failed (the others are saved)",
         )
+        codes = {r.exit_code for r in result.failures}
+        code = codes.pop() if len(codes) == 1 else None
+        if code is not None:  # one cause for all, e.g. 6: weights missing or corrupt
+            error.exit_code = code
+        raise error
 
 
 def _render(result: EvalResult, *, quiet: bool) -> None:
