@@ -229,12 +229,11 @@ def bench_wire(work: Path, env: dict[str, str], size: int, files: int) -> list[R
         data = work / "data"
         (data / "dir").mkdir(parents=True)
         with open(data / "big.bin", "wb") as f:
-            for left in range(size, 0, -64 * MiB):
-                f.write(os.urandom(min(left, 64 * MiB)))
+            f.writelines(os.urandom(min(left, 64 * MiB)) for left in range(size, 0, -64 * MiB))
         for i in range(files):
             (data / "dir" / f"shard-{i:03d}.bin").write_bytes(os.urandom(5 * MiB))
         rows: list[Row] = []
-        load = "load avg %.1f %.1f %.1f at start" % os.getloadavg()
+        load = "load avg {:.1f} {:.1f} {:.1f} at start".format(*os.getloadavg())
         for name, label, nbytes in (("big.bin", f"{size / GiB:.3g} GiB" if size >= GiB else f"{size // MiB} MiB", size), ("dir", f"{files} x 5 MiB", files * 5 * MiB)):
             speed: dict[tuple[str, str], float] = {}
             rss: dict[str, float] = {}
