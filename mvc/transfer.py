@@ -212,7 +212,10 @@ class _Runner:
             except Exception as exc:  # noqa: BLE001 - network errors come in many types
                 last = exc
         assert last is not None
-        raise fail(last) from last
+        err = fail(last)
+        if err is last:
+            raise last
+        raise err from last
 
 
 class _Cancelled(Exception):
@@ -224,6 +227,9 @@ def _network_error(where: str, verb: str, oid: str) -> Callable[[BaseException],
     direction = "to" if verb == "uploading" else "from"
 
     def make(exc: BaseException) -> Exception:
+        if isinstance(exc, ConnectionError) or "connect" in type(exc).__name__.lower():
+            # the store is unreachable: the caller names it as for any other command
+            return exc if isinstance(exc, Exception) else RemoteError(str(exc))
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         return RemoteError(
             f"{verb} object {oid[:8]} {direction} {where} failed {ATTEMPTS} times ({type(exc).__name__}: {detail[:200]})",

@@ -382,7 +382,8 @@ def test_a_connection_dropped_mid_part_aborts_the_upload_then_exit_5(
     px.heal()
     again = cli("push", "--json")
 
-    assert_one_line_error(failed, 5, f"uploading object {md5[:8]} to remote 'store'", "failed 4 times")
+    # botocore reports a connection closed before the answer as a connection error
+    assert_one_line_error(failed, 5, "cannot reach remote 'store'", "run the command again")
     assert stored == {} and pending == []
     assert again.exit_code == 0, again.stderr
     assert list(s3.objects()) == [md5] and uploads(s3, s3.prefix) == []
