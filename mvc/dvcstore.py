@@ -885,8 +885,9 @@ def push(
         _preflight(repo, remote, "push")
         revs = list(revs or [])
         since = time.time()
+        count = _engine_push(repo, remote, _pointer_hashes(repo, _targets(root, pointers)), jobs=jobs, progress=progress)
         try:
-            count = repo.push(_targets(root, pointers), jobs=jobs, remote=remote, revs=revs or None)
+            count += repo.push(_targets(root, pointers), jobs=jobs, remote=remote, revs=revs or None)
         except BaseException:
             _abort_multipart_uploads(repo, remote, since)
             _remove_temp_files(repo, remote, since)
@@ -925,6 +926,8 @@ def fetch(
         before = _present(odb, hashes)
         since = time.time()
         try:
+            if verify:
+                _engine_fetch(repo, remote, hashes, jobs=jobs, progress=progress)
             with _verified_download(repo, remote, hashes) if verify else contextlib.nullcontext():
                 repo.fetch(targets, jobs=jobs, remote=remote)
         except BaseException:
@@ -1096,8 +1099,9 @@ def fetch_at(
     """
     with _repo(root, remote) as repo, _progress_hook(progress):
         md5s = _pointer_hashes_at(repo, pointer, commit)
+        count = _engine_fetch(repo, remote, md5s, jobs=jobs, progress=progress)
         with _verified_download(repo, remote, md5s):
-            return _pull_objects(repo, md5s, remote=remote, jobs=jobs)
+            return count + _pull_objects(repo, md5s, remote=remote, jobs=jobs)
 
 
 def _pull_objects(repo: Repo, md5s: list[str], *, remote: str | None, jobs: int | None) -> int:
@@ -1852,6 +1856,7 @@ def fetch_version(
                         f"the repository has no remote named {name!r} (remotes: {names})", hint="pick one with --remote"
                     )
                 odb = repo.cache.local
+                _engine_fetch(repo, name, [md5], jobs=jobs, progress=progress)
                 with _verified_download(repo, name, [md5]):
                     repo.cloud.pull([HashInfo("md5", md5)], jobs=jobs, remote=name)
                     if md5.endswith(".dir") and odb.exists(md5) and _hash_matches(odb, md5):
@@ -2000,6 +2005,84 @@ def _fetch_checked(odb: Any, oid: str, cache_dir: Path, where: str) -> Path:
             os.unlink(tmp)
     return local
 
+
+# ---- parallel, verified transfers for S3 / GCS remotes (issue 19) ----------------------
+
+
+def remote_fs(root: Path, remote: str | None = None) -> tuple[Any, str]:
+    """The fsspec filesystem of ``remote`` (configured endpoint and credentials) and its base path.
+
+    Raises:
+        RemoteNotFoundError: no such remote / no default remote.
+    """
+    with _repo(root, remote) as repo:
+        odb = repo.cloud.get_remote_odb(remote, "fetch")
+        return odb.fs.fs, odb.path
+
+
+def _engine_fetch(repo: Repo, remote: str | None, md5s: list[str], *, jobs: int | None, progress: Progress | None) -> int:
+    """Download the objects of ``md5s`` missing from the cache with :mod:`mvc.transfer` (S3 / GCS only).
+
+    A ``.dir`` listing comes first, then the files it names. Each object is verified
+    before it reaches the cache. Objects the remote lacks, and every object of other
+    kinds of remote, are left to DVC's fetch, which runs next and reports them.
+
+    Returns:
+        The number of objects downloaded.
+    """
+    from dvc_data.hashfile.hash_info import HashInfo
+    from dvc_data.hashfile.tree import Tree
+
+    from mvc import transfer
+
+    cache = repo.cache.local
+    if all(cache.exists(m) for m in md5s) and not any(m.endswith(".dir") for m in md5s):
+        return 0
+    odb = repo.cloud.get_remote_odb(remote, "fetch")
+    if not transfer.is_cloud(odb.fs.fs):
+        return 0
+    where = _where(*_remote_ref(repo, remote))
+
+    def pull(sizes: dict[str, int | None]) -> int:
+        items = [transfer.Item(o, cache.oid_to_path(o), odb.oid_to_path(o), n) for o, n in sizes.items() if not cache.exists(o)]
+        return len(transfer.pull(odb.fs.fs, items, jobs=jobs, progress=progress, where=where).transferred) if items else 0
+
+    count = pull(dict.fromkeys(md5s))
+    files: dict[str, int | None] = {}
+    for md5 in md5s:
+        if md5.endswith(".dir") and cache.exists(md5):
+            files.update((hi.value, meta.size if meta else None) for _, meta, hi in Tree.load(cache, HashInfo("md5", md5)))
+    return count + pull(files)
+
+
+def _engine_push(repo: Repo, remote: str | None, md5s: list[str], *, jobs: int | None, progress: Progress | None) -> int:
+    """Upload the objects of ``md5s`` that an S3 remote lacks with :mod:`mvc.transfer`.
+
+    Files go before the ``.dir`` listing that names them (as DVC does), so a listing in
+    the remote always means its files are there. Other remotes are left to DVC.
+
+    Returns:
+        The number of objects uploaded.
+    """
+    from mvc import transfer
+
+    odb = repo.cloud.get_remote_odb(remote, "push")
+    if not md5s or not transfer.is_s3(odb.fs.fs):
+        return 0
+    cache = repo.cache.local
+    ids = {m: [oid for oid in _object_ids(repo, m) if oid != m] for m in md5s if cache.exists(m)}
+    wanted = sorted({oid for files in ids.values() for oid in files} | set(ids))
+    present = set(odb.oids_exist(wanted))
+    where = _where(*_remote_ref(repo, remote))
+
+    def push(oids: list[str]) -> int:
+        items = [transfer.Item(o, cache.oid_to_path(o), odb.oid_to_path(o)) for o in oids if cache.exists(o)]
+        return len(transfer.push(odb.fs.fs, items, jobs=jobs, progress=progress, where=where).transferred) if items else 0
+
+    count = push(sorted({oid for files in ids.values() for oid in files if oid not in present} | {m for m in ids if not m.endswith(".dir") and m not in present}))
+    return count + push([m for m in ids if m.endswith(".dir") and m not in present])
+
+
 __all__ = [
     "IntegrityError",
     "OutInfo",
@@ -2023,6 +2106,7 @@ __all__ = [
     "lock",
     "push",
     "push_objects",
+    "remote_fs",
     "remotes",
     "remove_remote",
     "CachedFile",

@@ -205,6 +205,82 @@ def bench_transfer(work: Path, env: dict[str, str], size: int) -> list[Row]:
         servers.stop(server)
 
 
+def _timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float]:
+    """Run ``cmd``; return (seconds, peak RSS of the process in MiB)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {err.strip()[-400:]}")
+    return elapsed, usage.ru_maxrss / 1024
+
+
+def bench_wire(work: Path, env: dict[str, str], size: int, files: int) -> list[Row]:
+    """Issue 19: mvc pull (verified) / push vs plain dvc and s5cmd, one large file and a
+    directory model of ``files`` x 5 MiB, against the local S3 server; peak RSS of mvc."""
+    servers = _load("servers", HERE / "servers.py")
+    server = servers.start_s3(work / "s3")
+    s5cmd = [str(BIN / "s5cmd"), "--endpoint-url", server.endpoint_url]
+    try:
+        senv = {**env, **servers.client_env(server)}
+        data = work / "data"
+        (data / "dir").mkdir(parents=True)
+        with open(data / "big.bin", "wb") as f:
+            f.writelines(os.urandom(min(left, 64 * MiB)) for left in range(size, 0, -64 * MiB))
+        for i in range(files):
+            (data / "dir" / f"shard-{i:03d}.bin").write_bytes(os.urandom(5 * MiB))
+        rows: list[Row] = []
+        load = "load avg {:.1f} {:.1f} {:.1f} at start".format(*os.getloadavg())
+        for name, label, nbytes in (("big.bin", f"{size / GiB:.3g} GiB" if size >= GiB else f"{size // MiB} MiB", size), ("dir", f"{files} x 5 MiB", files * 5 * MiB)):
+            speed: dict[tuple[str, str], float] = {}
+            rss: dict[str, float] = {}
+            for tool in ("dvc", "mvc"):
+                root = _repo(work, f"wire-{tool}", senv, mvc=tool == "mvc")
+                src = data / name
+                shutil.copytree(src, root / name) if src.is_dir() else shutil.copyfile(src, root / name)
+                url = f"s3://{server.bucket}/wire-{tool}-{name}-{os.getpid()}"
+                subprocess.run([DVC, "remote", "add", "-f", "-d", "s3", url], cwd=root, env=senv, check=True, capture_output=True)
+                subprocess.run([DVC, "remote", "modify", "s3", "endpointurl", server.endpoint_url], cwd=root, env=senv, check=True)
+                add = [DVC, "add", "-q", name] if tool == "dvc" else [MVC, "add", "--quiet", name]
+                _run(add, root, senv)
+                push = [DVC, "push", "-q", "-r", "s3"] if tool == "dvc" else [MVC, "push", "--quiet", "-r", "s3"]
+                seconds, rss[f"{tool} push"] = _timed(push, root, senv)
+                speed[(tool, "push")] = nbytes / MiB / seconds
+                shutil.rmtree(root / ".dvc" / "cache")
+                shutil.rmtree(root / name) if (root / name).is_dir() else (root / name).unlink()
+                pull = [DVC, "pull", "-q", "-r", "s3"] if tool == "dvc" else [MVC, "pull", "--quiet", "-r", "s3"]
+                seconds, rss[f"{tool} pull"] = _timed(pull, root, senv)
+                speed[(tool, "pull")] = nbytes / MiB / seconds
+                shutil.rmtree(root)
+            target = f"s3://{server.bucket}/wire-s5cmd-{os.getpid()}/{name}"
+            up = [*s5cmd, "cp", str(data / name) + ("/*" if name == "dir" else ""), target + ("/" if name == "dir" else "")]
+            speed[("s5cmd", "push")] = nbytes / MiB / _timed(up, work, senv)[0]
+            out = work / "s5cmd-out"
+            down = [*s5cmd, "cp", target + ("/*" if name == "dir" else ""), str(out) + "/"]
+            speed[("s5cmd", "pull")] = nbytes / MiB / _timed(down, work, senv)[0]
+            shutil.rmtree(out)
+            for op in ("push", "pull"):
+                mvc, dvc, s5 = speed[("mvc", op)], speed[("dvc", op)], speed[("s5cmd", op)]
+                if name == "dir":
+                    want, met = ">= 1.5x dvc", mvc >= 1.5 * dvc
+                else:
+                    need = 1.5 if op == "pull" else 1.3
+                    want, met = f">= 0.8x s5cmd, >= {need}x dvc", mvc >= 0.8 * s5 and mvc >= need * dvc
+                verified = " (mvc verified)" if op == "pull" else ""
+                note = f"s5cmd {s5:.0f} MB/s, mvc/s5cmd {mvc / s5:.2f}{verified}; {load}"
+                rows.append(Row(f"wire {op} {label}, local S3", mvc, dvc, "MB/s", mvc / dvc, want, met, note))
+            if name == "big.bin":
+                peak = max(rss["mvc push"], rss["mvc pull"])
+                note = f"dvc push {rss['dvc push']:.0f}, dvc pull {rss['dvc pull']:.0f} MiB"
+                rows.append(Row(f"wire peak RSS mvc push/pull {label}", peak, max(rss["dvc push"], rss["dvc pull"]), "MiB", None, "< 300 MiB", peak < 300, note))
+        return rows
+    finally:
+        servers.stop(server)
+
+
 def _load(name: str, path: Path):
     spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
     assert spec and spec.loader
@@ -235,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
-    parser.add_argument("--only", default="", help="comma-separated subset: add,index,help,transfer,history,experiments,merge,training,security,eval-ray")
+    parser.add_argument("--only", default="", help="comma-separated subset: add,index,help,transfer,wire,history,experiments,merge,training,security,eval-ray")
     args = parser.parse_args(argv)
     quick = args.quick
     only = {s.strip() for s in args.only.split(",") if s.strip()}
@@ -248,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
     if not quick:
         benches.append(("add", lambda w, e: bench_add(w, e, 4 * GiB)))
     benches.append(("transfer", lambda w, e: bench_transfer(w, e, 32 * MiB if quick else GiB)))
+    benches.append(("wire", lambda w, e: bench_wire(w, e, 64 * MiB if quick else GiB, 20 if quick else 200)))
+    if not quick:
+        benches.append(("wire", lambda w, e: bench_wire(w, e, 4 * GiB, 200)))
     for area, script, function in (
         ("history", "bench_history.py", "bench"),
         ("experiments", "bench_experiments.py", "bench"),
