@@ -14,14 +14,17 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mvc.errors import ConflictError, UsageError
 from mvc.manifest import Manifest, Parent
-from mvc.pointer import SUFFIX as POINTER_SUFFIX, Pointer
+from mvc.pointer import SUFFIX as POINTER_SUFFIX
+from mvc.pointer import Pointer
 from mvc.progress import Progress
+
 
 class _LazyModule:
     """A domain module imported on first attribute access.
@@ -43,36 +46,61 @@ def _lazy(name: str) -> Any:
     return _LazyModule(name)
 
 
-cleanup = _lazy("mvc.cleanup")
-diffing = _lazy("mvc.comparison")
-dvcstore = _lazy("mvc.dvcstore")
-evaluation = _lazy("mvc.evaluation")
-experiments = _lazy("mvc.experiments")
-getting = _lazy("mvc.getting")
-gitstore = _lazy("mvc.gitstore")
-history = _lazy("mvc.history")
-hooks = _lazy("mvc.hooks")
-lineage = _lazy("mvc.lineage")
-mergeconfig = _lazy("mvc.mergeconfig")
-merging = _lazy("mvc.merging")
-refs = _lazy("mvc.refs")
-registering = _lazy("mvc.registry")
-reporting = _lazy("mvc.report")
-rollback = _lazy("mvc.rollback")
-settings = _lazy("mvc.settings")
-signing = _lazy("mvc.signing")
-sync = _lazy("mvc.sync")
-verification = _lazy("mvc.verification")
-versioning = _lazy("mvc.versioning")
-workspace = _lazy("mvc.workspace")
+if TYPE_CHECKING:
+    # The type checker sees the real modules: typed ``Any``, a call to a function that
+    # does not exist (``refresh_index``) once passed unseen (issue 14).
+    from mvc import (
+        cleanup,
+        dvcstore,
+        evaluation,
+        experiments,
+        getting,
+        gitstore,
+        history,
+        hooks,
+        lineage,
+        mergeconfig,
+        merging,
+        refs,
+        rollback,
+        settings,
+        signing,
+        sync,
+        verification,
+        versioning,
+        workspace,
+    )
+    from mvc import comparison as diffing
+    from mvc import registry as registering
+    from mvc import report as reporting
+else:
+    cleanup = _lazy("mvc.cleanup")
+    diffing = _lazy("mvc.comparison")
+    dvcstore = _lazy("mvc.dvcstore")
+    evaluation = _lazy("mvc.evaluation")
+    experiments = _lazy("mvc.experiments")
+    getting = _lazy("mvc.getting")
+    gitstore = _lazy("mvc.gitstore")
+    history = _lazy("mvc.history")
+    hooks = _lazy("mvc.hooks")
+    lineage = _lazy("mvc.lineage")
+    mergeconfig = _lazy("mvc.mergeconfig")
+    merging = _lazy("mvc.merging")
+    refs = _lazy("mvc.refs")
+    registering = _lazy("mvc.registry")
+    reporting = _lazy("mvc.report")
+    rollback = _lazy("mvc.rollback")
+    settings = _lazy("mvc.settings")
+    signing = _lazy("mvc.signing")
+    sync = _lazy("mvc.sync")
+    verification = _lazy("mvc.verification")
+    versioning = _lazy("mvc.versioning")
+    workspace = _lazy("mvc.workspace")
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from mvc.cleanup import GcResult
-    from mvc.hooks import merge_pointers, run_hook, sync_messages
-    from mvc.lineage import parse_pairs
-    from mvc.mergeconfig import parse_weights
     from mvc.comparison import Diff
     from mvc.dvcstore import RemoteConfig
     from mvc.evaluation import Comparison, EvalFailedError, EvalFunctionNotFoundError, EvalRow, EvalSpec
@@ -286,13 +314,13 @@ def add(
     *,
     repo: PathLike | None = None,
     name: str | None = None,
-    params: dict[str, Any] | None = None,
-    params_files: list[PathLike] | None = None,
-    metrics: dict[str, Any] | None = None,
-    metrics_files: list[PathLike] | None = None,
-    datasets: list[PathLike] | None = None,
+    params: Mapping[str, Any] | None = None,
+    params_files: Sequence[PathLike] | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    metrics_files: Sequence[PathLike] | None = None,
+    datasets: Sequence[PathLike] | None = None,
     message: str = "",
-    labels: list[str] | None = None,
+    labels: Sequence[str] | None = None,
     step: int | None = None,
     experiment: str | None = None,
     progress: Progress | None = None,
@@ -904,7 +932,7 @@ def exp_new(
     name: str = "",
     *,
     base: str | None = None,
-    params: dict[str, Any] | None = None,
+    params: Mapping[str, Any] | None = None,
     remote: str | None = None,
     force: bool = False,
 ) -> ExperimentResult:
@@ -918,7 +946,7 @@ def exp_new(
         ConflictError: the experiment exists, or weights no version records would be lost.
     """
     ws = workspace.open_workspace(repo)
-    exp, report = experiments.create(ws, name, base=base, params=params, remote=remote, force=force)
+    exp, report = experiments.create(ws, name, base=base, params=dict(params) if params is not None else None, remote=remote, force=force)
     return ExperimentResult(experiment=exp, sync=report)
 
 
@@ -1332,8 +1360,6 @@ def evaluate(
 
 # ---- issue 7: merge ----
 
-from collections.abc import Sequence  # noqa: E402
-
 
 
 @dataclass(frozen=True)
@@ -1365,7 +1391,7 @@ def merge(
     method: str | None = None,
     weights: Sequence[float] | None = None,
     base: str | None = None,
-    params: dict[str, Any] | None = None,
+    params: Mapping[str, Any] | None = None,
     dtype: str | None = None,
     out: PathLike | None = None,
     add: bool = False,
@@ -1445,9 +1471,9 @@ def log_model(
     path: PathLike,
     *,
     name: str | None = None,
-    params: dict[str, Any] | None = None,
-    metrics: dict[str, Any] | None = None,
-    datasets: list[PathLike] | None = None,
+    params: Mapping[str, Any] | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    datasets: Sequence[PathLike] | None = None,
     step: int | None = None,
     message: str = "",
     commit: bool = True,
@@ -1534,7 +1560,7 @@ def run(
     experiment: str | None = None,
     params_file: PathLike | None = None,
     metrics_file: PathLike | None = None,
-    outs: list[PathLike] | None = None,
+    outs: Sequence[PathLike] | None = None,
     name: str | None = None,
     force: bool = False,
 ) -> RunResult:

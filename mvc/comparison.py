@@ -117,7 +117,8 @@ def load_indexes(ws: Workspace, resolved: list[Resolved]) -> list[TensorIndex | 
     """
     paths = [_index_path(res) for res in resolved]
     in_git = [i for i, res in enumerate(resolved) if paths[i] and res.commit is not None]
-    blobs = dict(zip(in_git, gitstore.read_blobs(ws.root, [(resolved[i].commit, paths[i]) for i in in_git]), strict=True))
+    wanted = [(str(resolved[i].commit), str(paths[i])) for i in in_git]
+    blobs = dict(zip(in_git, gitstore.read_blobs(ws.root, wanted), strict=True))
     out: list[TensorIndex | None] = []
     for i, res in enumerate(resolved):
         data = blobs.get(i)
@@ -135,7 +136,7 @@ def _values(a: dict[str, Any], b: dict[str, Any]) -> tuple[ValueChange, ...]:
         va, vb = a.get(key), b.get(key)
         delta = None
         if _number(va) and _number(vb):
-            delta = float(vb) - float(va)
+            delta = float(vb) - float(va)  # type: ignore[arg-type]  # _number checked both
         out.append(ValueChange(key=key, a=va, b=vb, delta=delta, changed=va != vb))
     return tuple(out)
 

@@ -172,9 +172,10 @@ def _progress_hook(progress: Progress | None) -> Iterator[None]:
     if progress is None:
         yield
         return
+    from dvc.fs import callbacks as dvc_callbacks
     from fsspec.callbacks import Callback
 
-    from dvc.fs import callbacks as dvc_callbacks
+    report: Progress = progress
 
     class _Forward(Callback):
         def __init__(self, task: str) -> None:
@@ -186,17 +187,17 @@ def _progress_hook(progress: Progress | None) -> Iterator[None]:
 
         def set_size(self, size: int | None) -> None:
             super().set_size(size)
-            progress(self.task, 0, size)
+            report(self.task, 0, size)
 
         def relative_update(self, inc: int = 1) -> None:
             super().relative_update(inc)
-            progress(self.task, inc, self.size)
+            report(self.task, inc, self.size)
 
         def absolute_update(self, value: int) -> None:
             inc = value - (self.value or 0)
             super().absolute_update(value)
             if inc:
-                progress(self.task, inc, self.size)
+                report(self.task, inc, self.size)
 
     def branched(self: Any, path_1: Any, path_2: str, **kwargs: Any) -> Callback:
         desc = path_1 if isinstance(path_1, str) else path_2
@@ -1372,19 +1373,20 @@ def push_objects(root: Path, md5s: Iterable[str], *, remote: str, jobs: int | No
     from dvc_data.hashfile.transfer import transfer
 
     objs = [HashInfo("md5", m) for m in md5s]
+    oids = [str(o.value) for o in objs]
     where = f"remote {remote!r}"
     try:
         with Repo(os.fspath(root)) as repo:
             _register_cache(repo)
             odb = repo.cloud.get_remote_odb(remote, "push")
             cache = repo.cache.local
-            missing = [o.value for o in objs if not _cache_has(repo, o.value)]
+            missing = [oid for oid in oids if not _cache_has(repo, oid)]
             if missing:
                 raise MissingObjectError(
                     f"object {missing[0][:8]} is not in the local cache", hint="re-add the weights with `mvc add`"
                 )
-            for obj in objs:  # never upload bytes that no longer match their hash
-                for oid in _object_ids(repo, obj.value):
+            for md5 in oids:  # never upload bytes that no longer match their hash
+                for oid in _object_ids(repo, md5):
                     if not _object_intact(repo, cache.oid_to_path(oid), oid, use_state=True):
                         raise IntegrityError(
                             f"cache object {oid[:8]} no longer matches its hash: refusing to push it",

@@ -1003,7 +1003,7 @@ def _choose_sort(ws: Workspace, sort: str | None, means: list[dict[str, float]],
         metric, direction = None, None
     if metric is None:
         preferred = [k for k in settings.load(ws.root).key_metrics if k in available]
-        metric = (preferred or available or [None])[0]
+        metric = next(iter(preferred or available), None)
     if metric is None:
         return None, True
     return metric, (not lower_is_better(metric)) if direction is None else direction

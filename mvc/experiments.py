@@ -328,8 +328,16 @@ def value_rows(experiments: list[Experiment]) -> tuple[tuple[ValueRow, ...], tup
         return next((m for m in e.models if m.name == name), None)
 
     params = rows([(None, [e.params for e in experiments])])
-    params += rows([(n, [(of(e, n).params if of(e, n) else {}) for e in experiments]) for n in model_names])
-    metrics = rows([(n, [(of(e, n).metrics if of(e, n) else {}) for e in experiments]) for n in model_names])
+    def params_of(e: Experiment, name: str) -> dict[str, Any]:
+        m = of(e, name)
+        return dict(m.params) if m else {}
+
+    def metrics_of(e: Experiment, name: str) -> dict[str, Any]:
+        m = of(e, name)
+        return dict(m.metrics) if m else {}
+
+    params += rows([(n, [params_of(e, n) for e in experiments]) for n in model_names])
+    metrics = rows([(n, [metrics_of(e, n) for e in experiments]) for n in model_names])
     return tuple(params), tuple(metrics)
 
 

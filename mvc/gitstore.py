@@ -127,7 +127,7 @@ def init_repo(path: str | Path) -> Path:
 
     Path(path).mkdir(parents=True, exist_ok=True)
     repo = git.Repo.init(path)
-    return Path(repo.working_tree_dir).resolve()
+    return Path(repo.working_tree_dir or path).resolve()
 
 
 def is_repo(path: str | Path) -> bool:

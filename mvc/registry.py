@@ -20,6 +20,7 @@ Ties within one second are broken by the tag counter.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -256,7 +257,7 @@ def show(ws: Workspace, name: str | None = None) -> list[ModelRegistry]:
             if mine[-1].action == "deprecate":  # GTO hides deprecated artifacts
                 continue
             path = _pointer_path(ws, artifact)
-            out.append(_model_registry(artifact, mine, lambda commit, path=path: _version_at(blob, commit, path)))
+            out.append(_model_registry(artifact, mine, functools.partial(_at_path, blob, path)))
     return out
 
 
@@ -298,6 +299,10 @@ def _model_registry(artifact: str, evs: list[RegistryTag], version_at: Callable[
         )
     latest = next((r.release for r in releases if r.active), None)
     return ModelRegistry(name=artifact, latest=latest, releases=tuple(releases), stages=tuple(entries))
+
+
+def _at_path(blob: Callable[[str, str], bytes | None], path: str | None, commit: str) -> tuple[int | None, str | None]:
+    return _version_at(blob, commit, path)
 
 
 def _version_at(blob: Callable[[str, str], bytes | None], commit: str, path: str | None) -> tuple[int | None, str | None]:

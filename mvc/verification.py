@@ -307,7 +307,7 @@ def _tree_matches(root: Path, full: Path, md5: str) -> bool | None:
         files = dvcstore.cache_files(root, md5)
     except MissingObjectError:
         return None  # the listing is not cached: the files are unknown
-    expected = {f.relpath: f.oid for f in files}
+    expected = {str(f.relpath): str(f.oid) for f in files}
     actual = {p.relative_to(full).as_posix() for p in full.rglob("*") if p.is_file()}
     if actual != set(expected):
         return False

@@ -46,7 +46,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 HOST = "127.0.0.1"
 STATE_FILE = "servers.json"
@@ -138,7 +138,7 @@ class RayHead:
     kind: str = "ray"
 
 
-Server = Union[S3Server, GcsServer, RayHead]
+Server = S3Server | GcsServer | RayHead
 
 
 # --------------------------------------------------------------------------- binaries
@@ -316,7 +316,7 @@ def sigv4_headers(
     Returns:
         Headers (Host, x-amz-date, x-amz-content-sha256, Authorization).
     """
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     amz_date = now.strftime("%Y%m%dT%H%M%SZ")
     day = now.strftime("%Y%m%d")
     signed = "host;x-amz-content-sha256;x-amz-date"

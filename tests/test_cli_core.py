@@ -30,7 +30,7 @@ def test_help_lists_every_command_with_a_description(cli):
     result = cli("--help")
     assert result.exit_code == 0
     for name in COMMANDS:
-        line = next(l for l in result.stdout.splitlines() if l.strip().startswith(name + " "))
+        line = next(row for row in result.stdout.splitlines() if row.strip().startswith(name + " "))
         assert len(line.split(None, 1)[1]) > 10
 
 

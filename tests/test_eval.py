@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-
 import json
 import sys
 import textwrap
@@ -15,7 +14,8 @@ import yaml
 from safetensors.numpy import save_file
 
 import mvc
-from tests.conftest import assert_one_line_error as _assert_one_line_error, git
+from tests.conftest import assert_one_line_error as _assert_one_line_error
+from tests.conftest import git
 
 PY = sys.executable
 MODEL = "models/clf.safetensors"

@@ -97,7 +97,7 @@ def test_get_unknown_model_ref_or_remote(origin: dict[str, Any], cli: Callable[.
 
     results = [(args, cli("get", str(origin["path"]), *args, "-o", str(out))) for args, _ in cases]
 
-    for (args, result), (_, needles) in zip(results, cases, strict=True):
+    for (_args, result), (_, needles) in zip(results, cases, strict=True):
         assert_one_line_error(result, 3, *needles)
     assert not out.exists() or not any(out.iterdir())
 

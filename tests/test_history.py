@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-
 import json
 import os
 import re
@@ -18,7 +17,8 @@ import yaml
 from safetensors.numpy import save_file
 
 import mvc
-from tests.conftest import assert_one_line_error as _assert_one_line_error, git
+from tests.conftest import assert_one_line_error as _assert_one_line_error
+from tests.conftest import git
 
 PTR = "models/net.safetensors.dvc"
 

@@ -195,7 +195,8 @@ def diff(
         rows = []
         for t in d.tensors:
             st = stats_by_name.get(t.name)
-            shape = lambda dt, sh: "" if dt is None else f"{dt}{list(sh)}"
+            def shape(dt, sh):
+                return "" if dt is None else f"{dt}{list(sh)}"
             row = [t.name, t.status, shape(t.a_dtype, t.a_shape), shape(t.b_dtype, t.b_shape)]
             if stats:
                 row += [f"{st.l2_diff:.4g}", _fmt_opt(st.relative_change, ".4g"), _fmt_opt(st.cosine, ".6f")] if st else ["", "", ""]

@@ -76,7 +76,7 @@ def read_into(f: Any, start: int, dtype: np.dtype, shape: tuple[int, ...], label
     import numpy as np
 
     arr = np.empty(shape, dtype=dtype)
-    view = memoryview(arr.reshape(-1).view(np.uint8))
+    view = memoryview(arr.reshape(-1).view(np.uint8))  # type: ignore[arg-type]  # numpy arrays are buffers
     done = 0
     while done < view.nbytes:
         n = pread_into(f, view[done:], start + done)
@@ -176,7 +176,7 @@ class TensorReader(ABC):
         for name in self.names():
             yield name, self.read(name, as_float32=as_float32)
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027  (optional: readers without resources keep it)
         """Release the file(s). Reading after this is an error."""
 
     def __enter__(self) -> TensorReader:

@@ -197,7 +197,7 @@ def _load_member(zf: zipfile.ZipFile, raw: IO[bytes], m: Member, label: str) -> 
 
     arr = np.empty(m.shape, dtype=m.dtype, order="F" if m.fortran else "C")
     flat = arr.reshape(-1, order="F" if m.fortran else "C")
-    view = memoryview(flat.view(np.uint8)) if flat.size else memoryview(b"")
+    view = memoryview(flat.view(np.uint8)) if flat.size else memoryview(b"")  # type: ignore[arg-type]
     if m.data_start is not None:
         done = 0
         while done < view.nbytes:
@@ -211,7 +211,7 @@ def _load_member(zf: zipfile.ZipFile, raw: IO[bytes], m: Member, label: str) -> 
             _read_exact(f, m.header_len, label, m.info.filename)
             done = 0
             while done < view.nbytes:
-                n = f.readinto(view[done:])
+                n = f.readinto(view[done:])  # type: ignore[attr-defined]  # a ZipExtFile
                 if not n:
                     raise CorruptFileError(f"{label}: member {m.info.filename} is truncated", RE_EXPORT)
                 done += n
@@ -233,7 +233,7 @@ def index_file(path: Path, *, label: str, progress: Progress | None = None, thre
     if fast:
         found = hash_file_ranges(
             path,
-            [(m.data_start, m.data_start + m.nbytes) for m in fast],  # type: ignore[operator]
+            [(m.data_start, m.data_start + m.nbytes) for m in fast],  # type: ignore[operator,misc]
             label=label,
             progress=progress,
             threads=threads,

@@ -92,9 +92,8 @@ def encode(array: Any, dtype: str, shape: tuple[int, ...], name: str) -> Iterato
     flat = arr.reshape(-1)
     if dtype == "bfloat16" and arr.dtype.kind == "f" and source != "bfloat16":
         for i in range(0, flat.size, _STEP):
-            yield memoryview(
-                dtypes.float32_to_bfloat16_bits(flat[i : i + _STEP]).astype("<u2", copy=False).view(np.uint8)
-            )
+            bits = dtypes.float32_to_bfloat16_bits(flat[i : i + _STEP]).astype("<u2", copy=False)
+            yield memoryview(bits.view(np.uint8))  # type: ignore[arg-type]  # numpy arrays are buffers
         return
     if dtype in dtypes.MINIFLOATS:
         raw = np.dtype("<u2") if dtype == "bfloat16" else np.dtype("u1")
@@ -113,7 +112,7 @@ def encode(array: Any, dtype: str, shape: tuple[int, ...], name: str) -> Iterato
             raise UsageError(f"cannot store {source} tensor {name!r} as {dtype}", "convert it first")
     for i in range(0, flat.size, _STEP):
         chunk = np.ascontiguousarray(flat[i : i + _STEP], dtype=target)
-        yield memoryview(chunk.view(np.uint8))
+        yield memoryview(chunk.view(np.uint8))  # type: ignore[arg-type]  # numpy arrays are buffers
 
 
 class SafetensorsWriter:

@@ -163,7 +163,7 @@ def _umask() -> int:
     return mask
 
 
-def write_atomic(path: str | Path, write: Callable[[str], None]) -> Path:
+def write_atomic(path: str | Path, write: Callable[[str], object]) -> Path:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path``.
 
     A crash mid-write never leaves half a weight file where mvc (or the user) reads it.

@@ -20,7 +20,7 @@ try:
     from lightning.pytorch import Callback
 except ImportError:  # the standalone package
     try:
-        from pytorch_lightning import Callback
+        from pytorch_lightning import Callback  # type: ignore[assignment]
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError("mvc.integrations.lightning needs Lightning: pip install 'mvc[integrations]'") from exc
 

@@ -16,6 +16,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import functools
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -105,6 +106,10 @@ class MvcCallback(TrainerCallback):
         self.target.log(params=training_params(args), metrics=metrics, step=state.global_step)
 
 
+def _copy_to(src: Path, tmp: str) -> None:
+    shutil.copyfile(src, tmp)
+
+
 def _copy_weights(checkpoint: Path, target: Path) -> None:
     """Copy a checkpoint's weights to ``target`` (a file; a directory for shards), atomically per file."""
     single = checkpoint / WEIGHTS
@@ -128,7 +133,8 @@ def _copy_weights(checkpoint: Path, target: Path) -> None:
         if old.name not in wanted:
             old.unlink()
     for name in sorted(wanted):
-        write_atomic(target / name, lambda tmp, src=checkpoint / name: shutil.copyfile(src, tmp))
+        src = checkpoint / name
+        write_atomic(target / name, functools.partial(_copy_to, src))
 
 
 def training_params(args: Any) -> dict[str, Any]:
