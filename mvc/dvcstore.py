@@ -257,6 +257,21 @@ def _translate(
         )
     elif isinstance(exc, dx.NotDvcRepoError):
         err = NotARepoError("this is not an mvc repository", hint="run `mvc init` first")
+    elif isinstance(exc, dx.OverlappingOutputPathsError):  # issue 17: one line naming the fix
+        # DVC's message names both paths relative to the repository: "Cannot add 'A', because
+        # it is overlapping with other DVC tracked output: 'B'."
+        quoted = re.findall(r"'([^']+)'", str(exc).splitlines()[0])
+        outer, inner = (quoted[0], quoted[-1]) if len(quoted) >= 2 else ("the path", "a tracked output")
+        err = ConflictError(
+            f"{outer} overlaps {inner}, which is tracked on its own already",
+            hint=f"version one or the other: for the whole directory, run `dvc remove {inner}.dvc` first",
+        )
+    elif type(exc).__name__ == "OutputAlreadyTrackedError":
+        path = str(exc).split("'")[1] if "'" in str(exc) else "the file"
+        err = ConflictError(
+            f"{path} is tracked by git itself, so mvc cannot version it",
+            hint=f"stop tracking it in git first: `git rm --cached {path}` (then `mvc add {path}`)",
+        )
     elif isinstance(exc, dx.FileTransferError | dx.CheckoutError) or _is_remote_failure(exc, text):
         err = _classify_transfer(exc, text, where, bucket=_bucket(url), remote=remote)
     elif isinstance(exc, dx.CacheLinkError):

@@ -49,6 +49,11 @@ def init(
     _output.out(f"mvc {done} in {result.root}")
     if result.remote:
         _output.out(f"default remote: {result.remote} -> {result.remote_url}")
+        if result.remote_url and "://" not in result.remote_url:  # issue 17: a path only this machine has
+            _output.note(
+                "this remote is a directory on this machine: a teammate's clone cannot reach it; "
+                "for a team, set a shared one: `mvc remote add team s3://BUCKET/PATH --default`"
+            )
 
 
 @command(app)
