@@ -572,7 +572,7 @@ def remote_add(
     """Add a remote (``s3://``, ``gs://``, or a local directory). Secrets go to ``.dvc/config.local``."""
     ws = workspace.open_workspace(repo)
     dvcstore.add_remote(ws.root, name, url, options=options, default=default, force=force)
-    gitstore.stage(ws.root, [".dvc/config"])
+    versioning.stage_config(ws.root)
     return next(r for r in dvcstore.remotes(ws.root) if r.name == name)
 
 
@@ -585,14 +585,14 @@ def remote_default(name: str, *, repo: PathLike = ".") -> None:
     """Make ``name`` the default remote."""
     ws = workspace.open_workspace(repo)
     dvcstore.set_default_remote(ws.root, name)
-    gitstore.stage(ws.root, [".dvc/config"])
+    versioning.stage_config(ws.root)
 
 
 def remote_remove(name: str, *, repo: PathLike = ".") -> None:
     """Remove the remote ``name`` (its objects stay where they are)."""
     ws = workspace.open_workspace(repo)
     dvcstore.remove_remote(ws.root, name)
-    gitstore.stage(ws.root, [".dvc/config"])
+    versioning.stage_config(ws.root)
 
 
 # ---- history, show, diff, restore (issue 4) -------------------------------------------
@@ -784,7 +784,7 @@ def remote_modify(
     ws = workspace.open_workspace(repo)
     written = dvcstore.modify_remote(ws.root, name, option, value, local=local)
     if written == ".dvc/config":
-        gitstore.stage(ws.root, [written])
+        versioning.stage_config(ws.root)
     return RemoteOption(remote=name, option=option, file=written, unset=value is None)
 
 

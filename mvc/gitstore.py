@@ -275,6 +275,14 @@ def resolve_rev(root: Path, rev: str) -> str | None:
         return None
 
 
+def staged_blob(root: Path, relpath: str) -> str | None:
+    """The object id of ``relpath`` in the index (what the next commit would hold), or None."""
+    try:
+        return _git(root, "rev-parse", "-q", "--verify", f":{relpath}") or None
+    except MvcError:
+        return None
+
+
 def read_blob(root: Path, rev: str, relpath: str) -> bytes | None:
     """The bytes of ``relpath`` at ``rev``, or None when the file does not exist there."""
     repo = _open(root)

@@ -273,6 +273,24 @@ SETUP_FILES = (".gitattributes", ".dvc/config", ".dvc/.gitignore", ".dvcignore",
 MERGE_ATTRIBUTE = "*.dvc merge=mvc"
 
 
+CONFIG_STAGED = ".dvc/tmp/mvc-config-staged"  # the .dvc/config blob mvc itself staged last
+
+
+def stage_config(root: Path) -> None:
+    """Stage ``.dvc/config`` after mvc changed it (a remote added, removed or made default), and
+    remember the staged blob: the next ``mvc commit`` carries exactly that change, while edits
+    the user stages by hand stay the user's to commit (issue 14)."""
+    gitstore.stage(root, [".dvc/config"])
+    blob = gitstore.staged_blob(root, ".dvc/config")
+    if blob is not None:
+        pointer.write_atomic(root / CONFIG_STAGED, blob.encode())
+
+
+def _config_staged_by_mvc(root: Path) -> bool:
+    marker = root / CONFIG_STAGED
+    return marker.is_file() and marker.read_text().strip() == gitstore.staged_blob(root, ".dvc/config")
+
+
 def setup_files(root: Path) -> list[str]:
     """mvc's own set-up files that HEAD does not have yet: committed with the next version (issue 14).
 
@@ -291,7 +309,7 @@ def setup_files(root: Path) -> list[str]:
                 at_head is None or MERGE_ATTRIBUTE not in at_head.decode(errors="replace").splitlines()
             ):
                 found.append(rel)
-        elif at_head is None:
+        elif at_head is None or (rel == ".dvc/config" and _config_staged_by_mvc(root)):
             found.append(rel)
     return found
 

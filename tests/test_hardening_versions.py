@@ -200,14 +200,26 @@ def test_log_model_commits_the_merge_driver(tmp_path, cli):
 
 
 def test_commit_leaves_staged_dvc_config_changes_to_the_user(repo, cli, tmp_path):
-    ok(cli("remote", "add", "backup", str(tmp_path / "backup")))
-    assert ".dvc/config" in git(repo, "diff", "--cached", "--name-only").splitlines()
+    config = repo / ".dvc" / "config"
+    config.write_text(config.read_text() + f"['remote \"hand\"']\n    url = {tmp_path / 'hand'}\n")  # staged by hand
+    git(repo, "add", ".dvc/config")
     write_safetensors(repo / WEIGHTS, seed=1)
     ok(cli("add", WEIGHTS))
     ok(cli("commit", "-m", "v1"))
     committed = git(repo, "show", "--name-only", "--format=", "HEAD").splitlines()
     assert PTR in committed and ".dvc/config" not in committed
     assert ".dvc/config" in git(repo, "diff", "--cached", "--name-only").splitlines()
+
+
+def test_commit_carries_a_remote_that_mvc_remote_add_wrote(repo, cli, tmp_path):
+    """A remote added with `mvc remote add` is mvc's own change: a teammate's clone must know it."""
+    ok(cli("remote", "add", "backup", str(tmp_path / "backup")))
+    write_safetensors(repo / WEIGHTS, seed=1)
+    ok(cli("add", WEIGHTS))
+    ok(cli("commit", "-m", "v1"))
+    committed = git(repo, "show", "--name-only", "--format=", "HEAD").splitlines()
+    assert PTR in committed and ".dvc/config" in committed
+    assert "backup" in git(repo, "show", "HEAD:.dvc/config")
 
 
 # ---- 6. git revert / rebase never give two versions one number -------------------------------
