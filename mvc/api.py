@@ -144,6 +144,7 @@ _REEXPORTS: dict[str, tuple[str, str]] = {
     "VerifyResult": ("mvc.verification", "VerifyResult"),
     "VersionCheck": ("mvc.verification", "VersionCheck"),
     "VersionRecord": ("mvc.history", "VersionRecord"),
+    "DetachedHeadWarning": ("mvc.training", "DetachedHeadWarning"),
     # What the CLI needs besides the API functions: it imports no domain module (issue 18).
     "merge_pointers": ("mvc.hooks", "merge_pointers"),
     "parse_pairs": ("mvc.lineage", "parse_pairs"),

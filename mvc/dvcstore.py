@@ -2093,8 +2093,15 @@ def _engine_push(repo: Repo, remote: str | None, md5s: list[str], *, jobs: int |
     where = _where(*_remote_ref(repo, remote))
 
     def push(oids: list[str]) -> int:
+        from dvc.exceptions import UploadError
+
         items = [transfer.Item(o, cache.oid_to_path(o), odb.oid_to_path(o)) for o in oids if cache.exists(o)]
-        return len(transfer.push(odb.fs.fs, items, jobs=jobs, progress=progress, where=where).transferred) if items else 0
+        try:
+            return len(transfer.push(odb.fs.fs, items, jobs=jobs, progress=progress, where=where).transferred) if items else 0
+        except MvcError:
+            raise
+        except Exception as exc:  # an upload failed: "denied" then means no write access
+            raise UploadError(len(items)) from exc
 
     count = push(sorted({oid for files in ids.values() for oid in files if oid not in present} | {m for m in ids if not m.endswith(".dir") and m not in present}))
     return count + push([m for m in ids if m.endswith(".dir") and m not in present])

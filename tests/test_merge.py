@@ -319,7 +319,7 @@ def test_add_records_a_version_whose_parents_are_the_inputs(repo, cli):
     assert info["method"] == "linear" and info["weights"] == [0.25, 0.75]
     assert [(i["ref"], i["version"], i["hash"]) for i in info["inputs"]] == [("net@v1", 1, hashes[1]), ("net@v2", 2, hashes[2])]
     text = cli("show", "net", cwd=repo).stdout
-    assert f"parents:    v1 ({hashes[1][:8]}), v2 ({hashes[2][:8]})" in text and "merge: {'method': 'linear'" in text
+    assert f"parents:    v1 ({hashes[1][:8]}), v2 ({hashes[2][:8]})" in text and "  method: linear" in text and "{'" not in text
     got = load_file(str(repo / "models" / "net.safetensors"))
     assert_close(got, {k: 0.25 * net[1][k] + 0.75 * net[2][k] for k in SHAPES})
 

@@ -39,10 +39,9 @@ def run(
     import warnings
 
     from mvc import api
-    from mvc.training import DetachedHeadWarning
 
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", DetachedHeadWarning)
+        warnings.simplefilter("always", api.DetachedHeadWarning)
         result = api.run(
             cmd,
             repo=repo,
@@ -54,7 +53,7 @@ def run(
             force=force,
         )
     for w in caught:
-        if issubclass(w.category, DetachedHeadWarning):
+        if issubclass(w.category, api.DetachedHeadWarning):
             _output.note(f"warning: {w.message}")
         else:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
