@@ -12,6 +12,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from mvc import gitstore, tensorindex
+from mvc.errors import counted
 from mvc.refs import Resolved, VersionRef
 from mvc.workspace import Workspace
 
@@ -304,7 +305,7 @@ def tensor_stats(path_a: Path, path_b: Path, names: list[str]) -> tuple[tuple[Te
                 )
             )
     notes = tuple(
-        f"--stats skipped {len(skip)} tensor(s), {why}: {_listing(skip)}" for why, skip in skipped.items()
+        f"--stats skipped {counted(len(skip), 'tensor')}, {why}: {_listing(skip)}" for why, skip in skipped.items()
     )
     return tuple(out), notes
 

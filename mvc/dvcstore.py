@@ -28,6 +28,7 @@ from mvc.errors import (
     RemoteError,
     RemoteNotFoundError,
     UsageError,
+    counted,
 )
 from mvc.progress import Progress
 
@@ -416,12 +417,12 @@ def _classify_transfer(
         )
     if isinstance(exc, dx.DownloadError):
         return MissingObjectError(
-            f"{exc.amount} object(s) are in neither the local cache nor {where}",
+            f"{counted(exc.amount, 'object')} {'is' if exc.amount == 1 else 'are'} in neither the local cache nor {where}",
             hint="push them from a machine that has them (`mvc push`), or pull from another remote",
         )
     if isinstance(exc, dx.UploadError):
         return RemoteError(
-            f"{exc.amount} object(s) failed to upload to {where}",
+            f"{counted(exc.amount, 'object')} failed to upload to {where}",
             hint="run `mvc push` again; finished objects are not uploaded twice",
         )
     if isinstance(exc, dx.CheckoutError):
@@ -1417,7 +1418,7 @@ def push_objects(root: Path, md5s: Iterable[str], *, remote: str, jobs: int | No
         raise _translate(exc, None, remote) from exc
     if result.failed:
         raise RemoteError(
-            f"{len(result.failed)} object(s) failed to upload to {where}",
+            f"{counted(len(result.failed), 'object')} failed to upload to {where}",
             hint="run `mvc push` again; finished objects are not uploaded twice",
         )
     return TransferResult(transferred=len(result.transferred), failed=0)
@@ -1741,7 +1742,7 @@ def _verified_download(repo: Repo, remote: str | None, md5s: list[str]) -> Itera
         if bad:
             name, url = _remote_ref(repo, remote)
             raise IntegrityError(
-                f"{len(bad)} object(s) downloaded from {_where(name, url)} do not match their hash "
+                f"{counted(len(bad), 'object')} downloaded from {_where(name, url)} {'does' if len(bad) == 1 else 'do'} not match their hash "
                 f"(first: {bad[0][:8]}); they were deleted and nothing was written from them",
                 hint="the copy in the remote is corrupt: push a good copy from a machine that has the weights "
                 "(`mvc verify --repair`)",

@@ -28,6 +28,14 @@ EXIT_INTEGRITY = 6
 EXIT_INTERRUPTED = 130
 
 
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """``n`` and ``noun``, the noun in the plural unless ``n`` is one: ``1 object``, ``2 objects``.
+
+    The one owner of counts in messages (the CLI's and the library's errors alike).
+    """
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
 class MvcError(Exception):
     """Base of every error mvc raises on purpose.
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Self
 
-from mvc.errors import EXIT_OTHER, MvcError, RemoteError, UsageError
+from mvc.errors import EXIT_OTHER, MvcError, RemoteError, UsageError, counted
 
 EXECUTORS = ("local", "ray")
 # Ray re-runs a task whose worker process or node died this many times (system
@@ -77,7 +77,7 @@ class LocalExecutor(Executor):
             future.cancel()
 
     def describe(self) -> str:
-        return f"local: {self.jobs} worker(s)"
+        return f"local: {counted(self.jobs, 'worker')}"
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -231,7 +231,7 @@ class RayExecutor(Executor):
             cpus = int(self._ray.cluster_resources().get("CPU", 0))
         except Exception:  # noqa: BLE001 - the bar is informative only
             return f"ray {self.address}"
-        return f"ray {self.address}: {nodes} node(s), {cpus} CPU worker slot(s)"
+        return f"ray {self.address}: {counted(nodes, 'node')}, {counted(cpus, 'CPU worker slot')}"
 
     def close(self) -> None:
         if self._owns_connection and self._ray.is_initialized():

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from mvc.errors import UsageError
+from mvc.errors import UsageError, counted
 
 METHODS = ("linear", "task-arithmetic", "slerp", "ties")
 # Parameters each method takes, with their defaults.
@@ -237,7 +237,7 @@ def complete(cfg: MergeConfig) -> tuple[MergeConfig, tuple[str, ...]]:
         raise UsageError(f"slerp merges exactly two models, got {n}", hint="merge more models with --method linear or ties")
     if n < MIN_INPUTS[method]:
         raise UsageError(
-            f"{method} needs at least {MIN_INPUTS[method]} model(s), got {n}",
+            f"{method} needs at least {counted(MIN_INPUTS[method], 'model')}, got {n}",
             hint="name the versions to merge: mvc merge NAME@v1 NAME@v2 ...",
         )
     if method in NEEDS_BASE and not cfg.base:

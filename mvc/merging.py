@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from mvc import dvcstore, gitstore, pointer, refs, sync, versioning, workspace
 from mvc.comparison import load_indexes
-from mvc.errors import ConflictError, UsageError
+from mvc.errors import ConflictError, UsageError, counted
 from mvc.manifest import Parent
 from mvc.mergeconfig import NEEDS_BASE, SUM_TOLERANCE, MergeConfig
 from mvc.progress import Progress
@@ -304,7 +304,7 @@ def plan(cfg: MergeConfig, inputs: list[Source], base: Source | None) -> tuple[l
         dtype = cfg.dtype or first.dtype
         steps.append(_float_step(cfg, name, dtype, first.shape, have, in_base, inputs + ([base] if base else [])))
     if partial:
-        notes.append(f"{partial} tensor(s) are not in every model: merged from the models that hold them (--allow-missing)")
+        notes.append(f"{counted(partial, 'tensor')} {'is' if partial == 1 else 'are'} not in every model: merged from the models that hold them (--allow-missing)")
     for o in cfg.overrides:
         if not any(o is cfg.override_for(name) for name in names):
             notes.append(f"override {o.match!r} applies to no tensor (no name matches it, or an earlier override matches first)")
@@ -356,7 +356,7 @@ def _check(cfg: MergeConfig, names: list[str], holders: dict[str, list[int]], in
     problems = []
     hints = []
     if missing and not cfg.allow_missing:
-        problems.append(f"{len(missing)} tensor(s) not in every model: {_listing(missing)}")
+        problems.append(f"{counted(len(missing), 'tensor')} not in every model: {_listing(missing)}")
         hints.append("pass --allow-missing to keep tensors only some models hold")
     if shapes:
         problems.append(f"{len(shapes)} shape mismatch(es): {_listing(shapes)}")

@@ -361,7 +361,7 @@ def verify(
     candidates = [s for s in found if s.key in trusted]
     if not candidates:
         who = ", ".join(s.label for s in found)
-        return SignatureCheck("untrusted", found[0].label, f"signed only by untrusted key(s): {who}")
+        return SignatureCheck("untrusted", found[0].label, f"signed only by untrusted {'key' if len(found) == 1 else 'keys'}: {who}")
     from model_signing import verifying
 
     reasons = []

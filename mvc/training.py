@@ -31,6 +31,7 @@ from mvc.errors import (
     RemoteError,
     RemoteNotFoundError,
     UsageError,
+    counted,
 )
 from mvc.workspace import Workspace
 
@@ -307,7 +308,7 @@ def upload_error(failed: Sequence[UploadFailure]) -> RemoteError:
     """One error naming every failed upload."""
     listing = "; ".join(f"{f.version.name} v{f.version.version} ({f.version.hash[:8]}): {f.error}" for f in failed)
     return RemoteError(
-        f"{len(failed)} background upload(s) failed: {listing}",
+        f"{counted(len(failed), 'background upload')} failed: {listing}",
         hint="the versions are recorded (and committed) locally: upload them with `mvc push` once the remote works",
     )
 

@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
-from mvc.errors import IntegrityError, RemoteError
+from mvc.errors import IntegrityError, RemoteError, counted
 from mvc.progress import Progress
 
 MiB = 2**20
@@ -241,7 +241,7 @@ def _network_error(where: str, verb: str, oid: str) -> Callable[[BaseException],
 
 def _corrupt(where: str, bad: list[str]) -> IntegrityError:
     return IntegrityError(
-        f"{len(bad)} object(s) downloaded from {where} do not match their hash "
+        f"{counted(len(bad), 'object')} downloaded from {where} {'does' if len(bad) == 1 else 'do'} not match their hash "
         f"(first: {bad[0][:8]}); they were deleted and nothing was written from them",
         hint="the copy in the remote is corrupt: push a good copy from a machine that has the weights "
         "(`mvc verify --repair`)",

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mvc import dvcstore, history, refs, rollback, settings, signing, sync, workspace
-from mvc.errors import IntegrityError, MissingObjectError, MvcError, RemoteNotFoundError
+from mvc.errors import IntegrityError, MissingObjectError, MvcError, RemoteNotFoundError, counted
 from mvc.pointer import Pointer
 from mvc.progress import Progress
 from mvc.workspace import Workspace
@@ -73,12 +73,12 @@ class VerifyResult:
         bad = [c for c in self.checks if c.status in _INTEGRITY]
         if bad:
             first = bad[0]
-            more = f" (and {len(bad) - 1} more version(s))" if len(bad) > 1 else ""
+            more = f" (and {counted(len(bad) - 1, 'more version')})" if len(bad) > 1 else ""
             return IntegrityError(f"{_label(first)}: {first.problems[0]}{more}", hint=_hint(first, self.remote))
         missing = [c for c in self.checks if c.status == "missing"]
         if missing:
             first = missing[0]
-            more = f" (and {len(missing) - 1} more version(s))" if len(missing) > 1 else ""
+            more = f" (and {counted(len(missing) - 1, 'more version')})" if len(missing) > 1 else ""
             return MissingObjectError(
                 f"{_label(first)}: {first.problems[0]}{more}",
                 hint="push the weights from a machine that has them (`mvc push`), or pull them with `mvc pull`",

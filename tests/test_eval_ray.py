@@ -85,7 +85,7 @@ def test_ray_leaderboard_equals_the_local_one_and_a_rerun_runs_only_what_is_miss
     result = mvc.evaluate(repo, ["clf@v1"], cmd=EVAL_CMD, folds=2, force=True, executor="ray",
                           progress=lambda task, n, total: calls.append((task, n, total)))  # fmt: skip
     assert result.rows[0].metrics == rows(on_ray)["clf@v1"]["metrics"]
-    where = f"ray {ray_cluster.address}: 1 node(s), 2 CPU worker slot(s)"
+    where = f"ray {ray_cluster.address}: 1 node, 2 CPU worker slots"
     assert calls == [(where, 0, 2), (where, 1, None), (where, 1, None)]
 
 

@@ -177,13 +177,13 @@ def test_diff_stats_of_quantized_gguf_shows_the_rest_and_names_the_skipped(repo:
     assert [s["name"] for s in d["stats"]] == ["output_norm.weight"]
     assert d["notes"] == [
         (
-            "--stats skipped 2 tensor(s), quantized q8_0 (mvc does not dequantize gguf): "
+            "--stats skipped 2 tensors, quantized q8_0 (mvc does not dequantize gguf): "
             "blk.0.attn_q.weight, blk.0.ffn_down.weight"
         )
     ]
     human = ok(cli("diff", "llm@v1", "llm@v2", "--stats"))
     assert "output_norm.weight" in human.stdout
-    assert "note: --stats skipped 2 tensor(s), quantized q8_0" in human.stderr
+    assert "note: --stats skipped 2 tensors, quantized q8_0" in human.stderr
 
 
 # ---- 4, 5, 10, 11: merge -------------------------------------------------------------------------

@@ -203,7 +203,7 @@ def test_different_tensor_names_are_listed(cli, zoo, tmp_path):
     result = cli("merge", "net@v3", "extra", "-o", str(tmp_path / "x.safetensors"), cwd=zoo.root)
     assert result.exit_code == 4
     assert result.stderr.splitlines()[0] == (
-        "error: the models do not match: 1 tensor(s) not in every model: head.weight (missing from net@v3)"
+        "error: the models do not match: 1 tensor not in every model: head.weight (missing from net@v3)"
     )
     assert "--allow-missing" in result.stderr
     assert not (tmp_path / "x.safetensors").exists()
@@ -213,7 +213,7 @@ def test_allow_missing_keeps_tensors_only_some_models_hold(cli, zoo, tmp_path):
     out = tmp_path / "x.safetensors"
     result = cli("merge", "net@v3", "extra", "--allow-missing", "-o", str(out), cwd=zoo.root)
     assert result.exit_code == 0, result.stderr
-    assert "1 tensor(s) are not in every model" in result.stderr
+    assert "1 tensor is not in every model" in result.stderr
     got = load_file(str(out))
     assert got["head.weight"].tobytes() == zoo.extra["head.weight"].tobytes()  # its only holder's value
     assert_close({k: got[k] for k in SHAPES}, {k: (zoo.net[3][k] + zoo.extra[k]) / 2 for k in SHAPES})

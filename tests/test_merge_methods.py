@@ -172,7 +172,7 @@ def test_weights_not_summing_to_one_warn_or_normalize():
     [
         (MergeConfig(inputs=("a", "b", "c"), method="slerp"), "slerp merges exactly two models, got 3"),
         (MergeConfig(inputs=("a", "b"), method="average"), "unknown merge method 'average'"),
-        (MergeConfig(inputs=("a",)), "linear needs at least 2 model(s), got 1"),
+        (MergeConfig(inputs=("a",)), "linear needs at least 2 models, got 1"),
         (MergeConfig(inputs=("a", "b"), method="ties"), "ties needs a base model"),
         (MergeConfig(inputs=("a", "b"), base="a@v1"), "linear takes no base model"),
         (MergeConfig(inputs=("a", "b"), weights=(1.0,)), "1 weights for 2 models"),

@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from mvc.errors import counted
+
 
 def _default(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
@@ -65,7 +67,7 @@ def note(text: str) -> None:
 
 def plural(count: int, noun: str, plural_form: str | None = None) -> str:
     """``count`` and ``noun``, the noun in the plural unless the count is one: ``1 file``, ``2 files``."""
-    return f"{count} {noun if count == 1 else plural_form or noun + 's'}"
+    return counted(count, noun, plural_form)
 
 
 def silence_stdout() -> None:

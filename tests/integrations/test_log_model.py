@@ -136,7 +136,7 @@ def test_failing_background_push_surfaces_at_wait_and_keeps_the_commits(repo, we
         logged.append(mvc.log_model(weights, push=True, step=seed))
     with pytest.raises(RemoteError) as info:
         mvc.wait()
-    assert info.value.message.startswith("2 background upload(s) failed: net v1")
+    assert info.value.message.startswith("2 background uploads failed: net v1")
     assert "cannot write to remote 'broken'" in info.value.message
     assert "mvc push" in info.value.hint
     assert [(r.version, r.commit) for r in history(repo, "net")] == [(v.version, v.commit) for v in logged]
@@ -159,7 +159,7 @@ def test_pending_failures_are_printed_at_interpreter_exit(repo, weights):
     )
     proc = subprocess.run([sys.executable, "-c", script], cwd=repo, capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout == "training done\n"
-    assert "mvc: error: 1 background upload(s) failed: net v1" in proc.stderr
+    assert "mvc: error: 1 background upload failed: net v1" in proc.stderr
     assert "no remote is set" in proc.stderr and "mvc: hint:" in proc.stderr
     assert [r.version for r in history(repo, "net")] == [1]
 
