@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import uuid
 from pathlib import Path
 
@@ -19,20 +18,18 @@ import mvc
 from mvc import dvcstore
 from tests.conftest import assert_one_line_error
 from tests.test_cloud_remotes import Bucket, add_remote
-from tests.test_eval import MODEL, PY, add_version, logreg_repo, write  # noqa: F401 - logreg_repo is a fixture
+from tests.test_eval import (  # noqa: F401 - logreg_repo and restore_import_state (autouse) are fixtures
+    MODEL,
+    PY,
+    add_version,
+    logreg_repo,
+    restore_import_state,
+    write,
+)
 
 pytestmark = [pytest.mark.servers]
 
 EVAL_CMD = f"{PY} eval.py --weights {{weights}} --fold {{fold}} --folds 2"
-
-
-@pytest.fixture(autouse=True)
-def restore_import_state(monkeypatch: pytest.MonkeyPatch):
-    """--fn puts the repo root on sys.path and imports from it: undo that after each test."""
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    yield
-    for name in [n for n in sys.modules if n.startswith("evalpkg_")]:
-        del sys.modules[name]
 
 
 @pytest.fixture
@@ -177,7 +174,7 @@ def test_ctrl_c_cancels_the_tasks_and_their_commands(repo, s3_repo, ray_cluster)
         [PY, "-m", "mvc", "eval", "clf@v1", "clf@v2", "clf@v3", "--cmd", f"{PY} slow.py {{weights}}", "--executor", "ray"],
         cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180
     while len(list(repo.glob("started-*"))) < 2 and time.monotonic() < deadline:  # 2 CPU slots
         time.sleep(0.2)
     pids = [int(p.name.split("-")[1]) for p in repo.glob("started-*")]
@@ -185,7 +182,7 @@ def test_ctrl_c_cancels_the_tasks_and_their_commands(repo, s3_repo, ray_cluster)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while any(Path(f"/proc/{pid}").exists() for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not any(Path(f"/proc/{pid}").exists() for pid in pids)  # the evaluation commands were stopped
