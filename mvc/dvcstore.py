@@ -1742,8 +1742,8 @@ def _verified_download(repo: Repo, remote: str | None, md5s: list[str]) -> Itera
         if bad:
             name, url = _remote_ref(repo, remote)
             raise IntegrityError(
-                f"{counted(len(bad), 'object')} downloaded from {_where(name, url)} {'does' if len(bad) == 1 else 'do'} not match their hash "
-                f"(first: {bad[0][:8]}); they were deleted and nothing was written from them",
+                f"{counted(len(bad), 'object')} downloaded from {_where(name, url)}: the bytes do not match their hash "
+                f"(first: {bad[0][:8]}); the bad bytes were deleted and nothing was written from them",
                 hint="the copy in the remote is corrupt: push a good copy from a machine that has the weights "
                 "(`mvc verify --repair`)",
             )

@@ -241,8 +241,8 @@ def _network_error(where: str, verb: str, oid: str) -> Callable[[BaseException],
 
 def _corrupt(where: str, bad: list[str]) -> IntegrityError:
     return IntegrityError(
-        f"{counted(len(bad), 'object')} downloaded from {where} {'does' if len(bad) == 1 else 'do'} not match their hash "
-        f"(first: {bad[0][:8]}); they were deleted and nothing was written from them",
+        f"{counted(len(bad), 'object')} downloaded from {where}: the bytes do not match their hash "
+        f"(first: {bad[0][:8]}); the bad bytes were deleted and nothing was written from them",
         hint="the copy in the remote is corrupt: push a good copy from a machine that has the weights "
         "(`mvc verify --repair`)",
     )
