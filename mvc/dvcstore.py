@@ -689,20 +689,12 @@ def _abort_multipart_uploads(repo: Repo, remote: str | None, since: float) -> No
     command is interrupted (Ctrl-C cancels the coroutine): the parts would stay stored
     and billed, invisible to a listing, until a lifecycle rule removes them.
     """
-    import datetime as dt
-
     with contextlib.suppress(Exception):
         odb = repo.cloud.get_remote_odb(remote, "push")
-        if odb.fs.protocol != "s3":
-            return
-        fs = odb.fs.fs
-        bucket, _, prefix = str(odb.path).partition("/")
-        start = dt.datetime.fromtimestamp(since - 60, tz=dt.UTC)
-        for upload in fs.list_multipart_uploads(bucket):
-            initiated = upload.get("Initiated")
-            if str(upload.get("Key", "")).startswith(prefix) and (initiated is None or initiated >= start):
+        for upload in _uploads_under(odb):
+            if upload.initiated >= since - 60:
                 with contextlib.suppress(Exception):
-                    fs.abort_mpu(bucket, upload["Key"], upload["UploadId"])
+                    _abort_upload(odb.fs.fs, upload)
 
 
 def corrupt_in_cache(root: Path, md5s: Iterable[str]) -> list[str]:
@@ -2291,21 +2283,28 @@ def remote_uploads(root: Path, remote: str) -> list[Upload]:
         RemoteError: the store refused or failed.
     """
     with _repo(root, remote) as repo:
-        odb = repo.cloud.get_remote_odb(remote, "gc")
-        if odb.fs.protocol != "s3":
-            return []
-        s3 = odb.fs.fs
-        bucket, _, prefix = odb.path.partition("/")
-        uploads: list[Upload] = []
-        marker: dict[str, str] = {}
-        while True:
-            page = s3.call_s3("list_multipart_uploads", Bucket=bucket, Prefix=prefix, **marker)
-            uploads += [
-                Upload(f"{bucket}/{u['Key']}", u["UploadId"], u["Initiated"].timestamp()) for u in page.get("Uploads", [])
-            ]
-            if not page.get("IsTruncated"):
-                return uploads
-            marker = {"KeyMarker": page["NextKeyMarker"], "UploadIdMarker": page["NextUploadIdMarker"]}
+        return _uploads_under(repo.cloud.get_remote_odb(remote, "gc"))
+
+
+def _uploads_under(odb: Any) -> list[Upload]:
+    """The unfinished multipart uploads under ``odb``'s prefix, all pages (none off S3)."""
+    if odb.fs.protocol != "s3":
+        return []
+    s3 = odb.fs.fs
+    bucket, _, prefix = str(odb.path).partition("/")
+    uploads: list[Upload] = []
+    marker: dict[str, str] = {}
+    while True:
+        page = s3.call_s3("list_multipart_uploads", Bucket=bucket, Prefix=prefix, **marker)
+        uploads += [Upload(f"{bucket}/{u['Key']}", u["UploadId"], u["Initiated"].timestamp()) for u in page.get("Uploads", [])]
+        if not page.get("IsTruncated"):
+            return uploads
+        marker = {"KeyMarker": page["NextKeyMarker"], "UploadIdMarker": page["NextUploadIdMarker"]}
+
+
+def _abort_upload(s3: Any, upload: Upload) -> None:
+    bucket, _, key = upload.key.partition("/")
+    s3.call_s3("abort_multipart_upload", Bucket=bucket, Key=key, UploadId=upload.upload_id)
 
 
 def abort_uploads(root: Path, remote: str, uploads: Iterable[Upload]) -> None:
@@ -2320,5 +2319,4 @@ def abort_uploads(root: Path, remote: str, uploads: Iterable[Upload]) -> None:
     with _repo(root, remote) as repo:
         s3 = repo.cloud.get_remote_odb(remote, "gc").fs.fs
         for upload in uploads:
-            bucket, _, key = upload.key.partition("/")
-            s3.call_s3("abort_multipart_upload", Bucket=bucket, Key=key, UploadId=upload.upload_id)
+            _abort_upload(s3, upload)
