@@ -9,6 +9,7 @@ evaluation's own hash, so a version already evaluated the same way is not run ag
 
 from __future__ import annotations
 
+import ctypes
 import datetime as dt
 import hashlib
 import importlib
@@ -378,6 +379,7 @@ class _CommandEvaluator(_Evaluator):
             text=True,
             errors="replace",
             start_new_session=True,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - only a prctl call, async-signal-safe
         )
         with self._lock:
             self._live.add(proc)
@@ -391,6 +393,7 @@ class _CommandEvaluator(_Evaluator):
             raise _RunFailed(f"timed out after {timeout:g} s", _tail(stderr)) from None
         except BaseException:  # Ctrl-C, or a Ray task cancelled (KeyboardInterrupt in the worker)
             _kill_group(proc)
+            _reap(proc)
             raise
         finally:
             with self._lock:
@@ -416,6 +419,38 @@ class _CommandEvaluator(_Evaluator):
         with self._lock:
             for proc in list(self._live):
                 _kill_group(proc)
+
+
+def _reap(proc: subprocess.Popen[str]) -> None:
+    """Wait for a killed command, so no zombie outlives it in a long-lived Ray worker."""
+    try:
+        proc.wait(timeout=10)
+    except BaseException:  # noqa: BLE001, S110 - a second Ctrl-C: leave it to the kernel
+        pass
+
+
+def _die_with_parent() -> None:
+    """In the child: be killed when the process that started it dies (Linux only).
+
+    A Ray worker killed outright (its driver gone, out of memory) cannot kill its
+    command's process group; the kernel does it for the command itself.
+    """
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _load_prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+    return getattr(libc, "prctl", None)
+
+
+_PR_SET_PDEATHSIG = 1
+_PRCTL = _load_prctl()
 
 
 def _kill_group(proc: subprocess.Popen[str]) -> None:

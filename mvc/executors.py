@@ -18,6 +18,9 @@ from typing import Any, Self
 
 from mvc.errors import EXIT_OTHER, MvcError, RemoteError, UsageError, counted
 
+CANCEL_GRACE_S = 30.0
+"""How long Ctrl-C waits for cancelled Ray tasks to stop their commands."""
+
 EXECUTORS = ("local", "ray")
 # Ray re-runs a task whose worker process or node died this many times (system
 # failures only: an evaluation that fails is deterministic and is not retried).
@@ -223,6 +226,13 @@ class RayExecutor(Executor):
                 self._ray.cancel(ref)
             except Exception:  # noqa: BLE001, S112 - finished or already gone: nothing to cancel
                 continue
+        # Wait for the tasks to take the interrupt before this driver leaves: a driver that
+        # disconnects first has its workers killed outright, and their commands orphaned.
+        if self._refs:
+            try:
+                self._ray.wait(self._refs, num_returns=len(self._refs), timeout=CANCEL_GRACE_S)
+            except Exception:  # noqa: BLE001, S110 - the cluster is gone: nothing left to wait for
+                pass
 
     def describe(self) -> str:
         self._connect()

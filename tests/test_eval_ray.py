@@ -183,7 +183,16 @@ def test_ctrl_c_cancels_the_tasks_and_their_commands(repo, s3_repo, ray_cluster)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     deadline = time.monotonic() + 60
-    while any(Path(f"/proc/{pid}").exists() for pid in pids) and time.monotonic() < deadline:
+    while any(_running(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not any(Path(f"/proc/{pid}").exists() for pid in pids)  # the evaluation commands were stopped
+    assert not any(_running(pid) for pid in pids)  # the evaluation commands were stopped
     assert not (repo / ".mvc/evals").exists()
+
+
+def _running(pid: int) -> bool:
+    """The process exists and is not a zombie (killed, waiting for its parent to reap it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
