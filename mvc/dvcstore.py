@@ -1333,7 +1333,7 @@ def set_default_remote(root: Path, name: str) -> None:
     """Make ``name`` the default remote."""
     with _repo(root) as repo:
         if name not in repo.config["remote"]:
-            raise RemoteNotFoundError(f"no remote named {name!r}", hint="list them with `mvc remote list`")
+            raise RemoteNotFoundError(f"no remote named {name!r}", hint="list them with `mvc remote list`", remote=name)
         with repo.config.edit("repo") as conf:
             conf["core"]["remote"] = name
 
@@ -1347,7 +1347,7 @@ def remove_remote(root: Path, name: str) -> None:
     """
     with _repo(root) as repo:
         if name not in repo.config["remote"]:
-            raise RemoteNotFoundError(f"no remote named {name!r}", hint="list them with `mvc remote list`")
+            raise RemoteNotFoundError(f"no remote named {name!r}", hint="list them with `mvc remote list`", remote=name)
         for level in ("local", "repo"):
             with repo.config.edit(level) as conf:
                 conf["remote"].pop(name, None)
@@ -1791,7 +1791,7 @@ def modify_remote(root: Path, name: str, option: str, value: str | None = None, 
     """
     with _repo(root) as repo:
         if name not in repo.config["remote"]:
-            raise RemoteNotFoundError(f"no remote named {name!r}", hint="list them with `mvc remote list`")
+            raise RemoteNotFoundError(f"no remote named {name!r}", hint="list them with `mvc remote list`", remote=name)
         level = "local" if local or option in SECRET_OPTIONS else "repo"
         # The remote as it will be: each file's own section, the edited one changed, merged
         # repo then local. (Unsetting a --local URL override falls back to .dvc/config's.)
@@ -1932,7 +1932,7 @@ def remote_access(root: Path, name: str) -> RemoteAccess:
     with _repo(root, name) as repo:
         conf = repo.config["remote"]
         if name not in conf:
-            raise RemoteNotFoundError(f"no remote named {name!r}", hint="list them with `mvc remote list`")
+            raise RemoteNotFoundError(f"no remote named {name!r}", hint="list them with `mvc remote list`", remote=name)
         options = {k: v for k, v in conf[name].items()}
         url = str(options.get("url", ""))
         if url and "://" not in url and not os.path.isabs(url):  # DVC resolves these from .dvc/

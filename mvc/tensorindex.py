@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mvc.errors import IntegrityError
-from mvc.pointer import write_atomic
+from mvc.files import write_atomic
 from mvc.settings import MVC_DIR
 
 if TYPE_CHECKING:

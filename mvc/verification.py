@@ -116,7 +116,7 @@ def targets(ws: Workspace, names: list[str] | None, *, all_versions: bool = Fals
         if spec is None or all_versions:
             ptr = workspace.find_model(ws, name)
             assert ptr.manifest is not None
-            found.append(Target(ptr.manifest.name, ptr.manifest.version + (1 if ptr.outside_mvc else 0), ptr, None))
+            found.append(Target(ptr.manifest.name, ptr.version, ptr, None))
         if spec is not None:
             res = refs.resolve(ws, ref)
             found.append(Target(res.name, res.version, res.pointer, res.commit))
@@ -390,7 +390,7 @@ def require_signed(
 
 def require_signed_refs(
     ws: Workspace,
-    refs_: list[str] | None,
+    wanted: list[str] | None,
     *,
     trusted_keys: str | Path | None = None,
     remote: str | None = None,
@@ -398,7 +398,7 @@ def require_signed_refs(
 ) -> None:
     """:func:`require_signed` for checkout's arguments (``NAME``, ``NAME@REF``; none: every model)."""
     items: list[Target] = []
-    for ref in refs_ or [p.manifest.name for p in workspace.models(ws) if p.manifest]:
+    for ref in wanted or [p.manifest.name for p in workspace.models(ws) if p.manifest]:
         name, spec = refs.split(ref)
         if spec is None:
             ptr = workspace.find_model(ws, name)

@@ -26,7 +26,7 @@ from tests.conftest import assert_one_line_error, git, ok
 
 
 def remote_dir(repo: Path) -> Path:
-    return Path(next(r.url for r in mvc.remote_list(repo) if r.default))
+    return Path(next(r.url for r in mvc.remote_list(repo=repo) if r.default))
 
 
 def remote_object(repo: Path, oid: str) -> Path:
@@ -66,7 +66,7 @@ def hostile_directory_version(repo: Path, cli: Callable[..., Any], relpath: str)
     (ckpt / "a.bin").write_bytes(b"honest shard")
     ok(cli("add", "models/ckpt", "--name", "ckpt"))
     ok(cli("commit", "-m", "ckpt v1"))
-    honest = mvc.status(repo)[0].hash
+    honest = mvc.status(repo=repo)[0].hash
     payload = b"owned"
     oid = hashlib.md5(payload).hexdigest()
     listing = json.dumps([{"md5": oid, "relpath": relpath}], sort_keys=True).encode()
@@ -107,7 +107,7 @@ def test_pull_and_get_refuse_a_listing_with_paths_outside_the_directory(
 
 def pushed_version(repo: Path, weights: Path, cli: Callable[..., Any]) -> str:
     md5 = mvc.add(weights).version.hash
-    mvc.commit(repo, message="net v1")
+    mvc.commit(repo=repo, message="net v1")
     ok(cli("push"))
     return md5
 
@@ -151,7 +151,7 @@ def test_a_truncated_read_only_cache_object_is_never_checked_out(
     repo: Path, weights: Path, cli: Callable[..., Any]
 ) -> None:
     md5 = mvc.add(weights).version.hash
-    mvc.commit(repo, message="net v1")
+    mvc.commit(repo=repo, message="net v1")
     obj = cache_object(repo, md5)
     assert not stat.S_IMODE(obj.stat().st_mode) & 0o222  # DVC keeps it read-only
     os.chmod(obj, 0o644)
@@ -195,7 +195,7 @@ def test_pull_counts_the_objects_that_came_down(repo: Path, cli: Callable[..., A
     ok(cli("add", "models/ckpt", "--name", "ckpt"))
     ok(cli("commit", "-m", "ckpt v1"))
     ok(cli("push"))
-    dir_oid = mvc.status(repo)[0].hash
+    dir_oid = mvc.status(repo=repo)[0].hash
     teammate = clone(repo, tmp_path / "teammate")
     # a partly failed pull left the listing in the cache
     write_object(cache_object(teammate, dir_oid), cache_object(repo, dir_oid).read_bytes())
@@ -218,7 +218,7 @@ def test_remote_remove_drops_both_halves_and_keys_are_private(repo: Path, cli: C
     assert mode == 0o600
     assert ok(removed).stdout == "removed remote s3\n"
     assert "s3" not in local.read_text() and "s3" not in (repo / ".dvc" / "config").read_text()
-    assert [r.name for r in mvc.remote_list(repo)] == ["local"]
+    assert [r.name for r in mvc.remote_list(repo=repo)] == ["local"]
     assert dvc(repo, "remote", "list").returncode == 0
 
 
@@ -241,7 +241,7 @@ def test_a_local_url_override_can_be_unset(repo: Path, cli: Callable[..., Any], 
     unset = cli("remote", "modify", "local", "url", "--unset", "--local")
 
     assert ok(unset).stdout == "unset url of remote local in .dvc/config.local\n"
-    assert [r.url for r in mvc.remote_list(repo)] == [shared]
+    assert [r.url for r in mvc.remote_list(repo=repo)] == [shared]
     ok(cli("status"))
     listed = dvc(repo, "remote", "list")
     assert listed.returncode == 0 and shared in listed.stdout, listed.stderr

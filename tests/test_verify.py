@@ -17,7 +17,7 @@ def cache_object(repo: Path, md5: str) -> Path:
 
 def remote_dir(repo: Path) -> Path:
     """The directory of the repository's default (local) remote."""
-    return Path(next(r.url for r in mvc.remote_list(repo) if r.default))
+    return Path(next(r.url for r in mvc.remote_list(repo=repo) if r.default))
 
 
 def remote_object(repo: Path, md5: str) -> Path:
@@ -36,7 +36,7 @@ def add_version(repo: Path, path: Path, seed: int, message: str) -> str:
     """Write weights, record and commit them as a version; return the content hash."""
     write_safetensors(path, seed=seed)
     result = mvc.add(path)
-    mvc.commit(repo, message=message)
+    mvc.commit(repo=repo, message=message)
     return result.version.hash
 
 
@@ -69,7 +69,7 @@ def test_a_work_tree_file_overwritten_in_place_is_modified_exit_6(cli, repo, wei
     assert result.exit_code == 6
     assert "\tmodified\t" in result.stdout
     assert only_error_line(result.stderr) == (
-        f"error: net v1 ({mvc.models(repo)[0].hash[:8]}): the work-tree weights models/net.safetensors differ from the pointer"
+        f"error: net v1 ({mvc.models(repo=repo)[0].hash[:8]}): the work-tree weights models/net.safetensors differ from the pointer"
     )
 
 
@@ -159,8 +159,8 @@ def test_a_corrupt_shard_of_a_directory_model_is_found(cli, repo):
     write_safetensors(ckpt / "model-00001.safetensors", seed=1)
     write_safetensors(ckpt / "model-00002.safetensors", seed=2)
     mvc.add(ckpt)
-    mvc.commit(repo, message="ckpt")
-    listing = json.loads(cache_object(repo, mvc.models(repo)[0].hash).read_text())
+    mvc.commit(repo=repo, message="ckpt")
+    listing = json.loads(cache_object(repo, mvc.models(repo=repo)[0].hash).read_text())
     shard = next(e["md5"] for e in listing if e["relpath"] == "model-00002.safetensors")
     assert cli("verify").exit_code == 0
     overwrite_in_place(cache_object(repo, shard))
