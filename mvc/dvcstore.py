@@ -303,11 +303,11 @@ _NO_BUCKET_RE = re.compile(r"NoSuchBucket|specified bucket does not exist|Bucket
 _NETWORK_RE = re.compile(
     r"Connection refused|Cannot connect|Could not connect|EndpointConnectionError|ConnectionError"
     r"|ClientConnectorError|Connect call failed|timed out|ServerDisconnected|ConnectTimeout|ReadTimeout"
-    r"|Connection reset|Broken pipe|RemoteDisconnected|ResponseStreamingError"
+    r"|Connection reset|Broken pipe|RemoteDisconnected|ResponseStreamingError|FSTimeoutError"
 )
 
 
-_TIMEOUT_RE = re.compile(r"ReadTimeout|ConnectTimeout|Read timeout|Connect timeout|timed out|TimeoutError")
+_TIMEOUT_RE = re.compile(r"ReadTimeout|ConnectTimeout|Read timeout|Connect timeout|timed out|TimeoutError|FSTimeoutError")
 _SERVER_ERRORS = {
     "Internal Server Error": 500,
     "InternalError": 500,
@@ -340,6 +340,17 @@ def _is_remote_failure(exc: BaseException, text: str) -> bool:
     if any(type(e).__module__.split(".")[0] in _REMOTE_LIBRARIES for e in _chain(exc)):
         return True
     return any(p.search(text) for p in (_NO_CREDENTIALS_RE, _AUTH_RE, _DENIED_RE, _NO_BUCKET_RE, _NETWORK_RE))
+
+
+def _server_status(exc: BaseException) -> int | None:
+    """The HTTP 5xx status an error in ``exc``'s chain carries (gcsfs ``HttpError.code``,
+    aiohttp ``ClientResponseError.status``), or None."""
+    for e in _chain(exc):
+        for attr in ("code", "status"):
+            value = getattr(e, attr, None)
+            if isinstance(value, int) and 500 <= value <= 599:
+                return value
+    return None
 
 
 def _where(remote: str | None, url: str | None) -> str:
@@ -395,6 +406,12 @@ def _classify_transfer(
         return RemoteError(
             f"{named} does not exist",
             hint="create the bucket, or fix the URL with `mvc remote add NAME URL --force`",
+        )
+    status = _server_status(exc)
+    if status is not None and not _SERVER_ERROR_RE.search(text):  # gcsfs / aiohttp: a bare code, no reason text
+        return RemoteError(
+            f"{where} answered HTTP {status}: the server failed, or it is not an object store endpoint",
+            hint="check the endpoint URL (`mvc remote list`) and the server, then run the command again",
         )
     server_error = _SERVER_ERROR_RE.search(text)
     if server_error:
@@ -508,6 +525,7 @@ def _register_cache(repo: Repo) -> None:
 CONNECT_TIMEOUT = 5
 READ_TIMEOUT = 15
 S3_TRIES = 2
+GS_TRIES = 2  # gcsfs's own default is 6 tries with 1-16 s back-off: 2 min on a stalled endpoint
 STATUS_WAIT = 5.0
 
 
@@ -541,6 +559,21 @@ def _bound_cloud_waits() -> None:
             return info
 
         GSFileSystem._prepare_credentials = gs_credentials
+        _bound_gcsfs_retries()
+
+
+def _bound_gcsfs_retries() -> None:
+    """Make gcsfs try a request GS_TRIES times, not 6: its retry count is fixed when its
+    ``_request`` method is decorated, so decorate the undecorated function again."""
+    import gcsfs.core
+    from gcsfs.retry import retry_request
+
+    request = gcsfs.core.GCSFileSystem._request
+    if getattr(request, "_mvc_tries", None) == GS_TRIES:
+        return
+    bounded = retry_request(retries=GS_TRIES)(getattr(request, "__wrapped__", request))
+    bounded._mvc_tries = GS_TRIES  # type: ignore[attr-defined]
+    gcsfs.core.GCSFileSystem._request = bounded
 
 
 class _VerifiedLog:

@@ -418,3 +418,55 @@ def test_an_interrupted_multipart_push_leaves_no_unfinished_upload(
     assert proc.returncode == 130, stderr
     assert uploads() == []
     assert s3.objects() == {}
+
+
+@pytest.mark.parametrize("answer", ["never", "HTTP 500"])
+def test_a_dead_gcs_endpoint_fails_with_exit_5_after_a_bounded_number_of_tries(
+    repo: Path, weights: Path, cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch, answer: str
+) -> None:
+    """gcsfs retries an HTTP 5xx 6 times with 1-16 s back-off (30 s and more per request); mvc
+    bounds it to GS_TRIES. A stalled endpoint times out after READ_TIMEOUT (shortened here)."""
+    from mvc import dvcstore
+
+    monkeypatch.setattr(dvcstore, "READ_TIMEOUT", 1)
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.1)
+    requests: list[bytes] = []
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn = server.accept()[0]
+            except TimeoutError:
+                continue
+            if answer == "never":
+                held.append(conn)
+                continue
+            with conn, contextlib.suppress(OSError):
+                conn.settimeout(5)
+                requests.append(conn.recv(65536))
+                conn.sendall(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        mvc.add(weights)
+        ok(cli("remote", "add", "dead", "gs://bucket/models", "--endpoint-url", f"http://127.0.0.1:{server.getsockname()[1]}", "--default"))
+        ok(cli("remote", "modify", "dead", "allow_anonymous_login", "true"))
+        pushed = cli("push")
+    finally:
+        stop.set()
+        thread.join()
+        server.close()
+        for conn in held:
+            conn.close()
+
+    assert_one_line_error(pushed, 5, "remote 'dead' (gs://bucket/models)", first_line=True)
+    if answer == "never":
+        assert "did not answer" in pushed.stderr
+    else:
+        assert "HTTP 500" in pushed.stderr
+        first = requests[0].split(b"\r\n", 1)[0]
+        assert 1 <= sum(r.startswith(first) for r in requests) <= dvcstore.GS_TRIES < 6, requests  # gcsfs alone: 6
