@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import mvc
-from tests.conftest import git, write_safetensors
+from tests.conftest import git, ok, write_safetensors
 
 
 def cache_object(repo: Path, md5: str) -> Path:
@@ -83,6 +83,31 @@ def test_a_tampered_cache_object_is_corrupt_exit_6(cli, repo, weights):
     assert only_error_line(result.stderr) == (
         f"error: net v1 ({md5[:8]}): cache object {md5[:8]} is corrupt (its bytes no longer match its hash)"
     )
+
+
+def test_a_hand_edited_tensor_index_is_corrupt_exit_6(cli, repo, weights):
+    """A lying sidecar: the weights are intact, but the index diff and merge read says other things."""
+    add_version(repo, weights, 1, "net v1")
+    md5 = add_version(repo, weights, 2, "net v2")
+    index = mvc.show("net", repo=repo).manifest.index
+    assert json.loads(ok(cli("verify", "--json")).stdout)["checks"][0]["index"] == "ok"
+    sidecar = repo / index
+    doc = json.loads(sidecar.read_text())
+    doc["tensors"][0][1] = "F16"
+    sidecar.write_text(json.dumps(doc))
+
+    result = cli("verify", "net", "--json")
+    assert result.exit_code == 6
+    check = json.loads(result.stdout)["checks"][0]
+    assert (check["status"], check["index"], check["cache"], check["workspace"]) == ("corrupt", "mismatch", "ok", "ok")
+    assert only_error_line(result.stderr) == (
+        f"error: net v2 ({md5[:8]}): the tensor index {index} does not match the hash its manifest records"
+        f" (restore it with `git checkout -- {index}`)"
+    )
+    committed = cli("verify", "net@v2", "--json")  # the version as committed reads the committed sidecar
+    assert committed.exit_code == 0, committed.stderr
+    sidecar.unlink()
+    assert json.loads(cli("verify", "net", "--json").stdout)["checks"][0]["index"] == "missing"
 
 
 def test_repair_deletes_the_corrupt_cache_object_and_fetches_a_good_copy(cli, repo, weights):
