@@ -250,35 +250,15 @@ def test_a_local_url_override_can_be_unset(repo: Path, cli: Callable[..., Any], 
 # ---------------------------------------------------------------------------- 7, 10. dead endpoints
 
 
-@pytest.fixture
-def silent_endpoint() -> Iterator[str]:
-    """A TCP server that accepts connections and never answers (a stalled S3 endpoint)."""
+@contextlib.contextmanager
+def dead_endpoint(answer: str) -> Iterator[tuple[str, list[bytes]]]:
+    """A local TCP server that never answers (``never``: a stalled endpoint) or answers
+    HTTP 500 to every request (``HTTP 500``: a broken, or not-S3, endpoint); yields its URL
+    and the requests it received."""
     server = socket.create_server(("127.0.0.1", 0))
     server.settimeout(0.1)
     held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                held.append(server.accept()[0])
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.getsockname()[1]}"
-    stop.set()
-    thread.join()
-    server.close()
-    for conn in held:
-        conn.close()
-
-
-@pytest.fixture
-def failing_endpoint() -> Iterator[str]:
-    """An HTTP server that answers 500 to every request (a broken, or not-S3, endpoint)."""
-    server = socket.create_server(("127.0.0.1", 0))
-
-    server.settimeout(0.1)
+    requests: list[bytes] = []
     stop = threading.Event()
 
     def serve() -> None:
@@ -287,17 +267,38 @@ def failing_endpoint() -> Iterator[str]:
                 conn = server.accept()[0]
             except TimeoutError:
                 continue
+            if answer == "never":
+                held.append(conn)
+                continue
             with conn, contextlib.suppress(OSError):
                 conn.settimeout(5)
-                conn.recv(65536)
+                requests.append(conn.recv(65536))
                 conn.sendall(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.getsockname()[1]}"
-    stop.set()
-    thread.join()
-    server.close()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}", requests
+    finally:
+        stop.set()
+        thread.join()
+        server.close()
+        for conn in held:
+            conn.close()
+
+
+@pytest.fixture
+def silent_endpoint() -> Iterator[str]:
+    """A TCP server that accepts connections and never answers (a stalled S3 endpoint)."""
+    with dead_endpoint("never") as (url, _):
+        yield url
+
+
+@pytest.fixture
+def failing_endpoint() -> Iterator[str]:
+    """An HTTP server that answers 500 to every request (a broken, or not-S3, endpoint)."""
+    with dead_endpoint("HTTP 500") as (url, _):
+        yield url
 
 
 def s3_remote(cli: Callable[..., Any], endpoint: str, *, default: bool = True) -> None:
@@ -429,39 +430,11 @@ def test_a_dead_gcs_endpoint_fails_with_exit_5_after_a_bounded_number_of_tries(
     from mvc import dvcstore
 
     monkeypatch.setattr(dvcstore, "READ_TIMEOUT", 1)
-    server = socket.create_server(("127.0.0.1", 0))
-    server.settimeout(0.1)
-    requests: list[bytes] = []
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn = server.accept()[0]
-            except TimeoutError:
-                continue
-            if answer == "never":
-                held.append(conn)
-                continue
-            with conn, contextlib.suppress(OSError):
-                conn.settimeout(5)
-                requests.append(conn.recv(65536))
-                conn.sendall(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        mvc.add(weights)
-        ok(cli("remote", "add", "dead", "gs://bucket/models", "--endpoint-url", f"http://127.0.0.1:{server.getsockname()[1]}", "--default"))
+    mvc.add(weights)
+    with dead_endpoint(answer) as (url, requests):
+        ok(cli("remote", "add", "dead", "gs://bucket/models", "--endpoint-url", url, "--default"))
         ok(cli("remote", "modify", "dead", "allow_anonymous_login", "true"))
         pushed = cli("push")
-    finally:
-        stop.set()
-        thread.join()
-        server.close()
-        for conn in held:
-            conn.close()
 
     assert_one_line_error(pushed, 5, "remote 'dead' (gs://bucket/models)", first_line=True)
     if answer == "never":
