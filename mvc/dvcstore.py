@@ -503,6 +503,7 @@ def _register_cache(repo: Repo) -> None:
     with _patch_lock:
         for odb in (repo.cache.local, repo.cache.legacy):
             _cache_paths.add(os.fspath(odb.path))
+        _bound_cloud_waits_for(repo)
         if getattr(LocalHashFileDB.check, "_mvc", False):
             return
         original = LocalHashFileDB.check
@@ -514,7 +515,24 @@ def _register_cache(repo: Repo) -> None:
 
         check._mvc = True  # type: ignore[attr-defined]
         LocalHashFileDB.check = check  # type: ignore[method-assign]
+
+
+_cloud_bounded = False
+
+
+def _bound_cloud_waits_for(repo: Repo) -> None:
+    """:func:`_bound_cloud_waits` once the repository names an S3 or GCS remote: importing
+    s3fs, gcsfs and their DVC plugins costs ~1 s, which a local-only command never pays."""
+    global _cloud_bounded
+    if _cloud_bounded:
+        return
+    try:
+        urls = [str(conf.get("url", "")) for conf in repo.config["remote"].values()]
+    except Exception:  # noqa: BLE001 - an unreadable config fails later, with DVC's own message
+        urls = []
+    if any(url.startswith(("s3://", "gs://", "gcs://")) for url in urls):
         _bound_cloud_waits()
+        _cloud_bounded = True
 
 
 # Network bounds for s3:// and gs:// remotes unless the remote's config (or AWS_MAX_ATTEMPTS)

@@ -205,12 +205,49 @@ def effective_number(ws: Workspace, ptr: Pointer) -> int:
     version whose number an ancestor already took (a rebase, a revert) is renumbered
     by :func:`_unique_versions`, and status, show, diff and add say the same.
     """
-    if gitstore.head_commit(ws.root) is None:
+    head = gitstore.head_commit(ws.root)
+    if head is None:
         return ptr.version
-    for rec in versions(ws, "", path=ptr.path):
-        if rec.hash == ptr.md5:
-            return rec.version
-    return ptr.version
+    numbers = _Numbers(ws.root, head)
+    key = f"{ptr.path}:{ptr.md5}"
+    number = numbers.get(key)
+    if number is None:
+        number = next((rec.version for rec in versions(ws, "", path=ptr.path) if rec.hash == ptr.md5), ptr.version)
+        numbers.put(key, number)
+    return number
+
+
+NUMBERS_FILE = ".dvc/tmp/mvc-numbers.json"  # DVC and git ignore .dvc/tmp
+
+
+class _Numbers:
+    """:func:`effective_number`'s answers for one ``HEAD``, kept in :data:`NUMBERS_FILE`.
+
+    The number depends only on the history ``HEAD`` reaches, so it is computed once per
+    commit: ``mvc status`` with 20 models walked 20 histories (6 git processes each) on
+    every run. A new ``HEAD`` starts the file afresh.
+    """
+
+    def __init__(self, root: Path, head: str) -> None:
+        self.path = root / NUMBERS_FILE
+        self.head = head
+        try:
+            doc = json.loads(self.path.read_bytes())
+        except (OSError, ValueError):
+            doc = {}
+        numbers = doc.get("numbers") if isinstance(doc, dict) and doc.get("head") == head else None
+        self.numbers: dict[str, int] = numbers if isinstance(numbers, dict) else {}
+
+    def get(self, key: str) -> int | None:
+        value = self.numbers.get(key)
+        return value if isinstance(value, int) else None
+
+    def put(self, key: str, number: int) -> None:
+        self.numbers[key] = number
+        try:
+            files.write_atomic(self.path, json.dumps({"head": self.head, "numbers": self.numbers}).encode())
+        except OSError:  # a read-only checkout: the file is only an optimisation
+            pass
 
 
 def _unique_versions(

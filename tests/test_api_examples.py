@@ -237,3 +237,22 @@ def test_errors_carry_their_subject_as_fields(copy: Path) -> None:
         mvc.add("models/missing.safetensors")
     assert no_file.value.path == "models/missing.safetensors"
     assert isinstance(no_file.value, mvc.MvcError) and no_file.value.hint
+
+
+def test_public_results_are_frozen_dataclasses_of_the_library_not_of_an_adapter() -> None:
+    import collections.abc
+    import dataclasses
+    import typing
+
+    namespace = {**vars(mvc.api), **{k: getattr(mvc.api, k) for k in mvc.api._REEXPORTS}, "Callable": collections.abc.Callable}
+    leaks = []
+    for name in _public_functions():
+        returned = eval(getattr(mvc.api, name).__annotations__["return"], namespace)  # noqa: S307 - our own annotations
+        for kind in typing.get_args(returned) or (returned,):
+            if kind is None or kind is type(None) or kind is str:
+                continue
+            if not (dataclasses.is_dataclass(kind) and kind.__dataclass_params__.frozen):
+                leaks.append(f"{name} -> {kind}: not a frozen dataclass")
+            elif kind.__module__ in ("mvc.dvcstore", "mvc.gitstore"):
+                leaks.append(f"{name} -> {kind.__module__}.{kind.__name__}: an adapter type")
+    assert leaks == []
