@@ -276,6 +276,21 @@ def _forward_class() -> type:
     return _Forward
 
 
+def _branching(progress: Progress | None) -> Any:
+    """A parent callback for dvc-data's ``transfer`` whose per-file children report bytes to ``progress``."""
+    from fsspec.callbacks import DEFAULT_CALLBACK, Callback
+
+    if progress is None:
+        return DEFAULT_CALLBACK
+    forward = _forward_class()
+
+    class _Branching(Callback):
+        def branched(self, path_1: Any, path_2: str, **kwargs: Any) -> Callback:
+            return forward(progress, os.path.basename(str(path_1 if isinstance(path_1, str) else path_2)))  # type: ignore[no-any-return]
+
+    return _Branching()
+
+
 _COPY_CHUNK = 8 * 2**20  # a report per 8 MiB: smooth bar, few syscalls
 
 
@@ -1479,12 +1494,21 @@ def default_remote(root: Path) -> str | None:
 # ---- background upload of single versions (issue 10) -----------------------------------
 
 
-def push_objects(root: Path, md5s: Iterable[str], *, remote: str, jobs: int | None = None) -> TransferResult:
+def push_objects(
+    root: Path,
+    md5s: Iterable[str],
+    *,
+    remote: str,
+    jobs: int | None = None,
+    progress: Progress | None = None,
+    label: str | None = None,
+) -> TransferResult:
     """Upload the cache objects ``md5s`` (a ``.dir`` hash brings its files) to ``remote``.
 
     Made for a background thread while the training thread keeps calling mvc: it opens
     its own DVC repo (never the one :func:`lock` holds), does not touch logging or
-    stdout (which :func:`_quiet` swaps process-wide), shows no progress bar, and takes
+    stdout (which :func:`_quiet` swaps process-wide), shows no progress bar unless given
+    ``progress`` (the bytes as one task named ``label``, as in :func:`push`), and takes
     no repository lock: it only reads immutable cache objects.
 
     Raises:
@@ -1498,6 +1522,7 @@ def push_objects(root: Path, md5s: Iterable[str], *, remote: str, jobs: int | No
     objs = [HashInfo("md5", m) for m in md5s]
     oids = [str(o.value) for o in objs]
     where = f"remote {remote!r}"
+    meter: ByteMeter | None = None
     try:
         with Repo(os.fspath(root)) as repo:
             _register_cache(repo)
@@ -1515,7 +1540,9 @@ def push_objects(root: Path, md5s: Iterable[str], *, remote: str, jobs: int | No
                             f"cache object {oid[:8]} no longer matches its hash: refusing to push it",
                             hint="re-add the weights with `mvc add`, or repair with `mvc verify --repair`",
                         )
-            result = transfer(cache, odb, objs, jobs=jobs, cache_odb=cache)
+            meter = ByteMeter(progress, label or "weights", _push_bytes(repo, remote, oids)) if progress else None
+            with _progress_hook(meter):
+                result = transfer(cache, odb, objs, jobs=jobs, cache_odb=cache, callback=_branching(meter))
     except MvcError:
         raise
     except OSError as exc:  # a local or mounted remote directory that cannot be written
@@ -1528,6 +1555,8 @@ def push_objects(root: Path, md5s: Iterable[str], *, remote: str, jobs: int | No
             f"{counted(len(result.failed), 'object')} failed to upload to {where}",
             hint="run `mvc push` again; finished objects are not uploaded twice",
         )
+    if meter is not None:
+        meter.finish()
     return TransferResult(transferred=len(result.transferred), failed=0)
 
 

@@ -26,12 +26,19 @@ def no_progress(task: str, advance: int, total: int | None) -> None:
     """A progress callback that ignores every report."""
 
 
-def models_label(names: list[str]) -> str:
-    """How a transfer's bar names what moves: ``clf@v3`` for one model, ``3 models`` for more."""
-    unique = list(dict.fromkeys(names))
-    if len(unique) == 1:
-        return unique[0]
-    return f"{len(unique)} models" if unique else "weights"
+def models_label(labels: list[str]) -> str:
+    """How a transfer's bar names what moves, from the versions' labels (``NAME vN``).
+
+    ``clf v3`` for one version, ``2 versions of clf`` for several of one model,
+    ``3 models`` otherwise.
+    """
+    unique = list(dict.fromkeys(labels))
+    if len(unique) <= 1:
+        return unique[0] if unique else "weights"
+    models = {label.rsplit(" v", 1)[0] for label in unique}
+    if len(models) == 1:
+        return f"{len(unique)} versions of {models.pop()}"
+    return f"{len(models)} models" if len(models) == len(unique) else f"{len(unique)} versions of {len(models)} models"
 
 
 class ByteMeter:

@@ -219,7 +219,9 @@ class PushedVersions:
     missing: tuple[str, ...]  # "NAME vN (md5[:8])" of versions in neither the cache nor the remote
 
 
-def push_versions(ws: Workspace, labels: dict[str, str], *, remote: str | None, jobs: int | None = None) -> PushedVersions:
+def push_versions(
+    ws: Workspace, labels: dict[str, str], *, remote: str | None, jobs: int | None = None, progress: Progress | None = None
+) -> PushedVersions:
     """Upload the weights of versions given by content hash (``md5 -> "NAME vN"``) that the remote lacks.
 
     Any version, not only the work tree's: ``mvc push NAME@v1``, ``--all-versions`` and
@@ -234,7 +236,8 @@ def push_versions(ws: Workspace, labels: dict[str, str], *, remote: str | None, 
     absent = dvcstore.missing_in_remote(ws.root, labels, remote=rname) if labels else set()
     local = [m for m in sorted(absent) if dvcstore.has_object(ws.root, m)]
     lost = tuple(f"{labels[m]} ({m[:8]})" for m in sorted(absent - set(local)))
-    count = dvcstore.push_objects(ws.root, local, remote=rname, jobs=jobs).transferred if local else 0
+    label = models_label([labels[m] for m in local])
+    count = dvcstore.push_objects(ws.root, local, remote=rname, jobs=jobs, progress=progress, label=label).transferred if local else 0
     return PushedVersions(remote=rname, transferred=count, missing=lost)
 
 
