@@ -407,11 +407,11 @@ _NO_BUCKET_RE = re.compile(r"NoSuchBucket|specified bucket does not exist|Bucket
 _NETWORK_RE = re.compile(
     r"Connection refused|Cannot connect|Could not connect|EndpointConnectionError|ConnectionError"
     r"|ClientConnectorError|Connect call failed|timed out|ServerDisconnected|ConnectTimeout|ReadTimeout"
-    r"|Connection reset|Broken pipe|RemoteDisconnected|ResponseStreamingError"
+    r"|Connection reset|Broken pipe|RemoteDisconnected|ResponseStreamingError|FSTimeoutError"
 )
 
 
-_TIMEOUT_RE = re.compile(r"ReadTimeout|ConnectTimeout|Read timeout|Connect timeout|timed out|TimeoutError")
+_TIMEOUT_RE = re.compile(r"ReadTimeout|ConnectTimeout|Read timeout|Connect timeout|timed out|TimeoutError|FSTimeoutError")
 _SERVER_ERRORS = {
     "Internal Server Error": 500,
     "InternalError": 500,
@@ -444,6 +444,17 @@ def _is_remote_failure(exc: BaseException, text: str) -> bool:
     if any(type(e).__module__.split(".")[0] in _REMOTE_LIBRARIES for e in _chain(exc)):
         return True
     return any(p.search(text) for p in (_NO_CREDENTIALS_RE, _AUTH_RE, _DENIED_RE, _NO_BUCKET_RE, _NETWORK_RE))
+
+
+def _server_status(exc: BaseException) -> int | None:
+    """The HTTP 5xx status an error in ``exc``'s chain carries (gcsfs ``HttpError.code``,
+    aiohttp ``ClientResponseError.status``), or None."""
+    for e in _chain(exc):
+        for attr in ("code", "status"):
+            value = getattr(e, attr, None)
+            if isinstance(value, int) and 500 <= value <= 599:
+                return value
+    return None
 
 
 def _where(remote: str | None, url: str | None) -> str:
@@ -499,6 +510,12 @@ def _classify_transfer(
         return RemoteError(
             f"{named} does not exist",
             hint="create the bucket, or fix the URL with `mvc remote add NAME URL --force`",
+        )
+    status = _server_status(exc)
+    if status is not None and not _SERVER_ERROR_RE.search(text):  # gcsfs / aiohttp: a bare code, no reason text
+        return RemoteError(
+            f"{where} answered HTTP {status}: the server failed, or it is not an object store endpoint",
+            hint="check the endpoint URL (`mvc remote list`) and the server, then run the command again",
         )
     server_error = _SERVER_ERROR_RE.search(text)
     if server_error:
@@ -612,6 +629,7 @@ def _register_cache(repo: Repo) -> None:
 CONNECT_TIMEOUT = 5
 READ_TIMEOUT = 15
 S3_TRIES = 2
+GS_TRIES = 2  # gcsfs's own default is 6 tries with 1-16 s back-off: 2 min on a stalled endpoint
 STATUS_WAIT = 5.0
 
 
@@ -645,6 +663,21 @@ def _bound_cloud_waits() -> None:
             return info
 
         GSFileSystem._prepare_credentials = gs_credentials
+        _bound_gcsfs_retries()
+
+
+def _bound_gcsfs_retries() -> None:
+    """Make gcsfs try a request GS_TRIES times, not 6: its retry count is fixed when its
+    ``_request`` method is decorated, so decorate the undecorated function again."""
+    import gcsfs.core
+    from gcsfs.retry import retry_request
+
+    request = gcsfs.core.GCSFileSystem._request
+    if getattr(request, "_mvc_tries", None) == GS_TRIES:
+        return
+    bounded = retry_request(retries=GS_TRIES)(getattr(request, "__wrapped__", request))
+    bounded._mvc_tries = GS_TRIES  # type: ignore[attr-defined]
+    gcsfs.core.GCSFileSystem._request = bounded
 
 
 class _VerifiedLog:
@@ -1463,7 +1496,7 @@ def set_default_remote(root: Path, name: str) -> None:
     """Make ``name`` the default remote."""
     with _repo(root) as repo:
         if name not in repo.config["remote"]:
-            raise RemoteNotFoundError(f"no remote named {name!r}", hint="list them with `mvc remote list`")
+            raise RemoteNotFoundError(f"no remote named {name!r}", hint="list them with `mvc remote list`", remote=name)
         with repo.config.edit("repo") as conf:
             conf["core"]["remote"] = name
 
@@ -1477,7 +1510,7 @@ def remove_remote(root: Path, name: str) -> None:
     """
     with _repo(root) as repo:
         if name not in repo.config["remote"]:
-            raise RemoteNotFoundError(f"no remote named {name!r}", hint="list them with `mvc remote list`")
+            raise RemoteNotFoundError(f"no remote named {name!r}", hint="list them with `mvc remote list`", remote=name)
         for level in ("local", "repo"):
             with repo.config.edit(level) as conf:
                 conf["remote"].pop(name, None)
@@ -1988,7 +2021,7 @@ def modify_remote(root: Path, name: str, option: str, value: str | None = None, 
     """
     with _repo(root) as repo:
         if name not in repo.config["remote"]:
-            raise RemoteNotFoundError(f"no remote named {name!r}", hint="list them with `mvc remote list`")
+            raise RemoteNotFoundError(f"no remote named {name!r}", hint="list them with `mvc remote list`", remote=name)
         level = "local" if local or option in SECRET_OPTIONS else "repo"
         # The remote as it will be: each file's own section, the edited one changed, merged
         # repo then local. (Unsetting a --local URL override falls back to .dvc/config's.)
@@ -2136,7 +2169,7 @@ def remote_access(root: Path, name: str) -> RemoteAccess:
     with _repo(root, name) as repo:
         conf = repo.config["remote"]
         if name not in conf:
-            raise RemoteNotFoundError(f"no remote named {name!r}", hint="list them with `mvc remote list`")
+            raise RemoteNotFoundError(f"no remote named {name!r}", hint="list them with `mvc remote list`", remote=name)
         options = {k: v for k, v in conf[name].items()}
         url = str(options.get("url", ""))
         if url and "://" not in url and not os.path.isabs(url):  # DVC resolves these from .dvc/

@@ -10,7 +10,6 @@ evaluation's own hash, so a version already evaluated the same way is not run ag
 from __future__ import annotations
 
 import ctypes
-import datetime as dt
 import hashlib
 import importlib
 import inspect
@@ -47,6 +46,7 @@ from mvc.errors import (
     UsageError,
 )
 from mvc.executors import Executor, LocalExecutor, TaskFailedError
+from mvc.files import utc_now, write_atomic
 from mvc.progress import Progress
 from mvc.refs import Resolved
 from mvc.workspace import Workspace, find_model, models
@@ -932,7 +932,7 @@ def _load(ws: Workspace, folder: Path, target: Target, spec: EvalSpec) -> _Outco
 def _save(ws: Workspace, folder: Path, spec: EvalSpec, outcomes: list[_Outcome]) -> list[str]:
     if not outcomes:
         return []
-    now = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    now = utc_now()
     spec_file = folder / "eval.json"
     files = [(spec_file, _spec_dict(spec))]
     for o in outcomes:
@@ -958,7 +958,7 @@ def _save(ws: Workspace, folder: Path, spec: EvalSpec, outcomes: list[_Outcome])
         ))
     written = []
     for path, data in files:
-        pointer.write_atomic(path, (json.dumps(data, indent=1) + "\n").encode())
+        write_atomic(path, (json.dumps(data, indent=1) + "\n").encode())
         written.append(path.relative_to(ws.root).as_posix())
     for o, rel in zip(outcomes, written[1:], strict=True):
         o.saved = rel

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from mvc import gitstore, pointer, settings
+from mvc import files, gitstore, pointer, settings
 from mvc.errors import ModelNotFoundError, SchemaError
 from mvc.manifest import Manifest, Parent
 from mvc.pointer import Pointer
@@ -78,7 +79,7 @@ class _Documents:
     def save(self) -> None:
         if self.added:
             try:
-                pointer.write_atomic(self.path, json.dumps(self.docs, separators=(",", ":")).encode())
+                files.write_atomic(self.path, json.dumps(self.docs, separators=(",", ":")).encode())
             except OSError:  # a read-only checkout: the cache is only an optimisation
                 pass
 
@@ -130,8 +131,8 @@ def pointer_for(ws: Workspace, name: str, *, rev: str | None = None) -> str:
                 continue
             if _matches(ptr, name):
                 return path
-    known = ", ".join(p.manifest.name for p in work if p.manifest) or "none yet"
-    raise ModelNotFoundError(f"no model named {name!r} (models: {known})", hint="see `mvc status` or `mvc log --all-branches`")
+    known = tuple(p.manifest.name for p in work if p.manifest)
+    raise ModelNotFoundError.among(name, known, hint="see `mvc status` or `mvc log --all-branches`")
 
 
 def walk(
@@ -189,6 +190,12 @@ def walk(
     found = _unique_versions(ws.root, found, renumber=not all_branches)
     docs.save()
     return found
+
+
+def merge_number(sides: Sequence[Pointer]) -> int:
+    """The number of a version that merges ``sides`` (experiment promotion, a resolved
+    conflict): one above the highest side, so it sorts after everything it merges."""
+    return max(p.version for p in sides) + 1
 
 
 def effective_number(ws: Workspace, ptr: Pointer) -> int:

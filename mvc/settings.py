@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mvc.errors import SchemaError, UsageError
-from mvc.pointer import write_atomic
+from mvc.files import write_atomic
 
 MVC_DIR = ".mvc"
 CONFIG_FILE = f"{MVC_DIR}/config.json"

@@ -37,7 +37,12 @@ def remote_name(ws: Workspace, remote: str | None) -> str:
     if remote is not None:
         if remote not in configured:
             names = ", ".join(sorted(configured)) or "none"
-            raise RemoteNotFoundError(f"no remote named {remote!r} (remotes: {names})", hint="list them with `mvc remote list`")
+            raise RemoteNotFoundError(
+                f"no remote named {remote!r} (remotes: {names})",
+                hint="list them with `mvc remote list`",
+                remote=remote,
+                candidates=tuple(sorted(configured)),
+            )
         return remote
     for r in configured.values():
         if r.default:

@@ -7,13 +7,12 @@ removed), so a pointer never exists without its cache object and manifest.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from mvc import dvcstore, gitstore, history, journal, lineage, pointer, tensorindex
+from mvc import dvcstore, files, gitstore, history, journal, lineage, pointer, tensorindex
 from mvc.errors import ConflictError, PathNotFoundError, UsageError
 from mvc.manifest import DatasetRef, Manifest, Parent, TensorSummary
 from mvc.pointer import Pointer
@@ -152,7 +151,7 @@ def record(ws: Workspace, path: str | Path, request: VersionRequest, *, progress
     given = Path(path).expanduser()
     full = given.resolve()
     if not full.exists():
-        raise PathNotFoundError(f"{path}: no such file or directory", hint="check the path of the weights")
+        raise PathNotFoundError(f"{path}: no such file or directory", hint="check the path of the weights", path=str(path))
     rel = ws.rel(full)
     if rel == "." or rel.split("/")[0] in (".git", ".dvc", ".mvc") or rel.endswith(pointer.SUFFIX):
         raise UsageError(f"{path} cannot be tracked as a model", hint="pass a weight file or a checkpoint directory")
@@ -194,7 +193,7 @@ def record(ws: Workspace, path: str | Path, request: VersionRequest, *, progress
                 _restore(root, saved)
                 if same is head and (current is None or current.md5 != out.md5):
                     # Weights went back to what HEAD records: so does the pointer.
-                    pointer.write_atomic(root / ptr_rel, gitstore.read_blob(root, "HEAD", ptr_rel) or b"")
+                    files.write_atomic(root / ptr_rel, gitstore.read_blob(root, "HEAD", ptr_rel) or b"")
                     gitstore.stage(root, [ptr_rel])
                 return Recorded(pointer=same, created=False, staged=())
             adopted = _adopted(out.md5, current, head)
@@ -209,7 +208,7 @@ def record(ws: Workspace, path: str | Path, request: VersionRequest, *, progress
                 name=name,
                 version=version,
                 hash=out.md5,
-                created=dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
+                created=files.utc_now(),
                 author=gitstore.identity(root),
                 message=request.message,
                 parents=parents,
@@ -283,7 +282,7 @@ def stage_config(root: Path) -> None:
     gitstore.stage(root, [".dvc/config"])
     blob = gitstore.staged_blob(root, ".dvc/config")
     if blob is not None:
-        pointer.write_atomic(root / CONFIG_STAGED, blob.encode())
+        files.write_atomic(root / CONFIG_STAGED, blob.encode())
 
 
 def _config_staged_by_mvc(root: Path) -> bool:
@@ -432,4 +431,36 @@ def _restore(root: Path, saved: dict[str, bytes | None]) -> None:
             if data is None:
                 (root / rel).unlink(missing_ok=True)
             else:
-                pointer.write_atomic(root / rel, data)
+                files.write_atomic(root / rel, data)
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    """The commit that recorded model changes."""
+
+    commit: str
+    paths: tuple[str, ...]
+
+
+def commit_models(ws: Workspace, message: str) -> CommitResult:
+    """Commit the model changes (pointers, their .gitignore files, mvc's own files) and nothing else.
+
+    Raises:
+        UsageError: empty message.
+        ConflictError: no model change to commit.
+    """
+    if not message.strip():
+        raise UsageError("the commit message is empty", hint='pass one with -m "what changed"')
+    paths = [p for p in gitstore.changed_paths(ws.root) if _mvc_owned(p)]
+    paths += [p for p in setup_files(ws.root) if p not in paths]  # issue 14: .gitattributes too
+    if not paths:
+        raise ConflictError("no model changes to commit", hint="record weights with `mvc add PATH` first")
+    gitstore.stage(ws.root, paths)
+    sha = gitstore.commit(ws.root, message, only=paths)
+    return CommitResult(commit=sha, paths=tuple(paths))
+
+
+def _mvc_owned(path: str) -> bool:
+    """Pointers, the .gitignore files beside them, and what mvc keeps under ``.mvc/`` (settings,
+    tensor indexes, eval results); a changed ``.dvc/config`` is the user's to commit (issue 14)."""
+    return (path.endswith((".dvc", ".gitignore")) and not path.startswith(".dvc/")) or path.startswith(".mvc/")

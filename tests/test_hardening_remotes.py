@@ -26,7 +26,7 @@ from tests.conftest import assert_one_line_error, git, ok
 
 
 def remote_dir(repo: Path) -> Path:
-    return Path(next(r.url for r in mvc.remote_list(repo) if r.default))
+    return Path(next(r.url for r in mvc.remote_list(repo=repo) if r.default))
 
 
 def remote_object(repo: Path, oid: str) -> Path:
@@ -66,7 +66,7 @@ def hostile_directory_version(repo: Path, cli: Callable[..., Any], relpath: str)
     (ckpt / "a.bin").write_bytes(b"honest shard")
     ok(cli("add", "models/ckpt", "--name", "ckpt"))
     ok(cli("commit", "-m", "ckpt v1"))
-    honest = mvc.status(repo)[0].hash
+    honest = mvc.status(repo=repo)[0].hash
     payload = b"owned"
     oid = hashlib.md5(payload).hexdigest()
     listing = json.dumps([{"md5": oid, "relpath": relpath}], sort_keys=True).encode()
@@ -107,7 +107,7 @@ def test_pull_and_get_refuse_a_listing_with_paths_outside_the_directory(
 
 def pushed_version(repo: Path, weights: Path, cli: Callable[..., Any]) -> str:
     md5 = mvc.add(weights).version.hash
-    mvc.commit(repo, message="net v1")
+    mvc.commit(repo=repo, message="net v1")
     ok(cli("push"))
     return md5
 
@@ -151,7 +151,7 @@ def test_a_truncated_read_only_cache_object_is_never_checked_out(
     repo: Path, weights: Path, cli: Callable[..., Any]
 ) -> None:
     md5 = mvc.add(weights).version.hash
-    mvc.commit(repo, message="net v1")
+    mvc.commit(repo=repo, message="net v1")
     obj = cache_object(repo, md5)
     assert not stat.S_IMODE(obj.stat().st_mode) & 0o222  # DVC keeps it read-only
     os.chmod(obj, 0o644)
@@ -195,7 +195,7 @@ def test_pull_counts_the_objects_that_came_down(repo: Path, cli: Callable[..., A
     ok(cli("add", "models/ckpt", "--name", "ckpt"))
     ok(cli("commit", "-m", "ckpt v1"))
     ok(cli("push"))
-    dir_oid = mvc.status(repo)[0].hash
+    dir_oid = mvc.status(repo=repo)[0].hash
     teammate = clone(repo, tmp_path / "teammate")
     # a partly failed pull left the listing in the cache
     write_object(cache_object(teammate, dir_oid), cache_object(repo, dir_oid).read_bytes())
@@ -218,7 +218,7 @@ def test_remote_remove_drops_both_halves_and_keys_are_private(repo: Path, cli: C
     assert mode == 0o600
     assert ok(removed).stdout == "removed remote s3\n"
     assert "s3" not in local.read_text() and "s3" not in (repo / ".dvc" / "config").read_text()
-    assert [r.name for r in mvc.remote_list(repo)] == ["local"]
+    assert [r.name for r in mvc.remote_list(repo=repo)] == ["local"]
     assert dvc(repo, "remote", "list").returncode == 0
 
 
@@ -241,7 +241,7 @@ def test_a_local_url_override_can_be_unset(repo: Path, cli: Callable[..., Any], 
     unset = cli("remote", "modify", "local", "url", "--unset", "--local")
 
     assert ok(unset).stdout == "unset url of remote local in .dvc/config.local\n"
-    assert [r.url for r in mvc.remote_list(repo)] == [shared]
+    assert [r.url for r in mvc.remote_list(repo=repo)] == [shared]
     ok(cli("status"))
     listed = dvc(repo, "remote", "list")
     assert listed.returncode == 0 and shared in listed.stdout, listed.stderr
@@ -418,3 +418,55 @@ def test_an_interrupted_multipart_push_leaves_no_unfinished_upload(
     assert proc.returncode == 130, stderr
     assert uploads() == []
     assert s3.objects() == {}
+
+
+@pytest.mark.parametrize("answer", ["never", "HTTP 500"])
+def test_a_dead_gcs_endpoint_fails_with_exit_5_after_a_bounded_number_of_tries(
+    repo: Path, weights: Path, cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch, answer: str
+) -> None:
+    """gcsfs retries an HTTP 5xx 6 times with 1-16 s back-off (30 s and more per request); mvc
+    bounds it to GS_TRIES. A stalled endpoint times out after READ_TIMEOUT (shortened here)."""
+    from mvc import dvcstore
+
+    monkeypatch.setattr(dvcstore, "READ_TIMEOUT", 1)
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.1)
+    requests: list[bytes] = []
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn = server.accept()[0]
+            except TimeoutError:
+                continue
+            if answer == "never":
+                held.append(conn)
+                continue
+            with conn, contextlib.suppress(OSError):
+                conn.settimeout(5)
+                requests.append(conn.recv(65536))
+                conn.sendall(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        mvc.add(weights)
+        ok(cli("remote", "add", "dead", "gs://bucket/models", "--endpoint-url", f"http://127.0.0.1:{server.getsockname()[1]}", "--default"))
+        ok(cli("remote", "modify", "dead", "allow_anonymous_login", "true"))
+        pushed = cli("push")
+    finally:
+        stop.set()
+        thread.join()
+        server.close()
+        for conn in held:
+            conn.close()
+
+    assert_one_line_error(pushed, 5, "remote 'dead' (gs://bucket/models)", first_line=True)
+    if answer == "never":
+        assert "did not answer" in pushed.stderr
+    else:
+        assert "HTTP 500" in pushed.stderr
+        first = requests[0].split(b"\r\n", 1)[0]
+        assert 1 <= sum(r.startswith(first) for r in requests) <= dvcstore.GS_TRIES < 6, requests  # gcsfs alone: 6

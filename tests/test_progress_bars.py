@@ -216,8 +216,8 @@ def test_the_library_reports_bytes_as_they_are_copied_under_one_task(repo: Path,
     pushes: list[tuple[str, int, int | None]] = []
     pulls: list[tuple[str, int, int | None]] = []
 
-    mvc.push(repo, progress=lambda *report: pushes.append(report))
-    mvc.pull(clone(repo, tmp_path / "mate"), progress=lambda *report: pulls.append(report))
+    mvc.push(repo=repo, progress=lambda *report: pushes.append(report))
+    mvc.pull(repo=clone(repo, tmp_path / "mate"), progress=lambda *report: pulls.append(report))
 
     total = cache_bytes(repo, md5)
     for reports in (pushes, pulls):
@@ -248,7 +248,7 @@ def test_push_and_pull_with_a_cloud_remote_show_the_same_bar(repo: Path, cli: Ca
 
     pushed = on_terminal(["push"], repo)
     pulled = on_terminal(["pull"], clone(repo, tmp_path / "mate", with_local_config=True))
-    mvc.pull(clone(repo, tmp_path / "lib", with_local_config=True), progress=lambda *report: reports.append(report))
+    mvc.pull(repo=clone(repo, tmp_path / "lib", with_local_config=True), progress=lambda *report: reports.append(report))
 
     assert_one_honest_bar(pushed, "push", "clf v1", cache_bytes(repo, md5))
     assert_one_honest_bar(pulled, "pull", "clf v1", cache_bytes(repo, md5))

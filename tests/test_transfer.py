@@ -259,7 +259,7 @@ def test_large_model_round_trips_in_parallel_parts_and_plain_dvc_pulls_it(
     teammate = clone(repo, tmp_path / "teammate", with_local_config=True)
     via(cli, teammate, px.url)
     px.log.clear()
-    pulled = mvc.pull(teammate, progress=lambda task, advance, total: reports.append((task, advance, total)))
+    pulled = mvc.pull(repo=teammate, progress=lambda task, advance, total: reports.append((task, advance, total)))
     ranges = [r for m, _, r in px.log if m == "GET" and r]
     plain = clone(repo, tmp_path / "plain", with_local_config=True)
     dvc = dvc_pull(plain, bucket)

@@ -55,8 +55,8 @@ def eval_(
 
     with _output.progress_bar("evaluating", enabled=_output.progress_enabled(quiet=quiet, json_output=json_output)) as cb:
         result = api.evaluate(
-            repo,
             refs,
+            repo=repo,
             cmd=cmd,
             fn=fn,
             model=model,
