@@ -218,10 +218,12 @@ def _patch_progress() -> None:
     original_copy = local_fs.copyfile
 
     def copyfile(src: str, dest: str, callback: Any = None) -> None:
-        if not isinstance(callback, forward):
-            original_copy(src, dest, callback=callback) if callback is not None else original_copy(src, dest)
-            return
-        _copy_reporting(src, dest, callback)
+        if isinstance(callback, forward):
+            _copy_reporting(src, dest, callback)
+        elif callback is None:
+            original_copy(src, dest)
+        else:
+            original_copy(src, dest, callback=callback)
 
     # dvc's own transfers use dvc.fs.callbacks; dvc-data's index push/fetch use its copy.
     for cls in (dvc_callbacks.TqdmCallback, data_callbacks.TqdmCallback):
