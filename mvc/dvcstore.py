@@ -1863,7 +1863,9 @@ def _push_bytes(repo: Repo, remote: str | None, md5s: list[str]) -> int:
     ids = sorted({oid for md5 in md5s for oid in _object_ids(repo, md5) if cache.exists(oid)})
     if not ids:
         return 0
-    present = set(repo.cloud.get_remote_odb(remote, "push").oids_exist(ids))
+    present: set[str] = set()
+    with contextlib.suppress(Exception):  # an unreachable remote: the push itself reports it
+        present = set(repo.cloud.get_remote_odb(remote, "push").oids_exist(ids))
     return sum(_file_size(cache.oid_to_path(oid)) for oid in ids if oid not in present)
 
 
@@ -1887,8 +1889,8 @@ def _fetch_bytes(repo: Repo, remote: str | None, sizes: dict[str, int | None]) -
         elif not cache.exists(md5):
             total += size or 0
             if md5.endswith(".dir"):
-                odb = repo.cloud.get_remote_odb(remote, "fetch")
-                with contextlib.suppress(Exception):  # missing there: the fetch itself reports it
+                with contextlib.suppress(Exception):  # missing or unreachable: the fetch itself reports it
+                    odb = repo.cloud.get_remote_odb(remote, "fetch")
                     total += int(odb.fs.size(odb.oid_to_path(md5)) or 0)
     return total
 
