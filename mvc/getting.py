@@ -103,6 +103,7 @@ def get(
                 jobs=jobs,
                 progress=progress,
                 label=f"{resolved.name} v{resolved.version}",
+                size=resolved.pointer.size,
             )
             if require_signed:
                 assert trusted_keys is not None

@@ -103,7 +103,7 @@ def push(
             labels.pop(p.md5, None)
     missing: tuple[str, ...] = ()
     if labels:
-        pushed = sync.push_versions(ws, labels, remote=rname, jobs=jobs)
+        pushed = sync.push_versions(ws, labels, remote=rname, jobs=jobs, progress=progress)
         count, missing = count + pushed.transferred, pushed.missing
     names_ = [p.manifest.name for p in ptrs if p.manifest] + [res.name for res in pinned]
     return PushResult(

@@ -217,7 +217,7 @@ def push(
     from mvc import api
     from mvc.errors import MissingObjectError
 
-    with _output.progress_bar("pushing", enabled=_output.progress_enabled(quiet=quiet, json_output=json_output)) as cb:
+    with _output.progress_bar("push", enabled=_output.progress_enabled(quiet=quiet, json_output=json_output)) as cb:
         result = api.push(names, repo=repo, remote=remote, jobs=jobs, progress=cb, all_versions=all_versions)
     registry = api.push_registry([n.partition("@")[0] for n in names or []] or None, repo=repo, remote=remote, git_remote=git_remote) if tags else None
     if json_output:
@@ -263,7 +263,7 @@ def pull(
     """
     from mvc import api
 
-    with _output.progress_bar("pulling", enabled=_output.progress_enabled(quiet=quiet, json_output=json_output)) as cb:
+    with _output.progress_bar("pull", enabled=_output.progress_enabled(quiet=quiet, json_output=json_output)) as cb:
         result = api.pull(
             names,
             repo=repo,
@@ -307,7 +307,7 @@ def checkout(
     """
     from mvc import api
 
-    with _output.progress_bar("fetching", enabled=_output.progress_enabled(quiet=quiet, json_output=json_output)) as cb:
+    with _output.progress_bar("checkout", enabled=_output.progress_enabled(quiet=quiet, json_output=json_output)) as cb:
         result = api.checkout(
             refs, repo=repo, remote=remote, force=force, progress=cb, require_signed=require_signed or None, trusted_keys=trusted_keys
         )
