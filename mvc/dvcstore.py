@@ -379,6 +379,12 @@ def _translate(
             f"{path} is tracked by git itself, so mvc cannot version it",
             hint=f"stop tracking it in git first: `git rm --cached {path}` (then `mvc add {path}`)",
         )
+    elif (failed := _local_remote_oserror(exc, url)) is not None:
+        err = RemoteError(
+            f"cannot use {where}: {failed.strerror or type(failed).__name__} ({failed.filename})",
+            hint="check the remote's path, permissions and free space, or point it elsewhere: "
+            f"`mvc remote add {remote or 'NAME'} PATH --force`",
+        )
     elif isinstance(exc, dx.FileTransferError | dx.CheckoutError) or _is_remote_failure(exc, text):
         err = _classify_transfer(exc, text, where, bucket=_bucket(url), remote=remote)
     elif isinstance(exc, dx.CacheLinkError):
@@ -446,6 +452,18 @@ def _is_remote_failure(exc: BaseException, text: str) -> bool:
     if any(type(e).__module__.split(".")[0] in _REMOTE_LIBRARIES for e in _chain(exc)):
         return True
     return any(p.search(text) for p in (_NO_CREDENTIALS_RE, _AUTH_RE, _DENIED_RE, _NO_BUCKET_RE, _NETWORK_RE))
+
+
+def _local_remote_oserror(exc: BaseException, url: str | None) -> OSError | None:
+    """The OSError in ``exc``'s chain about a path of the directory remote at ``url`` (a parent
+    that is a file, no permission, a full disk), or None."""
+    if not url or "://" in url:
+        return None
+    base = os.path.abspath(url)
+    for e in _chain(exc):
+        if isinstance(e, OSError) and e.filename and os.path.abspath(os.fsdecode(e.filename)).startswith(base):
+            return e
+    return None
 
 
 def _server_status(exc: BaseException) -> int | None:

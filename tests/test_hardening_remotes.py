@@ -443,3 +443,17 @@ def test_a_dead_gcs_endpoint_fails_with_exit_5_after_a_bounded_number_of_tries(
         assert "HTTP 500" in pushed.stderr
         first = requests[0].split(b"\r\n", 1)[0]
         assert 1 <= sum(r.startswith(first) for r in requests) <= dvcstore.GS_TRIES < 6, requests  # gcsfs alone: 6
+
+
+def test_push_to_a_directory_remote_that_cannot_be_written_is_exit_5(
+    repo: Path, weights: Path, cli: Callable[..., Any], tmp_path: Path
+) -> None:
+    (tmp_path / "a-file").write_text("not a directory")
+    mvc.add(weights)
+    ok(cli("remote", "add", "bad", str(tmp_path / "a-file" / "store"), "--default"))
+
+    result = cli("push")
+
+    assert_one_line_error(result, 5, f"cannot use remote 'bad' ({tmp_path / 'a-file' / 'store'}): Not a directory", first_line=True)
+    assert "mvc remote add bad PATH --force" in result.stderr
+    assert json.loads(ok(cli("verify", "--json")).stdout)["checks"][0]["cache"] == "ok"  # nothing lost
