@@ -8,8 +8,9 @@ both of which DVC keeps when it re-adds the file.
 
 from __future__ import annotations
 
+import posixpath
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from mvc.errors import SchemaError
@@ -138,9 +139,18 @@ def from_data(data: Any, path: str) -> Pointer:
     raw_manifest = meta.get("mvc") if isinstance(meta, dict) else None
     manifest = Manifest.from_dict(raw_manifest, source=path) if raw_manifest is not None else None
     parent = PurePosixPath(path).parent
+    raw = str(out["path"])
+    joined = posixpath.normpath((parent / raw).as_posix())
+    if raw.startswith(("/", "\\")) or PureWindowsPath(raw).drive or joined == ".." or joined.startswith("../"):
+        # A hostile repository's pointer must not make pull or checkout write outside it.
+        raise SchemaError(
+            f"{path}: its output path {raw!r} points outside the repository",
+            hint=f"do not pull this commit; restore the pointer with `git checkout -- {path}` or remove it",
+            path=path,
+        )
     return Pointer(
         path=path,
-        out=(parent / str(out["path"])).as_posix(),
+        out=(parent / raw).as_posix(),
         md5=str(out.get("md5") or ""),
         size=int(out.get("size") or 0),
         nfiles=out.get("nfiles"),

@@ -102,6 +102,28 @@ def test_pull_and_get_refuse_a_listing_with_paths_outside_the_directory(
     assert not any((tmp_path / "signed" / "out").iterdir()) if (tmp_path / "signed" / "out").exists() else True
 
 
+@pytest.mark.parametrize("out", ["../../../escaped.bin", "/tmp/mvc-escaped-abs.bin"])
+def test_a_pointer_whose_output_path_leaves_the_repository_is_refused(
+    repo: Path, weights: Path, cli: Callable[..., Any], tmp_path: Path, out: str
+) -> None:
+    """A hostile commit points a model's ``path`` outside the clone: nothing is written there."""
+    mvc.add(weights)
+    mvc.commit("net v1", repo=repo)
+    ok(cli("push"))
+    pointer = repo / "models" / "net.safetensors.dvc"
+    pointer.write_text(pointer.read_text().replace("path: net.safetensors", f"path: {out}"))
+    git(repo, "commit", "-qam", "hostile")
+    teammate = clone(repo, tmp_path / "teammate")
+    Path("/tmp/mvc-escaped-abs.bin").unlink(missing_ok=True)
+
+    pulled = cli("pull", cwd=teammate)
+    got = cli("get", str(repo), "net", "-o", str(tmp_path / "deploy"))
+
+    assert_one_line_error(pulled, 6, "models/net.safetensors.dvc", repr(out), "points outside the repository", first_line=True)
+    assert_one_line_error(got, 3, "no model named 'net'")  # get skips the unreadable pointer
+    assert not list(tmp_path.rglob("escaped.bin")) and not Path("/tmp/mvc-escaped-abs.bin").exists()
+
+
 # ---------------------------------------------------------------------------- 2-4. corrupt objects
 
 
