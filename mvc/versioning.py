@@ -169,6 +169,7 @@ def record(ws: Workspace, path: str | Path, request: VersionRequest, *, progress
         head = _head_pointer(root, ptr_rel)
         saved = _snapshot(root, [ptr_rel, _gitignore_of(rel)])
         journal.begin(root, saved)
+        new_sidecar: Path | None = None  # a sidecar this add wrote: removed again if the add fails
         try:
             before = _stamp(full)
             # DVC hashes and caches the file while the tensor index is built from the
@@ -196,6 +197,8 @@ def record(ws: Workspace, path: str | Path, request: VersionRequest, *, progress
                     files.write_atomic(root / ptr_rel, gitstore.read_blob(root, "HEAD", ptr_rel) or b"")
                     gitstore.stage(root, [ptr_rel])
                 return Recorded(pointer=same, created=False, staged=())
+            if index.tensors and not (root / tensorindex.sidecar_path(out.md5)).exists():
+                new_sidecar = root / tensorindex.sidecar_path(out.md5)
             adopted = _adopted(out.md5, current, head)
             if adopted is not None:
                 # Weights a teammate re-added with plain `dvc add`: that is one version
@@ -229,16 +232,19 @@ def record(ws: Workspace, path: str | Path, request: VersionRequest, *, progress
             manifest = tensorindex.bind(root, manifest)
             journal.fault("add:before-manifest")
             pointer.write_manifest(root, ptr_rel, manifest)
+            staged = [ptr_rel, _gitignore_of(rel)]
+            if manifest.index:
+                staged.append(manifest.index)
+            staged += [p for p in setup_files(root) if p not in staged]
+            # Inside the undo scope: a git index another process holds leaves no unstaged pointer.
+            gitstore.stage(root, [p for p in staged if (root / p).exists() or p == ptr_rel])
             journal.end(root)
         except BaseException:
             _restore(root, saved)
+            if new_sidecar is not None:
+                new_sidecar.unlink(missing_ok=True)
             journal.end(root)
             raise
-    staged = [ptr_rel, _gitignore_of(rel)]
-    if manifest.index:
-        staged.append(manifest.index)
-    staged += [p for p in setup_files(root) if p not in staged]
-    gitstore.stage(root, [p for p in staged if (root / p).exists() or p == ptr_rel])
     written = pointer.read(root, ptr_rel)
     assert written is not None
     return Recorded(pointer=written, created=True, staged=tuple(staged))

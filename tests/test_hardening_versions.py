@@ -423,3 +423,19 @@ def test_status_names_a_conflicted_model_and_mvc_resolve(repo, cli):
     plain = cli("status", "--no-remote")
     assert plain.exit_code == 0
     assert "conflict" in plain.stdout and "mvc resolve net --take" in plain.stderr
+
+
+def test_add_while_another_git_command_holds_the_index_writes_no_pointer(repo, cli):
+    """A concurrent git command (or a stale .git/index.lock): the add fails whole, nothing half-done."""
+    weights = repo / "models" / "net.safetensors"
+    write_safetensors(weights, seed=1)
+    (repo / ".git" / "index.lock").touch()
+
+    result = cli("add", "models/net.safetensors")
+
+    assert_one_line_error(result, 4, "the git index is locked by another process")
+    assert not (repo / "models" / "net.safetensors.dvc").exists()
+    assert not (repo / ".mvc" / "index").exists() or not any((repo / ".mvc" / "index").rglob("*.json"))
+    (repo / ".git" / "index.lock").unlink()
+    ok(cli("add", "models/net.safetensors"))
+    assert "A  models/net.safetensors.dvc" in git(repo, "status", "--porcelain").splitlines()
