@@ -13,7 +13,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from mvc import dvcstore, files, gitstore, history, journal, lineage, pointer, tensorindex
-from mvc.errors import ConflictError, PathNotFoundError, UsageError
+from mvc.errors import ConflictError, CorruptFileError, PathNotFoundError, UsageError
 from mvc.manifest import DatasetRef, Manifest, Parent, TensorSummary
 from mvc.pointer import Pointer
 from mvc.progress import Progress
@@ -174,18 +174,25 @@ def record(ws: Workspace, path: str | Path, request: VersionRequest, *, progress
             before = _stamp(full)
             # DVC hashes and caches the file while the tensor index is built from the
             # same (page-cached) bytes in a second thread; both release the GIL.
+            changed = ConflictError(
+                f"{path} changed while adding",
+                hint="wait until the weights are completely written, then run `mvc add` again",
+            )
             with ThreadPoolExecutor(max_workers=1) as pool:
                 index_job = pool.submit(formats.build_index, full, progress=_bytes_meter(rel, full, progress))
                 out = dvcstore.add(root, rel)
-                index = index_job.result()
+                try:
+                    index = index_job.result()
+                except CorruptFileError:
+                    if _stamp(full) != before:  # the bytes were still being written, not corrupt
+                        _drop_if_corrupt(root, out.md5)
+                        raise changed from None
+                    raise
             journal.fault("add:after-dvc-add")
             if _stamp(full) != before:
                 # The hash DVC recorded may describe bytes that exist nowhere (issue 14).
                 _drop_if_corrupt(root, out.md5)
-                raise ConflictError(
-                    f"{path} changed while adding",
-                    hint="wait until the weights are completely written, then run `mvc add` again",
-                )
+                raise changed
             if full.is_dir() and not index.tensors and not _has_weight_file(full):
                 raise UsageError(f"{path} holds no weight files", hint="add the directory once it holds the weights")
             same = _same_version(out.md5, current, head)
