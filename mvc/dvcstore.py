@@ -28,6 +28,7 @@ from mvc.errors import (
     NotARepoError,
     RemoteError,
     RemoteNotFoundError,
+    SchemaError,
     UsageError,
     counted,
 )
@@ -356,6 +357,12 @@ def _translate(
         err = RemoteNotFoundError(
             f"no remote named {remote!r}" if remote else str(exc),
             hint="list the remotes with `mvc remote list`",
+        )
+    elif isinstance(exc, dvc_config.ConfigError):
+        first = (str(exc).splitlines() or [""])[0].removeprefix("config file error: ")
+        err = SchemaError(
+            f"DVC's configuration cannot be read: {first}",
+            hint="fix .dvc/config (or .dvc/config.local) by hand, or restore it with `git checkout -- .dvc/config`",
         )
     elif type(exc).__name__ in ("RWLockFileCorruptedError", "RWLockFileFormatError"):
         err = ConflictError(
