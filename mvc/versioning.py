@@ -13,7 +13,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from mvc import dvcstore, files, gitstore, history, journal, lineage, pointer, tensorindex
-from mvc.errors import ConflictError, CorruptFileError, PathNotFoundError, UsageError
+from mvc.errors import ConflictError, CorruptFileError, LockedError, PathNotFoundError, UsageError
 from mvc.manifest import DatasetRef, Manifest, Parent, TensorSummary
 from mvc.pointer import Pointer
 from mvc.progress import Progress
@@ -239,12 +239,6 @@ def record(ws: Workspace, path: str | Path, request: VersionRequest, *, progress
             manifest = tensorindex.bind(root, manifest)
             journal.fault("add:before-manifest")
             pointer.write_manifest(root, ptr_rel, manifest)
-            staged = [ptr_rel, _gitignore_of(rel)]
-            if manifest.index:
-                staged.append(manifest.index)
-            staged += [p for p in setup_files(root) if p not in staged]
-            # Inside the undo scope: a git index another process holds leaves no unstaged pointer.
-            gitstore.stage(root, [p for p in staged if (root / p).exists() or p == ptr_rel])
             journal.end(root)
         except BaseException:
             _restore(root, saved)
@@ -252,6 +246,19 @@ def record(ws: Workspace, path: str | Path, request: VersionRequest, *, progress
                 new_sidecar.unlink(missing_ok=True)
             journal.end(root)
             raise
+    staged = [ptr_rel, _gitignore_of(rel)]
+    if manifest.index:
+        staged.append(manifest.index)
+    staged += [p for p in setup_files(root) if p not in staged]
+    try:
+        gitstore.stage(root, [p for p in staged if (root / p).exists() or p == ptr_rel])
+    except LockedError as exc:
+        # The version is recorded whole (a training run must not lose it); say so, and how to finish.
+        raise LockedError(
+            f"{rel}: the new version is recorded in {ptr_rel} but not staged: "
+            "the git index is locked by another process (.git/index.lock)",
+            hint="when the other git command is done, run `mvc commit -m MSG` (or remove a stale .git/index.lock)",
+        ) from exc
     written = pointer.read(root, ptr_rel)
     assert written is not None
     return Recorded(pointer=written, created=True, staged=tuple(staged))
