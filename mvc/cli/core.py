@@ -196,6 +196,9 @@ def push(
     ] = False,
     tags: Annotated[bool, typer.Option("--tags", help="Also upload the weights of every registry tag (releases, stages) and push the tags to git.")] = False,
     git_remote: Annotated[str, typer.Option("--git-remote", help="The git remote that receives the tags (with --tags).")] = "origin",
+    full: Annotated[
+        bool, typer.Option("--full", help="Upload the plain DVC object (for `dvc pull`), whatever the remote's layout.")
+    ] = False,
     repo: Repo = ".",
     json_output: Json = False,
     quiet: Quiet = False,
@@ -213,9 +216,19 @@ def push(
       mvc push --all-versions
 
       mvc push --tags
+
+      mvc push --full net@v3
     """
     from mvc import api
     from mvc.errors import MissingObjectError
+
+    if full:  # issue 15: a tensors remote gets the plain DVC object too
+        pushed = api.push_full(repo, names, remote=remote, jobs=jobs)
+        if json_output:
+            _output.emit_json(pushed)
+        else:
+            _output.out(f"pushed {_output.plural(pushed.transferred, 'full object')} of {', '.join(pushed.versions)} to {pushed.remote}")
+        return
 
     with _output.progress_bar("pushing", enabled=_output.progress_enabled(quiet=quiet, json_output=json_output)) as cb:
         result = api.push(repo, names, remote=remote, jobs=jobs, progress=cb, all_versions=all_versions)
