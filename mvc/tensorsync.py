@@ -140,6 +140,12 @@ class _Remote:
         self.root = root
         self.name = name
         self.fs, self.base, self.local = dvcstore.remote_root(root, name)
+        if not self.local:
+            import warnings
+
+            # aiohttp (under gcsfs) warns on every upload body over 1 MiB given as bytes; the
+            # upload runs on fsspec's own event loop thread, which nothing else waits on.
+            warnings.filterwarnings("ignore", message="Sending a large body directly", category=ResourceWarning)
 
     def path(self, rel: str) -> str:
         return os.path.join(self.base, *rel.split("/")) if self.local else f"{self.base.rstrip('/')}/{rel}"
@@ -436,8 +442,11 @@ def _rebuild(root: Path, rem: _Remote, it: Item, recipe: Recipe, jobs: int | Non
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.parent / f".mvc-rebuild-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
+    touched: set[str] = set()
+
     def stored(cid: str) -> bytes:
         local = chunk_dir / tensorstore.chunk_key(cid)
+        touched.add(cid)
         with contextlib.suppress(FileNotFoundError):
             return local.read_bytes()
         data = rem.get(_chunk_rel(cid))
@@ -501,9 +510,9 @@ def _rebuild(root: Path, rem: _Remote, it: Item, recipe: Recipe, jobs: int | Non
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
     _save_local_recipe(root, recipe)
-    for part in recipe.parts:  # the cache object now serves these parts
+    for cid in touched:  # the cache object now serves the parts; bases are fetched again if ever needed
         with contextlib.suppress(FileNotFoundError):
-            (chunk_dir / tensorstore.chunk_key(part.id)).unlink()
+            (chunk_dir / tensorstore.chunk_key(cid)).unlink()
 
 
 def _write(f: Any, md5: Any, data: bytes, it: Item, progress: Progress | None, total: int) -> None:
