@@ -8,7 +8,7 @@ remote holds::
     mvc/chunks/ab/cdef...               chunks (see :mod:`mvc.tensorstore`), by blake3 of raw bytes
     mvc/recipes/<md5[:2]>/<md5[2:]>     one recipe per DVC md5, written after its chunks
 
-Push uploads only the chunks the remote lacks, each XOR-delta against the same part of
+Push uploads only the chunks the remote lacks, each a delta against the same part of
 the parent version when the parent is on the remote (and in the local cache), then the
 recipe: an interrupted push leaves chunks but no recipe, so the version is not there
 yet and the next push re-sends only what is missing. Pull reads the recipe, takes every
@@ -470,7 +470,7 @@ def _rebuild(root: Path, rem: _Remote, it: Item, recipe: Recipe, jobs: int | Non
         try:
             head = tensorstore.read_head(blob, cid)
             base = None
-            if head.codec == tensorstore.XOR:
+            if head.codec in tensorstore.DELTAS:
                 assert head.base is not None
                 try:
                     base = raw_of(head.base, depth + 1)

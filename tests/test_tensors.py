@@ -1,4 +1,4 @@
-"""The tensors remote layout (issue 15): chunked, deduplicated, XOR-delta storage of versions.
+"""The tensors remote layout (issue 15): chunked, deduplicated, delta storage of versions.
 
 Codec round trips run on bytes; every transfer runs against the real local S3 (SeaweedFS)
 and GCS (fake-gcs-server) servers, and the bucket is only inspected (or damaged on
@@ -22,9 +22,13 @@ import pytest
 import mvc
 from mvc import tensorstore
 from mvc.errors import IntegrityError
+from tests import test_cloud_remotes as cloud
 from tests.conftest import assert_one_line_error, git
 from tests.remote_servers import servers
-from tests.test_cloud_remotes import Bucket, bucket, clone, commit_all, s3  # noqa: F401  (fixtures)
+from tests.test_cloud_remotes import Bucket, clone, commit_all
+
+bucket = cloud.bucket  # the S3 and GCS prefix fixtures, shared with the cloud remote tests
+s3 = cloud.s3
 
 SHAPES = {"enc.weight": (512, 640), "enc.bias": (640,), "head.weight": (300, 1000), "head.bias": (1000,)}
 
@@ -105,12 +109,22 @@ def test_codec_round_trips_every_form_and_rejects_damage() -> None:
     packed, flat = tensorstore.encode(child, 4)
     raw, _ = tensorstore.encode(os.urandom(4096), 1)
 
-    assert (tensorstore.read_head(delta, cid).codec, depth, tensorstore.read_head(delta, cid).base) == (tensorstore.XOR, 3, bid)
+    assert (tensorstore.read_head(delta, cid).codec, depth, tensorstore.read_head(delta, cid).base) == (tensorstore.SUB, 3, bid)
     assert (tensorstore.read_head(packed, cid).codec, flat) == (tensorstore.ZSTD, 0)
     assert tensorstore.read_head(raw, "x").codec == tensorstore.RAW
     assert len(delta) < len(packed) < len(child)
     assert tensorstore.decode(delta, cid, base) == child
     assert tensorstore.decode(packed, cid) == child
+    small = rng.integers(0, 255, 50_000, dtype=np.uint8)
+    bumped = small.copy()
+    bumped[::100] += 1
+    byte_delta, _ = tensorstore.encode(bumped.tobytes(), 1, small.tobytes(), tensorstore.chunk_id(small.tobytes()))
+    assert tensorstore.read_head(byte_delta, "x").codec == tensorstore.XOR
+    assert tensorstore.decode(byte_delta, tensorstore.chunk_id(bumped.tobytes()), small.tobytes()) == bumped.tobytes()
+    for width, dtype in ((2, np.int16), (8, np.int64)):
+        a = rng.integers(-(2**14), 2**14, 1000).astype(dtype).tobytes()
+        b = rng.integers(-(2**14), 2**14, 1000).astype(dtype).tobytes()
+        assert tensorstore.unsub_bytes(tensorstore.sub_bytes(a, b, width), b, width) == a
     # a chain at its bound is cut: the part is stored whole
     assert tensorstore.encode(child, 4, base, bid, tensorstore.MAX_DEPTH)[1] == 0
     damaged = bytearray(packed)
@@ -184,9 +198,9 @@ def test_push_uploads_chunks_and_deltas_and_pull_rebuilds_exact_bytes(
     assert [(s["workspace"], s["cache"], s["remote"]) for s in status] == [("ok", "ok", "ok")]
     assert rolled.exit_code == 0, rolled.stderr
     assert hashlib.md5((other / "models" / "net.safetensors").read_bytes()).hexdigest() == md5s[0]
-    # later versions are XOR deltas against their parent and cost far less than the first
+    # later versions are deltas against their parent and cost far less than the first
     codecs = {tensorstore.read_head(bucket.fs().cat_file(chunk_path(bucket, p.id)), p.id).codec for p in recipe(bucket, md5s[1]).parts if p.tensor == "enc.weight"}
-    assert codecs == {tensorstore.XOR}
+    assert codecs == {tensorstore.SUB}
     assert [v["version"] for v in report["versions"]] == ["v1", "v2", "v3"]
     for entry in [*report["versions"], report["totals"]]:
         assert set(entry) >= {"logical_bytes", "stored_bytes", "shared_bytes", "ratio"}
