@@ -119,15 +119,34 @@ def item(ptr: Pointer, released: Iterable[str] = ()) -> Item:
 
 def released_hashes(ws: Workspace) -> set[str]:
     """Content hashes of every version a registry tag (release or stage) points at."""
-    from mvc import hooks, registry
+    from mvc import registry
 
     events = [e for e in registry.events(ws) if e.action in ("register", "assign")]
     out: set[str] = set()
     for e in events:
-        for md5, label in hooks.version_labels(ws, [e.commit]).items():
+        for md5, label in version_labels(ws, [e.commit]).items():
             if label.rsplit(" v", 1)[0] == e.artifact:
                 out.add(md5)
     return out
+
+
+def version_labels(ws: Workspace, commits: list[str]) -> dict[str, str]:
+    """``md5 -> "NAME vN"`` of every model version recorded at ``commits`` (as :func:`mvc.hooks.version_labels`)."""
+    from mvc import gitstore, pointer
+    from mvc.errors import SchemaError
+
+    labels: dict[str, str] = {}
+    with gitstore.blob_reader(ws.root) as blob:
+        for commit in commits:
+            for path in gitstore.list_files(ws.root, commit, suffix=pointer.SUFFIX):
+                data = blob(commit, path)
+                try:
+                    ptr = pointer.parse(data, path) if data is not None else None
+                except SchemaError:
+                    continue
+                if ptr is not None and ptr.manifest is not None and ptr.md5:
+                    labels.setdefault(ptr.md5, f"{ptr.manifest.name} v{ptr.manifest.version + (1 if ptr.outside_mvc else 0)}")
+    return labels
 
 
 # ---- the remote -----------------------------------------------------------------------
@@ -587,13 +606,13 @@ def storage(ws: Workspace, remote: str, *, name: str | None = None) -> StorageRe
     Raises:
         RemoteError: the remote failed. ModelNotFoundError: ``name`` has no version there.
     """
-    from mvc import gitstore, hooks, pointer
+    from mvc import gitstore, pointer
     from mvc.errors import ModelNotFoundError
 
     rem = _Remote(ws.root, remote)
     recipes_listing = rem.listing(RECIPES)
     chunk_sizes = {k.replace("/", ""): v for k, v in rem.listing(CHUNKS).items()}
-    labels = hooks.version_labels(ws, gitstore.all_commits_touching(ws.root, f"*{pointer.SUFFIX}"))
+    labels = version_labels(ws, gitstore.all_commits_touching(ws.root, f"*{pointer.SUFFIX}"))
     md5s = [k.replace("/", "") for k in recipes_listing]
     with ThreadPoolExecutor(_workers(None)) as pool:
         raws = list(pool.map(lambda m: rem.get(_recipe_rel(m)), md5s))

@@ -385,16 +385,28 @@ def test_released_versions_also_get_the_plain_dvc_object(repo: Path, cli: Callab
     pushed = cli("push", cwd=repo)
     second = next(steps)
     assert cli("push", cwd=repo).exit_code == 0
-    full_first = s3.objects()
+    full_objects = s3.objects()
+    env = {**os.environ, **servers.client_env(s3.server)}
+    other = clone(repo, tmp_path / "clone", with_local_config=True)
+
+    def dvc_pull(ref: str) -> subprocess.CompletedProcess[str]:
+        git(other, "checkout", "-q", ref)
+        return subprocess.run([sys.executable, "-m", "dvc", "pull"], cwd=other, env=env, capture_output=True, text=True)
+
+    release = dvc_pull("net@v1.0.0")
+    release_md5 = hashlib.md5(_head_file(other).read_bytes()).hexdigest()
+    unreleased = dvc_pull("main")
+    left = _head_file(other).exists()
     forced = cli("push", "--full", "net@v2", cwd=repo)
+    after = dvc_pull("main")
 
     assert (tagged.exit_code, pushed.exit_code) == (0, 0), tagged.stderr + pushed.stderr
-    assert first in full_first and second not in full_first
-    assert forced.exit_code == 0 and second in s3.objects()
-    # plain dvc fetches the release from the tensors remote
-    other = clone(repo, tmp_path / "clone", with_local_config=True)
-    git(other, "checkout", "-q", "net@v1.0.0")
-    env = {**os.environ, **servers.client_env(s3.server)}
-    dvc = subprocess.run([sys.executable, "-m", "dvc", "pull", "-q"], cwd=other, env=env, capture_output=True, text=True)
-    assert dvc.returncode == 0, dvc.stderr
-    assert hashlib.md5(_head_file(other).read_bytes()).hexdigest() == first
+    assert first in full_objects and second not in full_objects
+    assert release.returncode == 0 and release_md5 == first, release.stderr
+    # the README's promise: plain DVC finds no object for a version that is not released
+    assert unreleased.returncode != 0, unreleased.stderr
+    assert f"md5: {second}" in unreleased.stderr and "failed to pull data from the cloud" in unreleased.stderr
+    assert not left, "DVC's checkout removes the previous version's file and has nothing to put there"
+    assert forced.exit_code == 0 and forced.stdout.startswith("pushed 1 full object of net v2"), forced.stdout
+    assert after.returncode == 0, after.stderr
+    assert hashlib.md5(_head_file(other).read_bytes()).hexdigest() == second

@@ -8,7 +8,7 @@ import typer
 
 from mvc.cli import _output
 from mvc.cli._app import app, command
-from mvc.cli._options import Json, Remote, Repo
+from mvc.cli._options import Json, Quiet, Remote, Repo
 
 
 def _bytes(n: int) -> str:
@@ -26,6 +26,7 @@ def storage(
     remote: Remote = None,
     repo: Repo = ".",
     json_output: Json = False,
+    quiet: Quiet = False,
 ) -> None:
     """Show what each version costs on a tensors remote: logical size, bytes stored, bytes shared.
 
