@@ -47,6 +47,10 @@ _HEAD = struct.Struct("<4sBBBBQ")  # magic, codec, width, depth, reserved, raw l
 ID_BYTES = 32  # blake3 digest
 # Compressed output larger than this share of the input is not worth a decode: stored raw.
 KEEP_RAW_ABOVE = 0.97
+# A delta this small is kept without trying the whole part; a bigger one only when it beats the
+# compressed whole part by 10% (unrelated tensors "delta" to about their own size).
+DELTA_SURE = 0.7
+DELTA_GAIN = 0.9
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,7 @@ class Part:
     piece: int = 0  # index of this piece within its tensor
     width: int = 1  # element width in bytes (byte grouping)
     depth: int = 0  # delta chain length of the stored chunk (0: stored whole)
+    base: str | None = None  # the chunk a delta is taken against (what gc must keep with it)
 
 
 @dataclass(frozen=True)
@@ -80,7 +85,7 @@ class Recipe:
 
     def to_bytes(self) -> bytes:
         data = asdict(self)
-        data["parts"] = [[p.id, p.size, p.tensor, p.piece, p.width, p.depth] for p in self.parts]
+        data["parts"] = [[p.id, p.size, p.tensor, p.piece, p.width, p.depth, p.base] for p in self.parts]
         return json.dumps(data, separators=(",", ":")).encode()
 
     @staticmethod
@@ -93,7 +98,10 @@ class Recipe:
         try:
             data = json.loads(raw)
             parts = tuple(
-                Part(id=str(p[0]), size=int(p[1]), tensor=p[2], piece=int(p[3]), width=int(p[4]), depth=int(p[5]))
+                Part(
+                    id=str(p[0]), size=int(p[1]), tensor=p[2], piece=int(p[3]), width=int(p[4]), depth=int(p[5]),
+                    base=str(p[6]) if len(p) > 6 and p[6] else None,
+                )
                 for p in data["parts"]
             )
             recipe = Recipe(md5=str(data["md5"]), size=int(data["size"]), format=str(data["format"]), parts=parts)
@@ -276,8 +284,8 @@ def encode(raw: bytes | memoryview, width: int, base: bytes | memoryview | None 
     """The stored form of ``raw`` and its delta depth.
 
     With a ``base`` (the same part of the parent version, same length, chain not too
-    long) the XOR delta is tried first and kept when it compresses well; otherwise the
-    part is byte-grouped and compressed, or kept raw when that does not pay.
+    long) the delta is tried first and kept when it compresses well; otherwise the part is
+    byte-grouped and compressed, or kept raw when that does not pay.
     """
     n = len(raw)
     delta = None
@@ -285,11 +293,11 @@ def encode(raw: bytes | memoryview, width: int, base: bytes | memoryview | None 
     if base is not None and base_id is not None and len(base) == n and base_depth < MAX_DEPTH:
         diff = sub_bytes(raw, base, width) if codec == SUB else xor_bytes(raw, base)
         delta = _compress(group_bytes(diff, width))
-        if len(delta) < 0.9 * n:
+        if len(delta) < DELTA_SURE * n:
             head = _HEAD.pack(MAGIC, codec, width, base_depth + 1, 0, n) + bytes.fromhex(base_id)
             return head + delta, base_depth + 1
     packed = _compress(group_bytes(raw, width))
-    if delta is not None and len(delta) < len(packed):
+    if delta is not None and len(delta) < DELTA_GAIN * len(packed):  # else no chain for nothing
         head = _HEAD.pack(MAGIC, codec, width, base_depth + 1, 0, n) + bytes.fromhex(str(base_id))
         return head + delta, base_depth + 1
     if len(packed) > KEEP_RAW_ABOVE * n:

@@ -208,31 +208,47 @@ class _Remote:
             return
         self._guard(lambda: self.fs.pipe_file(path, data))
 
-    def remove(self, rel: str) -> None:
+    def remove_path(self, path: str) -> None:
         if self.local:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.path(rel))
+                os.unlink(path)
             return
         with contextlib.suppress(FileNotFoundError):
-            self._guard(lambda: self.fs.rm_file(self.path(rel)))
+            self._guard(lambda: self.fs.rm_file(path))
 
-    def listing(self, rel: str) -> dict[str, int]:
-        """``{path below rel: size}`` of every object under ``rel``."""
+    def listing(self, rel: str) -> dict[str, tuple[int, float | None]]:
+        """``{path below rel: (size, modified time or None)}`` of every object under ``rel``."""
         top = self.path(rel)
-        out: dict[str, int] = {}
+        out: dict[str, tuple[int, float | None]] = {}
         if self.local:
             for dirpath, _, files in os.walk(top):
                 for f in files:
                     if not f.endswith(".tmp"):
                         full = os.path.join(dirpath, f)
-                        out[os.path.relpath(full, top).replace(os.sep, "/")] = os.path.getsize(full)
+                        st = os.stat(full)
+                        out[os.path.relpath(full, top).replace(os.sep, "/")] = (st.st_size, st.st_mtime)
             return out
         with contextlib.suppress(FileNotFoundError):
             self.fs.invalidate_cache()
             found = self._guard(lambda: self.fs.find(top, detail=True))
             for path, info in found.items():
-                out[path[len(top.rstrip("/")) + 1 :]] = int(info.get("size") or 0)
+                out[path[len(top.rstrip("/")) + 1 :]] = (int(info.get("size") or 0), _mtime(info))
         return out
+
+
+def _mtime(info: dict[str, Any]) -> float | None:
+    """An object's modified time from an s3fs (``LastModified``) or gcsfs (``updated``) listing."""
+    import datetime as dt
+
+    value = info.get("LastModified") or info.get("updated") or info.get("mtime")
+    if isinstance(value, dt.datetime):
+        return value.timestamp()
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    if isinstance(value, int | float):
+        return float(value)
+    return None
 
 
 def _chunk_rel(cid: str) -> str:
@@ -334,8 +350,8 @@ def _push_one(root: Path, rem: _Remote, it: Item, jobs: int | None, progress: Pr
         ids = list(pool.map(lambda p: tensorstore.chunk_id(tensorstore.read_range(src, p[0], p[1])), plan))
         unique = list(dict.fromkeys(ids))
         present = dict(zip(unique, pool.map(lambda c: rem.exists(_chunk_rel(c)), unique), strict=True))
-        known_depth = {p.id: p.depth for _, p in bases.values()}
-        depths: dict[str, int] = {}
+        known_depth = {p.id: (p.depth, p.base) for _, p in bases.values()}
+        depths: dict[str, tuple[int, str | None]] = {}
         lock = threading.Lock()
 
         def upload(index: int) -> None:
@@ -353,7 +369,7 @@ def _push_one(root: Path, rem: _Remote, it: Item, jobs: int | None, progress: Pr
             )
             rem.put(_chunk_rel(cid), stored)
             with lock:
-                depths[cid] = depth
+                depths[cid] = (depth, base[1].id if depth and base else None)
             if progress is not None:
                 progress(it.label, n, size)
 
@@ -362,19 +378,17 @@ def _push_one(root: Path, rem: _Remote, it: Item, jobs: int | None, progress: Pr
         for _ in pool.map(upload, todo):
             pass
 
-        def depth_of(cid: str) -> int:
-            if cid in depths:
-                return depths[cid]
+        def depth_of(cid: str) -> tuple[int, str | None]:
             if cid in known_depth:
                 return known_depth[cid]
-            head = rem.get(_chunk_rel(cid), end=64)
-            return tensorstore.read_head(head or b"", cid).depth
+            head = tensorstore.read_head(rem.get(_chunk_rel(cid), end=64) or b"", cid)
+            return head.depth, head.base
 
         existing = [c for c in unique if c not in depths]
         for cid, d in zip(existing, pool.map(depth_of, existing), strict=True):
             depths[cid] = d
     parts = tuple(
-        Part(id=cid, size=n, tensor=seg.tensor, piece=piece, width=seg.width, depth=depths[cid])
+        Part(id=cid, size=n, tensor=seg.tensor, piece=piece, width=seg.width, depth=depths[cid][0], base=depths[cid][1])
         for cid, (_, n, seg, piece) in zip(ids, plan, strict=True)
     )
     recipe = Recipe(md5=it.md5, size=size, format=fmt, parts=parts)
@@ -611,7 +625,7 @@ def storage(ws: Workspace, remote: str, *, name: str | None = None) -> StorageRe
 
     rem = _Remote(ws.root, remote)
     recipes_listing = rem.listing(RECIPES)
-    chunk_sizes = {k.replace("/", ""): v for k, v in rem.listing(CHUNKS).items()}
+    chunk_sizes = {k.replace("/", ""): v[0] for k, v in rem.listing(CHUNKS).items()}
     labels = version_labels(ws, gitstore.all_commits_touching(ws.root, f"*{pointer.SUFFIX}"))
     md5s = [k.replace("/", "") for k in recipes_listing]
     with ThreadPoolExecutor(_workers(None)) as pool:
@@ -666,3 +680,73 @@ def storage(ws: Workspace, remote: str, *, name: str | None = None) -> StorageRe
         release_bytes=sum(v.release_bytes for v in out),
     )
     return StorageReport(remote=remote, layout=layout(ws.root, remote), versions=tuple(out), totals=totals)
+
+
+# ---- gc of a tensors remote ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Garbage:
+    """A recipe or chunk no kept version needs."""
+
+    path: str  # as the remote's filesystem names it
+    kind: str  # "recipe" | "chunk"
+    id: str  # the md5 of a recipe, the chunk id of a chunk
+    size: int
+
+
+def garbage(root: Path, remote: str, keep: set[str], *, cutoff: float) -> list[Garbage]:
+    """The recipes of versions not in ``keep`` and the chunks no kept recipe needs (delta bases
+    included, to the end of each chain) on a tensors remote.
+
+    Chunks written after ``cutoff`` (a timestamp) stay: a push under way uploads its chunks
+    before its recipe. A kept recipe that cannot be read keeps every chunk.
+    """
+    rem = _Remote(root, remote)
+    recipes = {k.replace("/", ""): v for k, v in rem.listing(RECIPES).items()}
+    chunks = {k.replace("/", ""): v for k, v in rem.listing(CHUNKS).items()}
+    md5s = sorted(recipes)
+    with ThreadPoolExecutor(_workers(None)) as pool:
+        raws = dict(zip(md5s, pool.map(lambda m: rem.get(_recipe_rel(m)), md5s), strict=True))
+    base_of: dict[str, str | None] = {}
+    needed: list[str] = []
+    keep_all = False
+    for md5 in md5s:
+        try:
+            recipe = Recipe.from_bytes(raws[md5] or b"", md5)
+        except IntegrityError:
+            keep_all = keep_all or md5 in keep
+            continue
+        for part in recipe.parts:
+            base_of.setdefault(part.id, part.base)
+            if md5 in keep:
+                needed.append(part.id)
+    out = [Garbage(rem.path(_recipe_rel(m)), "recipe", m, recipes[m][0]) for m in md5s if m not in keep]
+    if keep_all:
+        return out
+    kept: set[str] = set()
+    while needed:
+        cid = needed.pop()
+        if cid in kept:
+            continue
+        kept.add(cid)
+        if cid not in base_of and cid in chunks:
+            head = rem.get(_chunk_rel(cid), end=64)
+            with contextlib.suppress(IntegrityError):
+                base_of[cid] = tensorstore.read_head(head or b"", cid).base
+        base = base_of.get(cid)
+        if base:
+            needed.append(base)
+    for cid, (size, mtime) in sorted(chunks.items()):
+        if cid not in kept and mtime is not None and mtime < cutoff:
+            out.append(Garbage(rem.path(_chunk_rel(cid)), "chunk", cid, size))
+    return out
+
+
+def remove_garbage(root: Path, remote: str, items: list[Garbage]) -> None:
+    """Remove ``items``: recipes first, so an interrupted gc never leaves a recipe whose chunks are gone."""
+    rem = _Remote(root, remote)
+    for kind in ("recipe", "chunk"):
+        paths = [g.path for g in items if g.kind == kind]
+        with ThreadPoolExecutor(_workers(None)) as pool:
+            list(pool.map(lambda p: rem.remove_path(p), paths))

@@ -410,3 +410,47 @@ def test_released_versions_also_get_the_plain_dvc_object(repo: Path, cli: Callab
     assert forced.exit_code == 0 and forced.stdout.startswith("pushed 1 full object of net v2"), forced.stdout
     assert after.returncode == 0, after.stderr
     assert hashlib.md5(_head_file(other).read_bytes()).hexdigest() == second
+
+
+# ---------------------------------------------------------------------------- gc
+
+
+@pytest.mark.servers
+def test_gc_removes_recipes_and_chunks_no_kept_version_needs_but_keeps_delta_bases(
+    repo: Path, cli: Callable[..., Any], tmp_path: Path, s3: Bucket
+) -> None:
+    add_tensors_remote(cli, repo, s3)
+    commit_all(repo, "tensors remote")
+    rng = np.random.default_rng(7)
+    tensors = {k: rng.standard_normal(s).astype(np.float32) for k, s in SHAPES.items()}
+    md5s = []
+    for i in range(3):
+        md5s.append(save(_head_file(repo), tensors))
+        mvc.add(_head_file(repo), repo=repo)
+        commit_all(repo, f"v{i + 1}")
+        assert cli("push", cwd=repo).exit_code == 0
+        # enc.weight drifts (a delta chain); head.weight is new each time (stored whole)
+        tensors = {**tensors, "enc.weight": tensors["enc.weight"] + 1e-3 * rng.standard_normal(SHAPES["enc.weight"]).astype(np.float32)}
+        tensors["head.weight"] = rng.standard_normal(SHAPES["head.weight"]).astype(np.float32)
+    old_heads = {p.id for m in md5s[:2] for p in recipe(s3, m).parts if p.tensor == "head.weight"}
+    chain = {p.id for m in md5s for p in recipe(s3, m).parts if p.tensor == "enc.weight"}
+    # only v3 stays: history squashed into one commit
+    git(repo, "checkout", "-q", "--orphan", "squashed")
+    git(repo, "commit", "-q", "-m", "squash")
+    git(repo, "branch", "-q", "-D", "main")
+    git(repo, "reflog", "expire", "--expire=now", "--all")
+
+    plan = json.loads(cli("gc", "--no-cache", "--remote", "store", "--dry-run", "--older-than", "0", "--json", cwd=repo).stdout)
+    gone = {r["oid"] for r in plan["removed"]}
+    before = stored(s3)
+    done = cli("gc", "--no-cache", "--remote", "store", "--older-than", "0", "--yes", cwd=repo)
+    after = stored(s3)
+    other = clone(repo, tmp_path / "clone", with_local_config=True)
+    pulled = cli("pull", cwd=other)
+
+    assert gone == {f"recipe:{m}" for m in md5s[:2]} | {f"chunk:{c}" for c in old_heads}
+    assert done.exit_code == 0, done.stderr
+    assert len(before) - len(after) == len(gone)
+    assert all(f"mvc/chunks/{c[:2]}/{c[2:]}" in after for c in chain), "the delta bases of v3 stay"
+    assert pulled.exit_code == 0, pulled.stderr
+    assert hashlib.md5(_head_file(other).read_bytes()).hexdigest() == md5s[2]
