@@ -1821,7 +1821,7 @@ def gc(
 # ---- the tensors remote layout (issue 15) ----------------------------------------------
 
 if TYPE_CHECKING:
-    from mvc.tensorsync import StorageReport
+    from mvc.tensorsync import PartialFile, StorageReport
 
 
 def check_layout(layout: str) -> None:
@@ -1913,3 +1913,40 @@ def storage(repo: PathLike = ".", name: str | None = None, *, remote: str | None
 
     ws = workspace.open_workspace(repo)
     return tensorsync.storage(ws, sync.remote_name(ws, remote), name=name)
+
+
+def pull_tensors(
+    repo: PathLike = ".",
+    ref: str = "",
+    patterns: Sequence[str] = (),
+    *,
+    out: PathLike | None = None,
+    remote: str | None = None,
+    jobs: int | None = None,
+) -> PartialFile:
+    """Write a safetensors file holding only the tensors of ``ref`` whose names match ``patterns``.
+
+    Reads only the chunks of those tensors from a ``tensors`` remote; the work tree and
+    the cache are not touched. ``out`` defaults to ``<weights>.partial.safetensors`` beside
+    the model's weights.
+
+    Raises:
+        UsageError: the remote does not use the tensors layout, or the version is not safetensors.
+        NotFoundError: no tensor matches; the version is not on the remote.
+        IntegrityError: a chunk is missing or corrupt.
+    """
+    from mvc import tensorsync
+
+    ws = workspace.open_workspace(repo)
+    rname = sync.remote_name(ws, remote)
+    if tensorsync.layout(ws.root, rname) != tensorsync.TENSORS:
+        raise UsageError(
+            f"--tensors reads a remote with the tensors layout; {rname!r} uses the full layout",
+            hint="pull the whole version, or name a tensors remote with --remote",
+        )
+    res = refs.resolve(ws, ref)
+    item = tensorsync.item(res.pointer)
+    item = replace(item, label=f"{res.name} v{res.version}")
+    weights = ws.root / res.pointer.out
+    dest = Path(out) if out is not None else weights.with_name(f"{weights.stem}.partial.safetensors")
+    return tensorsync.pull_tensors(ws.root, item, list(patterns), dest, remote=rname, jobs=jobs)

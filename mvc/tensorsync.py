@@ -468,45 +468,51 @@ class _ChunkError(Exception):
         self.kind = kind
 
 
-def _rebuild(root: Path, rem: _Remote, it: Item, recipe: Recipe, jobs: int | None, progress: Progress | None) -> None:
-    sources = _local_sources(root)
-    chunk_dir = dvcstore.tmp_dir(root) / LOCAL_CHUNKS
-    dest = dvcstore.cache_file(root, it.md5)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.parent / f".mvc-rebuild-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+class _Decoder:
+    """Raw bytes of chunks: from versions in the local cache, else downloaded (kept in the
+    chunk cache until the caller is done) and decoded, delta bases first."""
 
-    touched: set[str] = set()
+    def __init__(self, root: Path, rem: _Remote) -> None:
+        self.rem = rem
+        self.sources = _local_sources(root)
+        self.chunk_dir = dvcstore.tmp_dir(root) / LOCAL_CHUNKS
+        self.touched: set[str] = set()
+        self.downloaded = 0
+        self._lock = threading.Lock()
 
-    def stored(cid: str) -> bytes:
-        local = chunk_dir / tensorstore.chunk_key(cid)
-        touched.add(cid)
+    def stored(self, cid: str) -> bytes:
+        local = self.chunk_dir / tensorstore.chunk_key(cid)
+        with self._lock:
+            self.touched.add(cid)
         with contextlib.suppress(FileNotFoundError):
             return local.read_bytes()
-        data = rem.get(_chunk_rel(cid))
+        data = self.rem.get(_chunk_rel(cid))
         if data is None:
             raise _ChunkError(cid, "missing")
         local.parent.mkdir(parents=True, exist_ok=True)
         part = local.with_name(f".{local.name}.{uuid.uuid4().hex}")
         part.write_bytes(data)
         os.replace(part, local)
+        with self._lock:
+            self.downloaded += len(data)
         return data
 
-    def raw_of(cid: str, depth: int = 0) -> bytes:
-        src = sources.get(cid)
+    def raw(self, cid: str, depth: int = 0) -> bytes:
+        src = self.sources.get(cid)
         if src is not None:
             data = tensorstore.read_range(*src)
             if tensorstore.chunk_id(data) == cid:
                 return data
         if depth > tensorstore.MAX_DEPTH + 1:
             raise _ChunkError(cid, "corrupt")
-        blob = stored(cid)
+        blob = self.stored(cid)
         try:
             head = tensorstore.read_head(blob, cid)
             base = None
             if head.codec in tensorstore.DELTAS:
                 assert head.base is not None
                 try:
-                    base = raw_of(head.base, depth + 1)
+                    base = self.raw(head.base, depth + 1)
                 except _ChunkError as exc:
                     if exc.kind == "missing" and exc.cid == head.base:
                         raise _ChunkError(head.base, "base") from exc
@@ -514,17 +520,28 @@ def _rebuild(root: Path, rem: _Remote, it: Item, recipe: Recipe, jobs: int | Non
             return tensorstore.decode(blob, cid, base)
         except IntegrityError:
             with contextlib.suppress(FileNotFoundError):
-                (chunk_dir / tensorstore.chunk_key(cid)).unlink()
+                (self.chunk_dir / tensorstore.chunk_key(cid)).unlink()
             raise _ChunkError(cid, "corrupt") from None
 
+    def forget(self) -> None:
+        """Drop the downloaded chunks: the caller has what it needed from them."""
+        for cid in self.touched:
+            with contextlib.suppress(FileNotFoundError):
+                (self.chunk_dir / tensorstore.chunk_key(cid)).unlink()
+
+
+def _rebuild(root: Path, rem: _Remote, it: Item, recipe: Recipe, jobs: int | None, progress: Progress | None) -> None:
+    chunks = _Decoder(root, rem)
+    dest = dvcstore.cache_file(root, it.md5)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".mvc-rebuild-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     workers = _workers(jobs)
     md5 = hashlib.md5()
     try:
         with open(tmp, "wb") as f, ThreadPoolExecutor(workers) as pool:
             window: deque[Future[bytes]] = deque()
-            parts = iter(recipe.parts)
-            for part in parts:
-                window.append(pool.submit(raw_of, part.id))
+            for part in recipe.parts:
+                window.append(pool.submit(chunks.raw, part.id))
                 if len(window) >= 2 * workers:
                     _write(f, md5, window.popleft().result(), it, progress, recipe.size)
             while window:
@@ -543,9 +560,7 @@ def _rebuild(root: Path, rem: _Remote, it: Item, recipe: Recipe, jobs: int | Non
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
     _save_local_recipe(root, recipe)
-    for cid in touched:  # the cache object now serves the parts; bases are fetched again if ever needed
-        with contextlib.suppress(FileNotFoundError):
-            (chunk_dir / tensorstore.chunk_key(cid)).unlink()
+    chunks.forget()  # the cache object now serves the parts; bases are fetched again if ever needed
 
 
 def _write(f: Any, md5: Any, data: bytes, it: Item, progress: Progress | None, total: int) -> None:
@@ -750,3 +765,96 @@ def remove_garbage(root: Path, remote: str, items: list[Garbage]) -> None:
         paths = [g.path for g in items if g.kind == kind]
         with ThreadPoolExecutor(_workers(None)) as pool:
             list(pool.map(lambda p: rem.remove_path(p), paths))
+
+
+# ---- a partial safetensors file (mvc pull NAME@REF --tensors PATTERN) -------------------
+
+
+@dataclass(frozen=True)
+class PartialFile:
+    """Outcome of :func:`pull_tensors`."""
+
+    path: str
+    tensors: tuple[str, ...]
+    bytes: int  # the file's size
+    downloaded: int  # bytes read from the remote
+
+
+def pull_tensors(root: Path, it: Item, patterns: list[str], dest: Path, *, remote: str, jobs: int | None = None) -> PartialFile:
+    """Write ``dest``, a safetensors file with only the tensors of version ``it`` whose names
+    match ``patterns`` (shell-style), downloading only the chunks that hold them.
+
+    Each chunk is checked against its id; there is no md5 for a partial file.
+
+    Raises:
+        UsageError: the version is not a safetensors file on the remote.
+        NotFoundError: no tensor matches; the version is not on the remote.
+        IntegrityError: a chunk is missing or corrupt.
+    """
+    import fnmatch
+    import struct
+
+    from mvc.errors import NotFoundError
+
+    rem = _Remote(root, remote)
+    recipe = _remote_recipe(rem, it.md5)
+    if recipe is None:
+        raise NotFoundError(
+            f"remote {remote!r} holds no tensor recipe of {it.label} ({it.md5[:8]})", hint="push it with `mvc push` first"
+        )
+    if recipe.format != "safetensors":
+        raise UsageError(f"{it.label} is not a safetensors file; --tensors reads safetensors only", hint="pull the whole file")
+    chunks = _Decoder(root, rem)
+    spans = list(recipe.offsets())
+
+    last: dict[str, bytes] = {}  # the part read last: small tensors share one
+
+    def read(start: int, end: int) -> bytes:
+        out = bytearray()
+        for offset, part in spans:
+            if offset + part.size <= start or offset >= end:
+                continue
+            if part.id not in last:
+                last.clear()
+                last[part.id] = chunks.raw(part.id)
+            raw = last[part.id]
+            out += raw[max(start - offset, 0) : min(end - offset, part.size)]
+        return bytes(out)
+
+    try:
+        (n,) = struct.unpack("<Q", read(0, 8))
+        header = json.loads(read(8, 8 + n))
+        metadata = header.pop("__metadata__", None)
+        chosen = sorted(
+            (k for k in header if any(fnmatch.fnmatchcase(k, p) for p in patterns)), key=lambda k: header[k]["data_offsets"][0]
+        )
+        if not chosen:
+            raise NotFoundError(
+                f"no tensor of {it.label} matches {', '.join(repr(p) for p in patterns)}",
+                hint=f"list its tensors with `mvc show {it.label.replace(' v', '@v', 1)}`",
+            )
+        out_header: dict[str, Any] = {"__metadata__": metadata} if metadata else {}
+        at = 0
+        for k in chosen:
+            b, e = header[k]["data_offsets"]
+            out_header[k] = {**header[k], "data_offsets": [at, at + e - b]}
+            at += e - b
+        text = json.dumps(out_header, separators=(",", ":")).encode()
+        text += b" " * (-len(text) % 8)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(struct.pack("<Q", len(text)) + text)
+                for k in chosen:
+                    b, e = header[k]["data_offsets"]
+                    f.write(read(8 + n + b, 8 + n + e))
+            os.replace(tmp, dest)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+    except _ChunkError as exc:
+        raise _chunk_error(exc, it, rem.name) from None
+    finally:
+        chunks.forget()
+    return PartialFile(path=str(dest), tensors=tuple(chosen), bytes=dest.stat().st_size, downloaded=chunks.downloaded)

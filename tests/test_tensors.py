@@ -454,3 +454,34 @@ def test_gc_removes_recipes_and_chunks_no_kept_version_needs_but_keeps_delta_bas
     assert all(f"mvc/chunks/{c[:2]}/{c[2:]}" in after for c in chain), "the delta bases of v3 stay"
     assert pulled.exit_code == 0, pulled.stderr
     assert hashlib.md5(_head_file(other).read_bytes()).hexdigest() == md5s[2]
+
+
+# ---------------------------------------------------------------------------- partial pull
+
+
+@pytest.mark.servers
+def test_pull_tensors_writes_a_partial_safetensors_file_from_their_chunks_only(
+    repo: Path, cli: Callable[..., Any], tmp_path: Path, bucket: Bucket
+) -> None:
+    from safetensors.numpy import load_file
+
+    md5s, other = pushed_clone(cli, repo, tmp_path, bucket, count=2)
+    whole = load_file(str(mvc.dvcstore.cache_file(repo, md5s[1])))
+    stored_bytes = sum(bucket.fs().du(f"{bucket.prefix}/mvc/chunks", total=False).values())
+
+    part = cli("pull", "net@v2", "--tensors", "enc.*", "--json", cwd=other)
+    missing = cli("pull", "net@v2", "--tensors", "decoder.*", cwd=other)
+    assert cli("remote", "add", "plain", str(tmp_path / "plain"), cwd=other).exit_code == 0
+    full = cli("pull", "net@v2", "--tensors", "enc.*", "--remote", "plain", cwd=other)
+
+    assert part.exit_code == 0, part.stderr
+    report = json.loads(part.stdout)
+    path = other / "models" / "net.partial.safetensors"
+    assert report["path"] == str(path) and report["tensors"] == ["enc.bias", "enc.weight"]
+    got = load_file(str(path))
+    assert set(got) == {"enc.bias", "enc.weight"}
+    assert all(np.array_equal(got[k], whole[k]) for k in got)
+    assert 0 < report["downloaded"] < stored_bytes
+    assert not (other / "models" / "net.safetensors").exists(), "the work tree is not touched"
+    assert_one_line_error(missing, 3, "error: no tensor of net v2 matches 'decoder.*'")
+    assert_one_line_error(full, 2, "error: --tensors reads a remote with the tensors layout; 'plain' uses the full layout")
