@@ -485,3 +485,41 @@ def test_pull_tensors_writes_a_partial_safetensors_file_from_their_chunks_only(
     assert not (other / "models" / "net.safetensors").exists(), "the work tree is not touched"
     assert_one_line_error(missing, 3, "error: no tensor of net v2 matches 'decoder.*'")
     assert_one_line_error(full, 2, "error: --tensors reads a remote with the tensors layout; 'plain' uses the full layout")
+
+
+def test_local_directory_remote_round_trip_and_storage_by_name(repo: Path, cli: Callable[..., Any], tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    assert cli("remote", "add", "shared", str(store), "--layout", "tensors", "--default").exit_code == 0
+    commit_all(repo, "tensors remote")
+    md5s = []
+    for md5 in chain_steps(repo, 2):
+        md5s.append(md5)
+        assert cli("push").exit_code == 0
+    other = clone(repo, tmp_path / "clone")
+    pulled = cli("pull", cwd=other)
+    by_name = json.loads(cli("storage", "net", "--json", cwd=other).stdout)
+    unknown = cli("storage", "nosuch", cwd=other)
+
+    assert pulled.exit_code == 0, pulled.stderr
+    assert hashlib.md5(_head_file(other).read_bytes()).hexdigest() == md5s[1]
+    assert not list(store.rglob("*.tmp")) and not (store / "files").exists()
+    assert [v["version"] for v in by_name["versions"]] == ["v1", "v2"]
+    assert by_name["totals"]["logical_bytes"] == 2 * _head_file(other).stat().st_size
+    assert_one_line_error(unknown, 3, "error: remote 'shared' holds no version of 'nosuch' in the tensors layout")
+
+
+@pytest.mark.servers
+def test_a_push_interrupted_before_its_recipe_is_not_on_the_remote_and_resumes(
+    repo: Path, cli: Callable[..., Any], tmp_path: Path, s3: Bucket
+) -> None:
+    md5s, _ = pushed_clone(cli, repo, tmp_path, s3, count=1)
+    chunks_before = {p for p in stored(s3) if p.startswith("mvc/chunks/")}
+    s3.fs().rm_file(f"{s3.prefix}/mvc/recipes/{md5s[0][:2]}/{md5s[0][2:]}")  # as if killed before the recipe
+
+    status = json.loads(cli("status", "--json", cwd=repo).stdout)
+    again = cli("push", cwd=repo)
+
+    assert [s["remote"] for s in status] == ["missing"]
+    assert again.exit_code == 0 and again.stdout.startswith("pushed 1 object"), again.stdout
+    assert {p for p in stored(s3) if p.startswith("mvc/chunks/")} == chunks_before
+    assert recipe(s3, md5s[0]).md5 == md5s[0]
