@@ -32,7 +32,7 @@ from pathlib import Path
 
 from mvc.errors import IntegrityError
 
-CHUNK_BYTES = 16 * 2**20  # a tensor bigger than this is split in pieces of this size
+CHUNK_BYTES = 8 * 2**20  # a tensor bigger than this is split in pieces of this size
 SMALL_TENSOR = 2**20  # consecutive tensors smaller than this share a part ...
 GROUP_BYTES = 4 * 2**20  # ... of at most this size
 MAX_DEPTH = 8  # a delta chain is at most this long: every 9th version of a part is stored whole
@@ -252,7 +252,9 @@ def sub_bytes(new: bytes | memoryview, base: bytes | memoryview, width: int) -> 
     b = np.frombuffer(base, dtype=dt)
     with np.errstate(over="ignore"):
         d = a - b  # wraps
-        z = (d << 1) ^ (d >> (8 * width - 1))
+        z = np.left_shift(d, 1)
+        np.right_shift(d, 8 * width - 1, out=d)
+        np.bitwise_xor(z, d, out=z)
     return z.tobytes()
 
 

@@ -274,7 +274,9 @@ def refuse_tensors_remote(root: Path, remote: str) -> None:
 
 
 def _workers(jobs: int | None) -> int:
-    return max(1, jobs or min(16, 4 * (os.cpu_count() or 1)))
+    """Parts in flight: each holds up to a part, its base and its encoding (16 MiB each at most),
+    so memory stays a few parts per core, not the model."""
+    return max(1, jobs or min(8, 2 * (os.cpu_count() or 1)))
 
 
 # ---- push -----------------------------------------------------------------------------
@@ -542,7 +544,7 @@ def _rebuild(root: Path, rem: _Remote, it: Item, recipe: Recipe, jobs: int | Non
             window: deque[Future[bytes]] = deque()
             for part in recipe.parts:
                 window.append(pool.submit(chunks.raw, part.id))
-                if len(window) >= 2 * workers:
+                if len(window) > workers:
                     _write(f, md5, window.popleft().result(), it, progress, recipe.size)
             while window:
                 _write(f, md5, window.popleft().result(), it, progress, recipe.size)
