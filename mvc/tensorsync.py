@@ -274,7 +274,7 @@ def refuse_tensors_remote(root: Path, remote: str) -> None:
 
 
 def _workers(jobs: int | None) -> int:
-    """Parts in flight: each holds up to a part, its base and its encoding (16 MiB each at most),
+    """Parts in flight: each holds up to a part, its base and its encoding (8 MiB each at most),
     so memory stays a few parts per core, not the model."""
     return max(1, jobs or min(8, 2 * (os.cpu_count() or 1)))
 
