@@ -1124,6 +1124,7 @@ def promote(
     if push:
         _check_git_remote(ws, git_remote)
         hooks.push_commits(ws, [commit], remote=rname)
+        _push_release_object(ws, res.hash, rname)
     if dvcstore.missing_in_remote(ws.root, [res.hash], remote=rname):
         raise ConflictError(
             f"the weights of {res.name} v{res.version} ({res.hash[:8]}) are not in remote {rname!r}",
@@ -1950,3 +1951,11 @@ def pull_tensors(
     weights = ws.root / res.pointer.out
     dest = Path(out) if out is not None else weights.with_name(f"{weights.stem}.partial.safetensors")
     return tensorsync.pull_tensors(ws.root, item, list(patterns), dest, remote=rname, jobs=jobs)
+
+
+def _push_release_object(ws: workspace.Workspace, md5: str, remote: str) -> None:
+    """A version about to get a stage also gets the plain DVC object on a tensors remote (issue 15)."""
+    from mvc import tensorsync
+
+    if tensorsync.layout(ws.root, remote) == tensorsync.TENSORS and dvcstore.has_object(ws.root, md5):
+        tensorsync.push_full(ws.root, [md5], remote=remote)

@@ -523,3 +523,25 @@ def test_a_push_interrupted_before_its_recipe_is_not_on_the_remote_and_resumes(
     assert again.exit_code == 0 and again.stdout.startswith("pushed 1 object"), again.stdout
     assert {p for p in stored(s3) if p.startswith("mvc/chunks/")} == chunks_before
     assert recipe(s3, md5s[0]).md5 == md5s[0]
+
+
+@pytest.mark.servers
+def test_tag_and_promote_with_push_write_the_full_object_to_a_tensors_remote(
+    repo: Path, cli: Callable[..., Any], tmp_path: Path, bucket: Bucket
+) -> None:
+    add_tensors_remote(cli, repo, bucket)
+    commit_all(repo, "tensors remote")
+    git(tmp_path, "init", "-q", "--bare", "origin.git")
+    git(repo, "remote", "add", "origin", str(tmp_path / "origin.git"))
+    steps = chain_steps(repo, 2)
+    first = next(steps)
+    second = next(steps)
+
+    tagged = cli("tag", "net@v1", "v1.0.0", "--push", cwd=repo)
+    promoted = cli("promote", "net@v2", "--stage", "prod", "--push", cwd=repo)
+    objects = bucket.objects()
+    listing = stored(bucket)
+
+    assert (tagged.exit_code, promoted.exit_code) == (0, 0), tagged.stderr + promoted.stderr
+    assert {first, second} <= set(objects), "releases and stages are plain-DVC pullable"
+    assert {f"mvc/recipes/{m[:2]}/{m[2:]}" for m in (first, second)} <= set(listing)
