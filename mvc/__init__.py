@@ -54,6 +54,9 @@ _API = {
     "gc",
     "run",
     "check_weights_path",
+    "push_full",
+    "storage",
+    "pull_tensors",
 }
 
 # The exception hierarchy (``except mvc.RefNotFoundError as exc: exc.ref``); mvc.errors is cheap.

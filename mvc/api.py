@@ -140,6 +140,8 @@ _REEXPORTS: dict[str, tuple[str, str]] = {
     "Promoted": ("mvc.experiments", "Promoted"),
     "Release": ("mvc.registry", "Release"),
     "Removal": ("mvc.cleanup", "Removal"),
+    "PartialFile": ("mvc.tensorsync", "PartialFile"),
+    "StorageReport": ("mvc.tensorsync", "StorageReport"),
     "PromoteResult": ("mvc.publishing", "PromoteResult"),
     "PushResult": ("mvc.publishing", "PushResult"),
     "RegistryPushResult": ("mvc.publishing", "RegistryPushResult"),
@@ -522,6 +524,7 @@ def remote_add(
     default: bool = False,
     force: bool = False,
     options: Mapping[str, Any] | None = None,
+    layout: str = "full",
 ) -> Remote:
     """Add a remote (``s3://``, ``gs://``, or a local directory). Secrets go to ``.dvc/config.local``.
 
@@ -529,7 +532,7 @@ def remote_add(
 
         print(mvc.remote_add("backup", "../backup-store"))
     """
-    return project.add_remote(workspace.open_workspace(repo), name, url, default=default, force=force, options=options)
+    return project.add_remote(workspace.open_workspace(repo), name, url, default=default, force=force, options=options, layout=layout)
 
 
 def remote_list(*, repo: PathLike = ".") -> list[Remote]:
@@ -1786,3 +1789,72 @@ def gc(
         raise UsageError(f"older_than must be 0 or more hours, not {older_than}", hint="pass --older-than 0 to clean every temp file")
     ws = workspace.open_workspace(repo)
     return cleanup.collect(ws, cache=cache, remote=remote, dry_run=dry_run, older_than=older_than, confirm=confirm)
+
+
+# ---- the tensors remote layout (issue 15) ----------------------------------------------
+
+if TYPE_CHECKING:
+    from mvc.tensorsync import PartialFile, StorageReport
+
+
+def push_full(
+    refs: str | Sequence[str] | None = None, *, repo: PathLike = ".", remote: str | None = None, jobs: int | None = None
+) -> PushResult:
+    """Upload the plain DVC objects of the named versions (``NAME`` or ``NAME@REF``), whatever the remote's layout.
+
+    Example::
+
+        print(mvc.push_full("net@v1", remote="tensors").versions)
+
+    For a ``tensors`` remote this makes a version pullable by plain ``dvc pull``; releases
+    get it on every push anyway.
+
+    Raises:
+        RemoteNotFoundError / RemoteError, ModelNotFoundError / RefNotFoundError.
+        MissingObjectError: a version's weights are not in the local cache.
+    """
+    return publishing.push_full(workspace.open_workspace(repo), _items(refs), remote=remote, jobs=jobs)
+
+
+def storage(name: str | None = None, *, repo: PathLike = ".", remote: str | None = None) -> StorageReport:
+    """What each version costs on a ``tensors`` remote: logical size, bytes stored, bytes shared.
+
+    Example::
+
+        report = mvc.storage("net", remote="tensors")
+        print(report.totals)
+
+    Raises:
+        RemoteNotFoundError / RemoteError. ModelNotFoundError: ``name`` has no version there.
+    """
+    return sync.storage(workspace.open_workspace(repo), name, remote=remote)
+
+
+def pull_tensors(
+    ref: str,
+    patterns: Sequence[str],
+    *,
+    repo: PathLike = ".",
+    out: PathLike | None = None,
+    remote: str | None = None,
+    jobs: int | None = None,
+) -> PartialFile:
+    """Write a safetensors file holding only the tensors of ``ref`` whose names match ``patterns``.
+
+    Example::
+
+        part = mvc.pull_tensors("net@v2", ["layer1.*"], out="layer1.safetensors", remote="tensors")
+        print(part)
+
+    Reads only the chunks of those tensors from a ``tensors`` remote; the work tree and
+    the cache are not touched. ``out`` defaults to ``<weights>.partial.safetensors`` beside
+    the model's weights.
+
+    Raises:
+        UsageError: the remote does not use the tensors layout, or the version is not safetensors.
+        NotFoundError: no tensor matches; the version is not on the remote.
+        IntegrityError: a chunk is missing or corrupt.
+    """
+    return sync.pull_tensors(
+        workspace.open_workspace(repo), ref, patterns, out=Path(out) if out is not None else None, remote=remote, jobs=jobs
+    )

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mvc import dvcstore, gitstore, hooks, settings, versioning, workspace
-from mvc.errors import ConflictError
+from mvc import dvcstore, gitstore, hooks, settings, tensorsync, versioning, workspace
+from mvc.errors import ConflictError, UsageError
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,7 @@ class Remote:
     default: bool
     options: Mapping[str, str]
     secrets: tuple[str, ...] = ()
+    layout: str = "full"  # "full": plain DVC objects; "tensors": deduplicated tensor chunks (issue 15)
 
 
 @dataclass(frozen=True)
@@ -96,17 +97,50 @@ def init(path: Path, *, git: bool, remote: str | None) -> InitResult:
 def remotes(ws: workspace.Workspace) -> list[Remote]:
     """The remotes of the repository (no secrets)."""
     return [
-        Remote(name=r.name, url=r.url, default=r.default, options=dict(r.options), secrets=r.secrets) for r in dvcstore.remotes(ws.root)
+        Remote(
+            name=r.name,
+            url=r.url,
+            default=r.default,
+            options=dict(r.options),
+            secrets=r.secrets,
+            layout=tensorsync.layout(ws.root, r.name),
+        )
+        for r in dvcstore.remotes(ws.root)
     ]
 
 
 def add_remote(
-    ws: workspace.Workspace, name: str, url: str, *, default: bool, force: bool, options: Mapping[str, Any] | None
+    ws: workspace.Workspace,
+    name: str,
+    url: str,
+    *,
+    default: bool,
+    force: bool,
+    options: Mapping[str, Any] | None,
+    layout: str = tensorsync.FULL,
 ) -> Remote:
-    """Add (or with ``force`` replace) a remote; secrets in ``options`` go to ``.dvc/config.local``."""
+    """Add (or with ``force`` replace) a remote; secrets in ``options`` go to ``.dvc/config.local``.
+
+    The layout is kept in ``.mvc/config.json`` (tracked and staged like ``.dvc/config``), so
+    every clone uses the remote the same way; ``.dvc/config`` stays a plain DVC config.
+
+    Raises:
+        UsageError: an unknown layout (checked before anything is written).
+    """
+    if layout not in tensorsync.LAYOUTS:
+        raise UsageError(f"unknown layout {layout!r}", hint="use --layout full or --layout tensors")
     dvcstore.add_remote(ws.root, name, url, options=dict(options) if options is not None else None, default=default, force=force)
     versioning.stage_config(ws.root)
+    before = _settings_bytes(ws)
+    tensorsync.set_layout(ws.root, name, layout)
+    if _settings_bytes(ws) != before:
+        gitstore.stage(ws.root, [settings.CONFIG_FILE])
     return next(r for r in remotes(ws) if r.name == name)
+
+
+def _settings_bytes(ws: workspace.Workspace) -> bytes | None:
+    path = settings.config_path(ws.root)
+    return path.read_bytes() if path.is_file() else None
 
 
 def set_default_remote(ws: workspace.Workspace, name: str) -> None:

@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from mvc import dvcstore, gitstore, hooks, refs, registry, sync, verification, workspace
-from mvc.errors import ConflictError, RemoteNotFoundError
+from mvc import dvcstore, gitstore, hooks, refs, registry, sync, tensorsync, verification, workspace
+from mvc.errors import ConflictError, MissingObjectError, RemoteNotFoundError
 from mvc.pointer import SUFFIX as POINTER_SUFFIX
 from mvc.progress import Progress
 from mvc.workspace import Workspace
@@ -151,6 +151,7 @@ def promote(
     if push:
         check_git_remote(ws, git_remote)
         hooks.push_commits(ws, [commit], remote=rname)
+        _push_release_object(ws, res.hash, rname)
     if dvcstore.missing_in_remote(ws.root, [res.hash], remote=rname):
         raise ConflictError(
             f"the weights of {res.name} v{res.version} ({res.hash[:8]}) are not in remote {rname!r}",
@@ -191,3 +192,37 @@ def push_registry(ws: Workspace, wanted: Sequence[str], *, remote: str | None, g
     commits = list(dict.fromkeys(e.commit for e in evs))
     rname, count = push_tags(ws, [e.tag for e in evs], commits, remote=remote, git_remote=git_remote) if evs else (sync.remote_name(ws, remote), 0)
     return RegistryPushResult(remote=rname, transferred=count, git_remote=git_remote, tags=tuple(e.tag for e in evs))
+
+
+def push_full(ws: Workspace, items: Sequence[str], *, remote: str | None, jobs: int | None) -> PushResult:
+    """Upload the plain DVC objects of ``NAME`` / ``NAME@REF`` versions, whatever the remote's
+    layout (issue 15: a tensors remote then serves them to plain ``dvc pull``).
+
+    Raises:
+        MissingObjectError: a version's weights are not in the local cache.
+    """
+    rname = sync.remote_name(ws, remote)
+    plain = [n for n in items if refs.split(n)[1] is None]
+    pinned = [refs.resolve(ws, n) for n in items if refs.split(n)[1] is not None]
+    ptrs = workspace.select(ws, plain) if plain or not pinned else []
+    labels = {p.md5: f"{p.manifest.name} v{p.version}" for p in ptrs if p.manifest and p.md5}
+    labels.update({res.hash: f"{res.name} v{res.version}" for res in pinned})
+    lost = [m for m in labels if not dvcstore.has_object(ws.root, m)]
+    if lost:
+        raise MissingObjectError(
+            f"the weights of {labels[lost[0]]} ({lost[0][:8]}) are not in the local cache",
+            hint=f"pull them first: `mvc pull {labels[lost[0]].replace(' v', '@v', 1)}`",
+        )
+    count = tensorsync.push_full(ws.root, sorted(labels), remote=rname, jobs=jobs)
+    return PushResult(
+        remote=rname,
+        transferred=count,
+        models=tuple(dict.fromkeys(label.rsplit(" v", 1)[0] for label in labels.values())),
+        versions=tuple(sorted(set(labels.values()))),
+    )
+
+
+def _push_release_object(ws: Workspace, md5: str, remote: str) -> None:
+    """A version about to get a stage also gets the plain DVC object on a tensors remote (issue 15)."""
+    if tensorsync.layout(ws.root, remote) == tensorsync.TENSORS and dvcstore.has_object(ws.root, md5):
+        tensorsync.push_full(ws.root, [md5], remote=remote)

@@ -154,7 +154,18 @@ def _conflict_on_net(repo: Path) -> None:
     subprocess.run(["git", "merge", "-q", "exp/lr-0.01"], cwd=repo, capture_output=True)
 
 
-SETUP: dict[str, Callable[[Path], None]] = {"resolve": _conflict_on_net}
+def _tensors_remote(repo: Path) -> None:
+    """A second remote with the tensors layout (issue 15), every version pushed to it."""
+    mvc.remote_add("tensors", str(repo.parent / "tensors-store"), layout="tensors")
+    mvc.push(all_versions=True, remote="tensors")
+
+
+SETUP: dict[str, Callable[[Path], None]] = {
+    "resolve": _conflict_on_net,
+    "push_full": _tensors_remote,
+    "storage": _tensors_remote,
+    "pull_tensors": _tensors_remote,
+}
 
 
 def test_every_public_function_has_an_example() -> None:
