@@ -314,3 +314,19 @@ def versions(
         SchemaError: a pointer in history is not valid YAML or from a newer mvc.
     """
     return [rec for rec, _ in walk(ws, name, rev=rev, all_branches=all_branches, remotes=remotes, path=path)]
+
+
+def version_labels(ws: Workspace, commits: Sequence[str]) -> dict[str, str]:
+    """``md5 -> "NAME vN"`` of every model version recorded at ``commits`` (one ``git cat-file --batch``)."""
+    labels: dict[str, str] = {}
+    with gitstore.blob_reader(ws.root) as blob:
+        for commit in commits:
+            for path in gitstore.list_files(ws.root, commit, suffix=pointer.SUFFIX):
+                data = blob(commit, path)
+                try:
+                    ptr = pointer.parse(data, path) if data is not None else None
+                except SchemaError:
+                    continue
+                if ptr is not None and ptr.manifest is not None and ptr.md5:
+                    labels.setdefault(ptr.md5, f"{ptr.manifest.name} v{ptr.version}")
+    return labels

@@ -312,7 +312,7 @@ def push_commits(ws: Workspace, commits: list[str], *, remote: str | None = None
         nor the remote. RemoteError: the upload failed.
     """
     rname = sync.remote_name(ws, remote)
-    labels = version_labels(ws, commits)
+    labels = history.version_labels(ws, commits)
     if not labels:
         return rname, 0
     pushed = sync.push_versions(ws, labels, remote=rname)
@@ -322,18 +322,6 @@ def push_commits(ws: Workspace, commits: list[str], *, remote: str | None = None
             hint="pull them first, or push from the machine that added them",
         )
     return rname, pushed.transferred
-
-
-def version_labels(ws: Workspace, commits: list[str]) -> dict[str, str]:
-    """``md5 -> "NAME vN"`` of every model version recorded at ``commits`` (one ``git cat-file --batch``)."""
-    labels: dict[str, str] = {}
-    with gitstore.blob_reader(ws.root) as blob:
-        for commit in commits:
-            for path in gitstore.list_files(ws.root, commit, suffix=pointer.SUFFIX):
-                ptr = _parse(blob(commit, path), path)
-                if ptr is not None and ptr.manifest is not None and ptr.md5:
-                    labels.setdefault(ptr.md5, f"{ptr.manifest.name} v{ptr.manifest.version + (1 if ptr.outside_mvc else 0)}")
-    return labels
 
 
 def _parse(data: bytes | None, path: str) -> Pointer | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from mvc import dvcstore, gitstore, hooks, refs, registry, sync, tensorsync, verification, workspace
+from mvc import dvcstore, gitstore, history, hooks, refs, registry, sync, tensorsync, verification, workspace
 from mvc.errors import ConflictError, MissingObjectError, RemoteNotFoundError
 from mvc.pointer import SUFFIX as POINTER_SUFFIX
 from mvc.progress import Progress
@@ -96,7 +96,7 @@ def push(
     if all_versions:
         wanted = {p.manifest.name for p in ptrs if p.manifest} | {res.name for res in pinned} if items else None
         commits = gitstore.all_commits_touching(ws.root, f"*{POINTER_SUFFIX}")
-        for md5, label in hooks.version_labels(ws, commits).items():
+        for md5, label in history.version_labels(ws, commits).items():
             if wanted is None or label.rsplit(" v", 1)[0] in wanted:
                 labels.setdefault(md5, label)
         for p in ptrs:  # already uploaded above

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mvc import dvcstore, settings, tensorstore
+from mvc import dvcstore, history, settings, tensorstore
 from mvc.errors import ConflictError, IntegrityError, MissingObjectError, MvcError, UsageError
 from mvc.pointer import Pointer
 from mvc.progress import Progress
@@ -124,29 +124,10 @@ def released_hashes(ws: Workspace) -> set[str]:
     events = [e for e in registry.events(ws) if e.action in ("register", "assign")]
     out: set[str] = set()
     for e in events:
-        for md5, label in version_labels(ws, [e.commit]).items():
+        for md5, label in history.version_labels(ws, [e.commit]).items():
             if label.rsplit(" v", 1)[0] == e.artifact:
                 out.add(md5)
     return out
-
-
-def version_labels(ws: Workspace, commits: list[str]) -> dict[str, str]:
-    """``md5 -> "NAME vN"`` of every model version recorded at ``commits`` (as :func:`mvc.hooks.version_labels`)."""
-    from mvc import gitstore, pointer
-    from mvc.errors import SchemaError
-
-    labels: dict[str, str] = {}
-    with gitstore.blob_reader(ws.root) as blob:
-        for commit in commits:
-            for path in gitstore.list_files(ws.root, commit, suffix=pointer.SUFFIX):
-                data = blob(commit, path)
-                try:
-                    ptr = pointer.parse(data, path) if data is not None else None
-                except SchemaError:
-                    continue
-                if ptr is not None and ptr.manifest is not None and ptr.md5:
-                    labels.setdefault(ptr.md5, f"{ptr.manifest.name} v{ptr.manifest.version + (1 if ptr.outside_mvc else 0)}")
-    return labels
 
 
 # ---- the remote -----------------------------------------------------------------------
@@ -643,7 +624,7 @@ def storage(ws: Workspace, remote: str, *, name: str | None = None) -> StorageRe
     rem = _Remote(ws.root, remote)
     recipes_listing = rem.listing(RECIPES)
     chunk_sizes = {k.replace("/", ""): v[0] for k, v in rem.listing(CHUNKS).items()}
-    labels = version_labels(ws, gitstore.all_commits_touching(ws.root, f"*{pointer.SUFFIX}"))
+    labels = history.version_labels(ws, gitstore.all_commits_touching(ws.root, f"*{pointer.SUFFIX}"))
     md5s = [k.replace("/", "") for k in recipes_listing]
     with ThreadPoolExecutor(_workers(None)) as pool:
         raws = list(pool.map(lambda m: rem.get(_recipe_rel(m)), md5s))

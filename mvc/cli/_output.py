@@ -169,3 +169,13 @@ def progress_bar(description: str, *, enabled: bool) -> Iterator[Any]:
                 bar.update(task_id, total=grand, completed=capped, description=f"{description} {task}", visible=True)
 
         yield report
+
+
+def size(n: int) -> str:
+    """A byte count for people: ``512 B``, ``3.2 MiB``, ``1.5 GiB``."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"  # pragma: no cover - the loop always returns

@@ -13,15 +13,6 @@ from mvc.cli._options import Json, Quiet, Repo
 from mvc.errors import UsageError
 
 
-def _bytes(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{int(size)} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"  # pragma: no cover - the loop always returns
-
-
 def _summary(result: Any) -> str:
     parts = []
     for kind in ("object", "temp file", "temp dir", "upload"):
@@ -73,7 +64,7 @@ def gc(
 
         def confirm(plan: Any) -> bool:
             where = "the cache" + (f" and remote {plan.remote}" if plan.remote else "") if plan.cache else f"remote {plan.remote}"
-            return typer.confirm(f"remove {_summary(plan)} ({_bytes(plan.removed_bytes)}) from {where}?", err=True)
+            return typer.confirm(f"remove {_summary(plan)} ({_output.size(plan.removed_bytes)}) from {where}?", err=True)
 
     result = api.gc(repo=repo, cache=cache, remote=remote, dry_run=dry_run, older_than=older_than, confirm=confirm)
     if json_output:
@@ -81,7 +72,7 @@ def gc(
         return
     if result.removed:
         rows = [
-            [r.where, r.kind, _output.short(r.oid) if r.kind == "object" and r.oid else r.path, _bytes(r.size)]
+            [r.where, r.kind, _output.short(r.oid) if r.kind == "object" and r.oid else r.path, _output.size(r.size)]
             for r in result.removed
         ]
         _output.table(["where", "kind", "what", "size"], rows)
@@ -91,7 +82,7 @@ def gc(
     if not result.removed:
         _output.note(f"nothing to remove; {result.kept} objects kept")
     else:
-        _output.note(f"{verb} {_summary(result)} ({_bytes(result.removed_bytes)}); {result.kept} objects kept")
+        _output.note(f"{verb} {_summary(result)} ({_output.size(result.removed_bytes)}); {result.kept} objects kept")
     if result.dry_run and not dry_run:
         _output.note("nothing removed")
     for listing in result.unknown_listings:

@@ -11,15 +11,6 @@ from mvc.cli._app import app, command
 from mvc.cli._options import Json, Quiet, Remote, Repo
 
 
-def _bytes(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{int(size)} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"  # pragma: no cover - the loop always returns
-
-
 @command(app)
 def storage(
     name: Annotated[str | None, typer.Argument(help="Model name; default: every model on the remote.", show_default=False)] = None,
@@ -46,9 +37,9 @@ def storage(
         _output.emit_json(report)
         return
     rows = [
-        [v.name, v.version, v.hash[:8], _bytes(v.logical_bytes), _bytes(v.stored_bytes), _bytes(v.shared_bytes), f"{v.ratio:.3f}"]
+        [v.name, v.version, v.hash[:8], _output.size(v.logical_bytes), _output.size(v.stored_bytes), _output.size(v.shared_bytes), f"{v.ratio:.3f}"]
         for v in report.versions
     ]
     t = report.totals
-    rows.append(["total", "", "", _bytes(t.logical_bytes), _bytes(t.stored_bytes), _bytes(t.shared_bytes), f"{t.ratio:.3f}"])
+    rows.append(["total", "", "", _output.size(t.logical_bytes), _output.size(t.stored_bytes), _output.size(t.shared_bytes), f"{t.ratio:.3f}"])
     _output.table(["model", "version", "hash", "logical", "stored", "shared", "ratio"], rows, title=f"remote {report.remote} ({report.layout} layout)")
