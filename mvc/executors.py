@@ -12,8 +12,11 @@ Ray is an optional extra, imported inside :class:`RayExecutor` only: ``import mv
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import os
+import socket
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any, Self
 
 from mvc.errors import EXIT_OTHER, MvcError, RemoteError, UsageError, counted
@@ -25,6 +28,18 @@ EXECUTORS = ("local", "ray")
 # Ray re-runs a task whose worker process or node died this many times (system
 # failures only: an evaluation that fails is deterministic and is not retried).
 RAY_MAX_RETRIES = 2
+RAY_CONNECT_TIMEOUT_S = 3.0
+"""How long joining a cluster may wait for its address to answer before mvc gives up."""
+# Ray's own bounds on joining a cluster (Ray 2.60): each GCS connect attempt waits
+# gcs_rpc_server_connect_timeout_s (5 s) twice, then py_gcs_connect_timeout_s (30 s) for the
+# cluster id, and ray.init makes up to RAY_NUM_REDIS_GET_RETRIES (20) attempts unless
+# gcs_server_port_wait_time_s caps them: about 14 minutes for an address where no Ray
+# answers. Set only where the user has not set them; read when Ray loads its config.
+RAY_CONNECT_ENV = {
+    "RAY_gcs_rpc_server_connect_timeout_s": "3",
+    "RAY_py_gcs_connect_timeout_s": "5",
+    "RAY_gcs_server_port_wait_time_s": "1",
+}
 
 
 class TaskFailedError(MvcError):
@@ -142,13 +157,15 @@ class RayExecutor(Executor):
         self._owns_connection = not ray.is_initialized()
         if self._owns_connection:
             try:
-                ray.init(
-                    address=self.address,
-                    logging_level=logging.ERROR,
-                    log_to_driver=False,
-                    configure_logging=True,
-                )
-            except Exception as exc:  # noqa: BLE001 - ConnectionError, ValueError, RaySystemError ...
+                _probe(self.address)
+                with _bounded_connect():
+                    ray.init(
+                        address=self.address,
+                        logging_level=logging.ERROR,
+                        log_to_driver=False,
+                        configure_logging=True,
+                    )
+            except Exception as exc:  # noqa: BLE001 - OSError, ConnectionError, ValueError, RaySystemError ...
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                 raise RemoteError(
                     f"cannot connect to the Ray cluster at {self.address} ({first[:200]})",
@@ -247,6 +264,48 @@ class RayExecutor(Executor):
         if self._owns_connection and self._ray.is_initialized():
             self._ray.shutdown()
         self._restore()
+
+
+def _probe(address: str) -> None:
+    """Fail fast when nothing listens at a cluster address (Ray itself retries for minutes).
+
+    Raises:
+        OSError: the address refuses or does not answer within :data:`RAY_CONNECT_TIMEOUT_S`.
+    """
+    where = address.removeprefix("ray://")
+    host, sep, port = where.rpartition(":")
+    if address == "auto" or not sep or not port.isdigit():
+        return  # "auto" and malformed addresses: Ray resolves or rejects them itself
+    try:
+        socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=RAY_CONNECT_TIMEOUT_S).close()
+    except TimeoutError:
+        raise OSError(f"no answer within {RAY_CONNECT_TIMEOUT_S:g} s") from None
+    except ConnectionRefusedError:
+        raise OSError("connection refused: nothing listens there") from None
+
+
+@contextmanager
+def _bounded_connect() -> Iterator[None]:
+    """Ray's connect timeouts set to :data:`RAY_CONNECT_ENV` (unless the user set them) while inside.
+
+    Ray's C++ config reads them once, on import; ``Config.initialize`` re-reads the
+    environment (as Ray does itself when it turns on token auth). The process environment
+    is restored on leaving; Ray's config keeps the bounds.
+    """
+    added = {k: v for k, v in RAY_CONNECT_ENV.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        if added:
+            try:
+                from ray._raylet import Config  # type: ignore[attr-defined]
+
+                Config.initialize("")
+            except (ImportError, AttributeError):  # pragma: no cover - another Ray layout
+                pass
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
 
 
 def open_executor(

@@ -196,3 +196,25 @@ def _running(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_an_unreachable_address_fails_at_once_with_exit_5(repo, logreg_repo):  # noqa: F811 - logreg_repo is the fixture
+    import os
+    import socket
+    import subprocess
+    from types import SimpleNamespace
+
+    pytest.importorskip("ray")
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run(
+        [PY, "-m", "mvc", "eval", "clf@v1", "--cmd", EVAL_CMD, "--folds", "2", "--executor", "ray",
+         "--address", f"127.0.0.1:{port}"],
+        cwd=repo, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    result = SimpleNamespace(exit_code=proc.returncode, stdout=proc.stdout, stderr=proc.stderr)
+    assert_one_line_error(result, 5, f"cannot connect to the Ray cluster at 127.0.0.1:{port} (connection refused")
+    assert proc.stderr.splitlines()[1].startswith("hint: start one with `ray start --head`, or pass --address HOST:6379")
+    assert proc.stdout == "" and not (repo / ".mvc/evals").exists()
