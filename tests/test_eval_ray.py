@@ -19,11 +19,15 @@ from mvc import dvcstore
 from tests.conftest import assert_one_line_error
 from tests.test_cloud_remotes import Bucket, add_remote
 from tests.test_eval import (  # noqa: F401 - logreg_repo and restore_import_state (autouse) are fixtures
+    FOLDED,
+    FOLDED_ARGS,
     MODEL,
     PY,
     add_version,
+    assert_same_as_a_clean_run,
     logreg_repo,
     restore_import_state,
+    runs,
     write,
 )
 
@@ -67,7 +71,7 @@ def test_ray_leaderboard_equals_the_local_one_and_a_rerun_runs_only_what_is_miss
     assert not (repo / ".dvc/cache/files").exists()  # nothing was fetched through the driver
     # the same results files as a local run
     saved = repo / got["saved"] / f"{s3_repo['hashes']['good']}.json"
-    assert json.loads(saved.read_text())["folds"] == got["rows"][0]["folds"]
+    assert [f["metrics"] for f in json.loads(saved.read_text())["folds"]] == got["rows"][0]["folds"]
     # a re-run evaluates only the version whose result is missing (through Ray Client this time)
     saved.unlink()
     again = cli(
@@ -84,6 +88,28 @@ def test_ray_leaderboard_equals_the_local_one_and_a_rerun_runs_only_what_is_miss
     assert result.rows[0].metrics == rows(on_ray)["clf@v1"]["metrics"]
     where = f"ray {ray_cluster.address}: 1 node, 2 CPU worker slots"
     assert calls == [(where, 0, 2), (where, 1, None), (where, 1, None)]
+
+
+def test_on_ray_a_failed_fold_is_the_only_task_a_rerun_submits(repo, s3_repo, ray_cluster, cli):
+    write(repo, "folded.py", FOLDED)
+    hashes = s3_repo["hashes"]
+    (repo / "fail.txt").write_text(f"{hashes['good']} 1\n")
+    empty_local_cache(repo)
+    args = ["eval", "clf@v1", "clf@v2", "clf@v3", *FOLDED_ARGS, "--executor", "ray", "--address", ray_cluster.address]
+    first = cli(*args)
+    assert first.exit_code == 1
+    assert {k: r["status"] for k, r in rows(first).items()} == {"clf@v1": "ok", "clf@v2": "failed", "clf@v3": "ok"}
+    assert rows(first)["clf@v2"]["error"] == "the command exited with code 1 (fold 1)"
+    assert len(runs(repo)) == 9  # every task ran: the failure stopped none of the others
+    (repo / "fail.txt").unlink()
+    again = cli(*args)
+    assert again.exit_code == 0, again.stderr
+    assert runs(repo)[9:] == [(hashes["good"], 1)]  # one task: the fold that failed
+    assert {k: (r["status"], r["cached_folds"]) for k, r in rows(again).items()} == {
+        "clf@v1": ("cached", 3), "clf@v2": ("ok", 2), "clf@v3": ("cached", 3),
+    }  # fmt: skip
+    assert not (repo / ".dvc/cache/files").exists()  # still nothing fetched through the driver
+    assert_same_as_a_clean_run(cli, ["clf@v1", "clf@v2", "clf@v3"], json.loads(again.stdout))  # locally, from scratch
 
 
 KILLER = """\
@@ -141,7 +167,7 @@ def test_a_version_missing_from_the_remote_fails_alone_with_exit_6(repo, s3_repo
     lines = [line.split("\t") for line in result.stdout.splitlines()]
     assert [(r[1], r[4]) for r in lines[1:]] == [("clf@v2", "ok"), ("clf@v3", "ok"), ("clf@v1", "failed")]
     prefix = s3_repo["bucket"].url
-    assert f"clf@v1 failed: remote 'store' ({prefix}) lacks object {gone[:8]} (fold 0)" in result.stderr
+    assert f"clf@v1 failed: remote 'store' ({prefix}) lacks object {gone[:8]}\n" in result.stderr
     assert s3_repo["bucket"].server.secret_key not in result.stdout + result.stderr
     last = result.stderr.strip().splitlines()
     assert last[-2] == "error: 1 of 3 evaluations failed: clf@v1" and last[-1].startswith("hint: ")

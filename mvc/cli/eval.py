@@ -85,7 +85,7 @@ def eval_(
         names = ", ".join(r.ref for r in result.failures)
         error = api.EvalFailedError(
             f"{len(result.failures)} of {len(result.rows)} evaluations failed: {names}",
-            hint="see the error column; a re-run evaluates only the versions that failed (the others are saved)",
+            hint="see the error column; a re-run runs only the folds that failed or did not run (the others are saved)",
         )
         codes = {r.exit_code for r in result.failures}
         code = codes.pop() if len(codes) == 1 else None
@@ -136,6 +136,9 @@ def _render(result: EvalResult, *, quiet: bool) -> None:
     cached = sum(r.status == "cached" for r in result.rows)
     if cached:
         _output.note(f"{_output.plural(cached, 'version')} read from {result.saved}/ (evaluated the same way before; --force re-runs)")
+    for r in result.rows:
+        if r.status != "cached" and r.cached_folds:
+            _output.note(f"{r.ref}: {r.cached_folds} of {_output.plural(result.spec.folds, 'fold')} read from {result.saved}/, the rest run")
     if result.written:
         _output.note(f"results saved in {result.saved}/ (staged; commit them with your next commit)")
     for path in result.recorded:
