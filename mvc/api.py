@@ -1272,9 +1272,9 @@ def evaluate(
 
     Each version is copied from the cache (fetched from the remote when needed) into its
     own temp dir; the work tree is never touched. Results are saved under
-    ``.mvc/evals/<eval hash>/<content hash>.json`` and staged; versions already evaluated
-    the same way are read from there unless ``force``. A failing version is reported in
-    the result and does not stop the others.
+    ``.mvc/evals/<eval hash>/<content hash>.json``, each fold as it finishes, and staged;
+    (version, fold) pairs already evaluated the same way are read from there unless
+    ``force``. A failing version is reported in the result and does not stop the others.
 
     Args:
         refs: ``NAME@REF`` refs (with ``model``, a bare ``REF`` means ``model@REF``).
