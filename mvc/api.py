@@ -1296,7 +1296,7 @@ def evaluate(
         record: write the mean metrics into the manifest of the work-tree version.
         remote: remote to fetch missing weights from (default: the default remote).
         report: write an HTML report (``.html``) with a chart per metric.
-        progress: called as ``progress(version, steps, total)`` as runs start and end
+        progress: called as ``progress(version, runs, total)`` as each fold's run ends
             (with ``executor="ray"``: ``progress(cluster, tasks, total)``, the cluster's
             address and number of workers as the task name).
         executor: ``"local"`` (processes on this machine, ``jobs`` versions at a time) or

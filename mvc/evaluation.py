@@ -723,7 +723,7 @@ def _run_here(
     """Evaluate ``targets`` on this machine, ``jobs`` versions at a time, into ``outcomes[slots]``."""
     for target in targets:
         if progress is not None:
-            progress(target.label, 0, 2 * len(store.missing(target)))
+            progress(target.label, 0, len(store.missing(target)))
     own = not isinstance(executor, LocalExecutor)
     local = LocalExecutor(min(jobs, len(targets))) if own or executor is None else executor
     try:
@@ -761,7 +761,7 @@ def _evaluate_one(
     res = target.resolved
     began = time.monotonic()
     missing = store.missing(target)
-    steps_left = 2 * len(missing)
+    steps_left = len(missing)  # one per fold run
 
     def step(n: int = 1) -> None:
         nonlocal steps_left
@@ -794,7 +794,6 @@ def _evaluate_one(
             if evaluator.cancelled:
                 failures[fold] = {"reason": "cancelled"}
                 break
-            step()
             began_fold = time.monotonic()
             try:
                 raw = evaluator.run(weights, fold, workdir, timeout)

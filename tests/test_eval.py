@@ -332,7 +332,7 @@ def test_fn_callable_with_folds_and_progress(repo, logreg_repo, cli):
     assert {c[0] for c in calls} == {"clf@v1", "clf@v3"}
     for label in ("clf@v1", "clf@v3"):
         mine = [c for c in calls if c[0] == label]
-        assert mine[0][2] == 2 and sum(c[1] for c in mine) == 2  # registered, then a start and an end
+        assert mine[0][2] == 1 and sum(c[1] for c in mine) == 1  # registered, then its one run ended
 
 
 def test_fn_timeout_and_exception_are_reported_per_version(repo, logreg_repo):
@@ -446,6 +446,9 @@ def test_weights_in_no_cache_and_no_remote(repo, logreg_repo, cli):
     assert data["rows"][0]["exit_code"] is None
     assert data["failures"][0]["ref"] == "clf@v1" and data["failures"][0]["exit_code"] == 6
     assert "neither the local cache nor" in data["failures"][0]["error"]
+    assert result.stderr.strip().splitlines()[-1] == (
+        "hint: push their weights from a clone that has them (`mvc push --all-versions`), then run again"
+    )
 
 
 def test_weights_only_in_the_remote_are_fetched_without_touching_the_work_tree(repo, logreg_repo, cli):
@@ -619,3 +622,34 @@ def test_results_saved_by_an_older_mvc_are_still_read(repo, folded, cli):
     assert [r["status"] for r in read["rows"]] == ["cached", "cached"]
     assert [{k: r[k] for k in SAME_AS_CLEAN} for r in read["rows"]] == [{k: r[k] for k in SAME_AS_CLEAN} for r in data["rows"]]
     assert read["comparisons"] == data["comparisons"]
+
+
+def test_the_progress_bar_counts_runs_not_bytes(repo, folded):
+    """On a terminal: one bar over the (version, fold) runs (issue 16), not a byte counter."""
+    import os
+    import pty
+    import subprocess
+
+    primary, secondary = pty.openpty()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "TERM": "xterm"}
+    env.pop("MVC_NO_PROGRESS")  # the test session turns bars off; a user's terminal has them
+    proc = subprocess.Popen(
+        [PY, "-m", "mvc", "eval", "clf@v1", "clf@v2", *FOLDED_ARGS[:-1]],
+        cwd=repo, env=env, stdout=subprocess.PIPE, stderr=secondary, text=True,
+    )  # fmt: skip
+    os.close(secondary)
+    screen = b""
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:  # the command closed its end
+            break
+        if not chunk:
+            break
+        screen += chunk
+    os.close(primary)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    text = screen.decode(errors="replace")
+    assert "evaluating" in text and "6/6 runs" in text, text
+    assert "bytes" not in text

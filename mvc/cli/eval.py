@@ -9,6 +9,7 @@ import typer
 from mvc.cli import _output
 from mvc.cli._app import app, command
 from mvc.cli._options import Json, Quiet, Remote, Repo
+from mvc.errors import EXIT_INTEGRITY
 
 if TYPE_CHECKING:
     from mvc.api import Comparison, EvalResult
@@ -53,7 +54,8 @@ def eval_(
     """
     from mvc import api
 
-    with _output.progress_bar("evaluating", enabled=_output.progress_enabled(quiet=quiet, json_output=json_output)) as cb:
+    enabled = _output.progress_enabled(quiet=quiet, json_output=json_output)
+    with _output.progress_bar("evaluating", enabled=enabled, unit="runs") as cb:
         result = api.evaluate(
             repo,
             refs,
@@ -91,6 +93,8 @@ def eval_(
         code = codes.pop() if len(codes) == 1 else None
         if code is not None:  # one cause for all, e.g. 6: weights missing or corrupt
             error.exit_code = code
+        if code == EXIT_INTEGRITY:
+            error.hint = "push their weights from a clone that has them (`mvc push --all-versions`), then run again"
         raise error
 
 
