@@ -28,16 +28,16 @@ EXECUTORS = ("local", "ray")
 # Ray re-runs a task whose worker process or node died this many times (system
 # failures only: an evaluation that fails is deterministic and is not retried).
 RAY_MAX_RETRIES = 2
-RAY_CONNECT_TIMEOUT_S = 3.0
+RAY_CONNECT_TIMEOUT_S = 5.0
 """How long joining a cluster may wait for its address to answer before mvc gives up."""
-# Ray's own bounds on joining a cluster (Ray 2.60): each GCS connect attempt waits
-# gcs_rpc_server_connect_timeout_s (5 s) twice, then py_gcs_connect_timeout_s (30 s) for the
-# cluster id, and ray.init makes up to RAY_NUM_REDIS_GET_RETRIES (20) attempts unless
+# Ray's own bounds on joining a cluster (Ray 2.60): each GCS connect attempt waits up to
+# py_gcs_connect_timeout_s (30 s) for the cluster id, after two 5 s channel connects, and
+# ray.init makes up to RAY_NUM_REDIS_GET_RETRIES (20) attempts unless
 # gcs_server_port_wait_time_s caps them: about 14 minutes for an address where no Ray
-# answers. Set only where the user has not set them; read when Ray loads its config.
+# answers. One attempt of 20 s still gives a slow head (a loaded machine) time to answer.
+# Set only where the user has not set them; read when Ray loads its config.
 RAY_CONNECT_ENV = {
-    "RAY_gcs_rpc_server_connect_timeout_s": "3",
-    "RAY_py_gcs_connect_timeout_s": "5",
+    "RAY_py_gcs_connect_timeout_s": "20",
     "RAY_gcs_server_port_wait_time_s": "1",
 }
 
@@ -177,6 +177,28 @@ class RayExecutor(Executor):
                 self.address = str(ray.get_runtime_context().gcs_address)
             except Exception:  # noqa: BLE001, S110 - informative only: keep "auto"
                 pass
+        self._check_fits()
+
+    def _check_fits(self) -> None:
+        """Refuse a task no node can hold: Ray would queue it as infeasible, silently, for ever.
+
+        Raises:
+            UsageError: no live node has ``--cpus-per-task`` CPUs and ``--gpus-per-task`` GPUs.
+        """
+        wanted = {"CPU": float(self._options["num_cpus"]), "GPU": float(self._options.get("num_gpus", 0))}
+        try:
+            nodes = [n.get("Resources", {}) for n in self._ray.nodes() if n.get("Alive")]
+        except Exception:  # noqa: BLE001 - cannot tell (an old Ray Client server): let Ray schedule
+            return
+        if not nodes or any(all(res.get(k, 0.0) >= v for k, v in wanted.items() if v) for res in nodes):
+            return
+        biggest = max(nodes, key=lambda res: (res.get("GPU", 0.0), res.get("CPU", 0.0)))
+        asked = " and ".join(_amount(v, k) for k, v in wanted.items() if v)
+        has = ", ".join(_amount(biggest.get(k, 0.0), k) for k in wanted)
+        raise UsageError(
+            f"no node of the Ray cluster at {self.address} has {asked} for a task (the largest has {has})",
+            hint="lower --cpus-per-task / --gpus-per-task, or add a node that has them",
+        )
 
     def _silence_raylet_errors(self) -> None:
         """Keep Ray's raylet error messages off stdout, which carries mvc's data (``--json``).
@@ -264,6 +286,10 @@ class RayExecutor(Executor):
         if self._owns_connection and self._ray.is_initialized():
             self._ray.shutdown()
         self._restore()
+
+
+def _amount(value: float, resource: str) -> str:
+    return counted(int(value), resource) if float(value).is_integer() else f"{value:g} {resource}s"
 
 
 def _probe(address: str) -> None:

@@ -245,3 +245,13 @@ def test_an_unreachable_address_fails_at_once_with_exit_5(repo, logreg_repo):  #
     assert_one_line_error(result, 5, f"cannot connect to the Ray cluster at 127.0.0.1:{port} (connection refused")
     assert proc.stderr.splitlines()[1].startswith("hint: start one with `ray start --head`, or pass --address HOST:6379")
     assert proc.stdout == "" and not (repo / ".mvc/evals").exists()
+
+
+def test_a_task_no_node_can_hold_is_refused_not_queued_for_ever(repo, logreg_repo, ray_cluster, cli):  # noqa: F811
+    gpus = cli("eval", "clf@v1", "--cmd", EVAL_CMD, "--folds", "2", "--executor", "ray", "--gpus-per-task", "1")
+    where = f"no node of the Ray cluster at {ray_cluster.address}"
+    assert_one_line_error(gpus, 2, f"{where} has 1 CPU and 1 GPU for a task (the largest has 2 CPUs, 0 GPUs)")
+    cpus = cli("eval", "clf@v1", "--cmd", EVAL_CMD, "--folds", "2", "--executor", "ray", "--cpus-per-task", "3")
+    assert_one_line_error(cpus, 2, f"{where} has 3 CPUs for a task (the largest has 2 CPUs, 0 GPUs)")
+    assert "hint: lower --cpus-per-task / --gpus-per-task, or add a node that has them" in cpus.stderr
+    assert not (repo / ".mvc/evals").exists()
