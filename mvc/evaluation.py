@@ -386,7 +386,7 @@ class _CommandEvaluator(_Evaluator):
         out = workdir / f"metrics-fold{fold}.json"
         # A session of its own, so a timeout kills the whole process group (shell and children).
         proc = subprocess.Popen(
-            self.command(weights, out, fold),
+            _supervised(self.command(weights, out, fold)),
             shell=True,  # noqa: S602 - the user's own command, run as they typed it
             cwd=self.root or workdir,
             stdin=subprocess.DEVNULL,
@@ -446,13 +446,25 @@ def _reap(proc: subprocess.Popen[str]) -> None:
 
 
 def _die_with_parent() -> None:
-    """In the child: be killed when the process that started it dies (Linux only).
+    """In the child (the shell): get SIGTERM when the process that started it dies (Linux only).
 
     A Ray worker killed outright (its driver gone, out of memory) cannot kill its
-    command's process group; the kernel does it for the command itself.
+    command's process group; the kernel signals the shell, whose trap does it (:func:`_supervised`).
     """
     if _PRCTL is not None:
-        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _supervised(command: str) -> str:
+    """The user's command under a shell that kills its whole process group on SIGTERM.
+
+    The parent-death signal reaches only the shell, not what the shell started (a Python
+    eval script would be orphaned and run on). A shell waiting for a foreground command
+    runs its trap only once that command ends, so the command runs in the background and
+    the shell waits for it (``wait`` is interrupted by the trap); ``wait`` returns the
+    command's exit status. Braces keep a command list (``a && b; c``) one job.
+    """
+    return f"trap 'kill -KILL 0' TERM\n{{ {command}\n}} &\nwait $!"
 
 
 def _load_prctl() -> Callable[..., int] | None:

@@ -653,3 +653,35 @@ def test_the_progress_bar_counts_runs_not_bytes(repo, folded):
     text = screen.decode(errors="replace")
     assert "evaluating" in text and "6/6 runs" in text, text
     assert "bytes" not in text
+
+
+def test_a_command_dies_with_the_process_that_ran_it(repo, folded):
+    """A killed driver (or Ray worker) takes its evaluation commands with it: no orphan runs on."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    (repo / "block.txt").write_text(f"{folded['bad']} 0\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([PY, "-m", "mvc", "eval", "clf@v1", *FOLDED_ARGS], cwd=repo, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not (repo / "blocked").is_file() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    command = int((repo / "blocked").read_text())  # folded.py, a grandchild: the shell started it
+    proc.send_signal(signal.SIGKILL)  # no clean-up runs in mvc
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + 60
+    while _alive(command) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(command)
+
+
+def _alive(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"

@@ -16,7 +16,7 @@ import pytest
 
 import mvc
 from mvc import dvcstore
-from tests.conftest import assert_one_line_error
+from tests.conftest import assert_one_line_error, git
 from tests.test_cloud_remotes import Bucket, add_remote
 from tests.test_eval import (  # noqa: F401 - logreg_repo and restore_import_state (autouse) are fixtures
     FOLDED,
@@ -110,6 +110,51 @@ def test_on_ray_a_failed_fold_is_the_only_task_a_rerun_submits(repo, s3_repo, ra
     }  # fmt: skip
     assert not (repo / ".dvc/cache/files").exists()  # still nothing fetched through the driver
     assert_same_as_a_clean_run(cli, ["clf@v1", "clf@v2", "clf@v3"], json.loads(again.stdout))  # locally, from scratch
+
+
+def test_on_ray_ctrl_c_keeps_the_finished_folds_and_a_rerun_submits_the_rest(repo, s3_repo, ray_cluster, cli):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    write(repo, "folded.py", FOLDED)
+    hashes = s3_repo["hashes"]
+    good = hashes["good"]
+    (repo / "block.txt").write_text(f"{good} 2\n")  # (v2, fold 2) hangs until mvc is interrupted
+    empty_local_cache(repo)
+    args = ["eval", "clf@v1", "clf@v2", "clf@v3", *FOLDED_ARGS, "--executor", "ray", "--address", ray_cluster.address]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([PY, "-m", "mvc", *args], cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def saved_folds() -> dict[str, int]:
+        found = {}
+        for path in repo.glob(".mvc/evals/*/*.json"):
+            data = json.loads(path.read_text())
+            if path.name != "eval.json":
+                found[data["hash"]] = sum(f is not None for f in data["folds"])
+        return found
+
+    deadline = time.monotonic() + 180
+    want = {hashes["bad"]: 3, good: 2, hashes["near"]: 3}
+    while (saved_folds() != want or not (repo / "blocked").is_file()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert saved_folds() == want, proc.communicate(timeout=60)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=90)
+    assert proc.returncode == 130, err
+    staged = git(repo, "diff", "--cached", "--name-only").splitlines()
+    assert sum(name.startswith(".mvc/evals/") for name in staged) == 4  # the three versions' files and eval.json
+    assert len(runs(repo)) == 9
+
+    (repo / "block.txt").unlink()
+    again = cli(*args)
+    assert again.exit_code == 0, again.stderr
+    assert runs(repo)[9:] == [(good, 2)]  # one task: the fold that was interrupted
+    assert {k: (r["status"], r["cached_folds"]) for k, r in rows(again).items()} == {
+        "clf@v1": ("cached", 3), "clf@v2": ("ok", 2), "clf@v3": ("cached", 3),
+    }  # fmt: skip
+    assert_same_as_a_clean_run(cli, ["clf@v1", "clf@v2", "clf@v3"], json.loads(again.stdout))
 
 
 KILLER = """\
