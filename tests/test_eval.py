@@ -596,12 +596,16 @@ def test_an_interrupted_run_keeps_its_finished_folds(repo, folded, cli):
     assert len(runs(repo)) == 6
 
     (repo / "block.txt").unlink()
-    again = cli("eval", "clf@v1", "clf@v2", *FOLDED_ARGS)
+    again = cli("eval", "clf@v1", "clf@v2", *FOLDED_ARGS[:-1])  # people are told what was reused
     assert again.exit_code == 0, again.stderr
     assert runs(repo)[6:] == [(good, 2)]
-    resumed = json.loads(again.stdout)
-    assert {r["ref"]: (r["status"], r["cached_folds"]) for r in resumed["rows"]} == {"clf@v2": ("ok", 2), "clf@v1": ("cached", 3)}
-    assert_same_as_a_clean_run(cli, ["clf@v1", "clf@v2"], resumed)
+    table = {line.split("\t")[1]: line.split("\t")[4] for line in again.stdout.splitlines()[1:]}
+    assert table == {"clf@v1": "cached", "clf@v2": "ok"}
+    assert f"clf@v2: 2 of 3 folds read from .mvc/evals/{folder.name}/, the rest run" in again.stderr.splitlines()
+    assert f"1 version read from .mvc/evals/{folder.name}/ (evaluated the same way before; --force re-runs)" in again.stderr
+    resumed = cli("eval", "clf@v1", "clf@v2", *FOLDED_ARGS)
+    assert [r["status"] for r in json.loads(resumed.stdout)["rows"]] == ["cached", "cached"] and len(runs(repo)) == 7
+    assert_same_as_a_clean_run(cli, ["clf@v1", "clf@v2"], json.loads(resumed.stdout))
 
 
 def test_results_saved_by_an_older_mvc_are_still_read(repo, folded, cli):
