@@ -156,8 +156,11 @@ class RayExecutor(Executor):
         self._connected = True
         self._owns_connection = not ray.is_initialized()
         if self._owns_connection:
+            # "auto" joins RAY_ADDRESS when set (else the cluster this machine runs): name it.
+            named = os.environ.get("RAY_ADDRESS", "") if self.address == "auto" else ""
+            where = f"{named} (RAY_ADDRESS)" if named and named != "auto" else self.address
             try:
-                _probe(self.address)
+                _probe(named if named and named != "auto" else self.address)
                 with _bounded_connect():
                     ray.init(
                         address=self.address,
@@ -168,7 +171,7 @@ class RayExecutor(Executor):
             except Exception as exc:  # noqa: BLE001 - OSError, ConnectionError, ValueError, RaySystemError ...
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                 raise RemoteError(
-                    f"cannot connect to the Ray cluster at {self.address} ({first[:200]})",
+                    f"cannot connect to the Ray cluster at {where} ({first[:200]})",
                     hint="start one with `ray start --head`, or pass --address HOST:6379 or ray://HOST:10001",
                 ) from None
             self._silence_raylet_errors()

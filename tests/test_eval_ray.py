@@ -290,6 +290,14 @@ def test_an_unreachable_address_fails_at_once_with_exit_5(repo, logreg_repo):  #
     assert_one_line_error(result, 5, f"cannot connect to the Ray cluster at 127.0.0.1:{port} (connection refused")
     assert proc.stderr.splitlines()[1].startswith("hint: start one with `ray start --head`, or pass --address HOST:6379")
     assert proc.stdout == "" and not (repo / ".mvc/evals").exists()
+    # the same through RAY_ADDRESS (--address auto, the default)
+    env["RAY_ADDRESS"] = f"127.0.0.1:{port}"
+    proc = subprocess.run(
+        [PY, "-m", "mvc", "eval", "clf@v1", "--cmd", EVAL_CMD, "--folds", "2", "--executor", "ray"],
+        cwd=repo, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    result = SimpleNamespace(exit_code=proc.returncode, stdout=proc.stdout, stderr=proc.stderr)
+    assert_one_line_error(result, 5, f"cannot connect to the Ray cluster at 127.0.0.1:{port} (RAY_ADDRESS) (connection refused")
 
 
 def test_a_task_no_node_can_hold_is_refused_not_queued_for_ever(repo, logreg_repo, ray_cluster, cli):  # noqa: F811
