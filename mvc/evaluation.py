@@ -464,6 +464,8 @@ def _supervised(command: str) -> str:
     the shell waits for it (``wait`` is interrupted by the trap); ``wait`` returns the
     command's exit status. Braces keep a command list (``a && b; c``) one job.
     """
+    if _PRCTL is None:  # no parent-death signal to trap (and maybe no POSIX shell): as typed
+        return command
     return f"trap 'kill -KILL 0' TERM\n{{ {command}\n}} &\nwait $!"
 
 
