@@ -52,6 +52,28 @@ _API = {
     "wait",
     "merge",
     "gc",
+    "run",
+    "check_weights_path",
+}
+
+# The exception hierarchy (``except mvc.RefNotFoundError as exc: exc.ref``); mvc.errors is cheap.
+_ERRORS = {
+    "MvcError",
+    "UsageError",
+    "NotFoundError",
+    "NotARepoError",
+    "PathNotFoundError",
+    "ModelNotFoundError",
+    "RefNotFoundError",
+    "RemoteNotFoundError",
+    "MissingObjectError",
+    "ConflictError",
+    "LockedError",
+    "AmbiguousRefError",
+    "RemoteError",
+    "IntegrityError",
+    "CorruptFileError",
+    "SchemaError",
 }
 
 
@@ -60,8 +82,12 @@ def __getattr__(name: str) -> Any:
         from mvc import api
 
         return getattr(api, name)
+    if name in _ERRORS:
+        from mvc import errors
+
+        return getattr(errors, name)
     raise AttributeError(f"module 'mvc' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_API])
+    return sorted([*globals(), *_API, *_ERRORS])

@@ -1,15 +1,21 @@
 """The public Python API of mvc. The CLI is a thin layer over these functions.
 
-Every function takes the repository (``repo``, any path inside it) first, then the
-model, with options keyword-only. Functions return frozen dataclasses and never print.
+One signature rule: the subject comes first (the path for ``add``, a ``NAME[@REF]`` or a
+list of them for the rest), then keyword-only options, ``repo`` (any path inside the
+repository, default the current directory) among them. A keyword is named after its CLI
+flag (``--all-versions`` is ``all_versions=``; a repeatable flag takes the plural, ``--param``
+is ``params=``; ``--no-verify`` is ``verify=False``). Functions return frozen dataclasses and
+never print; errors are :class:`mvc.errors.MvcError` subclasses carrying ``ref``, ``name``,
+``remote``, ``path`` and ``candidates`` as fields.
 
 Example::
 
     import mvc
     mvc.init(".")
     v = mvc.add("models/net.safetensors", params={"lr": 0.01}, metrics={"acc": 0.91})
-    mvc.commit(message="train net v1")
-    mvc.push()
+    mvc.commit("train net v1")
+    mvc.push("net")
+    mvc.show("net@v1").manifest.metrics
 """
 
 from __future__ import annotations
@@ -21,7 +27,6 @@ from typing import TYPE_CHECKING, Any
 
 from mvc.errors import ConflictError, UsageError
 from mvc.manifest import Manifest, Parent
-from mvc.pointer import SUFFIX as POINTER_SUFFIX
 from mvc.pointer import Pointer
 from mvc.progress import Progress
 
@@ -51,17 +56,16 @@ if TYPE_CHECKING:
     # does not exist (``refresh_index``) once passed unseen (issue 14).
     from mvc import (
         cleanup,
-        dvcstore,
         evaluation,
         experiments,
         getting,
-        gitstore,
         history,
         hooks,
         lineage,
         mergeconfig,
         merging,
-        refs,
+        project,
+        publishing,
         rollback,
         settings,
         signing,
@@ -71,22 +75,23 @@ if TYPE_CHECKING:
         workspace,
     )
     from mvc import comparison as diffing
+    from mvc import refs as refnames
     from mvc import registry as registering
     from mvc import report as reporting
 else:
     cleanup = _lazy("mvc.cleanup")
     diffing = _lazy("mvc.comparison")
-    dvcstore = _lazy("mvc.dvcstore")
     evaluation = _lazy("mvc.evaluation")
     experiments = _lazy("mvc.experiments")
     getting = _lazy("mvc.getting")
-    gitstore = _lazy("mvc.gitstore")
     history = _lazy("mvc.history")
     hooks = _lazy("mvc.hooks")
     lineage = _lazy("mvc.lineage")
     mergeconfig = _lazy("mvc.mergeconfig")
     merging = _lazy("mvc.merging")
-    refs = _lazy("mvc.refs")
+    project = _lazy("mvc.project")
+    publishing = _lazy("mvc.publishing")
+    refnames = _lazy("mvc.refs")
     registering = _lazy("mvc.registry")
     reporting = _lazy("mvc.report")
     rollback = _lazy("mvc.rollback")
@@ -102,17 +107,19 @@ if TYPE_CHECKING:
 
     from mvc.cleanup import GcResult
     from mvc.comparison import Diff
-    from mvc.dvcstore import RemoteConfig
     from mvc.evaluation import Comparison, EvalFailedError, EvalFunctionNotFoundError, EvalRow, EvalSpec
     from mvc.experiments import Experiment, Promoted, SyncReport, ValueRow
     from mvc.getting import GetResult
     from mvc.history import VersionRecord
     from mvc.hooks import HookInstall, Resolution
     from mvc.merging import MergeInput
+    from mvc.project import InitResult, Remote, RemoteOption
+    from mvc.publishing import PromoteResult, PushResult, RegistryPushResult, TagResult, UnassignResult
     from mvc.registry import ModelRegistry, Release, StageEntry
     from mvc.sync import ModelStatus
     from mvc.training import LoggedVersion, RunResult, UploadFailure, UploadReport
     from mvc.verification import VerifyResult, VersionCheck
+    from mvc.versioning import CommitResult
 
 # Types re-exported from domain modules, loaded when first asked for (PEP 562).
 _REEXPORTS: dict[str, tuple[str, str]] = {
@@ -133,7 +140,15 @@ _REEXPORTS: dict[str, tuple[str, str]] = {
     "Promoted": ("mvc.experiments", "Promoted"),
     "Release": ("mvc.registry", "Release"),
     "Removal": ("mvc.cleanup", "Removal"),
-    "RemoteConfig": ("mvc.dvcstore", "RemoteConfig"),
+    "PromoteResult": ("mvc.publishing", "PromoteResult"),
+    "PushResult": ("mvc.publishing", "PushResult"),
+    "RegistryPushResult": ("mvc.publishing", "RegistryPushResult"),
+    "TagResult": ("mvc.publishing", "TagResult"),
+    "UnassignResult": ("mvc.publishing", "UnassignResult"),
+    "CommitResult": ("mvc.versioning", "CommitResult"),
+    "InitResult": ("mvc.project", "InitResult"),
+    "Remote": ("mvc.project", "Remote"),
+    "RemoteOption": ("mvc.project", "RemoteOption"),
     "Resolution": ("mvc.hooks", "Resolution"),
     "RunResult": ("mvc.training", "RunResult"),
     "StageEntry": ("mvc.registry", "StageEntry"),
@@ -169,6 +184,13 @@ def __getattr__(name: str) -> Any:
 PathLike = str | Path
 
 
+def _items(refs: str | Sequence[str] | None) -> list[str]:
+    """``refs`` as a list: one ``NAME[@REF]`` string is a list of one (``mvc.push("net")``)."""
+    if refs is None:
+        return []
+    return [refs] if isinstance(refs, str) else list(refs)
+
+
 @dataclass(frozen=True)
 class Version:
     """One model version as the API returns it."""
@@ -183,43 +205,12 @@ class Version:
 
 
 @dataclass(frozen=True)
-class InitResult:
-    """What ``init`` set up."""
-
-    root: str
-    created_git: bool
-    created_dvc: bool
-    created_settings: bool
-    remote: str | None
-    remote_url: str | None
-
-
-@dataclass(frozen=True)
 class AddResult:
     """Outcome of ``add``: the version now recorded, and whether it is new."""
 
     version: Version
     created: bool
     staged: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class CommitResult:
-    """The commit that recorded model changes."""
-
-    commit: str
-    paths: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class PushResult:
-    """Outcome of ``push``."""
-
-    remote: str
-    transferred: int
-    models: tuple[str, ...]
-    versions: tuple[str, ...] = ()  # "NAME vN" of the versions named by NAME@REF / all_versions
-    missing: tuple[str, ...] = ()  # of those, the ones in neither the local cache nor the remote
 
 
 @dataclass(frozen=True)
@@ -260,6 +251,11 @@ def _version(ptr: Pointer, commit: str | None = None) -> Version:
 def init(repo: PathLike = ".", *, git: bool = False, remote: str | None = None) -> InitResult:
     """Set up mvc in a git repository: DVC, mvc settings and a default local remote.
 
+    Example::
+
+        result = mvc.init("fresh-project", git=True)  # git init too; a local default remote
+        print(result.remote)
+
     Safe to run twice: existing DVC set-up, settings and remotes are kept.
 
     Args:
@@ -270,44 +266,7 @@ def init(repo: PathLike = ".", *, git: bool = False, remote: str | None = None) 
     Raises:
         NotARepoError: not a git repository and ``git`` is False.
     """
-    path = Path(repo)
-    created_git = False
-    if git and not gitstore.is_repo(path):
-        gitstore.init_repo(path)
-        created_git = True
-    ws = workspace.Workspace(root=gitstore.find_root(path)) if path.exists() else workspace.open_workspace(path)
-    root = ws.root
-    created_dvc = not dvcstore.is_initialized(root)
-    dvcstore.init(root)
-    created_settings = not settings.is_mvc_repo(root)
-    if created_settings:
-        settings.save(root, settings.Settings())
-    existing = dvcstore.remotes(root)
-    name: str | None = None
-    url: str | None = None
-    if not existing:
-        target = Path(remote).expanduser().resolve() if remote else workspace.default_remote_dir(root)
-        target.mkdir(parents=True, exist_ok=True)
-        name, url = "local", str(target)
-        dvcstore.add_remote(root, name, url, default=True)
-    else:
-        default = next((r for r in existing if r.default), existing[0])
-        name, url = default.name, default.url
-        if remote:
-            raise ConflictError(
-                f"this repository has a remote already ({default.name}: {default.url})",
-                hint="add another with `mvc remote add NAME URL --default`",
-            )
-    gitstore.stage(root, [p for p in (".dvc/config", ".dvc/.gitignore", ".dvcignore", settings.CONFIG_FILE) if (root / p).exists()])
-    hooks.setup_merge_driver(root)  # issue 5: `*.dvc merge=mvc` + the driver config
-    return InitResult(
-        root=str(root),
-        created_git=created_git,
-        created_dvc=created_dvc,
-        created_settings=created_settings,
-        remote=name,
-        remote_url=url,
-    )
+    return project.init(Path(repo), git=git, remote=remote)
 
 
 def add(
@@ -329,6 +288,11 @@ def add(
     sign_password: bytes | None = None,
 ) -> AddResult:
     """Track weights (a file or a checkpoint directory) as a new version of a model.
+
+    Example::
+
+        result = mvc.add("models/net.safetensors", params={"lr": 0.01}, metrics={"acc": 0.93})
+        print(result.version.name, result.version.version, result.version.hash)
 
     Re-adding unchanged weights records nothing (``created`` is False).
 
@@ -365,8 +329,13 @@ def add(
     return _sign_added(ws, result, sign_key, sign_password) if sign_key is not None else result
 
 
-def commit(repo: PathLike = ".", *, message: str) -> CommitResult:
+def commit(message: str, *, repo: PathLike = ".") -> CommitResult:
     """Commit the model changes (pointers, their .gitignore files, mvc's own files).
+
+    Example::
+
+        mvc.add("models/net.safetensors", metrics={"acc": 0.94})
+        print(mvc.commit("net: acc 0.94").commit)
 
     Other staged or unstaged work is left out of the commit.
 
@@ -374,42 +343,38 @@ def commit(repo: PathLike = ".", *, message: str) -> CommitResult:
         UsageError: empty message.
         ConflictError: no model change to commit.
     """
-    if not message.strip():
-        raise UsageError("the commit message is empty", hint='pass one with -m "what changed"')
-    ws = workspace.open_workspace(repo)
-    paths = [p for p in gitstore.changed_paths(ws.root) if _mvc_owned(p)]
-    paths += [p for p in versioning.setup_files(ws.root) if p not in paths]  # issue 14: .gitattributes too
-    if not paths:
-        raise ConflictError("no model changes to commit", hint="record weights with `mvc add PATH` first")
-    gitstore.stage(ws.root, paths)
-    sha = gitstore.commit(ws.root, message, only=paths)
-    return CommitResult(commit=sha, paths=tuple(paths))
+    return versioning.commit_models(workspace.open_workspace(repo), message)
 
 
-def _mvc_owned(path: str) -> bool:
-    """Pointers, the .gitignore files beside them, and what mvc keeps under ``.mvc/`` (settings,
-    tensor indexes, eval results); a changed ``.dvc/config`` is the user's to commit (issue 14)."""
-    return (path.endswith((".dvc", ".gitignore")) and not path.startswith(".dvc/")) or path.startswith(".mvc/")
+def models(*, repo: PathLike = ".") -> list[Version]:
+    """Every model in the work tree at its current version.
 
+    Example::
 
-def models(repo: PathLike = ".") -> list[Version]:
-    """Every model in the work tree at its current version."""
+        print([(v.name, v.version) for v in mvc.models()])
+    """
     ws = workspace.open_workspace(repo)
     return [_version(p) for p in workspace.models(ws)]
 
 
 def status(
-    repo: PathLike = ".", names: list[str] | None = None, *, remote: str | None = None, check_remote: bool = True
+    names: str | Sequence[str] | None = None, *, repo: PathLike = ".", remote: str | None = None, check_remote: bool = True
 ) -> list[ModelStatus]:
-    """Where each model stands: version, work tree, cache and remote in sync or not."""
+    """Where each model stands: version, work tree, cache and remote in sync or not.
+
+    Example::
+
+        for row in mvc.status("net"):
+            print(row)
+    """
     ws = workspace.open_workspace(repo)
-    return sync.status(ws, workspace.select(ws, names), remote=remote, check_remote=check_remote)
+    return sync.status(ws, workspace.select(ws, _items(names) or None), remote=remote, check_remote=check_remote)
 
 
 def push(
-    repo: PathLike = ".",
-    names: list[str] | None = None,
+    refs: str | Sequence[str] | None = None,
     *,
+    repo: PathLike = ".",
     remote: str | None = None,
     jobs: int | None = None,
     progress: Progress | None = None,
@@ -417,8 +382,14 @@ def push(
 ) -> PushResult:
     """Upload the weights of the named models (all models by default) to the remote.
 
+    Example::
+
+        mvc.push("net")                          # the work tree's version
+        mvc.push("net@v1")                       # a committed version
+        print(mvc.push(all_versions=True).versions)  # every committed version
+
     Args:
-        names: ``NAME`` (the work tree's version) or ``NAME@REF`` (any committed version:
+        refs: ``NAME`` (the work tree's version) or ``NAME@REF`` (any committed version:
             ``net@v1``, ``net@main``, ``net@<sha>``); none: every model's work-tree version.
         all_versions: also every version any commit reachable from a branch or tag
             records (versions committed but never pushed included).
@@ -431,40 +402,13 @@ def push(
         RemoteError: the remote refused or could not be reached.
         ModelNotFoundError / RefNotFoundError: a name or ref does not resolve.
     """
-    ws = workspace.open_workspace(repo)
-    items = list(names or [])
-    plain = [n for n in items if refs.split(n)[1] is None]
-    pinned = [refs.resolve(ws, n) for n in items if refs.split(n)[1] is not None]
-    ptrs = workspace.select(ws, plain) if plain or not pinned else []
-    verification.check_before_push(ws, ptrs)
-    rname, count = sync.push(ws, ptrs, remote=remote, jobs=jobs, progress=progress) if ptrs else (sync.remote_name(ws, remote), 0)
-    labels = {res.hash: f"{res.name} v{res.version}" for res in pinned}
-    if all_versions:
-        wanted = {p.manifest.name for p in ptrs if p.manifest} | {res.name for res in pinned} if items else None
-        commits = gitstore.all_commits_touching(ws.root, f"*{POINTER_SUFFIX}")
-        for md5, label in hooks.version_labels(ws, commits).items():
-            if wanted is None or label.rsplit(" v", 1)[0] in wanted:
-                labels.setdefault(md5, label)
-        for p in ptrs:  # already uploaded above
-            labels.pop(p.md5, None)
-    missing: tuple[str, ...] = ()
-    if labels:
-        pushed = sync.push_versions(ws, labels, remote=rname, jobs=jobs)
-        count, missing = count + pushed.transferred, pushed.missing
-    names_ = [p.manifest.name for p in ptrs if p.manifest] + [res.name for res in pinned]
-    return PushResult(
-        remote=rname,
-        transferred=count,
-        models=tuple(dict.fromkeys(names_ + [label.rsplit(" v", 1)[0] for label in labels.values()])),
-        versions=tuple(sorted(set(labels.values()))),
-        missing=missing,
-    )
+    return publishing.push(workspace.open_workspace(repo), _items(refs), remote=remote, jobs=jobs, progress=progress, all_versions=all_versions)
 
 
 def pull(
-    repo: PathLike = ".",
-    names: list[str] | None = None,
+    names: str | Sequence[str] | None = None,
     *,
+    repo: PathLike = ".",
     remote: str | None = None,
     jobs: int | None = None,
     progress: Progress | None = None,
@@ -474,6 +418,10 @@ def pull(
     force: bool = False,
 ) -> PullResult:
     """Download the weights of the named models (all by default) and put them in the work tree.
+
+    Example::
+
+        print(mvc.pull("net").fetched)
 
     Every downloaded object is re-hashed before checkout; ``verify=False`` skips that
     pass (one md5 over the bytes) for a remote the user trusts. Work-tree weights that
@@ -486,7 +434,7 @@ def pull(
         RemoteError / RemoteNotFoundError.
     """
     ws = workspace.open_workspace(repo)
-    ptrs = workspace.select(ws, names)
+    ptrs = workspace.select(ws, _items(names) or None)
     if verification.signing_required(ws, require_signed):
         verification.require_signed(ws, verification.pointer_targets(ptrs), trusted_keys=trusted_keys, remote=remote, progress=progress)
     rname, fetched, changes = sync.pull(ws, ptrs, remote=remote, jobs=jobs, progress=progress, verify=verify, force=force)
@@ -500,9 +448,9 @@ def pull(
 
 
 def checkout(
-    repo: PathLike = ".",
-    refs_: list[str] | None = None,
+    refs: str | Sequence[str] | None = None,
     *,
+    repo: PathLike = ".",
     remote: str | None = None,
     force: bool = False,
     progress: Progress | None = None,
@@ -511,12 +459,17 @@ def checkout(
 ) -> CheckoutResult:
     """Put weights in the work tree: ``NAME`` as the current commit records, ``NAME@REF`` an older version.
 
+    Example::
+
+        print(mvc.checkout("net@v1").modified)  # roll the work tree back to v1 (the branch stays)
+        mvc.checkout("net")                     # back to the version the commit records
+
     ``NAME@REF`` is a rollback: the branch does not move and the pointer is not changed;
     ``mvc status`` shows the model as rolled back, and ``checkout NAME`` returns.
 
     Args:
         repo: the repository.
-        refs_: ``NAME`` or ``NAME@REF`` items; none: every model as the commit records it.
+        refs: ``NAME`` or ``NAME@REF`` items; none: every model as the commit records it.
         remote: where to fetch a rolled-back version's weights from when the cache lacks them.
         force: overwrite work-tree weights that hold changes no version records.
 
@@ -528,22 +481,22 @@ def checkout(
     """
     ws = workspace.open_workspace(repo)
     if verification.signing_required(ws, require_signed):
-        verification.require_signed_refs(ws, refs_, trusted_keys=trusted_keys, remote=remote, progress=progress)
+        verification.require_signed_refs(ws, _items(refs), trusted_keys=trusted_keys, remote=remote, progress=progress)
     plain: list[str] = []
-    targets: list[tuple[refs.Resolved, Pointer]] = []  # (version to roll back to, work-tree pointer)
-    for ref in refs_ or []:
-        name, spec = refs.split(ref)
+    targets: list[tuple[refnames.Resolved, Pointer]] = []  # (version to roll back to, work-tree pointer)
+    for ref in _items(refs):
+        name, spec = refnames.split(ref)
         if spec is None:
             plain.append(name)
             continue
-        res = refs.resolve(ws, ref)
+        res = refnames.resolve(ws, ref)
         work = workspace.find_model(ws, res.name)
         if work.md5 == res.hash:  # the version the commit records: a plain checkout, fetched if need be
             sync.ensure_cached(ws, res.pointer, res.commit, remote=remote, progress=progress)
             plain.append(res.name)
         else:
             targets.append((res, work))
-    ptrs = workspace.select(ws, plain or None) if plain or not refs_ else []
+    ptrs = workspace.select(ws, plain or None) if plain or not _items(refs) else []
     if not force:  # check everything before touching anything
         rollback.refuse_unsaved(ws, ptrs + [work for _, work in targets])
     rolled: list[str] = []
@@ -568,39 +521,61 @@ def remote_add(
     repo: PathLike = ".",
     default: bool = False,
     force: bool = False,
-    options: dict[str, Any] | None = None,
-) -> dvcstore.RemoteConfig:
-    """Add a remote (``s3://``, ``gs://``, or a local directory). Secrets go to ``.dvc/config.local``."""
-    ws = workspace.open_workspace(repo)
-    dvcstore.add_remote(ws.root, name, url, options=options, default=default, force=force)
-    versioning.stage_config(ws.root)
-    return next(r for r in dvcstore.remotes(ws.root) if r.name == name)
+    options: Mapping[str, Any] | None = None,
+) -> Remote:
+    """Add a remote (``s3://``, ``gs://``, or a local directory). Secrets go to ``.dvc/config.local``.
+
+    Example::
+
+        print(mvc.remote_add("backup", "../backup-store"))
+    """
+    return project.add_remote(workspace.open_workspace(repo), name, url, default=default, force=force, options=options)
 
 
-def remote_list(repo: PathLike = ".") -> list[dvcstore.RemoteConfig]:
-    """The remotes of the repository (no secrets)."""
-    return dvcstore.remotes(workspace.open_workspace(repo).root)
+def remote_list(*, repo: PathLike = ".") -> list[Remote]:
+    """The remotes of the repository (no secrets).
+
+    Example::
+
+        print([(r.name, r.url, r.default) for r in mvc.remote_list()])
+    """
+    return project.remotes(workspace.open_workspace(repo))
 
 
 def remote_default(name: str, *, repo: PathLike = ".") -> None:
-    """Make ``name`` the default remote."""
-    ws = workspace.open_workspace(repo)
-    dvcstore.set_default_remote(ws.root, name)
-    versioning.stage_config(ws.root)
+    """Make ``name`` the default remote.
+
+    Example::
+
+        mvc.remote_add("backup", "../backup-store")
+        mvc.remote_default("backup")
+        print([r.name for r in mvc.remote_list() if r.default])  # ['backup']
+    """
+    project.set_default_remote(workspace.open_workspace(repo), name)
 
 
 def remote_remove(name: str, *, repo: PathLike = ".") -> None:
-    """Remove the remote ``name`` (its objects stay where they are)."""
-    ws = workspace.open_workspace(repo)
-    dvcstore.remove_remote(ws.root, name)
-    versioning.stage_config(ws.root)
+    """Remove the remote ``name`` (its objects stay where they are).
+
+    Example::
+
+        mvc.remote_add("old", "../old-store")
+        mvc.remote_remove("old")
+        print([r.name for r in mvc.remote_list()])
+    """
+    project.remove_remote(workspace.open_workspace(repo), name)
 
 
 # ---- history, show, diff, restore (issue 4) -------------------------------------------
 
 
-def log(repo: PathLike = ".", name: str | None = None, *, all_branches: bool = False) -> list[VersionRecord]:
+def log(name: str | None = None, *, repo: PathLike = ".", all_branches: bool = False) -> list[VersionRecord]:
     """Every committed version of ``name`` (all models when None), newest first.
+
+    Example::
+
+        for record in mvc.log("net"):
+            print(record.version, record.hash[:8], record.subject)
 
     Reads manifests from git objects only: no checkout, no DVC.
 
@@ -638,8 +613,12 @@ class VersionDetail:
     signed_by: tuple[str, ...] = ()  # claimed signers; `mvc verify --signatures` checks them
 
 
-def show(repo: PathLike = ".", ref: str = "", *, rebuild_index: bool = True) -> VersionDetail:
+def show(ref: str, *, repo: PathLike = ".", rebuild_index: bool = True) -> VersionDetail:
     """The full manifest of ``ref`` (``NAME``, ``NAME@v3``, ``NAME@main`` ...).
+
+    Example::
+
+        print(mvc.show("net@v2").manifest.metrics)
 
     A work-tree version re-added by plain ``dvc add`` gets its tensor index rebuilt
     from the weights (``rebuild_index``), since its manifest no longer describes them.
@@ -649,7 +628,7 @@ def show(repo: PathLike = ".", ref: str = "", *, rebuild_index: bool = True) -> 
         SchemaError: the pointer is not valid YAML or from a newer mvc.
     """
     ws = workspace.open_workspace(repo)
-    res = refs.resolve(ws, ref)
+    res = refnames.resolve(ws, ref)
     manifest = res.pointer.effective
     assert manifest is not None
     if res.pointer.outside_mvc and rebuild_index:
@@ -670,16 +649,21 @@ def show(repo: PathLike = ".", ref: str = "", *, rebuild_index: bool = True) -> 
 
 
 def diff(
-    repo: PathLike = ".",
-    a: str = "",
-    b: str = "",
+    a: str,
+    b: str,
     *,
+    repo: PathLike = ".",
     stats: bool = False,
     remote: str | None = None,
-    include_unchanged: bool = False,
+    all_tensors: bool = False,
     progress: Progress | None = None,
 ) -> Diff:
     """Compare two versions (any refs, also of two models).
+
+    Example::
+
+        d = mvc.diff("net@v1", "net@v2", stats=True)
+        print(d)
 
     Reads only the two manifests and tensor indexes; with ``stats`` it also streams
     the tensors that changed in content or dtype (fetching the weights from ``remote``
@@ -693,8 +677,8 @@ def diff(
     import tempfile
 
     ws = workspace.open_workspace(repo)
-    ra, rb = refs.resolve_all(ws, [a, b])
-    result = diffing.compare(ws, ra, rb, include_unchanged=include_unchanged)
+    ra, rb = refnames.resolve_all(ws, [a, b])
+    result = diffing.compare(ws, ra, rb, include_unchanged=all_tensors)
     names = diffing.stats_candidates(result) if stats else []
     if not names:
         return result
@@ -706,9 +690,14 @@ def diff(
 
 
 def restore(
-    repo: PathLike = ".", ref: str = "", *, message: str = "", remote: str | None = None, force: bool = False
+    ref: str, *, repo: PathLike = ".", message: str = "", remote: str | None = None, force: bool = False
 ) -> AddResult:
     """Make an old version the new head: a new version with the old weights, parent the current one.
+
+    Example::
+
+        result = mvc.restore("net@v1", message="back to v1")
+        print(result.version.version)
 
     History is never rewritten. Stage-only, like ``add``; commit with ``commit``. The new
     version keeps the old one's params, metrics, data sets and labels, and records
@@ -724,8 +713,8 @@ def restore(
         MissingObjectError: the old weights are in no cache or remote.
     """
     ws = workspace.open_workspace(repo)
-    res = refs.resolve(ws, ref)
-    current = refs.resolve(ws, res.name)
+    res = refnames.resolve(ws, ref)
+    current = refnames.resolve(ws, res.name)
     if res.hash == current.hash:
         work = current.pointer
         if sync.weights_match(ws, work):
@@ -760,20 +749,14 @@ def restore(
 
 
 
-@dataclass(frozen=True)
-class RemoteOption:
-    """Which remote option ``remote_modify`` changed, and in which file (never the value)."""
-
-    remote: str
-    option: str
-    file: str  # ".dvc/config" (tracked by git) or ".dvc/config.local" (never tracked)
-    unset: bool
-
-
 def remote_modify(
     name: str, option: str, value: str | None = None, *, repo: PathLike = ".", local: bool = False
 ) -> RemoteOption:
     """Set one option of a remote (``value=None`` unsets it), e.g. credentials or ``endpointurl``.
+
+    Example::
+
+        print(mvc.remote_modify("local", "jobs", "8"))
 
     Secrets (``access_key_id``, ``secret_access_key``, ``credentialpath``, ...) always go to
     ``.dvc/config.local``; so does any option with ``local``, e.g. a per-machine endpoint.
@@ -782,11 +765,7 @@ def remote_modify(
         RemoteNotFoundError: no such remote.
         UsageError: the option does not apply to the remote's URL scheme.
     """
-    ws = workspace.open_workspace(repo)
-    written = dvcstore.modify_remote(ws.root, name, option, value, local=local)
-    if written == ".dvc/config":
-        versioning.stage_config(ws.root)
-    return RemoteOption(remote=name, option=option, file=written, unset=value is None)
+    return project.modify_remote(workspace.open_workspace(repo), name, option, value, local=local)
 
 
 def get(
@@ -802,6 +781,11 @@ def get(
     trusted_keys: PathLike | None = None,
 ) -> GetResult:
     """Fetch one model version's weights from a git repository (path or URL) into ``out``.
+
+    Example::
+
+        result = mvc.get(".", "net@v1", out="downloads")
+        print(result)
 
     No work tree of the repository is made (like ``dvc get``): it is cloned without a
     checkout into a temporary directory, ``ref`` (``NAME`` or ``NAME@v3|@tag|@branch``)
@@ -878,66 +862,20 @@ class ExperimentRemoval:
     merged: bool
 
 
-@dataclass(frozen=True)
-class TagResult:
-    """A release registered by ``tag``."""
-
-    name: str
-    release: str
-    tag: str
-    commit: str
-    version: int
-    hash: str
-    pushed: bool
-
-
-@dataclass(frozen=True)
-class PromoteResult:
-    """A stage assigned by ``promote`` (and the release registered on the way, if any)."""
-
-    name: str
-    stage: str
-    tag: str
-    commit: str
-    version: int
-    hash: str
-    release: str
-    release_tag: str | None
-    remote: str
-    pushed: bool
-
-
-@dataclass(frozen=True)
-class UnassignResult:
-    """A stage taken off its version by ``unassign``."""
-
-    name: str
-    stage: str
-    tag: str
-    commit: str
-    pushed: bool
-
-
-@dataclass(frozen=True)
-class RegistryPushResult:
-    """Outcome of ``push_registry``: weights uploaded, then tags pushed to the git remote."""
-
-    remote: str
-    transferred: int
-    git_remote: str
-    tags: tuple[str, ...]
-
-
 def exp_new(
-    repo: PathLike = ".",
-    name: str = "",
+    name: str,
     *,
+    repo: PathLike = ".",
     base: str | None = None,
     params: Mapping[str, Any] | None = None,
     remote: str | None = None,
     force: bool = False,
 ) -> ExperimentResult:
     """Start experiment ``name``: branch ``exp/NAME`` from ``base`` (default HEAD), switched to.
+
+    Example::
+
+        print(mvc.exp_new("wd-0.1", params={"weight_decay": 0.1}).experiment.branch)
 
     Commits ``.mvc/experiments/NAME.json`` (base and intended ``params``) on the branch and
     syncs the weights when the base differs from HEAD.
@@ -951,8 +889,12 @@ def exp_new(
     return ExperimentResult(experiment=exp, sync=report)
 
 
-def exp_list(repo: PathLike = ".", *, git_remotes: bool = False, sort: str | None = None) -> list[Experiment]:
+def exp_list(*, repo: PathLike = ".", git_remotes: bool = False, sort: str | None = None) -> list[Experiment]:
     """Every experiment branch with its base, models, metrics and last activity.
+
+    Example::
+
+        print([e.name for e in mvc.exp_list(sort="acc")])
 
     Reads git objects only (no checkout, no DVC).
 
@@ -968,8 +910,12 @@ def exp_list(repo: PathLike = ".", *, git_remotes: bool = False, sort: str | Non
     return experiments.sort(experiments.read(ws, remote=git_remotes), sort)
 
 
-def exp_switch(repo: PathLike = ".", name: str = "", *, remote: str | None = None, force: bool = False) -> ExperimentResult:
+def exp_switch(name: str, *, repo: PathLike = ".", remote: str | None = None, force: bool = False) -> ExperimentResult:
     """Check out experiment ``name`` and sync its weights (fetching what the cache lacks).
+
+    Example::
+
+        print(mvc.exp_switch("lr-0.1").experiment.branch)
 
     Raises:
         RefNotFoundError: no such experiment.
@@ -980,13 +926,17 @@ def exp_switch(repo: PathLike = ".", name: str = "", *, remote: str | None = Non
     return ExperimentResult(experiment=exp, sync=report)
 
 
-def exp_compare(repo: PathLike = ".", names: list[str] | None = None) -> ExperimentComparison:
+def exp_compare(names: Sequence[str], *, repo: PathLike = ".") -> ExperimentComparison:
     """Params and metrics of several experiments side by side, with tensor diffs from the first.
+
+    Example::
+
+        print(mvc.exp_compare(["lr-0.1", "lr-0.01"]).metrics)
 
     Raises:
         UsageError: fewer than two experiments. RefNotFoundError: an unknown experiment.
     """
-    names = list(names or [])
+    names = _items(names)
     if len(names) < 2:
         raise UsageError("compare needs at least two experiments", hint="e.g. `mvc exp compare lr-0.1 lr-0.01`")
     ws = workspace.open_workspace(repo)
@@ -997,16 +947,20 @@ def exp_compare(repo: PathLike = ".", names: list[str] | None = None) -> Experim
     for other in chosen[1:]:
         for model in first.models:
             if any(m.name == model.name for m in other.models):
-                a = refs.resolve(ws, f"{model.name}@{first.commit}")
-                b = refs.resolve(ws, f"{model.name}@{other.commit}")
+                a = refnames.resolve(ws, f"{model.name}@{first.commit}")
+                b = refnames.resolve(ws, f"{model.name}@{other.commit}")
                 diffs.append(diffing.compare(ws, a, b))
     return ExperimentComparison(experiments=tuple(chosen), params=params, metrics=metrics, diffs=tuple(diffs))
 
 
 def exp_promote(
-    repo: PathLike = ".", name: str = "", *, into: str | None = None, remote: str | None = None, force: bool = False
+    name: str, *, repo: PathLike = ".", into: str | None = None, remote: str | None = None, force: bool = False
 ) -> ExperimentPromotion:
     """Merge experiment ``name`` into ``into`` (default: the branch it started from, else main).
+
+    Example::
+
+        print(mvc.exp_promote("lr-0.1").versions)
 
     Each model the experiment changed becomes a new version there whose parents include
     the experiment's version; the merge is committed and the weights synced.
@@ -1020,8 +974,12 @@ def exp_promote(
     return ExperimentPromotion(experiment=exp.name, branch=exp.branch, target=target, commit=commit, versions=versions, sync=report)
 
 
-def exp_remove(repo: PathLike = ".", name: str = "", *, force: bool = False) -> ExperimentRemoval:
+def exp_remove(name: str, *, repo: PathLike = ".", force: bool = False) -> ExperimentRemoval:
     """Delete experiment ``name``'s branch; its weights stay in the remote until garbage collection.
+
+    Example::
+
+        print(mvc.exp_remove("lr-0.01", force=True).merged)
 
     Raises:
         ConflictError: it is checked out, or has unmerged work (pass ``force``).
@@ -1031,16 +989,25 @@ def exp_remove(repo: PathLike = ".", name: str = "", *, force: bool = False) -> 
     return ExperimentRemoval(experiment=exp.name, branch=exp.branch, commit=exp.commit, merged=merged)
 
 
-def install_hooks(repo: PathLike = ".") -> list[HookInstall]:
+def install_hooks(*, repo: PathLike = ".") -> list[HookInstall]:
     """Install git hooks that sync weights on checkout/merge and push them before ``git push``.
+
+    Example::
+
+        print(mvc.install_hooks())
 
     Also (re)writes the merge-driver config. Idempotent; existing hooks keep working.
     """
     return hooks.install(workspace.open_workspace(repo))
 
 
-def resolve(repo: PathLike = ".", name: str = "", *, take: str, remote: str | None = None, force: bool = False) -> Resolution:
+def resolve(name: str, *, take: str, repo: PathLike = ".", remote: str | None = None, force: bool = False) -> Resolution:
     """Settle a merge conflict on model ``name`` with ``take`` = ``ours``, ``theirs`` or a REF.
+
+    Example::
+
+        # after `git merge exp/lr-0.01` stopped on a conflict in net's pointer
+        print(mvc.resolve("net", take="theirs").next_step)
 
     Records a merge version (parents: both sides), checks its weights out and stages the
     pointer; then finish with ``Resolution.next_step`` (``git commit``, ``git rebase --continue``,
@@ -1053,25 +1020,11 @@ def resolve(repo: PathLike = ".", name: str = "", *, take: str, remote: str | No
     return hooks.resolve(ws, name, take, remote=remote, force=force)
 
 
-def _check_git_remote(ws: workspace.Workspace, git_remote: str) -> None:
-    from mvc.errors import RemoteNotFoundError
-
-    if git_remote not in gitstore.git_remotes(ws.root):
-        raise RemoteNotFoundError(f"no git remote named {git_remote!r}", hint=f"add it with `git remote add {git_remote} URL`")
-
-
-def _push_tags(ws: workspace.Workspace, tags: list[str], commits: list[str], *, remote: str | None, git_remote: str) -> tuple[str, int]:
-    _check_git_remote(ws, git_remote)
-    rname, count = hooks.push_commits(ws, commits, remote=remote)
-    gitstore.push_refs(ws.root, git_remote, [f"refs/tags/{t}" for t in tags])
-    return rname, count
-
-
 def tag(
-    repo: PathLike = ".",
-    ref: str = "",
-    release: str = "",
+    ref: str,
+    release: str,
     *,
+    repo: PathLike = ".",
     message: str = "",
     push: bool = False,
     remote: str | None = None,
@@ -1079,27 +1032,24 @@ def tag(
 ) -> TagResult:
     """Register the version ``ref`` names as release ``release`` (annotated tag ``NAME@vX.Y.Z``).
 
+    Example::
+
+        print(mvc.tag("net@v2", "v1.1.0", message="better acc").tag)
+
     With ``push`` the weights go to the (DVC) remote, then the tag to ``git_remote``.
 
     Raises:
         UsageError: not ``vX.Y.Z``. ConflictError: the tag exists; the version is released
         already or not committed.
     """
-    ws = workspace.open_workspace(repo)
-    if push:
-        _check_git_remote(ws, git_remote)
-    registering.check_release(release)  # before the ref: a bad release number is the first error
-    res, tag_, commit = registering.register(ws, refs.resolve(ws, ref), release, message=message)
-    if push:
-        _push_tags(ws, [tag_], [commit], remote=remote, git_remote=git_remote)
-    return TagResult(name=res.name, release=release, tag=tag_, commit=commit, version=res.version, hash=res.hash, pushed=push)
+    return publishing.tag(workspace.open_workspace(repo), ref, release, message=message, push=push, remote=remote, git_remote=git_remote)
 
 
 def promote(
-    repo: PathLike = ".",
-    ref: str = "",
+    ref: str,
     *,
     stage: str,
+    repo: PathLike = ".",
     release: str | None = None,
     message: str = "",
     push: bool = False,
@@ -1107,6 +1057,10 @@ def promote(
     git_remote: str = "origin",
 ) -> PromoteResult:
     """Assign ``stage`` to the version ``ref`` names (annotated tag ``NAME#STAGE#N``).
+
+    Example::
+
+        print(mvc.promote("net@v2", stage="staging").tag)
 
     The version's weights must be in the remote (``push`` uploads them first, and pushes
     the tags to ``git_remote`` after). A version without a release is registered first,
@@ -1116,35 +1070,8 @@ def promote(
         ConflictError: the weights are not in the remote; the version holds the stage already.
         RemoteNotFoundError: no (default) remote.
     """
-    ws = workspace.open_workspace(repo)
-    res = refs.resolve(ws, ref)
-    registering.check_stage(stage)
-    commit = registering.version_commit(ws, res)
-    rname = sync.remote_name(ws, remote)
-    if push:
-        _check_git_remote(ws, git_remote)
-        hooks.push_commits(ws, [commit], remote=rname)
-    if dvcstore.missing_in_remote(ws.root, [res.hash], remote=rname):
-        raise ConflictError(
-            f"the weights of {res.name} v{res.version} ({res.hash[:8]}) are not in remote {rname!r}",
-            hint=f"upload them first: `mvc promote {ref} --stage {stage} --push` (or `mvc push` while that version is checked out)",
-        )
-    tag_, release_tag, release_name = registering.assign(ws, res, commit, stage, release=release, message=message)
-    if push:
-        # The stage tag names a release: push that release's tag too, new or not (issue 14).
-        release_ref = release_tag or f"{registering.tag_name(res.name)}@{release_name}"
-        _push_tags(ws, [release_ref, tag_], [commit], remote=rname, git_remote=git_remote)
-    return PromoteResult(
-        name=res.name,
-        stage=stage,
-        tag=tag_,
-        commit=commit,
-        version=res.version,
-        hash=res.hash,
-        release=release_name,
-        release_tag=release_tag,
-        remote=rname,
-        pushed=push,
+    return publishing.promote(
+        workspace.open_workspace(repo), ref, stage, release=release, message=message, push=push, remote=remote, git_remote=git_remote
     )
 
 
@@ -1159,8 +1086,13 @@ class RenameResult:
     pointer: str
 
 
-def rename(repo: PathLike = ".", old: str = "", new: str = "") -> RenameResult:
+def rename(old: str, new: str, *, repo: PathLike = ".") -> RenameResult:
     """Rename model ``old`` to ``new``: rewrite the name in its pointer's manifest and stage it.
+
+    Example::
+
+        print(mvc.rename("net", "classifier"))
+        mvc.commit("rename net to classifier")
 
     The weights, version number and history stay; commit the change (``mvc commit``).
     Releases and stages already registered keep the old name (tags never move).
@@ -1172,45 +1104,47 @@ def rename(repo: PathLike = ".", old: str = "", new: str = "") -> RenameResult:
     ws = workspace.open_workspace(repo)
     old_name, ptr = registering.rename(ws, old, new)
     assert ptr.manifest is not None
-    version = ptr.manifest.version + (1 if ptr.outside_mvc else 0)
-    return RenameResult(old=old_name, new=ptr.manifest.name, version=version, hash=ptr.md5, pointer=ptr.path)
+    return RenameResult(old=old_name, new=ptr.manifest.name, version=ptr.version, hash=ptr.md5, pointer=ptr.path)
 
 
-def unassign(repo: PathLike = ".", name: str = "", *, stage: str, message: str = "", push: bool = False, git_remote: str = "origin") -> UnassignResult:
+def unassign(name: str, *, stage: str, repo: PathLike = ".", message: str = "", push: bool = False, git_remote: str = "origin") -> UnassignResult:
     """Take ``stage`` off the version that holds it (annotated tag ``NAME#STAGE!#N``).
+
+    Example::
+
+        print(mvc.unassign("net", stage="prod").tag)
 
     Raises:
         RefNotFoundError: no version holds that stage.
     """
-    ws = workspace.open_workspace(repo)
-    if push:
-        _check_git_remote(ws, git_remote)
-    tag_, commit = registering.unassign(ws, name, stage, message=message)
-    if push:
-        _push_tags(ws, [tag_], [], remote=None, git_remote=git_remote)
-    return UnassignResult(name=name, stage=stage, tag=tag_, commit=commit, pushed=push)
+    return publishing.unassign(workspace.open_workspace(repo), name, stage, message=message, push=push, git_remote=git_remote)
 
 
-def registry_show(repo: PathLike = ".", name: str | None = None) -> list[ModelRegistry]:
-    """Releases and current stages of every model in the registry (or of ``name``), from git tags."""
+def registry_show(name: str | None = None, *, repo: PathLike = ".") -> list[ModelRegistry]:
+    """Releases and current stages of every model in the registry (or of ``name``), from git tags.
+
+    Example::
+
+        print(mvc.registry_show("net"))
+    """
     ws = workspace.open_workspace(repo)
     return registering.show(ws, name)
 
 
 def push_registry(
-    repo: PathLike = ".", names: list[str] | None = None, *, remote: str | None = None, git_remote: str = "origin"
+    names: str | Sequence[str] | None = None, *, repo: PathLike = ".", remote: str | None = None, git_remote: str = "origin"
 ) -> RegistryPushResult:
     """Upload the weights every registry tag points to, then push the tags to ``git_remote``.
+
+    Example::
+
+        print(mvc.push_registry(git_remote="origin").tags)
 
     Raises:
         RemoteNotFoundError: no such DVC or git remote. MissingObjectError: weights in
         neither the cache nor the remote. RemoteError: an upload or the git push failed.
     """
-    ws = workspace.open_workspace(repo)
-    evs = [e for e in registering.events(ws) if not names or e.artifact in names]
-    commits = list(dict.fromkeys(e.commit for e in evs))
-    rname, count = _push_tags(ws, [e.tag for e in evs], commits, remote=remote, git_remote=git_remote) if evs else (sync.remote_name(ws, remote), 0)
-    return RegistryPushResult(remote=rname, transferred=count, git_remote=git_remote, tags=tuple(e.tag for e in evs))
+    return publishing.push_registry(workspace.open_workspace(repo), _items(names), remote=remote, git_remote=git_remote)
 
 
 # (end of issue 5: experiments, git integration, registry)
@@ -1245,9 +1179,9 @@ class EvalResult:
 
 
 def evaluate(
-    repo: PathLike = ".",
-    refs: list[str] | None = None,  # noqa: F811 - shadows the module inside this function only
+    refs: str | Sequence[str] | None = None,
     *,
+    repo: PathLike = ".",
     cmd: str | None = None,
     fn: str | Any | None = None,
     model: str | None = None,
@@ -1269,6 +1203,11 @@ def evaluate(
     gpus_per_task: float = 0,
 ) -> EvalResult:
     """Run one evaluation against several versions and rank them.
+
+    Example::
+
+        res = mvc.evaluate(["net@v1", "net@v2"], cmd="python eval.py {weights}")
+        print([(row.ref, row.metrics) for row in res.rows])
 
     Each version is copied from the cache (fetched from the remote when needed) into its
     own temp dir; the work tree is never touched. Results are saved under
@@ -1322,7 +1261,7 @@ def evaluate(
     report_path = reporting.check_path(report) if report is not None else None
     ws = workspace.open_workspace(repo)
     spec, runner = evaluation.make_spec(ws.root, cmd=cmd, fn=fn, folds=folds, per_example=per_example)
-    targets, notes = evaluation.plan(ws, list(refs or []), model=model, all_experiments=all_experiments, versions=versions)
+    targets, notes = evaluation.plan(ws, _items(refs), model=model, all_experiments=all_experiments, versions=versions)
     from mvc import executors
 
     with executors.open_executor(
@@ -1386,9 +1325,9 @@ class MergeResult:
 
 
 def merge(
-    repo: PathLike = ".",
-    refs: Sequence[str] = (),
+    refs: Sequence[str],
     *,
+    repo: PathLike = ".",
     method: str | None = None,
     weights: Sequence[float] | None = None,
     base: str | None = None,
@@ -1406,6 +1345,11 @@ def merge(
     progress: Progress | None = None,
 ) -> MergeResult:
     """Merge model versions into a new safetensors file, streaming one tensor at a time.
+
+    Example::
+
+        res = mvc.merge(["net@v1", "net@v2"], method="slerp", params={"t": 0.5}, out="models/soup.safetensors")
+        print(res.merged, res.notes)
 
     Methods: ``linear`` (weighted average; uniform by default: a model soup),
     ``task-arithmetic`` (``base + scale * sum w_i (m_i - base)``), ``slerp`` (two
@@ -1483,6 +1427,11 @@ def log_model(
 ) -> LoggedVersion:
     """Version weights from training code: ``mvc add`` + a commit of mvc's files + an upload.
 
+    Example::
+
+        v = mvc.log_model("models/net.safetensors", metrics={"loss": 0.31}, step=10)
+        print(v.name, v.version, v.created)
+
     Unchanged weights make no new version and no commit. The commit (``commit=True``,
     on the current branch) holds only the pointer, its ``.gitignore`` and the tensor
     index: the user's other staged or unstaged work is never committed. On an
@@ -1528,6 +1477,11 @@ def log_model(
 def wait() -> UploadReport:
     """Wait for the uploads ``log_model(push=True)`` queued, and report them.
 
+    Example::
+
+        mvc.log_model("models/net.safetensors", metrics={"loss": 0.30}, push=True)
+        print(mvc.wait())  # raises if a background upload failed
+
     At interpreter exit mvc waits too, and prints failures to stderr.
 
     Raises:
@@ -1541,6 +1495,10 @@ def wait() -> UploadReport:
 
 def check_weights_path(path: PathLike, *, repo: PathLike | None = None) -> str:
     """Check that weights at ``path`` (existing or not yet) can be versioned; return it repo-relative.
+
+    Example::
+
+        print(mvc.check_weights_path("models/net.safetensors"))
 
     Training callbacks call this when they are created, so a wrong path fails before training.
 
@@ -1566,6 +1524,11 @@ def run(
     force: bool = False,
 ) -> RunResult:
     """Run a training command and version what it wrote (``mvc run``).
+
+    Example::
+
+        result = mvc.run(["python", "train.py"], outs=["models/net.safetensors"], metrics_file="metrics.json")
+        print(result)
 
     With ``experiment`` it first creates (``exp_new``) or switches to (``exp_switch``,
     ``force`` discarding unrecorded weights) the experiment's branch ``exp/NAME``. The
@@ -1614,9 +1577,9 @@ class SignResult:
 
 
 def verify(
-    repo: PathLike = ".",
-    refs_: list[str] | None = None,
+    refs: str | Sequence[str] | None = None,
     *,
+    repo: PathLike = ".",
     remote: str | None = None,
     all_versions: bool = False,
     repair: bool = False,
@@ -1626,10 +1589,15 @@ def verify(
 ) -> VerifyResult:
     """Re-hash versions' weights (work tree, cache) against their pointers; check remote and signatures.
 
+    Example::
+
+        result = mvc.verify("net", remote="local")
+        print(result.error())  # None: everything checks out
+
     Every byte is read again (no trust in mtimes). ``result.error()`` sums up problems.
 
     Args:
-        refs_: ``NAME`` (the work-tree version) or ``NAME@REF``; default every model.
+        refs: ``NAME`` (the work-tree version) or ``NAME@REF``; default every model.
         remote: also check that this remote holds every object, intact where it can tell
             (a directory remote is re-hashed; S3 ETag / GCS md5 compared; sizes compared).
         all_versions: every committed version of the models, on any branch.
@@ -1644,7 +1612,7 @@ def verify(
         UsageError / PathNotFoundError: ``signatures`` without usable trusted keys.
     """
     ws = workspace.open_workspace(repo)
-    items = verification.targets(ws, refs_, all_versions=all_versions)
+    items = verification.targets(ws, _items(refs) or None, all_versions=all_versions)
     return verification.verify(
         ws,
         items,
@@ -1658,9 +1626,13 @@ def verify(
 
 
 def sign(
-    repo: PathLike = ".", ref: str = "", *, key: PathLike, password: bytes | None = None, remote: str | None = None
+    ref: str, *, key: PathLike, repo: PathLike = ".", password: bytes | None = None, remote: str | None = None
 ) -> SignResult:
     """Sign the weights of ``ref`` with an ECDSA private key (OpenSSF model signing, offline).
+
+    Example::
+
+        print(mvc.sign("net@v2", key="me.pem").signer)
 
     The bundle goes to ``.mvc/signatures/<md5[:2]>/<md5>.json`` (staged; commit it with
     ``commit``). Missing weights are fetched from the remote into the cache first.
@@ -1671,11 +1643,10 @@ def sign(
         IntegrityError: the cached weights no longer match their hash.
     """
     ws = workspace.open_workspace(repo)
-    res = refs.resolve(ws, ref)
+    res = refnames.resolve(ws, ref)
     signing.load_private_key(key, password)  # a bad key fails before any download
     sync.ensure_cached(ws, res.pointer, res.commit, remote=remote)
     sig, rel = signing.sign(ws.root, name=res.name, version=res.version, md5=res.hash, key_path=key, password=password)
-    gitstore.stage(ws.root, [rel])
     return SignResult(name=res.name, version=res.version, hash=res.hash, signature_file=rel, signer=sig.signer, key=sig.key)
 
 
@@ -1683,7 +1654,6 @@ def _sign_added(ws: workspace.Workspace, result: AddResult, key: PathLike, passw
     """``add(sign_key=...)``: sign the version just recorded and stage its signature."""
     v = result.version
     _, rel = signing.sign(ws.root, name=v.name, version=v.version, md5=v.hash, key_path=key, password=password)
-    gitstore.stage(ws.root, [rel])
     return replace(result, staged=(*result.staged, rel))
 
 
@@ -1756,7 +1726,7 @@ __all__ = [
     "ModelStatus",
     "PullResult",
     "PushResult",
-    "RemoteConfig",
+    "Remote",
     "Version",
     "add",
     "checkout",
@@ -1778,8 +1748,8 @@ __all__ = [
 
 
 def gc(
-    repo: PathLike = ".",
     *,
+    repo: PathLike = ".",
     cache: bool = True,
     remote: str | None = None,
     dry_run: bool = False,

@@ -29,7 +29,7 @@ from mvc.workspace import Workspace
 # The hashes a pointer (``*.dvc``) or ``dvc.lock`` names: every ``md5:`` value, read as text so
 # that a pointer with conflict markers, or one mvc could not parse, still keeps its objects.
 _MD5 = re.compile(rb"\bmd5:[ \t]*['\"]?([0-9a-f]{32}(?:\.dir)?)(?![0-9a-zA-Z.])")
-# pointer.write_atomic and the integrations: tempfile.mkstemp(prefix=".<name>.", suffix=".tmp")
+# files.replace_atomic: tempfile.mkstemp(prefix=".<name>.", suffix=files.TEMP_SUFFIX)
 _MKSTEMP = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
 # Directories mvc stages weights in next to their target (rollback, get) and sign views in .dvc/tmp.
 _STAGING_DIR = re.compile(r"^\.mvc-(checkout|get)-[a-z0-9_]{8}$")

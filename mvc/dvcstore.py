@@ -9,6 +9,7 @@ errors it logs are captured to classify failures (auth, missing bucket, network)
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -27,10 +28,11 @@ from mvc.errors import (
     NotARepoError,
     RemoteError,
     RemoteNotFoundError,
+    SchemaError,
     UsageError,
     counted,
 )
-from mvc.progress import Progress
+from mvc.progress import ByteMeter, Progress
 
 if TYPE_CHECKING:
     from dvc.repo import Repo
@@ -129,6 +131,13 @@ def _quiet() -> Iterator[_Captured]:
                 lg.propagate = debug
                 if not debug:
                     lg.handlers = []
+            # DVC's tqdm bars draw unless their module's logger is above ERROR (the level
+            # kept above for _translate); on a terminal they leaked blank lines (issue 14).
+            for name in ("dvc.progress", "dvc_data.callbacks"):
+                lg = logging.getLogger(name)
+                _silenced.append((lg, lg.level, lg.propagate, list(lg.handlers)))
+                if not debug:
+                    lg.setLevel(logging.CRITICAL)
             # DVC's rich spinners ("Checking graph") write to the terminal directly.
             from dvc.ui import ui
 
@@ -165,60 +174,158 @@ _silenced_consoles: list[tuple[Any, bool]] = []
 
 @contextlib.contextmanager
 def _progress_hook(progress: Progress | None) -> Iterator[None]:
-    """Forward DVC's per-file byte progress to ``progress`` while a transfer runs.
+    """Forward the bytes DVC copies to ``progress`` while a transfer runs.
 
-    DVC creates one tqdm callback per transferred file through
-    ``TqdmCallback.branched``; we swap in a callback that reports to mvc.
+    DVC creates one tqdm callback per transferred file through ``TqdmCallback.branched``;
+    the patched ``branched`` hands it a callback that reports to mvc instead. DVC's
+    local copy (``dvc_objects.fs.local.copyfile``, used for a directory remote and the
+    cache) reports no bytes below 1 GB, so the patched ``copyfile`` copies in chunks
+    and reports each. The patches stay in place while any hook is open (in any
+    thread); the innermost open hook receives the reports.
     """
     if progress is None:
         yield
         return
+    with _hook_lock:
+        if not _hook_targets:
+            _patch_progress()
+        _hook_targets.append(progress)
+    try:
+        yield
+    finally:
+        with _hook_lock:
+            _hook_targets.remove(progress)
+            if not _hook_targets:
+                _unpatch_progress()
+
+
+_hook_lock = threading.Lock()
+_hook_targets: list[Progress] = []  # the open hooks' callbacks, innermost last
+_hook_saved: list[tuple[Any, str, Any]] = []  # (owner, attribute, original) of each patch
+
+
+def _patch_progress() -> None:
     from dvc.fs import callbacks as dvc_callbacks
+    from dvc_data import callbacks as data_callbacks
+    from dvc_objects.fs import local as local_fs
+
+    forward = _forward_class()
+
+    def branched(self: Any, path_1: Any, path_2: str, **kwargs: Any) -> Any:
+        desc = path_1 if isinstance(path_1, str) else path_2
+        report = _hook_targets[-1] if _hook_targets else None
+        return forward(report, os.path.basename(str(desc)))
+
+    original_copy = local_fs.copyfile
+
+    def copyfile(src: str, dest: str, callback: Any = None) -> None:
+        if isinstance(callback, forward):
+            _copy_reporting(src, dest, callback)
+        elif callback is None:
+            original_copy(src, dest)
+        else:
+            original_copy(src, dest, callback=callback)
+
+    # dvc's own transfers use dvc.fs.callbacks; dvc-data's index push/fetch use its copy.
+    for cls in (dvc_callbacks.TqdmCallback, data_callbacks.TqdmCallback):
+        _hook_saved.append((cls, "branched", cls.__dict__.get("branched")))
+        cls.branched = branched  # type: ignore[method-assign]
+    _hook_saved.append((local_fs, "copyfile", original_copy))
+    local_fs.copyfile = copyfile  # type: ignore[assignment]
+
+
+def _unpatch_progress() -> None:
+    for owner, attribute, original in reversed(_hook_saved):
+        if original is None:
+            delattr(owner, attribute)
+        else:
+            setattr(owner, attribute, original)
+    _hook_saved.clear()
+
+
+@functools.cache
+def _forward_class() -> type:
+    """The fsspec callback that reports one file's bytes to mvc (fsspec imported lazily)."""
     from fsspec.callbacks import Callback
 
-    report: Progress = progress
-
     class _Forward(Callback):
-        def __init__(self, task: str) -> None:
+        def __init__(self, report: Progress | None, task: str) -> None:
             super().__init__()
+            self.report = report
             self.task = task
 
         def call(self, *args: Any, **kwargs: Any) -> None:  # fsspec hook on every update
             pass
 
-        def set_size(self, size: int | None) -> None:
-            super().set_size(size)
-            report(self.task, 0, size)
+        def _send(self, inc: int) -> None:
+            if inc and self.report is not None:
+                self.report(self.task, inc, self.size)
 
         def relative_update(self, inc: int = 1) -> None:
             super().relative_update(inc)
-            report(self.task, inc, self.size)
+            self._send(inc)
 
         def absolute_update(self, value: int) -> None:
             inc = value - (self.value or 0)
             super().absolute_update(value)
-            if inc:
-                report(self.task, inc, self.size)
+            self._send(inc)
 
-    def branched(self: Any, path_1: Any, path_2: str, **kwargs: Any) -> Callback:
-        desc = path_1 if isinstance(path_1, str) else path_2
-        return _Forward(os.path.basename(str(desc)))
+        def __exit__(self, *exc_args: Any) -> None:
+            # A file copied whole (reflink, a store's single call) counts once it is there.
+            if exc_args[0] is None and self.size and self.value < self.size:
+                self._send(self.size - self.value)
+            super().__exit__(*exc_args)
 
-    from dvc_data import callbacks as data_callbacks
+    return _Forward
 
-    # dvc's own transfers use dvc.fs.callbacks; dvc-data's index push/fetch use its copy.
-    classes = (dvc_callbacks.TqdmCallback, data_callbacks.TqdmCallback)
-    originals = [cls.__dict__.get("branched") for cls in classes]
-    for cls in classes:
-        cls.branched = branched  # type: ignore[method-assign]
+
+def _branching(progress: Progress | None) -> Any:
+    """A parent callback for dvc-data's ``transfer`` whose per-file children report bytes to ``progress``."""
+    from fsspec.callbacks import DEFAULT_CALLBACK, Callback
+
+    if progress is None:
+        return DEFAULT_CALLBACK
+    forward = _forward_class()
+
+    class _Branching(Callback):
+        def branched(self, path_1: Any, path_2: str, **kwargs: Any) -> Callback:
+            return forward(progress, os.path.basename(str(path_1 if isinstance(path_1, str) else path_2)))  # type: ignore[no-any-return]
+
+    return _Branching()
+
+
+_COPY_CHUNK = 8 * 2**20  # a report per 8 MiB: smooth bar, few syscalls
+
+
+def _copy_reporting(src: str, dest: str, callback: Any) -> None:
+    """``dvc_objects.fs.utils.copyfile`` that reports every chunk it copies (sendfile on Linux).
+
+    Same steps as DVC's: a reflink when the filesystem can, else a byte copy.
+    """
+    from dvc_objects.fs import system
+    from dvc_objects.fs.utils import umask
+
+    if os.path.isdir(dest):
+        dest = os.path.join(dest, os.path.basename(src))
+    callback.set_size(os.path.getsize(src))
     try:
-        yield
-    finally:
-        for cls, original in zip(classes, originals, strict=True):
-            if original is None:
-                del cls.branched
-            else:
-                cls.branched = original  # type: ignore[method-assign]
+        system.reflink(src, dest)
+        os.chmod(dest, 0o666 & ~umask)  # a reflink may or may not clone src permissions
+        return  # counted whole when the callback closes
+    except OSError:
+        pass
+    with open(src, "rb") as fsrc, open(dest, "wb") as fdest:
+        offset = 0
+        try:
+            while sent := os.sendfile(fdest.fileno(), fsrc.fileno(), offset, _COPY_CHUNK):
+                offset += sent
+                callback.relative_update(sent)
+        except (AttributeError, OSError):  # no sendfile here (or not for these files): copy through memory
+            fsrc.seek(offset)
+            fdest.seek(offset)
+            while chunk := fsrc.read(_COPY_CHUNK):
+                fdest.write(chunk)
+                callback.relative_update(len(chunk))
 
 
 def _translate(
@@ -251,6 +358,12 @@ def _translate(
             f"no remote named {remote!r}" if remote else str(exc),
             hint="list the remotes with `mvc remote list`",
         )
+    elif isinstance(exc, dvc_config.ConfigError):
+        first = (str(exc).splitlines() or [""])[0].removeprefix("config file error: ")
+        err = SchemaError(
+            f"DVC's configuration cannot be read: {first}",
+            hint="fix .dvc/config (or .dvc/config.local) by hand, or restore it with `git checkout -- .dvc/config`",
+        )
     elif type(exc).__name__ in ("RWLockFileCorruptedError", "RWLockFileFormatError"):
         err = ConflictError(
             f"DVC's lock file {RWLOCK} is corrupt (left by an interrupted mvc or dvc command)",
@@ -272,6 +385,12 @@ def _translate(
         err = ConflictError(
             f"{path} is tracked by git itself, so mvc cannot version it",
             hint=f"stop tracking it in git first: `git rm --cached {path}` (then `mvc add {path}`)",
+        )
+    elif (failed := _local_remote_oserror(exc, url)) is not None:
+        err = RemoteError(
+            f"cannot use {where}: {failed.strerror or type(failed).__name__} ({failed.filename})",
+            hint="check the remote's path, permissions and free space, or point it elsewhere: "
+            f"`mvc remote add {remote or 'NAME'} PATH --force`",
         )
     elif isinstance(exc, dx.FileTransferError | dx.CheckoutError) or _is_remote_failure(exc, text):
         err = _classify_transfer(exc, text, where, bucket=_bucket(url), remote=remote)
@@ -303,11 +422,11 @@ _NO_BUCKET_RE = re.compile(r"NoSuchBucket|specified bucket does not exist|Bucket
 _NETWORK_RE = re.compile(
     r"Connection refused|Cannot connect|Could not connect|EndpointConnectionError|ConnectionError"
     r"|ClientConnectorError|Connect call failed|timed out|ServerDisconnected|ConnectTimeout|ReadTimeout"
-    r"|Connection reset|Broken pipe|RemoteDisconnected|ResponseStreamingError"
+    r"|Connection reset|Broken pipe|RemoteDisconnected|ResponseStreamingError|FSTimeoutError"
 )
 
 
-_TIMEOUT_RE = re.compile(r"ReadTimeout|ConnectTimeout|Read timeout|Connect timeout|timed out|TimeoutError")
+_TIMEOUT_RE = re.compile(r"ReadTimeout|ConnectTimeout|Read timeout|Connect timeout|timed out|TimeoutError|FSTimeoutError")
 _SERVER_ERRORS = {
     "Internal Server Error": 500,
     "InternalError": 500,
@@ -340,6 +459,29 @@ def _is_remote_failure(exc: BaseException, text: str) -> bool:
     if any(type(e).__module__.split(".")[0] in _REMOTE_LIBRARIES for e in _chain(exc)):
         return True
     return any(p.search(text) for p in (_NO_CREDENTIALS_RE, _AUTH_RE, _DENIED_RE, _NO_BUCKET_RE, _NETWORK_RE))
+
+
+def _local_remote_oserror(exc: BaseException, url: str | None) -> OSError | None:
+    """The OSError in ``exc``'s chain about a path of the directory remote at ``url`` (a parent
+    that is a file, no permission, a full disk), or None."""
+    if not url or "://" in url:
+        return None
+    base = os.path.abspath(url)
+    for e in _chain(exc):
+        if isinstance(e, OSError) and e.filename and os.path.abspath(os.fsdecode(e.filename)).startswith(base):
+            return e
+    return None
+
+
+def _server_status(exc: BaseException) -> int | None:
+    """The HTTP 5xx status an error in ``exc``'s chain carries (gcsfs ``HttpError.code``,
+    aiohttp ``ClientResponseError.status``), or None."""
+    for e in _chain(exc):
+        for attr in ("code", "status"):
+            value = getattr(e, attr, None)
+            if isinstance(value, int) and 500 <= value <= 599:
+                return value
+    return None
 
 
 def _where(remote: str | None, url: str | None) -> str:
@@ -395,6 +537,12 @@ def _classify_transfer(
         return RemoteError(
             f"{named} does not exist",
             hint="create the bucket, or fix the URL with `mvc remote add NAME URL --force`",
+        )
+    status = _server_status(exc)
+    if status is not None and not _SERVER_ERROR_RE.search(text):  # gcsfs / aiohttp: a bare code, no reason text
+        return RemoteError(
+            f"{where} answered HTTP {status}: the server failed, or it is not an object store endpoint",
+            hint="check the endpoint URL (`mvc remote list`) and the server, then run the command again",
         )
     server_error = _SERVER_ERROR_RE.search(text)
     if server_error:
@@ -486,6 +634,7 @@ def _register_cache(repo: Repo) -> None:
     with _patch_lock:
         for odb in (repo.cache.local, repo.cache.legacy):
             _cache_paths.add(os.fspath(odb.path))
+        _bound_cloud_waits_for(repo)
         if getattr(LocalHashFileDB.check, "_mvc", False):
             return
         original = LocalHashFileDB.check
@@ -497,7 +646,24 @@ def _register_cache(repo: Repo) -> None:
 
         check._mvc = True  # type: ignore[attr-defined]
         LocalHashFileDB.check = check  # type: ignore[method-assign]
+
+
+_cloud_bounded = False
+
+
+def _bound_cloud_waits_for(repo: Repo) -> None:
+    """:func:`_bound_cloud_waits` once the repository names an S3 or GCS remote: importing
+    s3fs, gcsfs and their DVC plugins costs ~1 s, which a local-only command never pays."""
+    global _cloud_bounded
+    if _cloud_bounded:
+        return
+    try:
+        urls = [str(conf.get("url", "")) for conf in repo.config["remote"].values()]
+    except Exception:  # noqa: BLE001 - an unreadable config fails later, with DVC's own message
+        urls = []
+    if any(url.startswith(("s3://", "gs://", "gcs://")) for url in urls):
         _bound_cloud_waits()
+        _cloud_bounded = True
 
 
 # Network bounds for s3:// and gs:// remotes unless the remote's config (or AWS_MAX_ATTEMPTS)
@@ -508,6 +674,7 @@ def _register_cache(repo: Repo) -> None:
 CONNECT_TIMEOUT = 5
 READ_TIMEOUT = 15
 S3_TRIES = 2
+GS_TRIES = 2  # gcsfs's own default is 6 tries with 1-16 s back-off: 2 min on a stalled endpoint
 STATUS_WAIT = 5.0
 
 
@@ -541,6 +708,21 @@ def _bound_cloud_waits() -> None:
             return info
 
         GSFileSystem._prepare_credentials = gs_credentials
+        _bound_gcsfs_retries()
+
+
+def _bound_gcsfs_retries() -> None:
+    """Make gcsfs try a request GS_TRIES times, not 6: its retry count is fixed when its
+    ``_request`` method is decorated, so decorate the undecorated function again."""
+    import gcsfs.core
+    from gcsfs.retry import retry_request
+
+    request = gcsfs.core.GCSFileSystem._request
+    if getattr(request, "_mvc_tries", None) == GS_TRIES:
+        return
+    bounded = retry_request(retries=GS_TRIES)(getattr(request, "__wrapped__", request))
+    bounded._mvc_tries = GS_TRIES  # type: ignore[attr-defined]
+    gcsfs.core.GCSFileSystem._request = bounded
 
 
 class _VerifiedLog:
@@ -886,21 +1068,31 @@ def push(
     jobs: int | None = None,
     revs: Iterable[str] | None = None,
     progress: Progress | None = None,
+    label: str | None = None,
 ) -> TransferResult:
-    """Upload the cache objects of ``pointers`` (all when None) to ``remote``."""
+    """Upload the cache objects of ``pointers`` (all when None) to ``remote``.
+
+    ``progress`` receives the bytes as one task named ``label`` (the models, e.g.
+    ``clf@v3``), whose total is known before the first byte moves.
+    """
     import time
 
-    with _repo(root, remote) as repo, _progress_hook(progress):
+    with _repo(root, remote) as repo:
         _preflight(repo, remote, "push")
         revs = list(revs or [])
         since = time.time()
-        count = _engine_push(repo, remote, _pointer_hashes(repo, _targets(root, pointers)), jobs=jobs, progress=progress)
-        try:
-            count += repo.push(_targets(root, pointers), jobs=jobs, remote=remote, revs=revs or None)
-        except BaseException:
-            _abort_multipart_uploads(repo, remote, since)
-            _remove_temp_files(repo, remote, since)
-            raise
+        md5s = _pointer_hashes(repo, _targets(root, pointers))
+        meter = ByteMeter(progress, label or "weights", _push_bytes(repo, remote, md5s)) if progress else None
+        with _progress_hook(meter):
+            count = _engine_push(repo, remote, md5s, jobs=jobs, progress=meter)
+            try:
+                count += repo.push(_targets(root, pointers), jobs=jobs, remote=remote, revs=revs or None)
+            except BaseException:
+                _abort_multipart_uploads(repo, remote, since)
+                _remove_temp_files(repo, remote, since)
+                raise
+        if meter is not None:
+            meter.finish()
         return TransferResult(transferred=count, failed=0)
 
 
@@ -912,8 +1104,11 @@ def fetch(
     jobs: int | None = None,
     progress: Progress | None = None,
     verify: bool = True,
+    label: str | None = None,
 ) -> TransferResult:
     """Download the cache objects of ``pointers`` from ``remote`` into the cache.
+
+    ``progress`` receives the bytes as one task named ``label`` (see :func:`push`).
 
     Every object this call downloads is re-hashed before it is trusted (DVC does not
     check downloads unless a remote sets ``verify``, and then drops a bad object
@@ -926,7 +1121,7 @@ def fetch(
     """
     import time
 
-    with _repo(root, remote) as repo, _progress_hook(progress):
+    with _repo(root, remote) as repo:
         targets = _targets(root, pointers)
         hashes = _pointer_hashes(repo, targets)
         if not _present(repo.cache.local, hashes) >= _all_ids(repo.cache.local, hashes):
@@ -934,14 +1129,18 @@ def fetch(
         odb = repo.cache.local
         before = _present(odb, hashes)
         since = time.time()
+        meter = ByteMeter(progress, label or "weights", _fetch_bytes(repo, remote, _pointer_sizes(repo, targets))) if progress else None
         try:
-            if verify:
-                _engine_fetch(repo, remote, hashes, jobs=jobs, progress=progress)
-            with _verified_download(repo, remote, hashes) if verify else contextlib.nullcontext():
-                repo.fetch(targets, jobs=jobs, remote=remote)
+            with _progress_hook(meter):
+                if verify:
+                    _engine_fetch(repo, remote, hashes, jobs=jobs, progress=meter)
+                with _verified_download(repo, remote, hashes) if verify else contextlib.nullcontext():
+                    repo.fetch(targets, jobs=jobs, remote=remote)
         except BaseException:
             _remove_temp_files(repo, remote, since)
             raise
+        if meter is not None:
+            meter.finish()
         # DVC's own count misses objects of a listing fetched in an earlier, failed pull.
         return TransferResult(transferred=len(_present(odb, hashes) - before), failed=0)
 
@@ -1099,18 +1298,27 @@ def fetch_at(
     remote: str | None = None,
     jobs: int | None = None,
     progress: Progress | None = None,
+    label: str | None = None,
 ) -> int:
     """Fetch into the cache the objects ``pointer`` records at git ``commit`` (no checkout).
+
+    ``progress`` receives the bytes as one task named ``label`` (see :func:`push`).
 
     Downloads are re-hashed as in :func:`fetch`. The objects are fetched by hash with the
     work tree's remotes: ``repo.fetch(revs=[commit])`` would read the remotes from that
     commit's ``.dvc/config`` and fail for a remote added later ("no remote named ...").
     """
-    with _repo(root, remote) as repo, _progress_hook(progress):
-        md5s = _pointer_hashes_at(repo, pointer, commit)
-        count = _engine_fetch(repo, remote, md5s, jobs=jobs, progress=progress)
-        with _verified_download(repo, remote, md5s):
-            return count + _pull_objects(repo, md5s, remote=remote, jobs=jobs)
+    with _repo(root, remote) as repo:
+        sizes = _pointer_sizes_at(repo, pointer, commit)
+        md5s = list(sizes)
+        meter = ByteMeter(progress, label or "weights", _fetch_bytes(repo, remote, sizes)) if progress else None
+        with _progress_hook(meter):
+            count = _engine_fetch(repo, remote, md5s, jobs=jobs, progress=meter)
+            with _verified_download(repo, remote, md5s):
+                count += _pull_objects(repo, md5s, remote=remote, jobs=jobs)
+        if meter is not None:
+            meter.finish()
+        return count
 
 
 def _pull_objects(repo: Repo, md5s: list[str], *, remote: str | None, jobs: int | None) -> int:
@@ -1333,7 +1541,7 @@ def set_default_remote(root: Path, name: str) -> None:
     """Make ``name`` the default remote."""
     with _repo(root) as repo:
         if name not in repo.config["remote"]:
-            raise RemoteNotFoundError(f"no remote named {name!r}", hint="list them with `mvc remote list`")
+            raise RemoteNotFoundError(f"no remote named {name!r}", hint="list them with `mvc remote list`", remote=name)
         with repo.config.edit("repo") as conf:
             conf["core"]["remote"] = name
 
@@ -1347,7 +1555,7 @@ def remove_remote(root: Path, name: str) -> None:
     """
     with _repo(root) as repo:
         if name not in repo.config["remote"]:
-            raise RemoteNotFoundError(f"no remote named {name!r}", hint="list them with `mvc remote list`")
+            raise RemoteNotFoundError(f"no remote named {name!r}", hint="list them with `mvc remote list`", remote=name)
         for level in ("local", "repo"):
             with repo.config.edit(level) as conf:
                 conf["remote"].pop(name, None)
@@ -1364,12 +1572,21 @@ def default_remote(root: Path) -> str | None:
 # ---- background upload of single versions (issue 10) -----------------------------------
 
 
-def push_objects(root: Path, md5s: Iterable[str], *, remote: str, jobs: int | None = None) -> TransferResult:
+def push_objects(
+    root: Path,
+    md5s: Iterable[str],
+    *,
+    remote: str,
+    jobs: int | None = None,
+    progress: Progress | None = None,
+    label: str | None = None,
+) -> TransferResult:
     """Upload the cache objects ``md5s`` (a ``.dir`` hash brings its files) to ``remote``.
 
     Made for a background thread while the training thread keeps calling mvc: it opens
     its own DVC repo (never the one :func:`lock` holds), does not touch logging or
-    stdout (which :func:`_quiet` swaps process-wide), shows no progress bar, and takes
+    stdout (which :func:`_quiet` swaps process-wide), shows no progress bar unless given
+    ``progress`` (the bytes as one task named ``label``, as in :func:`push`), and takes
     no repository lock: it only reads immutable cache objects.
 
     Raises:
@@ -1383,6 +1600,7 @@ def push_objects(root: Path, md5s: Iterable[str], *, remote: str, jobs: int | No
     objs = [HashInfo("md5", m) for m in md5s]
     oids = [str(o.value) for o in objs]
     where = f"remote {remote!r}"
+    meter: ByteMeter | None = None
     try:
         with Repo(os.fspath(root)) as repo:
             _register_cache(repo)
@@ -1400,7 +1618,9 @@ def push_objects(root: Path, md5s: Iterable[str], *, remote: str, jobs: int | No
                             f"cache object {oid[:8]} no longer matches its hash: refusing to push it",
                             hint="re-add the weights with `mvc add`, or repair with `mvc verify --repair`",
                         )
-            result = transfer(cache, odb, objs, jobs=jobs, cache_odb=cache)
+            meter = ByteMeter(progress, label or "weights", _push_bytes(repo, remote, oids)) if progress else None
+            with _progress_hook(meter):
+                result = transfer(cache, odb, objs, jobs=jobs, cache_odb=cache, callback=_branching(meter))
     except MvcError:
         raise
     except OSError as exc:  # a local or mounted remote directory that cannot be written
@@ -1413,6 +1633,8 @@ def push_objects(root: Path, md5s: Iterable[str], *, remote: str, jobs: int | No
             f"{counted(len(result.failed), 'object')} failed to upload to {where}",
             hint="run `mvc push` again; finished objects are not uploaded twice",
         )
+    if meter is not None:
+        meter.finish()
     return TransferResult(transferred=len(result.transferred), failed=0)
 
 
@@ -1656,16 +1878,71 @@ def _pointer_hashes(repo: Repo, targets: list[str] | None) -> list[str]:
     return [out.hash_info.value for out in outs if out.hash_info and out.hash_info.value]
 
 
-def _pointer_hashes_at(repo: Repo, pointer: str, commit: str) -> list[str]:
-    """The hashes the pointer file ``pointer`` records at git ``commit`` (empty if unreadable)."""
+def _pointer_sizes(repo: Repo, targets: list[str] | None) -> dict[str, int | None]:
+    """The hashes the pointer files ``targets`` record (every tracked output when None), with their sizes."""
+    if targets is None:
+        outs = repo.index.outs
+    else:
+        outs = [out for target in targets for out in repo.stage.load_one(target).outs]
+    return {out.hash_info.value: out.meta.size for out in outs if out.hash_info and out.hash_info.value}
+
+
+def _pointer_sizes_at(repo: Repo, pointer: str, commit: str) -> dict[str, int | None]:
+    """The hashes (with sizes) the pointer file ``pointer`` records at git ``commit`` (empty if unreadable)."""
     from dvc.utils.serialize import parse_yaml
 
     try:
         text = repo.scm.get_fs(commit).read_text(f"/{pointer}")
         data = parse_yaml(text, pointer)
     except Exception:  # noqa: BLE001 - DVC's own fetch reports a missing or broken pointer
-        return []
-    return [str(o["md5"]) for o in data.get("outs", []) if isinstance(o, dict) and o.get("md5")]
+        return {}
+    outs = [o for o in data.get("outs", []) if isinstance(o, dict) and o.get("md5")]
+    return {str(o["md5"]): o["size"] if isinstance(o.get("size"), int) else None for o in outs}
+
+
+def _push_bytes(repo: Repo, remote: str | None, md5s: list[str]) -> int:
+    """The bytes a push of ``md5s`` moves: their cached objects (listings and files) the remote lacks."""
+    cache = repo.cache.local
+    ids = sorted({oid for md5 in md5s for oid in _object_ids(repo, md5) if cache.exists(oid)})
+    if not ids:
+        return 0
+    present: set[str] = set()
+    with contextlib.suppress(Exception):  # an unreachable remote: the push itself reports it
+        present = set(repo.cloud.get_remote_odb(remote, "push").oids_exist(ids))
+    return sum(_file_size(cache.oid_to_path(oid)) for oid in ids if oid not in present)
+
+
+def _fetch_bytes(repo: Repo, remote: str | None, sizes: dict[str, int | None]) -> int:
+    """The bytes a fetch of the hashes ``sizes`` names moves: what the cache lacks.
+
+    A cached ``.dir`` listing gives its missing files' sizes; a listing still to come
+    counts with the size its pointer records for the whole directory (plus the
+    listing's own bytes, asked of the remote).
+    """
+    from dvc_data.hashfile.hash_info import HashInfo
+    from dvc_data.hashfile.tree import Tree
+
+    cache = repo.cache.local
+    total = 0
+    for md5, size in sizes.items():
+        if md5.endswith(".dir") and cache.exists(md5):
+            with contextlib.suppress(Exception):  # an unreadable listing: DVC's fetch reports it
+                tree = Tree.load(cache, HashInfo("md5", md5))
+                total += sum(meta.size or 0 for _, meta, hi in tree if meta is not None and not cache.exists(hi.value))
+        elif not cache.exists(md5):
+            total += size or 0
+            if md5.endswith(".dir"):
+                with contextlib.suppress(Exception):  # missing or unreachable: the fetch itself reports it
+                    odb = repo.cloud.get_remote_odb(remote, "fetch")
+                    total += int(odb.fs.size(odb.oid_to_path(md5)) or 0)
+    return total
+
+
+def _file_size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
 
 
 def _preflight(repo: Repo, remote: str | None, command: str) -> None:
@@ -1791,7 +2068,7 @@ def modify_remote(root: Path, name: str, option: str, value: str | None = None, 
     """
     with _repo(root) as repo:
         if name not in repo.config["remote"]:
-            raise RemoteNotFoundError(f"no remote named {name!r}", hint="list them with `mvc remote list`")
+            raise RemoteNotFoundError(f"no remote named {name!r}", hint="list them with `mvc remote list`", remote=name)
         level = "local" if local or option in SECRET_OPTIONS else "repo"
         # The remote as it will be: each file's own section, the edited one changed, merged
         # repo then local. (Unsetting a --local URL override falls back to .dvc/config's.)
@@ -1827,12 +2104,15 @@ def fetch_version(
     jobs: int | None = None,
     progress: Progress | None = None,
     label: str | None = None,
+    size: int | None = None,
 ) -> str:
     """Download the weights ``md5`` from a repository's remote and copy them to ``dest``.
 
     For ``mvc get``: ``git_root`` is a clone without a work tree; DVC reads its config
     from git at ``rev``, and the objects go to the private cache ``cache_dir``. Downloads
-    are re-hashed (see :func:`_verified_download`).
+    are re-hashed (see :func:`_verified_download`). ``progress`` receives the bytes as
+    one task named ``label``, whose total is ``size`` (the weights' size the pointer
+    records) plus a directory listing's own bytes.
 
     Returns:
         The name of the remote the weights came from.
@@ -1852,7 +2132,7 @@ def fetch_version(
     with _quiet() as captured:
         try:
             config = {"cache": {"dir": os.fspath(cache_dir)}}
-            with Repo(os.fspath(git_root), rev=rev, config=config) as repo, _progress_hook(progress):
+            with Repo(os.fspath(git_root), rev=rev, config=config) as repo:
                 opened.append(repo)
                 _register_cache(repo)
                 name, url = _remote_ref(repo, remote)
@@ -1866,22 +2146,26 @@ def fetch_version(
                         f"the repository has no remote named {name!r} (remotes: {names})", hint="pick one with --remote"
                     )
                 odb = repo.cache.local
-                _engine_fetch(repo, name, [md5], jobs=jobs, progress=progress)
-                with _verified_download(repo, name, [md5]):
-                    repo.cloud.pull([HashInfo("md5", md5)], jobs=jobs, remote=name)
-                    if md5.endswith(".dir") and odb.exists(md5) and _hash_matches(odb, md5):
-                        entry = _unsafe_relpath(_tree_entries(odb, md5) or [])
-                        if entry is not None:
-                            raise unsafe_listing_error(label or f"object {md5[:8]}", md5, entry)
-                    # A .dir listing arrives alone; the files it names are a second transfer.
-                    files = [HashInfo("md5", oid) for oid in _object_ids_in(odb, md5)[1:]]
-                    if files:
-                        repo.cloud.pull(files, jobs=jobs, remote=name)
+                meter = ByteMeter(progress, label or md5[:8], _fetch_bytes(repo, name, {md5: size})) if progress else None
+                with _progress_hook(meter):
+                    _engine_fetch(repo, name, [md5], jobs=jobs, progress=meter)
+                    with _verified_download(repo, name, [md5]):
+                        repo.cloud.pull([HashInfo("md5", md5)], jobs=jobs, remote=name)
+                        if md5.endswith(".dir") and odb.exists(md5) and _hash_matches(odb, md5):
+                            entry = _unsafe_relpath(_tree_entries(odb, md5) or [])
+                            if entry is not None:
+                                raise unsafe_listing_error(label or f"object {md5[:8]}", md5, entry)
+                        # A .dir listing arrives alone; the files it names are a second transfer.
+                        files = [HashInfo("md5", oid) for oid in _object_ids_in(odb, md5)[1:]]
+                        if files:
+                            repo.cloud.pull(files, jobs=jobs, remote=name)
                 if not all(odb.exists(oid) for oid in _object_ids_in(odb, md5)):
                     raise MissingObjectError(
                         f"the weights {md5[:8]} are not in {_where(name, url)}",
                         hint="push them from the machine that added them (`mvc push`)",
                     )
+                if meter is not None:
+                    meter.finish()
                 _export_from(odb, md5, dest, verify=False)
                 return name
         except MvcError:
@@ -1932,7 +2216,7 @@ def remote_access(root: Path, name: str) -> RemoteAccess:
     with _repo(root, name) as repo:
         conf = repo.config["remote"]
         if name not in conf:
-            raise RemoteNotFoundError(f"no remote named {name!r}", hint="list them with `mvc remote list`")
+            raise RemoteNotFoundError(f"no remote named {name!r}", hint="list them with `mvc remote list`", remote=name)
         options = {k: v for k, v in conf[name].items()}
         url = str(options.get("url", ""))
         if url and "://" not in url and not os.path.isabs(url):  # DVC resolves these from .dvc/

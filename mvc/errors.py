@@ -39,17 +39,45 @@ def counted(n: int, noun: str, plural: str | None = None) -> str:
 class MvcError(Exception):
     """Base of every error mvc raises on purpose.
 
+    Besides the text, an error carries what it is about as fields, so a program can
+    react without parsing the message::
+
+        try:
+            mvc.show("net@v9")
+        except mvc.RefNotFoundError as exc:
+            print(exc.ref, exc.name)      # net@v9 net
+
     Args:
         message: one line naming the problem.
         hint: one line naming the fix (the next command to run), or None.
+        ref: the ``NAME@REF`` (or git revision) the error is about.
+        name: the model (or experiment) name.
+        remote: the remote's name.
+        path: the file or directory, as the user gave it or relative to the repository.
+        candidates: what would have been valid (known models, remotes, versions).
     """
 
     exit_code = EXIT_OTHER
 
-    def __init__(self, message: str, hint: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        hint: str | None = None,
+        *,
+        ref: str | None = None,
+        name: str | None = None,
+        remote: str | None = None,
+        path: str | None = None,
+        candidates: tuple[str, ...] = (),
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.ref = ref
+        self.name = name
+        self.remote = remote
+        self.path = path
+        self.candidates = tuple(candidates)
 
     def __str__(self) -> str:
         return self.message
@@ -77,6 +105,17 @@ class PathNotFoundError(NotFoundError, FileNotFoundError):
 
 class ModelNotFoundError(NotFoundError):
     """No model of that name is tracked."""
+
+    @classmethod
+    def among(cls, name: str, known: tuple[str, ...], *, hint: str, where: str = "", ref: str | None = None) -> ModelNotFoundError:
+        """``no model named 'x' (models: a, b)``, with the known names as ``candidates``."""
+        return cls(
+            f"no model named {name!r}{where} (models: {', '.join(known) or 'none yet'})",
+            hint=hint,
+            name=name,
+            ref=ref,
+            candidates=known,
+        )
 
 
 class RefNotFoundError(NotFoundError):

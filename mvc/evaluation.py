@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import datetime as dt
 import hashlib
 import importlib
 import inspect
@@ -50,6 +49,7 @@ from mvc.errors import (
     UsageError,
 )
 from mvc.executors import Executor, LocalExecutor, TaskFailedError
+from mvc.files import utc_now, write_atomic
 from mvc.progress import Progress
 from mvc.refs import Resolved
 from mvc.workspace import Workspace, find_model, models
@@ -1089,7 +1089,7 @@ class _Store:
                 "hash": res.hash,
                 "refs": list(self._labels[res.hash]),
                 "commit": res.commit,
-                "updated": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
+                "updated": utc_now(),
                 "complete": len(done) == len(folds),
                 "metrics": means,  # over the folds finished so far
                 "std": stds,
@@ -1098,7 +1098,7 @@ class _Store:
             })  # fmt: skip
 
     def _write(self, path: Path, data: dict[str, Any]) -> None:
-        pointer.write_atomic(path, (json.dumps(data, indent=1) + "\n").encode())
+        write_atomic(path, (json.dumps(data, indent=1) + "\n").encode())
         self._written[path.relative_to(self.ws.root).as_posix()] = None
 
     def stage(self) -> list[str]:

@@ -11,6 +11,7 @@ Ray is an optional extra, imported inside :class:`RayExecutor` only: ``import mv
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -169,6 +170,10 @@ class RayExecutor(Executor):
                         configure_logging=True,
                     )
             except Exception as exc:  # noqa: BLE001 - OSError, ConnectionError, ValueError, RaySystemError ...
+                # A failed Ray Client connect leaves client mode on in this process, and the
+                # next ray.init fails with a bare AssertionError: reset it.
+                with contextlib.suppress(Exception):
+                    ray.shutdown()
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                 raise RemoteError(
                     f"cannot connect to the Ray cluster at {where} ({first[:200]})",

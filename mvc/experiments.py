@@ -9,12 +9,11 @@ Commands that move the work tree to another commit also sync the weights
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from mvc import dvcstore, gitstore, pointer, rollback, settings, sync, workspace
+from mvc import dvcstore, files, gitstore, history, pointer, rollback, settings, sync, workspace
 from mvc.errors import (
     ConflictError,
     MissingObjectError,
@@ -166,10 +165,6 @@ def _parse_record(data: bytes | None) -> dict[str, Any]:
     return record if isinstance(record, dict) and int(record.get("schema", SCHEMA)) <= SCHEMA else {}
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-
-
 # ---- reading experiments from git objects ----------------------------------------------
 
 
@@ -256,7 +251,7 @@ def _models_at(blob: Any, rev: str, paths: list[str]) -> list[ExperimentModel]:
         models.append(
             ExperimentModel(
                 name=m.name,
-                version=m.version + (1 if ptr.outside_mvc else 0),
+                version=ptr.version,
                 hash=ptr.md5,
                 pointer=path,
                 params=dict(m.params),
@@ -275,10 +270,12 @@ def get(ws: Workspace, name: str) -> Experiment:
     """
     found = [e for e in read(ws, names=[name]) if e.remote is None]
     if not found:
-        known = ", ".join(e.name for e in read(ws)) or "none yet"
+        names = tuple(e.name for e in read(ws))
         raise RefNotFoundError(
-            f"no experiment named {name_of(name)!r} (experiments: {known})",
+            f"no experiment named {name_of(name)!r} (experiments: {', '.join(names) or 'none yet'})",
             hint="list them with `mvc exp list` (add --git-remotes for the git remotes' ones)",
+            name=name_of(name),
+            candidates=names,
         )
     return found[0]
 
@@ -422,13 +419,13 @@ def create(
         "base_ref": base or (current or "HEAD"),
         "base_branch": base_branch,
         "params": dict(params or {}),
-        "created": _now(),
+        "created": files.utc_now(),
         "author": gitstore.identity(ws.root),
     }
     gitstore.create_branch(ws.root, branch, start)
     try:
         path = record_path(name)
-        pointer.write_atomic(ws.root / path, _record_json(record))
+        files.write_atomic(ws.root / path, _record_json(record))
         gitstore.stage(ws.root, [path])
         gitstore.commit(ws.root, f"mvc: start experiment {name}", only=[path])
     except BaseException:
@@ -547,7 +544,7 @@ def promote(
             ours_data = blob(target_sha, path)
             ours = pointer.parse(ours_data, path) if ours_data is not None else None
             base_data = blob(base, path) if base else None
-            pointer.write_atomic(ws.root / path, blob(exp.commit, path) or b"")
+            files.write_atomic(ws.root / path, blob(exp.commit, path) or b"")
             promoted.append(_promote_version(ws, path, theirs, ours, ours_data != base_data, exp))
     gitstore.stage(ws.root, list(changed))
     commit = gitstore.commit(ws.root, f"mvc: promote experiment {exp.name} into {target}")
@@ -575,19 +572,18 @@ def _promote_version(ws: Workspace, path: str, theirs: Pointer, ours: Pointer | 
     """Write the promoted version's manifest into the (merged) pointer at ``path``."""
     tm = theirs.manifest
     assert tm is not None
-    their_version = tm.version + (1 if theirs.outside_mvc else 0)
+    their_version = theirs.version
     parents = [Parent(hash=theirs.md5, version=their_version)]
-    versions = [their_version]
+    sides = [theirs]
     if ours is not None and ours.manifest is not None:
-        our_version = ours.manifest.version + (1 if ours.outside_mvc else 0)
-        versions.append(our_version)
+        sides.append(ours)
         if ours_changed and ours.md5 != theirs.md5:
-            parents.append(Parent(hash=ours.md5, version=our_version))
+            parents.append(Parent(hash=ours.md5, version=ours.version))
     manifest = tm.evolve(
-        version=max(versions) + 1,
+        version=history.merge_number(sides),
         hash=theirs.md5,
         parents=tuple(parents),
-        created=_now(),
+        created=files.utc_now(),
         author=gitstore.identity(ws.root),
         message=f"promote experiment {exp.name}",
         experiment=exp.name,

@@ -82,10 +82,8 @@ def get(
         try:
             resolved = refs.resolve(ws, f"{name}@{spec or 'HEAD'}")
         except ModelNotFoundError as exc:
-            known = ", ".join(_model_names(root)) or "none"
-            raise ModelNotFoundError(
-                f"no model named {name!r} in {source} (models: {known})", hint="check the name with `mvc log` there"
-            ) from exc
+            known = tuple(_model_names(root))
+            raise ModelNotFoundError.among(name, known, hint="check the name with `mvc log` there", where=f" in {source}", ref=ref) from exc
         assert resolved.commit is not None
         target = out / PurePosixPath(resolved.pointer.out).name
         if (target.exists() or target.is_symlink()) and not force:
@@ -105,6 +103,7 @@ def get(
                 jobs=jobs,
                 progress=progress,
                 label=f"{resolved.name} v{resolved.version}",
+                size=resolved.pointer.size,
             )
             if require_signed:
                 assert trusted_keys is not None

@@ -131,7 +131,9 @@ def init_repo(path: str | Path) -> Path:
 
 
 def is_repo(path: str | Path) -> bool:
-    """True when ``path`` is inside a git work tree."""
+    """True when ``path`` is inside a git work tree (a path that does not exist is not)."""
+    if not Path(path).exists():
+        return False
     try:
         find_root(path)
     except NotARepoError:

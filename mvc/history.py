@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from mvc import gitstore, pointer, settings
+from mvc import files, gitstore, pointer, settings
 from mvc.errors import ModelNotFoundError, SchemaError
 from mvc.manifest import Manifest, Parent
 from mvc.pointer import Pointer
@@ -78,7 +79,7 @@ class _Documents:
     def save(self) -> None:
         if self.added:
             try:
-                pointer.write_atomic(self.path, json.dumps(self.docs, separators=(",", ":")).encode())
+                files.write_atomic(self.path, json.dumps(self.docs, separators=(",", ":")).encode())
             except OSError:  # a read-only checkout: the cache is only an optimisation
                 pass
 
@@ -130,8 +131,8 @@ def pointer_for(ws: Workspace, name: str, *, rev: str | None = None) -> str:
                 continue
             if _matches(ptr, name):
                 return path
-    known = ", ".join(p.manifest.name for p in work if p.manifest) or "none yet"
-    raise ModelNotFoundError(f"no model named {name!r} (models: {known})", hint="see `mvc status` or `mvc log --all-branches`")
+    known = tuple(p.manifest.name for p in work if p.manifest)
+    raise ModelNotFoundError.among(name, known, hint="see `mvc status` or `mvc log --all-branches`")
 
 
 def walk(
@@ -191,6 +192,12 @@ def walk(
     return found
 
 
+def merge_number(sides: Sequence[Pointer]) -> int:
+    """The number of a version that merges ``sides`` (experiment promotion, a resolved
+    conflict): one above the highest side, so it sorts after everything it merges."""
+    return max(p.version for p in sides) + 1
+
+
 def effective_number(ws: Workspace, ptr: Pointer) -> int:
     """The version number of ``ptr`` as ``mvc log`` numbers it on this branch.
 
@@ -198,12 +205,49 @@ def effective_number(ws: Workspace, ptr: Pointer) -> int:
     version whose number an ancestor already took (a rebase, a revert) is renumbered
     by :func:`_unique_versions`, and status, show, diff and add say the same.
     """
-    if gitstore.head_commit(ws.root) is None:
+    head = gitstore.head_commit(ws.root)
+    if head is None:
         return ptr.version
-    for rec in versions(ws, "", path=ptr.path):
-        if rec.hash == ptr.md5:
-            return rec.version
-    return ptr.version
+    numbers = _Numbers(ws.root, head)
+    key = f"{ptr.path}:{ptr.md5}"
+    number = numbers.get(key)
+    if number is None:
+        number = next((rec.version for rec in versions(ws, "", path=ptr.path) if rec.hash == ptr.md5), ptr.version)
+        numbers.put(key, number)
+    return number
+
+
+NUMBERS_FILE = ".dvc/tmp/mvc-numbers.json"  # DVC and git ignore .dvc/tmp
+
+
+class _Numbers:
+    """:func:`effective_number`'s answers for one ``HEAD``, kept in :data:`NUMBERS_FILE`.
+
+    The number depends only on the history ``HEAD`` reaches, so it is computed once per
+    commit: ``mvc status`` with 20 models walked 20 histories (6 git processes each) on
+    every run. A new ``HEAD`` starts the file afresh.
+    """
+
+    def __init__(self, root: Path, head: str) -> None:
+        self.path = root / NUMBERS_FILE
+        self.head = head
+        try:
+            doc = json.loads(self.path.read_bytes())
+        except (OSError, ValueError):
+            doc = {}
+        numbers = doc.get("numbers") if isinstance(doc, dict) and doc.get("head") == head else None
+        self.numbers: dict[str, int] = numbers if isinstance(numbers, dict) else {}
+
+    def get(self, key: str) -> int | None:
+        value = self.numbers.get(key)
+        return value if isinstance(value, int) else None
+
+    def put(self, key: str, number: int) -> None:
+        self.numbers[key] = number
+        try:
+            files.write_atomic(self.path, json.dumps({"head": self.head, "numbers": self.numbers}).encode())
+        except OSError:  # a read-only checkout: the file is only an optimisation
+            pass
 
 
 def _unique_versions(

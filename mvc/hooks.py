@@ -19,7 +19,6 @@ its body, with mvc's block (between marker lines) inserted once after the sheban
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import shlex
 import stat
@@ -28,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from mvc import experiments, gitstore, history, pointer, refs, rollback, sync, workspace
+from mvc import experiments, files, gitstore, history, pointer, refs, rollback, sync, workspace
 from mvc.errors import (
     ConflictError,
     MissingObjectError,
@@ -111,7 +110,7 @@ def setup_merge_driver(root: Path) -> bool:
     attributes = root / ATTRIBUTES
     text = attributes.read_text() if attributes.exists() else ""
     if ATTRIBUTE_LINE not in text.splitlines():
-        pointer.write_atomic(attributes, (text + ("" if not text or text.endswith("\n") else "\n") + ATTRIBUTE_LINE + "\n").encode())
+        files.write_atomic(attributes, (text + ("" if not text or text.endswith("\n") else "\n") + ATTRIBUTE_LINE + "\n").encode())
         gitstore.stage(root, [ATTRIBUTES])
         changed = True
     driver = f"{_python()} -m mvc _merge-driver %O %A %B %P"
@@ -177,7 +176,7 @@ def _install_one(path: Path, hook: str) -> HookInstall:
             text = f'#!/bin/sh\n{block}exec "$(dirname "$0")/{keep.name}" "$@"\n'
             action = "chained"
     if action != "unchanged":
-        pointer.write_atomic(path, text.encode())
+        files.write_atomic(path, text.encode())
     path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     return HookInstall(hook=hook, path=str(path), action=action)
 
@@ -260,7 +259,7 @@ def keep_untracked_ignored(ws: Workspace, old: str | None) -> tuple[str, ...]:
     if before and not before.endswith("\n"):
         before += "\n"
     exclude.parent.mkdir(parents=True, exist_ok=True)
-    pointer.write_atomic(exclude, (before + block + after).encode())
+    files.write_atomic(exclude, (before + block + after).encode())
     return tuple(added)
 
 
@@ -364,7 +363,7 @@ def merge_pointers(root: Path, base: Path, ours: Path, theirs: Path, path: str, 
     if o.md5 == t.md5 or (b is not None and t.md5 == b.md5):
         return MergeOutcome(0, None)
     if b is not None and o.md5 == b.md5:
-        pointer.write_atomic(ours, theirs.read_bytes())
+        files.write_atomic(ours, theirs.read_bytes())
         return MergeOutcome(0, None)
     their_sha, their_branch = _their_side(env)
     our_branch = gitstore.current_branch(root) or "HEAD"
@@ -437,14 +436,13 @@ def resolve(ws: Workspace, name: str, take: str, *, remote: str | None = None, f
     if not force and work is not None:
         rollback.refuse_unsaved(ws, [work])
     sync.ensure_cached(ws, chosen, commit, remote=remote)
-    pointer.write_atomic(root / path, data)
-    versions = [p.manifest.version + (1 if p.outside_mvc else 0) for p in (ours, theirs)]  # type: ignore[union-attr]
-    parents = (Parent(hash=ours.md5, version=versions[0]), Parent(hash=theirs.md5, version=versions[1]))
+    files.write_atomic(root / path, data)
+    parents = (Parent(hash=ours.md5, version=ours.version), Parent(hash=theirs.md5, version=theirs.version))
     manifest = chosen.manifest.evolve(
-        version=max(versions) + 1,
+        version=history.merge_number([ours, theirs]),
         hash=chosen.md5,
         parents=parents,
-        created=dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
+        created=files.utc_now(),
         author=gitstore.identity(root),
         message=f"merge: take {take} ({_label(chosen)})",
         extra={**chosen.manifest.extra, "resolved": {"take": take, "hash": chosen.md5}},
@@ -455,7 +453,7 @@ def resolve(ws: Workspace, name: str, take: str, *, remote: str | None = None, f
     if manifest.index and not (root / manifest.index).exists() and commit is not None:
         sidecar = gitstore.read_blob(root, commit, manifest.index)
         if sidecar is not None:
-            pointer.write_atomic(root / manifest.index, sidecar)
+            files.write_atomic(root / manifest.index, sidecar)
             staged.append(manifest.index)
     written = pointer.read(root, path)
     assert written is not None

@@ -17,7 +17,7 @@ import os
 import signal
 from pathlib import Path
 
-from mvc.pointer import write_atomic
+from mvc.files import write_atomic
 
 JOURNAL_DIR = ".dvc/tmp"
 PREFIX = "mvc-journal-"

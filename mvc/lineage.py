@@ -55,7 +55,7 @@ def read_mapping_file(path: str | Path, *, option: str) -> dict[str, Any]:
     try:
         text = p.read_text()
     except FileNotFoundError:
-        raise PathNotFoundError(f"{option} {path}: no such file", hint="check the path") from None
+        raise PathNotFoundError(f"{option} {path}: no such file", hint="check the path", path=str(path)) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"{option} {path}: cannot read the file ({exc.__class__.__name__})", hint="check its permissions and encoding") from exc
     try:
@@ -98,6 +98,7 @@ def dataset_refs(root: Path, paths: list[str] | None) -> tuple[DatasetRef, ...]:
             raise PathNotFoundError(
                 f"--dataset {raw} is not tracked by DVC (no {rel}{pointer.SUFFIX})",
                 hint=f"track it first: `dvc add {rel}`",
+                path=rel,
             )
         refs.append(DatasetRef(path=rel, hash=ptr.md5 or None))
     return tuple(refs)

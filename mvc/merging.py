@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mvc import dvcstore, gitstore, pointer, refs, sync, versioning, workspace
+from mvc import dvcstore, files, gitstore, pointer, refs, sync, versioning, workspace
 from mvc.comparison import load_indexes
 from mvc.errors import ConflictError, UsageError, counted
 from mvc.manifest import Parent
@@ -531,23 +531,13 @@ def _copy_file(src: Path, out: Path) -> None:
     """Copy ``src`` to ``out`` atomically: a temp file next to ``out``, removed on any failure."""
     import shutil
 
-    fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    tmp = Path(name)
-    try:
-        with open(fd, "wb") as f, open(src, "rb") as r:
+    def copy(tmp: str) -> None:
+        with open(tmp, "wb") as f, open(src, "rb") as r:
             shutil.copyfileobj(r, f, 8 << 20)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    files.replace_atomic(out, copy)
 
 
 @contextlib.contextmanager
@@ -789,12 +779,12 @@ def _settled_conflict(ws: Workspace, ptr_rel: str) -> Iterator[bool]:
     if ours is None:
         full.unlink(missing_ok=True)
     else:
-        pointer.write_atomic(full, ours)
+        files.write_atomic(full, ours)
     try:
         yield True
     except BaseException:
         if saved is not None:
-            pointer.write_atomic(full, saved)
+            files.write_atomic(full, saved)
         raise
 
 

@@ -8,14 +8,13 @@ both of which DVC keeps when it re-adds the file.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
+import posixpath
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from mvc.errors import SchemaError
+from mvc.files import write_atomic
 from mvc.manifest import Manifest, Parent
 
 SUFFIX = ".dvc"
@@ -140,9 +139,18 @@ def from_data(data: Any, path: str) -> Pointer:
     raw_manifest = meta.get("mvc") if isinstance(meta, dict) else None
     manifest = Manifest.from_dict(raw_manifest, source=path) if raw_manifest is not None else None
     parent = PurePosixPath(path).parent
+    raw = str(out["path"])
+    joined = posixpath.normpath((parent / raw).as_posix())
+    if raw.startswith(("/", "\\")) or PureWindowsPath(raw).drive or joined == ".." or joined.startswith("../"):
+        # A hostile repository's pointer must not make pull or checkout write outside it.
+        raise SchemaError(
+            f"{path}: its output path {raw!r} points outside the repository",
+            hint=f"do not pull this commit; restore the pointer with `git checkout -- {path}` or remove it",
+            path=path,
+        )
     return Pointer(
         path=path,
-        out=(parent / str(out["path"])).as_posix(),
+        out=(parent / raw).as_posix(),
         md5=str(out.get("md5") or ""),
         size=int(out.get("size") or 0),
         nfiles=out.get("nfiles"),
@@ -180,19 +188,3 @@ def write_manifest(root: Path, path: str, manifest: Manifest) -> None:
     data["meta"] = meta
     text = yaml.dump(data, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=False, allow_unicode=True)
     write_atomic(full, text.encode())
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file in the same directory and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise

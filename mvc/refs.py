@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mvc import gitstore, history, pointer
-from mvc.errors import AmbiguousRefError, ModelNotFoundError, RefNotFoundError, UsageError
+from mvc.errors import AmbiguousRefError, ModelNotFoundError, NotFoundError, RefNotFoundError, UsageError
 from mvc.pointer import Pointer
 from mvc.workspace import Workspace, find_model
 
@@ -92,7 +92,15 @@ def resolve_all(ws: Workspace, refs: Sequence[str]) -> list[Resolved]:
         The errors of :func:`resolve`.
     """
     lookup = _Lookup(ws)
-    return [lookup.resolve(ref) for ref in refs]
+    out = []
+    for ref in refs:
+        try:
+            out.append(lookup.resolve(ref))
+        except (NotFoundError, AmbiguousRefError) as exc:  # the error names what it is about (issue 18)
+            exc.ref = exc.ref or ref
+            exc.name = exc.name or split(ref)[0]
+            raise
+    return out
 
 
 class _Lookup:
@@ -162,6 +170,7 @@ class _Lookup:
             raise AmbiguousRefError(
                 f"{ref} is ambiguous: v{number} exists with different weights: {listing}",
                 hint=f"name one by branch or commit, e.g. {name}@{branch_of.get(first.commit) or first.commit[:8]}",
+                candidates=tuple(f"{name}@{branch_of.get(rec.commit) or rec.commit[:8]}" for rec, _ in candidates),
             )
         rec, ptr = candidates[0]
         return Resolved(name=rec.name, ref=ref, pointer=ptr, commit=rec.commit, number=rec.version)

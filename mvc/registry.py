@@ -19,7 +19,6 @@ Ties within one second are broken by the tag counter.
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import re
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from mvc import gitstore, history, pointer
 from mvc.errors import ConflictError, ModelNotFoundError, RefNotFoundError, SchemaError, UsageError
+from mvc.files import utc_iso
 from mvc.workspace import Workspace
 
 if TYPE_CHECKING:  # refs imports this module to resolve NAME@STAGE: the resolved version comes in
@@ -176,7 +176,7 @@ def events(ws: Workspace, name: str | None = None) -> list[RegistryTag]:
                 stage=parsed["stage"],  # type: ignore[arg-type]
                 counter=parsed["counter"],  # type: ignore[arg-type]
                 commit=t.commit,
-                created=dt.datetime.fromtimestamp(t.timestamp, dt.UTC).isoformat().replace("+00:00", "Z"),
+                created=utc_iso(t.timestamp),
                 author=t.tagger,
                 message=t.message,
                 timestamp=t.timestamp,
@@ -316,7 +316,7 @@ def _version_at(blob: Callable[[str, str], bytes | None], commit: str, path: str
         return None, None
     if ptr.manifest is None:
         return None, ptr.md5 or None
-    return ptr.manifest.version + (1 if ptr.outside_mvc else 0), ptr.md5
+    return ptr.version, ptr.md5
 
 
 def _pointer_path(ws: Workspace, name: str) -> str | None:

@@ -4,13 +4,12 @@ inline SVG bar chart per metric across versions (self-contained; no plotting lib
 
 from __future__ import annotations
 
-import datetime as dt
 import html
 from pathlib import Path
 
 from mvc.errors import UsageError
 from mvc.evaluation import Comparison, EvalRow, EvalSpec, Leaderboard
-from mvc.pointer import write_atomic
+from mvc.files import utc_now, write_atomic
 
 _W_BAR = 56
 _H = 240
@@ -57,7 +56,7 @@ def render_html(spec: EvalSpec, board: Leaderboard) -> str:
     """The report as one self-contained HTML page."""
     ok = [r for r in board.rows if r.status != "failed"]
     failed = [r for r in board.rows if r.status == "failed"]
-    created = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    created = utc_now()
     direction = "higher is better" if board.descending else "lower is better"
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>mvc eval</title>",

@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from mvc import dvcstore, pointer
+from mvc import dvcstore, files, pointer
 from mvc.errors import ConflictError
 from mvc.pointer import Pointer
 from mvc.refs import Resolved
@@ -51,7 +51,7 @@ def _load(root: Path) -> dict[str, dict]:
 
 
 def _save(root: Path, state: dict[str, dict]) -> None:
-    pointer.write_atomic(root / STATE_FILE, json.dumps(state, indent=1).encode())
+    files.write_atomic(root / STATE_FILE, json.dumps(state, indent=1).encode())
 
 
 def current(ws: Workspace, ptr_path: str, out: str) -> Rollback | None:

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mvc.errors import SchemaError, UsageError
-from mvc.pointer import write_atomic
+from mvc.files import write_atomic
 
 MVC_DIR = ".mvc"
 CONFIG_FILE = f"{MVC_DIR}/config.json"
@@ -63,14 +63,24 @@ def load(root: Path) -> Settings:
         return Settings()
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise SchemaError(f"{CONFIG_FILE} is not valid JSON", hint=f"fix it or run `git checkout -- {CONFIG_FILE}`") from exc
-    if not isinstance(data, dict) or int(data.get("schema", SCHEMA)) > SCHEMA:
+    fix = f"fix it by hand, or run `git checkout -- {CONFIG_FILE}`"
+    if not isinstance(data, dict):
+        raise SchemaError(f"{CONFIG_FILE} is not a JSON object of settings", hint=fix)
+    schema = data.get("schema", SCHEMA)
+    if not isinstance(schema, int) or isinstance(schema, bool):
+        raise SchemaError(f"{CONFIG_FILE}: 'schema' is {schema!r}, not a number", hint=fix)
+    if schema > SCHEMA:
         raise SchemaError(f"{CONFIG_FILE} was written by a newer mvc", hint="upgrade mvc: pip install -U mvc")
-    return Settings(
-        schema=SCHEMA,
-        key_metrics=tuple(data.get("key_metrics", ())),
-        require_signed=bool(data.get("require_signed", False)),
-        extra=dict(data.get("extra", {})),
-    )
+    key_metrics = data.get("key_metrics", [])
+    if not isinstance(key_metrics, list) or not all(isinstance(k, str) for k in key_metrics):
+        raise SchemaError(f"{CONFIG_FILE}: 'key_metrics' must be a list of metric names, not {key_metrics!r}", hint=fix)
+    require_signed = data.get("require_signed", False)
+    if not isinstance(require_signed, bool):
+        raise SchemaError(f"{CONFIG_FILE}: 'require_signed' must be true or false, not {require_signed!r}", hint=fix)
+    extra = data.get("extra", {})
+    if not isinstance(extra, dict):
+        raise SchemaError(f"{CONFIG_FILE}: 'extra' must be an object, not {extra!r}", hint=fix)
+    return Settings(schema=SCHEMA, key_metrics=tuple(key_metrics), require_signed=require_signed, extra=dict(extra))
 
 
 def save(root: Path, settings: Settings) -> None:

@@ -25,7 +25,6 @@ bundle's key hint), created, bundle.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import hashlib
 import io
 import json
@@ -39,7 +38,7 @@ from typing import Any
 
 from mvc import dvcstore, gitstore
 from mvc.errors import IntegrityError, MissingObjectError, PathNotFoundError, SchemaError, UsageError
-from mvc.pointer import write_atomic
+from mvc.files import utc_now, write_atomic
 
 SIGNATURES_DIR = ".mvc/signatures"
 SCHEMA = 1
@@ -165,7 +164,7 @@ def load_private_key(path: str | Path, password: bytes | None = None) -> Any:
     try:
         data = Path(path).read_bytes()
     except FileNotFoundError:
-        raise PathNotFoundError(f"signing key {label} does not exist", hint="pass the PEM private key with --key") from None
+        raise PathNotFoundError(f"signing key {label} does not exist", hint="pass the PEM private key with --key", path=label) from None
     except OSError as exc:
         raise UsageError(f"cannot read signing key {label}: {exc.strerror}", hint="check the file's permissions") from exc
     try:
@@ -201,7 +200,9 @@ def trusted_keys(directory: str | Path) -> dict[str, TrustedKey]:
 
     folder = Path(directory).expanduser()
     if not folder.is_dir():
-        raise PathNotFoundError(f"trusted keys directory {directory} does not exist", hint="pass --trusted-keys DIR with the signers' public keys")
+        raise PathNotFoundError(
+            f"trusted keys directory {directory} does not exist", hint="pass --trusted-keys DIR with the signers' public keys", path=str(directory)
+        )
     keys: dict[str, TrustedKey] = {}
     for path in sorted(folder.iterdir()):
         if path.suffix not in (".pub", ".pem") or not path.is_file():
@@ -267,7 +268,7 @@ def _hashing_config() -> Any:
 def sign(
     root: Path, *, name: str, version: int, md5: str, key_path: str | Path, password: bytes | None = None
 ) -> tuple[Signature, str]:
-    """Sign version ``md5`` of model ``name`` and record the bundle in its signature file.
+    """Sign version ``md5`` of model ``name`` and record the bundle in its signature file (staged).
 
     Every cache object is re-hashed (md5) while it is signed, so corrupt bytes are never
     signed and a valid signature later proves the bytes match the pointer's hash. A
@@ -304,13 +305,14 @@ def sign(
         hash=md5,
         signer=gitstore.identity(root),
         key=fingerprint(key.public_key()),
-        created=dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
+        created=utc_now(),
         bundle=bundle,
     )
     kept = [s for s in signatures(root, md5) if (s.key, s.name) != (sig.key, sig.name)]
     rel = signature_file(md5)
     data = {"schema": SCHEMA, "hash": md5, "signatures": [s.__dict__ for s in [*kept, sig]]}
     write_atomic(root / rel, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode())
+    gitstore.stage(root, [rel])
     return sig, rel
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from mvc import dvcstore, gitstore, history, pointer, rollback
 from mvc.errors import IntegrityError, MissingObjectError, RemoteNotFoundError
 from mvc.pointer import Pointer
-from mvc.progress import Progress
+from mvc.progress import Progress, models_label
 from mvc.workspace import Workspace
 
 
@@ -37,7 +37,12 @@ def remote_name(ws: Workspace, remote: str | None) -> str:
     if remote is not None:
         if remote not in configured:
             names = ", ".join(sorted(configured)) or "none"
-            raise RemoteNotFoundError(f"no remote named {remote!r} (remotes: {names})", hint="list them with `mvc remote list`")
+            raise RemoteNotFoundError(
+                f"no remote named {remote!r} (remotes: {names})",
+                hint="list them with `mvc remote list`",
+                remote=remote,
+                candidates=tuple(sorted(configured)),
+            )
         return remote
     for r in configured.values():
         if r.default:
@@ -108,7 +113,7 @@ def status(ws: Workspace, ptrs: list[Pointer], *, remote: str | None = None, che
 def push(ws: Workspace, ptrs: list[Pointer], *, remote: str | None, jobs: int | None, progress: Progress | None) -> tuple[str, int]:
     """Upload the weights of ``ptrs``; return (remote name, objects uploaded)."""
     rname = remote_name(ws, remote)
-    result = dvcstore.push(ws.root, [p.path for p in ptrs], remote=rname, jobs=jobs, progress=progress)
+    result = dvcstore.push(ws.root, [p.path for p in ptrs], remote=rname, jobs=jobs, progress=progress, label=_bar_label(ptrs))
     return rname, result.transferred
 
 
@@ -138,7 +143,9 @@ def pull(
         # Cached objects mvc never verified (fetched by plain DVC, by an interrupted pull,
         # or changed since) are re-hashed; bad ones go, so the fetch brings good copies.
         dropped = set(dvcstore.drop_corrupt(ws.root, [p.md5 for p in ptrs if p.md5])) if verify else set()
-        fetched = dvcstore.fetch(ws.root, [p.path for p in ptrs], remote=rname, jobs=jobs, progress=progress, verify=verify)
+        fetched = dvcstore.fetch(
+            ws.root, [p.path for p in ptrs], remote=rname, jobs=jobs, progress=progress, verify=verify, label=_bar_label(ptrs)
+        )
         _refuse_unsafe_listings(ws, ptrs)
         states = dvcstore.object_status(ws.root, {p.path: p.md5 for p in ptrs}, check_remote=False)
         present = [p for p in ptrs if states[p.path].in_cache]
@@ -183,6 +190,11 @@ def _label(ptr: Pointer) -> str:
     return f"{ptr.manifest.name} v{ptr.manifest.version}" if ptr.manifest else ptr.out
 
 
+def _bar_label(ptrs: list[Pointer]) -> str:
+    """What a transfer's progress bar names: ``clf v3``, or ``3 models``."""
+    return models_label([_label(p) for p in ptrs])
+
+
 def checkout(ws: Workspace, ptrs: list[Pointer]) -> dict[str, list[str]]:
     """Make the work-tree weights of ``ptrs`` match their pointers (from the cache).
 
@@ -212,7 +224,9 @@ class PushedVersions:
     missing: tuple[str, ...]  # "NAME vN (md5[:8])" of versions in neither the cache nor the remote
 
 
-def push_versions(ws: Workspace, labels: dict[str, str], *, remote: str | None, jobs: int | None = None) -> PushedVersions:
+def push_versions(
+    ws: Workspace, labels: dict[str, str], *, remote: str | None, jobs: int | None = None, progress: Progress | None = None
+) -> PushedVersions:
     """Upload the weights of versions given by content hash (``md5 -> "NAME vN"``) that the remote lacks.
 
     Any version, not only the work tree's: ``mvc push NAME@v1``, ``--all-versions`` and
@@ -227,7 +241,8 @@ def push_versions(ws: Workspace, labels: dict[str, str], *, remote: str | None, 
     absent = dvcstore.missing_in_remote(ws.root, labels, remote=rname) if labels else set()
     local = [m for m in sorted(absent) if dvcstore.has_object(ws.root, m)]
     lost = tuple(f"{labels[m]} ({m[:8]})" for m in sorted(absent - set(local)))
-    count = dvcstore.push_objects(ws.root, local, remote=rname, jobs=jobs).transferred if local else 0
+    label = models_label([labels[m] for m in local])
+    count = dvcstore.push_objects(ws.root, local, remote=rname, jobs=jobs, progress=progress, label=label).transferred if local else 0
     return PushedVersions(remote=rname, transferred=count, missing=lost)
 
 
@@ -250,9 +265,9 @@ def ensure_cached(
         rname = None
     if rname is not None:
         if commit is not None:
-            dvcstore.fetch_at(ws.root, ptr.path, commit, remote=rname, progress=progress)
+            dvcstore.fetch_at(ws.root, ptr.path, commit, remote=rname, progress=progress, label=_label(ptr))
         else:
-            dvcstore.fetch(ws.root, [ptr.path], remote=rname, progress=progress)
+            dvcstore.fetch(ws.root, [ptr.path], remote=rname, progress=progress, label=_label(ptr))
     if not dvcstore.has_object(ws.root, ptr.md5):
         where = f"remote {rname!r}" if rname else "any remote (none is set)"
         raise MissingObjectError(

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mvc.errors import IntegrityError
-from mvc.pointer import write_atomic
+from mvc.files import write_atomic
 from mvc.settings import MVC_DIR
 
 if TYPE_CHECKING:
@@ -55,6 +55,29 @@ def load(root: Path, md5: str) -> TensorIndex | None:
 def digest(data: bytes) -> str:
     """The hash the manifest records of a sidecar's bytes (``sha256:<hex>``)."""
     return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def state(root: Path, manifest: Manifest | None, commit: str | None) -> str:
+    """Does the version's tensor index still match the hash its manifest records?
+
+    ``ok``; ``mismatch`` (edited by hand, or swapped); ``missing`` (the sidecar is gone);
+    ``none`` (no index bound to the manifest: opaque weights, or an older mvc). ``commit``
+    None reads the work tree's sidecar, else the one committed there.
+    """
+    if manifest is None or not manifest.index or not manifest.index_hash:
+        return "none"
+    if commit is None:
+        try:
+            data: bytes | None = (root / manifest.index).read_bytes()
+        except FileNotFoundError:
+            data = None
+    else:
+        from mvc import gitstore
+
+        data = gitstore.read_blob(root, commit, manifest.index)
+    if data is None:
+        return "missing"
+    return "ok" if digest(data) == manifest.index_hash else "mismatch"
 
 
 def bind(root: Path, manifest: Manifest) -> Manifest:

@@ -376,7 +376,7 @@ def run(
     changed = [out for out in tracked if _signature(ws.root / out) != before[out] and (ws.root / out).exists()]
     for rel in out_rels:
         if not (ws.root / rel).exists():
-            raise PathNotFoundError(f"--out {rel}: the command did not write it", hint="check the path the command saves to")
+            raise PathNotFoundError(f"--out {rel}: the command did not write it", hint="check the path the command saves to", path=rel)
     params = lineage.read_mapping_file(params_file, option="--params-file") if params_file else {}
     metrics = lineage.read_mapping_file(metrics_file, option="--metrics-file") if metrics_file else {}
     text = "mvc run: " + " ".join(shlex.join(command).split())  # one line, whatever the script

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from mvc import dvcstore, history, refs, rollback, settings, signing, sync, workspace
+from mvc import dvcstore, history, refs, rollback, settings, signing, sync, tensorindex, workspace
 from mvc.errors import IntegrityError, MissingObjectError, MvcError, RemoteNotFoundError, counted
 from mvc.pointer import Pointer
 from mvc.progress import Progress
@@ -39,7 +39,9 @@ class VersionCheck:
     ``unsigned``, ``modified`` or ``missing``. The other fields say where:
     ``workspace`` ok | modified | missing | rolled back to vN | not checked;
     ``cache`` ok | corrupt | missing; ``remote`` ok | corrupt | missing | not checked;
-    ``signature`` ok | unsigned | untrusted | invalid | not checked.
+    ``signature`` ok | unsigned | untrusted | invalid | not checked;
+    ``index`` (the tensor index sidecar against the hash the manifest records)
+    ok | mismatch | missing | none (no index: opaque weights).
     """
 
     name: str
@@ -54,6 +56,7 @@ class VersionCheck:
     signed_by: str | None
     problems: tuple[str, ...]
     repaired: tuple[str, ...]
+    index: str = "none"
 
 
 @dataclass(frozen=True)
@@ -116,7 +119,7 @@ def targets(ws: Workspace, names: list[str] | None, *, all_versions: bool = Fals
         if spec is None or all_versions:
             ptr = workspace.find_model(ws, name)
             assert ptr.manifest is not None
-            found.append(Target(ptr.manifest.name, ptr.manifest.version + (1 if ptr.outside_mvc else 0), ptr, None))
+            found.append(Target(ptr.manifest.name, ptr.version, ptr, None))
         if spec is not None:
             res = refs.resolve(ws, ref)
             found.append(Target(res.name, res.version, res.pointer, res.commit))
@@ -219,11 +222,20 @@ def _check(
             problems.append(verdict.detail)
     elif trusted is not None:
         problems.append("signature not checked: the weights are not in the local cache")
+    manifest = t.pointer.manifest if not t.pointer.outside_mvc else None
+    index = tensorindex.state(ws.root, manifest, t.commit)
+    if index != "ok" and index != "none" and manifest is not None:
+        problems.append(
+            f"the tensor index {manifest.index} {'is missing' if index == 'missing' else 'does not match the hash its manifest records'}"
+            f" (restore it with `git checkout -- {manifest.index}`)"
+        )
     in_work = work == "ok" or work.startswith("rolled back")
     lost = cache == "missing" and not in_work and remote_state != "ok"
     if lost and remote_state == "not checked":
         problems.append("the weights are in neither the local cache nor the work tree (check a remote with --remote R)")
     status = _status(cache, remote_state, signature, work, lost, trusted is not None)
+    if status == "ok" and index in ("mismatch", "missing"):
+        status = "corrupt"
     return VersionCheck(
         name=t.name,
         version=t.version,
@@ -237,6 +249,7 @@ def _check(
         signed_by=signer,
         problems=tuple(problems),
         repaired=tuple(repaired),
+        index=index,
     )
 
 
@@ -390,7 +403,7 @@ def require_signed(
 
 def require_signed_refs(
     ws: Workspace,
-    refs_: list[str] | None,
+    wanted: list[str] | None,
     *,
     trusted_keys: str | Path | None = None,
     remote: str | None = None,
@@ -398,7 +411,7 @@ def require_signed_refs(
 ) -> None:
     """:func:`require_signed` for checkout's arguments (``NAME``, ``NAME@REF``; none: every model)."""
     items: list[Target] = []
-    for ref in refs_ or [p.manifest.name for p in workspace.models(ws) if p.manifest]:
+    for ref in wanted or [p.manifest.name for p in workspace.models(ws) if p.manifest]:
         name, spec = refs.split(ref)
         if spec is None:
             ptr = workspace.find_model(ws, name)

@@ -7,14 +7,13 @@ removed), so a pointer never exists without its cache object and manifest.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from mvc import dvcstore, gitstore, history, journal, lineage, pointer, tensorindex
-from mvc.errors import ConflictError, PathNotFoundError, UsageError
+from mvc import dvcstore, files, gitstore, history, journal, lineage, pointer, tensorindex
+from mvc.errors import ConflictError, CorruptFileError, LockedError, PathNotFoundError, UsageError
 from mvc.manifest import DatasetRef, Manifest, Parent, TensorSummary
 from mvc.pointer import Pointer
 from mvc.progress import Progress
@@ -152,7 +151,7 @@ def record(ws: Workspace, path: str | Path, request: VersionRequest, *, progress
     given = Path(path).expanduser()
     full = given.resolve()
     if not full.exists():
-        raise PathNotFoundError(f"{path}: no such file or directory", hint="check the path of the weights")
+        raise PathNotFoundError(f"{path}: no such file or directory", hint="check the path of the weights", path=str(path))
     rel = ws.rel(full)
     if rel == "." or rel.split("/")[0] in (".git", ".dvc", ".mvc") or rel.endswith(pointer.SUFFIX):
         raise UsageError(f"{path} cannot be tracked as a model", hint="pass a weight file or a checkpoint directory")
@@ -170,22 +169,30 @@ def record(ws: Workspace, path: str | Path, request: VersionRequest, *, progress
         head = _head_pointer(root, ptr_rel)
         saved = _snapshot(root, [ptr_rel, _gitignore_of(rel)])
         journal.begin(root, saved)
+        new_sidecar: Path | None = None  # a sidecar this add wrote: removed again if the add fails
         try:
             before = _stamp(full)
             # DVC hashes and caches the file while the tensor index is built from the
             # same (page-cached) bytes in a second thread; both release the GIL.
+            changed = ConflictError(
+                f"{path} changed while adding",
+                hint="wait until the weights are completely written, then run `mvc add` again",
+            )
             with ThreadPoolExecutor(max_workers=1) as pool:
                 index_job = pool.submit(formats.build_index, full, progress=_bytes_meter(rel, full, progress))
                 out = dvcstore.add(root, rel)
-                index = index_job.result()
+                try:
+                    index = index_job.result()
+                except CorruptFileError:
+                    if _stamp(full) != before:  # the bytes were still being written, not corrupt
+                        _drop_if_corrupt(root, out.md5)
+                        raise changed from None
+                    raise
             journal.fault("add:after-dvc-add")
             if _stamp(full) != before:
                 # The hash DVC recorded may describe bytes that exist nowhere (issue 14).
                 _drop_if_corrupt(root, out.md5)
-                raise ConflictError(
-                    f"{path} changed while adding",
-                    hint="wait until the weights are completely written, then run `mvc add` again",
-                )
+                raise changed
             if full.is_dir() and not index.tensors and not _has_weight_file(full):
                 raise UsageError(f"{path} holds no weight files", hint="add the directory once it holds the weights")
             same = _same_version(out.md5, current, head)
@@ -194,9 +201,11 @@ def record(ws: Workspace, path: str | Path, request: VersionRequest, *, progress
                 _restore(root, saved)
                 if same is head and (current is None or current.md5 != out.md5):
                     # Weights went back to what HEAD records: so does the pointer.
-                    pointer.write_atomic(root / ptr_rel, gitstore.read_blob(root, "HEAD", ptr_rel) or b"")
+                    files.write_atomic(root / ptr_rel, gitstore.read_blob(root, "HEAD", ptr_rel) or b"")
                     gitstore.stage(root, [ptr_rel])
                 return Recorded(pointer=same, created=False, staged=())
+            if index.tensors and not (root / tensorindex.sidecar_path(out.md5)).exists():
+                new_sidecar = root / tensorindex.sidecar_path(out.md5)
             adopted = _adopted(out.md5, current, head)
             if adopted is not None:
                 # Weights a teammate re-added with plain `dvc add`: that is one version
@@ -209,7 +218,7 @@ def record(ws: Workspace, path: str | Path, request: VersionRequest, *, progress
                 name=name,
                 version=version,
                 hash=out.md5,
-                created=dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
+                created=files.utc_now(),
                 author=gitstore.identity(root),
                 message=request.message,
                 parents=parents,
@@ -233,13 +242,23 @@ def record(ws: Workspace, path: str | Path, request: VersionRequest, *, progress
             journal.end(root)
         except BaseException:
             _restore(root, saved)
+            if new_sidecar is not None:
+                new_sidecar.unlink(missing_ok=True)
             journal.end(root)
             raise
     staged = [ptr_rel, _gitignore_of(rel)]
     if manifest.index:
         staged.append(manifest.index)
     staged += [p for p in setup_files(root) if p not in staged]
-    gitstore.stage(root, [p for p in staged if (root / p).exists() or p == ptr_rel])
+    try:
+        gitstore.stage(root, [p for p in staged if (root / p).exists() or p == ptr_rel])
+    except LockedError as exc:
+        # The version is recorded whole (a training run must not lose it); say so, and how to finish.
+        raise LockedError(
+            f"{rel}: the new version is recorded in {ptr_rel} but not staged: "
+            "the git index is locked by another process (.git/index.lock)",
+            hint="when the other git command is done, run `mvc commit -m MSG` (or remove a stale .git/index.lock)",
+        ) from exc
     written = pointer.read(root, ptr_rel)
     assert written is not None
     return Recorded(pointer=written, created=True, staged=tuple(staged))
@@ -283,7 +302,7 @@ def stage_config(root: Path) -> None:
     gitstore.stage(root, [".dvc/config"])
     blob = gitstore.staged_blob(root, ".dvc/config")
     if blob is not None:
-        pointer.write_atomic(root / CONFIG_STAGED, blob.encode())
+        files.write_atomic(root / CONFIG_STAGED, blob.encode())
 
 
 def _config_staged_by_mvc(root: Path) -> bool:
@@ -432,4 +451,36 @@ def _restore(root: Path, saved: dict[str, bytes | None]) -> None:
             if data is None:
                 (root / rel).unlink(missing_ok=True)
             else:
-                pointer.write_atomic(root / rel, data)
+                files.write_atomic(root / rel, data)
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    """The commit that recorded model changes."""
+
+    commit: str
+    paths: tuple[str, ...]
+
+
+def commit_models(ws: Workspace, message: str) -> CommitResult:
+    """Commit the model changes (pointers, their .gitignore files, mvc's own files) and nothing else.
+
+    Raises:
+        UsageError: empty message.
+        ConflictError: no model change to commit.
+    """
+    if not message.strip():
+        raise UsageError("the commit message is empty", hint='pass one with -m "what changed"')
+    paths = [p for p in gitstore.changed_paths(ws.root) if _mvc_owned(p)]
+    paths += [p for p in setup_files(ws.root) if p not in paths]  # issue 14: .gitattributes too
+    if not paths:
+        raise ConflictError("no model changes to commit", hint="record weights with `mvc add PATH` first")
+    gitstore.stage(ws.root, paths)
+    sha = gitstore.commit(ws.root, message, only=paths)
+    return CommitResult(commit=sha, paths=tuple(paths))
+
+
+def _mvc_owned(path: str) -> bool:
+    """Pointers, the .gitignore files beside them, and what mvc keeps under ``.mvc/`` (settings,
+    tensor indexes, eval results); a changed ``.dvc/config`` is the user's to commit (issue 14)."""
+    return (path.endswith((".dvc", ".gitignore")) and not path.startswith(".dvc/")) or path.startswith(".mvc/")

@@ -39,7 +39,7 @@ def open_workspace(repo: str | Path = ".", *, require_init: bool = True) -> Work
         NotARepoError: not a git repository, or (with ``require_init``) DVC/mvc not initialised.
     """
     if not Path(repo).exists():
-        raise PathNotFoundError(f"{repo} does not exist", hint="pass an existing repository directory")
+        raise PathNotFoundError(f"{repo} does not exist", hint="pass an existing repository directory", path=str(repo))
     root = gitstore.find_root(repo)
     if require_init and not dvcstore.is_initialized(root):
         raise NotARepoError(f"{root} is a git repository but not an mvc repository", hint="run `mvc init` there")
@@ -82,11 +82,8 @@ def find_model(ws: Workspace, name: str) -> Pointer:
         assert ptr.manifest is not None
         if name in (ptr.manifest.name, ptr.out, ptr.path):
             return ptr
-    known = ", ".join(p.manifest.name for p in all_models if p.manifest) or "none yet"
-    raise ModelNotFoundError(
-        f"no model named {name!r} (models: {known})",
-        hint="see `mvc status`, or track weights with `mvc add PATH`",
-    )
+    known = tuple(p.manifest.name for p in all_models if p.manifest)
+    raise ModelNotFoundError.among(name, known, hint="see `mvc status`, or track weights with `mvc add PATH`")
 
 
 def select(ws: Workspace, names: list[str] | None) -> list[Pointer]:

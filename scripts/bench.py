@@ -132,6 +132,36 @@ def bench_add(work: Path, env: dict[str, str], size: int) -> list[Row]:
     return [Row(f"add {label} safetensors (index included)", times["mvc"], times["dvc"], "s", ratio, "<= 1.0x dvc add", ratio <= 1.0, f"raw read (cat) {raw:.2f} s")]
 
 
+def bench_status(work: Path, env: dict[str, str], models: int, versions: int) -> list[Row]:
+    """mvc status (every model's number along the branch, cache state) vs dvc status, same repo.
+
+    The first mvc run after a commit walks each model's history once; later runs read the
+    numbers kept for that HEAD (.dvc/tmp/mvc-numbers.json).
+    """
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    root = _repo(work, "status", env, mvc=True)
+    (root / "models").mkdir()
+    rng = np.random.default_rng(0)
+    for v in range(versions):
+        for m in range(models):
+            save_file({"w": rng.standard_normal((64, 64), dtype=np.float32)}, str(root / "models" / f"m{m}.safetensors"))
+        for m in range(models):
+            _run([MVC, "add", "--quiet", f"models/m{m}.safetensors"], root, env)
+        _run([MVC, "commit", "-m", f"round {v}"], root, env)
+    first = _run([MVC, "status", "--no-remote"], root, env)
+    again = min(_run([MVC, "status", "--no-remote"], root, env) for _ in range(3))
+    dvc = min(_run([DVC, "status"], root, env) for _ in range(3))
+    log = min(_run([MVC, "log"], root, env) for _ in range(3))
+    label = f"{models} models x {versions} versions"
+    return [
+        Row(f"status, {label} (first after a commit)", first, dvc, "s", first / dvc, "<= 2.0x dvc status", first / dvc <= 2.0),
+        Row(f"status, {label} (again)", again, dvc, "s", again / dvc, "<= 1.5x dvc status", again / dvc <= 1.5),
+        Row(f"log, {label}", log, dvc, "s", log / dvc, "<= 1.0x dvc status", log / dvc <= 1.0, "every model's versions, from git objects"),
+    ]
+
+
 def bench_index(work: Path, env: dict[str, str], size: int) -> list[Row]:
     """The tensor-index pass vs a raw read of the file (cat > /dev/null)."""
     sys.path.insert(0, str(HERE.parent))
@@ -311,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
-    parser.add_argument("--only", default="", help="comma-separated subset: add,index,help,transfer,wire,history,experiments,merge,training,security,eval-ray")
+    parser.add_argument("--only", default="", help="comma-separated subset: add,index,help,status,transfer,wire,history,experiments,merge,training,security,eval-ray")
     args = parser.parse_args(argv)
     quick = args.quick
     only = {s.strip() for s in args.only.split(",") if s.strip()}
@@ -320,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         ("help", lambda w, e: bench_help(w, e)),
         ("index", lambda w, e: bench_index(w, e, 64 * MiB if quick else GiB)),
         ("add", lambda w, e: bench_add(w, e, 32 * MiB if quick else GiB)),
+        ("status", lambda w, e: bench_status(w, e, 4 if quick else 20, 2 if quick else 3)),
     ]
     if not quick:
         benches.append(("add", lambda w, e: bench_add(w, e, 4 * GiB)))

@@ -75,7 +75,7 @@ def bench(*, work: Path, env: dict[str, str], quick: bool = False) -> list[dict]
             path.parent.mkdir(parents=True, exist_ok=True)
             save_file({"w": np.random.default_rng(i).standard_normal(4096).astype(np.float32)}, str(path))
             hashes.append(mvc.add(path, name="m").version.hash)
-            mvc.commit(repo, message=f"v{i + 1}")
+            mvc.commit(repo=repo, message=f"v{i + 1}")
         mvc.remote_add("s3", f"s3://{s3.bucket}/bench", repo=repo, default=True, options={
             "endpointurl": s3.endpoint_url, "access_key_id": s3.access_key, "secret_access_key": s3.secret_key})  # fmt: skip
         dvcstore.push_objects(repo, hashes, remote="s3")
@@ -84,7 +84,7 @@ def bench(*, work: Path, env: dict[str, str], quick: bool = False) -> list[dict]
 
         def timed(folds: int = FOLDS, **kw) -> float:
             began = time.perf_counter()
-            result = mvc.evaluate(repo, refs, folds=folds, force=True, **kw)
+            result = mvc.evaluate(refs, repo=repo, folds=folds, force=True, **kw)
             assert not result.failures, result.failures[0].error
             return time.perf_counter() - began
 

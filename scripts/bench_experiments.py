@@ -113,11 +113,11 @@ def main() -> None:
         built = time.perf_counter() - t0
         import mvc
 
-        rows = mvc.exp_list(repo, sort="acc")
+        rows = mvc.exp_list(repo=repo, sort="acc")
         assert len(rows) == opts.branches, len(rows)
         t0 = time.perf_counter()
         for _ in range(opts.repeat):
-            mvc.exp_list(repo, sort="acc")
+            mvc.exp_list(repo=repo, sort="acc")
         api_s = (time.perf_counter() - t0) / opts.repeat
         cli_s = time_command(["exp", "list", "--sort", "acc"], repo, repeat=opts.repeat)
         json_s = time_command(["exp", "list", "--sort", "acc", "--json"], repo, repeat=opts.repeat)

@@ -286,13 +286,13 @@ def test_two_concurrent_adds_both_end_consistent(repo):
 def test_api_mirrors_cli(repo, weights):
     result = mvc.add(weights, params={"lr": 0.1}, metrics={"loss": 0.5})
     assert result.created and result.version.manifest.params == {"lr": 0.1}
-    commit = mvc.commit(repo, message="v1")
+    commit = mvc.commit(repo=repo, message="v1")
     assert len(commit.commit) == 40
-    assert [m.name for m in mvc.models(repo)] == ["net"]
-    assert mvc.push(repo).transferred == 1
+    assert [m.name for m in mvc.models(repo=repo)] == ["net"]
+    assert mvc.push(repo=repo).transferred == 1
     shutil.rmtree(repo / ".dvc" / "cache")
     weights.unlink()
-    assert mvc.pull(repo).fetched == 1 and weights.exists()
+    assert mvc.pull(repo=repo).fetched == 1 and weights.exists()
 
 
 def test_add_big_file_is_cached_once_and_dvc_agrees(repo, cli):

@@ -452,7 +452,7 @@ def test_team_workflow(
     assert bob_push.exit_code == 0 and json.loads(bob_push.stdout)["transferred"] == 1, bob_push.stderr
     assert alice_pull.exit_code == 0, alice_pull.stderr
     assert weights.read_bytes() == bob_weights.read_bytes() != alice_v2
-    assert [v.version for v in mvc.log(alice, "net")] == [3, 2, 1]
+    assert [v.version for v in mvc.log("net", repo=alice)] == [3, 2, 1]
     assert deployed.exit_code == 0, deployed.stderr
     got = json.loads(deployed.stdout)
     assert (got["version"], got["remote"]) == (1, "store")

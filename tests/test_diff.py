@@ -48,10 +48,10 @@ def build_diff(repo: Path) -> dict[str, str]:
         (repo / "models").mkdir(exist_ok=True)
         save_file(tensors(n), str(repo / WEIGHTS))
         h[f"v{n}"] = mvc.add(repo / WEIGHTS, params=params, metrics=metrics).version.hash
-        h[f"v{n}-commit"] = mvc.commit(repo, message=f"net v{n}").commit
+        h[f"v{n}-commit"] = mvc.commit(repo=repo, message=f"net v{n}").commit
     save_file({"a": tensors(2)["a"], "z": np.ones((2, 2), np.float32)}, str(repo / "models/other.safetensors"))
     h["other"] = mvc.add(repo / "models/other.safetensors").version.hash
-    mvc.commit(repo, message="other v1")
+    mvc.commit(repo=repo, message="other v1")
     return h
 
 
@@ -173,7 +173,7 @@ def push_every_version(repo: Path, commits: list[str], remote: Path) -> None:
     for commit in commits:
         git(repo, "checkout", "-q", commit)
         (repo / ".dvc" / "config").write_text(config)  # old commits do not know the new remote
-        assert mvc.push(repo, ["net"], remote="team").transferred == 1
+        assert mvc.push(["net"], repo=repo, remote="team").transferred == 1
         git(repo, "checkout", "-q", "--", ".dvc/config")
     git(repo, "checkout", "-q", "main")
     (repo / ".dvc" / "config").write_text(config)
@@ -217,7 +217,7 @@ def test_opaque_models_compare_metadata_only(repo, cli):
     for n in (1, 2):
         onnx.write_bytes(os.urandom(2048))
         mvc.add(onnx, metrics={"acc": 0.5 + n / 10})
-        mvc.commit(repo, message=f"onnx v{n}")
+        mvc.commit(repo=repo, message=f"onnx v{n}")
     result = cli("diff", "model@v1", "model@v2")
     assert result.exit_code == 0, result.stderr
     assert "acc\t0.6\t0.7\t+0.1\t*" in result.stdout

@@ -40,7 +40,7 @@ def add_version(repo: Path, tensors: dict[str, np.ndarray], message: str, *, nam
     full.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}, str(full))
     result = mvc.add(full, name=name)
-    mvc.commit(repo, message=message)
+    mvc.commit(repo=repo, message=message)
     return result.version.hash
 
 
@@ -241,7 +241,7 @@ def test_version_range_and_all_experiments(repo, logreg_repo, cli):
         Xtr, ytr, _, _ = make_data()
         add_version(repo, train_logreg(Xtr, ytr, epochs=epochs, lr=0.5), f"{branch} run")
     git(repo, "checkout", "-q", "main")
-    mvc.checkout(repo)
+    mvc.checkout(repo=repo)
     exp = cli("eval", "clf@v2", "--all-experiments", "--cmd", f"{PY} eval.py --weights {{weights}}", "--json")
     assert exp.exit_code == 0, exp.stderr
     rows = json.loads(exp.stdout)["rows"]
@@ -326,7 +326,7 @@ def test_fn_callable_with_folds_and_progress(repo, logreg_repo, cli):
     def score(weights: str) -> dict:
         return {"size": Path(weights).stat().st_size, "named": Path(weights).name == "clf.safetensors"}
 
-    res = mvc.evaluate(repo, ["clf@v1", "clf@v3"], fn=score, progress=lambda *a: calls.append(a))
+    res = mvc.evaluate(["clf@v1", "clf@v3"], repo=repo, fn=score, progress=lambda *a: calls.append(a))
     assert [r.status for r in res.rows] == ["ok", "ok"] and res.rows[0].metrics["size"] > 0
     assert res.spec.spec.endswith(":test_fn_callable_with_folds_and_progress.<locals>.score")
     assert {c[0] for c in calls} == {"clf@v1", "clf@v3"}
@@ -351,7 +351,7 @@ def test_fn_timeout_and_exception_are_reported_per_version(repo, logreg_repo):
         return {"score": 1.0}
 
     try:
-        res = mvc.evaluate(repo, ["clf@v1", "clf@v2", "clf@v3"], fn=judge, timeout=1, jobs=3)
+        res = mvc.evaluate(["clf@v1", "clf@v2", "clf@v3"], repo=repo, fn=judge, timeout=1, jobs=3)
     finally:
         release.set()
     assert {r.ref: r.status for r in res.rows} == {"clf@v1": "ok", "clf@v2": "failed", "clf@v3": "failed"}
@@ -452,7 +452,7 @@ def test_weights_in_no_cache_and_no_remote(repo, logreg_repo, cli):
 
 
 def test_weights_only_in_the_remote_are_fetched_without_touching_the_work_tree(repo, logreg_repo, cli):
-    mvc.push(repo)  # the current version, v3
+    mvc.push(repo=repo)  # the current version, v3
     h = logreg_repo["hashes"]["near"]
     (repo / ".dvc/cache/files/md5" / h[:2] / h[2:]).unlink()
     weights = repo / MODEL
@@ -482,7 +482,7 @@ def test_eval_with_both_or_neither_evaluation_or_an_unknown_version(repo, weight
     both = cli("eval", "net@v1", "--cmd", "x {weights}", "--fn", "a:b")
     assert_one_line_error(both, 2, "either as a command or as a Python function")
     mvc.add(weights)
-    mvc.commit(repo, message="v1")
+    mvc.commit(repo=repo, message="v1")
     assert_one_line_error(cli("eval", "net@v9", "--cmd", "x {weights}"), 3, "net@v9")
 
 

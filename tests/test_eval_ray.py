@@ -83,7 +83,7 @@ def test_ray_leaderboard_equals_the_local_one_and_a_rerun_runs_only_what_is_miss
     assert rows(again)["clf@v2"]["metrics"] == rows(on_ray)["clf@v2"]["metrics"] and saved.is_file()
     # progress: one bar over the tasks, named by the cluster's address and size
     calls: list[tuple[str, int, int | None]] = []
-    result = mvc.evaluate(repo, ["clf@v1"], cmd=EVAL_CMD, folds=2, force=True, executor="ray",
+    result = mvc.evaluate(["clf@v1"], repo=repo, cmd=EVAL_CMD, folds=2, force=True, executor="ray",
                           progress=lambda task, n, total: calls.append((task, n, total)))  # fmt: skip
     assert result.rows[0].metrics == rows(on_ray)["clf@v1"]["metrics"]
     where = f"ray {ray_cluster.address}: 1 node, 2 CPU worker slots"

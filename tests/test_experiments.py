@@ -102,7 +102,7 @@ def test_exp_list_ranks_by_a_metric_read_from_git_objects(repo, cli):
     assert git(repo, "rev-parse", "HEAD") == head  # nothing was checked out
     code = (
         "import sys, mvc\n"
-        f"rows = mvc.exp_list({str(repo)!r}, sort='acc')\n"
+        f"rows = mvc.exp_list(repo={str(repo)!r}, sort='acc')\n"
         "print([r.name for r in rows], sorted(m for m in sys.modules if m.split('.')[0] == 'dvc'))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

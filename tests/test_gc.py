@@ -44,7 +44,7 @@ def add_commit(root: Path, path: str, message: str, *, seed: int | None = None, 
     else:
         write_safetensors(full, seed=seed or 0)
     mvc.add(str(full), repo=root)
-    mvc.commit(root, message=message)
+    mvc.commit(repo=root, message=message)
     ptr = pointer.read(root, path + ".dvc")
     assert ptr is not None
     return ptr.md5
@@ -56,7 +56,7 @@ def cache_oids(root: Path) -> set[str]:
 
 
 def remote_dir(root: Path) -> Path:
-    (remote,) = mvc.remote_list(root)
+    (remote,) = mvc.remote_list(repo=root)
     return Path(remote.url)
 
 
@@ -79,28 +79,28 @@ def history(root: Path) -> History:
     branch since deleted; deleted branches: net v4 and ckpt (a, d); staged on main: net v5. Each is pushed."""
     a, b, c, d = (os.urandom(1000 + i) for i in range(4))
     v1 = add_commit(root, NET, "net v1", seed=1)
-    mvc.push(root)
+    mvc.push(repo=root)
     v2 = add_commit(root, NET, "net v2", seed=2)
-    mvc.push(root)
+    mvc.push(repo=root)
     ck1 = add_commit(root, CKPT, "ckpt v1", files={"a.bin": a, "b.bin": b})
-    mvc.push(root)
+    mvc.push(repo=root)
     git(root, "checkout", "-q", "-b", "exp")
     v3 = add_commit(root, NET, "net v3", seed=3)
-    mvc.push(root)
+    mvc.push(repo=root)
     git(root, "checkout", "-q", "-b", "side", "main")
     ck2 = add_commit(root, CKPT, "ckpt v2", files={"a.bin": a, "c.bin": c})
-    mvc.push(root)
+    mvc.push(repo=root)
     git(root, "tag", "release")
     git(root, "checkout", "-q", "-b", "tmp", "main")
     v4 = add_commit(root, NET, "net v4", seed=4)
     ck3 = add_commit(root, CKPT, "ckpt v3", files={"a.bin": a, "d.bin": d})
-    mvc.push(root)
+    mvc.push(repo=root)
     git(root, "checkout", "-q", "-f", "main")
-    mvc.checkout(root)
+    mvc.checkout(repo=root)
     git(root, "branch", "-q", "-D", "side", "tmp")
     write_safetensors(root / NET, seed=5)
     staged = mvc.add(str(root / NET), repo=root)
-    mvc.push(root)
+    mvc.push(repo=root)
     v5 = pointer.read(root, NET + ".dvc")
     assert v5 is not None and staged is not None
     return History(
@@ -127,7 +127,7 @@ def test_gc_removes_exactly_what_no_kept_version_needs(repo: Path, built: Histor
     before = cache_oids(repo)
     assert built.gone <= before and kept_objects(built) <= before
 
-    result = ok(cli("gc", "--yes", "--remote", mvc.remote_list(repo)[0].name, "--json"))
+    result = ok(cli("gc", "--yes", "--remote", mvc.remote_list(repo=repo)[0].name, "--json"))
 
     data = json.loads(result.stdout)
     removed = sorted((r["where"], r["kind"], r["oid"]) for r in data["removed"])
@@ -141,9 +141,9 @@ def test_gc_removes_exactly_what_no_kept_version_needs(repo: Path, built: Histor
 def test_plain_dvc_pull_of_every_kept_version_works_after_gc(
     repo: Path, built: History, cli: Callable[..., Any], tmp_path: Path
 ) -> None:
-    ok(cli("gc", "--yes", "--remote", mvc.remote_list(repo)[0].name))
+    ok(cli("gc", "--yes", "--remote", mvc.remote_list(repo=repo)[0].name))
     shas = {rev: git(repo, "rev-parse", rev) for rev in built.kept}
-    mvc.commit(repo, message="net v5")  # the staged version, committed after gc
+    mvc.commit(repo=repo, message="net v5")  # the staged version, committed after gc
     shas["staged"] = git(repo, "rev-parse", "HEAD")
     clone = tmp_path / "clone"
     git(tmp_path, "clone", "-q", str(repo), str(clone))
@@ -165,7 +165,7 @@ def test_dry_run_lists_objects_and_bytes_and_removes_nothing(repo: Path, built: 
     before, before_remote = cache_oids(repo), remote_oids(store)
     sizes = {o: (repo / ".dvc/cache/files/md5" / o[:2] / o[2:]).stat().st_size for o in built.gone}
 
-    result = ok(cli("gc", "--dry-run", "--remote", mvc.remote_list(repo)[0].name))
+    result = ok(cli("gc", "--dry-run", "--remote", mvc.remote_list(repo=repo)[0].name))
     as_json = json.loads(ok(cli("gc", "--dry-run", "--json")).stdout)
 
     assert cache_oids(repo) == before and remote_oids(store) == before_remote
@@ -213,8 +213,8 @@ def test_a_rolled_back_version_is_kept_after_its_branch_goes(repo: Path, cli: Ca
     git(repo, "checkout", "-q", "-b", "tmp")
     v2 = add_commit(repo, NET, "net v2", seed=2)
     git(repo, "checkout", "-q", "-f", "main")
-    mvc.checkout(repo)
-    mvc.checkout(repo, ["net@tmp"])  # the work tree holds v2 while main records v1
+    mvc.checkout(repo=repo)
+    mvc.checkout(["net@tmp"], repo=repo)  # the work tree holds v2 while main records v1
     git(repo, "branch", "-q", "-D", "tmp")
 
     result = ok(cli("gc", "--yes"))
@@ -243,7 +243,7 @@ def test_a_declined_confirmation_removes_nothing(repo: Path, built: History) -> 
     before = cache_oids(repo)
     asked: list[Any] = []
 
-    result = mvc.gc(repo, confirm=lambda plan: asked.append(plan) or False)
+    result = mvc.gc(repo=repo, confirm=lambda plan: asked.append(plan) or False)
 
     assert cache_oids(repo) == before
     assert result.dry_run is True and {r.oid for r in result.removed} == built.gone
@@ -253,7 +253,7 @@ def test_a_declined_confirmation_removes_nothing(repo: Path, built: History) -> 
 def test_a_listing_missing_from_the_cache_is_read_from_the_remote(repo: Path, cli: Callable[..., Any]) -> None:
     a, b = b"a" * 100, b"b" * 100
     ck1 = add_commit(repo, CKPT, "ckpt v1", files={"a.bin": a, "b.bin": b})
-    mvc.push(repo)
+    mvc.push(repo=repo)
     git(repo, "checkout", "-q", "-b", "tmp")
     v = add_commit(repo, NET, "net v1", seed=1)
     git(repo, "checkout", "-q", "-f", "main")
@@ -262,7 +262,7 @@ def test_a_listing_missing_from_the_cache_is_read_from_the_remote(repo: Path, cl
     os.chmod(listing, 0o644)
     listing.unlink()
 
-    result = ok(cli("gc", "--yes", "--remote", mvc.remote_list(repo)[0].name))
+    result = ok(cli("gc", "--yes", "--remote", mvc.remote_list(repo=repo)[0].name))
 
     assert cache_oids(repo) == {md5(a), md5(b)}  # the listing, read from the remote, names them; v goes
     assert v not in cache_oids(repo) and "neither cache nor remote" not in result.stderr
@@ -274,7 +274,7 @@ def test_during_a_merge_both_sides_are_kept(repo: Path, cli: Callable[..., Any])
     git(repo, "checkout", "-q", "-b", "side")
     v2 = add_commit(repo, NET, "net v2", seed=2)
     git(repo, "checkout", "-q", "-f", "main")
-    mvc.checkout(repo)
+    mvc.checkout(repo=repo)
     v3 = add_commit(repo, NET, "net v3", seed=3)
     subprocess.run(["git", "merge", "-q", "side"], cwd=repo, capture_output=True, check=False)
     assert (repo / ".git" / "MERGE_HEAD").is_file()
@@ -315,7 +315,7 @@ def leftovers(root: Path, store: Path) -> dict[str, Path]:
 
 def test_gc_cleans_temp_leftovers_older_than_an_hour(repo: Path, weights: Path, cli: Callable[..., Any]) -> None:
     add_commit(repo, NET, "net v1", seed=1)
-    mvc.push(repo)
+    mvc.push(repo=repo)
     store = remote_dir(repo)
     old = leftovers(repo, store)
     fresh = repo / "models" / ".net.safetensors.dvc.fresh123.tmp"  # a command may still be writing it
@@ -325,9 +325,9 @@ def test_gc_cleans_temp_leftovers_older_than_an_hour(repo: Path, weights: Path, 
         f.write_bytes(b"mine")
         os.utime(f, (OLD, OLD))
 
-    dry = json.loads(ok(cli("gc", "--dry-run", "--json", "--remote", mvc.remote_list(repo)[0].name)).stdout)
+    dry = json.loads(ok(cli("gc", "--dry-run", "--json", "--remote", mvc.remote_list(repo=repo)[0].name)).stdout)
     assert all(p.exists() for p in old.values())
-    result = ok(cli("gc", "--yes", "--remote", mvc.remote_list(repo)[0].name, "--json"))
+    result = ok(cli("gc", "--yes", "--remote", mvc.remote_list(repo=repo)[0].name, "--json"))
 
     data = json.loads(result.stdout)
     assert data["removed"] == dry["removed"]
@@ -409,12 +409,12 @@ def test_gc_of_an_s3_remote_removes_unneeded_objects_and_aborts_stale_uploads(
 
     add_remote(cli, repo, s3_bucket)
     v1 = add_commit(repo, NET, "net v1", seed=1)
-    mvc.push(repo)
+    mvc.push(repo=repo)
     git(repo, "checkout", "-q", "-b", "tmp")
     v2 = add_commit(repo, NET, "net v2", seed=2)
-    mvc.push(repo)
+    mvc.push(repo=repo)
     git(repo, "checkout", "-q", "-f", "main")
-    mvc.checkout(repo)
+    mvc.checkout(repo=repo)
     git(repo, "branch", "-q", "-D", "tmp")
     fs = s3_bucket.fs()
     bucket, _, prefix = s3_bucket.prefix.partition("/")

@@ -113,6 +113,24 @@ def test_add_truncated_torch_checkpoint_exits_6_and_writes_nothing(repo: Path, c
     _nothing_staged(repo, "net.pt")
 
 
+@pytest.mark.parametrize("keep", [0.003, 0.5, -1], ids=["inside-a-pickle", "inside-a-storage", "last-byte"])
+def test_add_truncated_legacy_torch_pickle_exits_6_and_writes_nothing(repo: Path, cli, keep: float) -> None:
+    """A pre-zip torch.save file is read as opcodes (never unpickled) and must hold every storage it lists."""
+    torch = pytest.importorskip("torch")
+    whole = repo / "whole.pt"
+    sd = {"w": torch.ones(300, 20), "b": torch.zeros(7, dtype=torch.float64), "step": torch.arange(5)}
+    torch.save(sd, whole, _use_new_zipfile_serialization=False)
+    data = whole.read_bytes()
+    whole.unlink()
+    (repo / "old.pt").write_bytes(data)
+    ok(cli("add", "old.pt"))  # complete: versioned as an opaque blob, as before
+    ok(cli("commit", "-m", "old checkpoint"))
+    (repo / "net.pt").write_bytes(data[: int(len(data) * keep)] if keep > 0 else data[:-1])
+    result = cli("add", "net.pt")
+    assert_one_line_error(result, 6, "net.pt", "not a valid torch file", first_line=True)
+    _nothing_staged(repo, "net.pt")
+
+
 @pytest.mark.parametrize("head", [b"GGUF", b""], ids=["magic-then-garbage", "all-garbage"])
 def test_add_garbage_gguf_exits_6_and_writes_nothing(repo: Path, cli, head: bytes) -> None:
     rng = np.random.default_rng(7)
@@ -167,10 +185,10 @@ def test_diff_stats_of_quantized_gguf_shows_the_rest_and_names_the_skipped(repo:
 
     _gguf_version(repo / "llm.gguf", 1)
     mvc.add(repo / "llm.gguf")
-    mvc.commit(repo, message="v1")
+    mvc.commit(repo=repo, message="v1")
     _gguf_version(repo / "llm.gguf", 2)
     mvc.add(repo / "llm.gguf")
-    mvc.commit(repo, message="v2")
+    mvc.commit(repo=repo, message="v2")
 
     result = ok(cli("diff", "llm@v1", "llm@v2", "--stats", "--json"))
     d = json.loads(result.stdout)
@@ -201,7 +219,7 @@ def _committed_net(repo: Path, seed: int = 1) -> Path:
     path = repo / "models" / "net.safetensors"
     write_safetensors(path, seed=seed)
     mvc.add(path)
-    mvc.commit(repo, message=f"net seed {seed}")
+    mvc.commit(repo=repo, message=f"net seed {seed}")
     return path
 
 
@@ -222,7 +240,7 @@ def test_merging_a_model_with_itself_gives_the_same_file_and_no_new_version(repo
     )
     assert _header_keys(path) != ["__metadata__", "a.weight", "b.weight", "step"]
     mvc.add(path)
-    mvc.commit(repo, message="v1")
+    mvc.commit(repo=repo, message="v1")
     before = path.read_bytes()
     result = ok(cli("merge", "net@v1", "net@v1", "-o", "models/net.safetensors", "--add"))
     assert "net: unchanged, still v1" in result.stdout
@@ -242,7 +260,7 @@ def test_merge_keeps_the_first_inputs_tensor_order_and_metadata(repo: Path, cli)
             metadata={"format": "pt"},
         )
         mvc.add(repo / "net.safetensors")
-        mvc.commit(repo, message=f"v{seed}")
+        mvc.commit(repo=repo, message=f"v{seed}")
     ok(cli("merge", "net@v1", "net@v2", "-o", "soup.safetensors"))
     assert _header_keys(repo / "soup.safetensors") == ["__metadata__", *order]
 
@@ -279,7 +297,7 @@ def test_integer_dtype_mismatch_hint_does_not_suggest_dtype(repo: Path, cli) -> 
     for dt in (np.int64, np.int32):
         save_file({"w": np.ones(4, np.float32), "step": np.arange(3, dtype=dt)}, str(repo / "net.safetensors"))
         mvc.add(repo / "net.safetensors")
-        mvc.commit(repo, message=str(dt))
+        mvc.commit(repo=repo, message=str(dt))
     result = cli("merge", "net@v1", "net@v2", "--dtype", "float32", "-o", "soup.safetensors")
     assert_one_line_error(result, 4, "integer/bool dtype mismatch", "step (int64 in net@v1, int32 in net@v2)")
     hint = result.stderr.splitlines()[1]
@@ -298,7 +316,7 @@ def test_interrupted_merge_leaves_no_temp_file(repo: Path) -> None:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        mvc.merge(repo, ["net@v1", "net@v2"], out=repo / "models" / "soup.safetensors", progress=interrupt)
+        mvc.merge(["net@v1", "net@v2"], repo=repo, out=repo / "models" / "soup.safetensors", progress=interrupt)
     assert sorted(p.name for p in (repo / "models").iterdir()) == [".gitignore", "net.safetensors", "net.safetensors.dvc"]
 
 
@@ -314,7 +332,7 @@ def test_terminated_merge_leaves_no_temp_file(repo: Path) -> None:
         "def stop(task, n, total):\n"
         "    if task.startswith('merging'):\n"
         "        os.kill(os.getpid(), signal.SIGTERM)\n"
-        "mvc.merge('.', ['net@v1', 'net@v2'], out='models/soup.safetensors', progress=stop)\n"
+        "mvc.merge(['net@v1', 'net@v2'], repo='.', out='models/soup.safetensors', progress=stop)\n"
     )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     proc = subprocess.run([sys.executable, "-c", script], cwd=repo, env=env, capture_output=True, text=True, check=False)

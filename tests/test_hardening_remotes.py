@@ -26,7 +26,7 @@ from tests.conftest import assert_one_line_error, git, ok
 
 
 def remote_dir(repo: Path) -> Path:
-    return Path(next(r.url for r in mvc.remote_list(repo) if r.default))
+    return Path(next(r.url for r in mvc.remote_list(repo=repo) if r.default))
 
 
 def remote_object(repo: Path, oid: str) -> Path:
@@ -66,7 +66,7 @@ def hostile_directory_version(repo: Path, cli: Callable[..., Any], relpath: str)
     (ckpt / "a.bin").write_bytes(b"honest shard")
     ok(cli("add", "models/ckpt", "--name", "ckpt"))
     ok(cli("commit", "-m", "ckpt v1"))
-    honest = mvc.status(repo)[0].hash
+    honest = mvc.status(repo=repo)[0].hash
     payload = b"owned"
     oid = hashlib.md5(payload).hexdigest()
     listing = json.dumps([{"md5": oid, "relpath": relpath}], sort_keys=True).encode()
@@ -102,12 +102,34 @@ def test_pull_and_get_refuse_a_listing_with_paths_outside_the_directory(
     assert not any((tmp_path / "signed" / "out").iterdir()) if (tmp_path / "signed" / "out").exists() else True
 
 
+@pytest.mark.parametrize("out", ["../../../escaped.bin", "/tmp/mvc-escaped-abs.bin"])
+def test_a_pointer_whose_output_path_leaves_the_repository_is_refused(
+    repo: Path, weights: Path, cli: Callable[..., Any], tmp_path: Path, out: str
+) -> None:
+    """A hostile commit points a model's ``path`` outside the clone: nothing is written there."""
+    mvc.add(weights)
+    mvc.commit("net v1", repo=repo)
+    ok(cli("push"))
+    pointer = repo / "models" / "net.safetensors.dvc"
+    pointer.write_text(pointer.read_text().replace("path: net.safetensors", f"path: {out}"))
+    git(repo, "commit", "-qam", "hostile")
+    teammate = clone(repo, tmp_path / "teammate")
+    Path("/tmp/mvc-escaped-abs.bin").unlink(missing_ok=True)
+
+    pulled = cli("pull", cwd=teammate)
+    got = cli("get", str(repo), "net", "-o", str(tmp_path / "deploy"))
+
+    assert_one_line_error(pulled, 6, "models/net.safetensors.dvc", repr(out), "points outside the repository", first_line=True)
+    assert_one_line_error(got, 3, "no model named 'net'")  # get skips the unreadable pointer
+    assert not list(tmp_path.rglob("escaped.bin")) and not Path("/tmp/mvc-escaped-abs.bin").exists()
+
+
 # ---------------------------------------------------------------------------- 2-4. corrupt objects
 
 
 def pushed_version(repo: Path, weights: Path, cli: Callable[..., Any]) -> str:
     md5 = mvc.add(weights).version.hash
-    mvc.commit(repo, message="net v1")
+    mvc.commit(repo=repo, message="net v1")
     ok(cli("push"))
     return md5
 
@@ -151,7 +173,7 @@ def test_a_truncated_read_only_cache_object_is_never_checked_out(
     repo: Path, weights: Path, cli: Callable[..., Any]
 ) -> None:
     md5 = mvc.add(weights).version.hash
-    mvc.commit(repo, message="net v1")
+    mvc.commit(repo=repo, message="net v1")
     obj = cache_object(repo, md5)
     assert not stat.S_IMODE(obj.stat().st_mode) & 0o222  # DVC keeps it read-only
     os.chmod(obj, 0o644)
@@ -195,7 +217,7 @@ def test_pull_counts_the_objects_that_came_down(repo: Path, cli: Callable[..., A
     ok(cli("add", "models/ckpt", "--name", "ckpt"))
     ok(cli("commit", "-m", "ckpt v1"))
     ok(cli("push"))
-    dir_oid = mvc.status(repo)[0].hash
+    dir_oid = mvc.status(repo=repo)[0].hash
     teammate = clone(repo, tmp_path / "teammate")
     # a partly failed pull left the listing in the cache
     write_object(cache_object(teammate, dir_oid), cache_object(repo, dir_oid).read_bytes())
@@ -218,7 +240,7 @@ def test_remote_remove_drops_both_halves_and_keys_are_private(repo: Path, cli: C
     assert mode == 0o600
     assert ok(removed).stdout == "removed remote s3\n"
     assert "s3" not in local.read_text() and "s3" not in (repo / ".dvc" / "config").read_text()
-    assert [r.name for r in mvc.remote_list(repo)] == ["local"]
+    assert [r.name for r in mvc.remote_list(repo=repo)] == ["local"]
     assert dvc(repo, "remote", "list").returncode == 0
 
 
@@ -241,7 +263,7 @@ def test_a_local_url_override_can_be_unset(repo: Path, cli: Callable[..., Any], 
     unset = cli("remote", "modify", "local", "url", "--unset", "--local")
 
     assert ok(unset).stdout == "unset url of remote local in .dvc/config.local\n"
-    assert [r.url for r in mvc.remote_list(repo)] == [shared]
+    assert [r.url for r in mvc.remote_list(repo=repo)] == [shared]
     ok(cli("status"))
     listed = dvc(repo, "remote", "list")
     assert listed.returncode == 0 and shared in listed.stdout, listed.stderr
@@ -250,35 +272,15 @@ def test_a_local_url_override_can_be_unset(repo: Path, cli: Callable[..., Any], 
 # ---------------------------------------------------------------------------- 7, 10. dead endpoints
 
 
-@pytest.fixture
-def silent_endpoint() -> Iterator[str]:
-    """A TCP server that accepts connections and never answers (a stalled S3 endpoint)."""
+@contextlib.contextmanager
+def dead_endpoint(answer: str) -> Iterator[tuple[str, list[bytes]]]:
+    """A local TCP server that never answers (``never``: a stalled endpoint) or answers
+    HTTP 500 to every request (``HTTP 500``: a broken, or not-S3, endpoint); yields its URL
+    and the requests it received."""
     server = socket.create_server(("127.0.0.1", 0))
     server.settimeout(0.1)
     held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                held.append(server.accept()[0])
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.getsockname()[1]}"
-    stop.set()
-    thread.join()
-    server.close()
-    for conn in held:
-        conn.close()
-
-
-@pytest.fixture
-def failing_endpoint() -> Iterator[str]:
-    """An HTTP server that answers 500 to every request (a broken, or not-S3, endpoint)."""
-    server = socket.create_server(("127.0.0.1", 0))
-
-    server.settimeout(0.1)
+    requests: list[bytes] = []
     stop = threading.Event()
 
     def serve() -> None:
@@ -287,17 +289,38 @@ def failing_endpoint() -> Iterator[str]:
                 conn = server.accept()[0]
             except TimeoutError:
                 continue
+            if answer == "never":
+                held.append(conn)
+                continue
             with conn, contextlib.suppress(OSError):
                 conn.settimeout(5)
-                conn.recv(65536)
+                requests.append(conn.recv(65536))
                 conn.sendall(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.getsockname()[1]}"
-    stop.set()
-    thread.join()
-    server.close()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}", requests
+    finally:
+        stop.set()
+        thread.join()
+        server.close()
+        for conn in held:
+            conn.close()
+
+
+@pytest.fixture
+def silent_endpoint() -> Iterator[str]:
+    """A TCP server that accepts connections and never answers (a stalled S3 endpoint)."""
+    with dead_endpoint("never") as (url, _):
+        yield url
+
+
+@pytest.fixture
+def failing_endpoint() -> Iterator[str]:
+    """An HTTP server that answers 500 to every request (a broken, or not-S3, endpoint)."""
+    with dead_endpoint("HTTP 500") as (url, _):
+        yield url
 
 
 def s3_remote(cli: Callable[..., Any], endpoint: str, *, default: bool = True) -> None:
@@ -418,3 +441,41 @@ def test_an_interrupted_multipart_push_leaves_no_unfinished_upload(
     assert proc.returncode == 130, stderr
     assert uploads() == []
     assert s3.objects() == {}
+
+
+@pytest.mark.parametrize("answer", ["never", "HTTP 500"])
+def test_a_dead_gcs_endpoint_fails_with_exit_5_after_a_bounded_number_of_tries(
+    repo: Path, weights: Path, cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch, answer: str
+) -> None:
+    """gcsfs retries an HTTP 5xx 6 times with 1-16 s back-off (30 s and more per request); mvc
+    bounds it to GS_TRIES. A stalled endpoint times out after READ_TIMEOUT (shortened here)."""
+    from mvc import dvcstore
+
+    monkeypatch.setattr(dvcstore, "READ_TIMEOUT", 1)
+    mvc.add(weights)
+    with dead_endpoint(answer) as (url, requests):
+        ok(cli("remote", "add", "dead", "gs://bucket/models", "--endpoint-url", url, "--default"))
+        ok(cli("remote", "modify", "dead", "allow_anonymous_login", "true"))
+        pushed = cli("push")
+
+    assert_one_line_error(pushed, 5, "remote 'dead' (gs://bucket/models)", first_line=True)
+    if answer == "never":
+        assert "did not answer" in pushed.stderr
+    else:
+        assert "HTTP 500" in pushed.stderr
+        first = requests[0].split(b"\r\n", 1)[0]
+        assert 1 <= sum(r.startswith(first) for r in requests) <= dvcstore.GS_TRIES < 6, requests  # gcsfs alone: 6
+
+
+def test_push_to_a_directory_remote_that_cannot_be_written_is_exit_5(
+    repo: Path, weights: Path, cli: Callable[..., Any], tmp_path: Path
+) -> None:
+    (tmp_path / "a-file").write_text("not a directory")
+    mvc.add(weights)
+    ok(cli("remote", "add", "bad", str(tmp_path / "a-file" / "store"), "--default"))
+
+    result = cli("push")
+
+    assert_one_line_error(result, 5, f"cannot use remote 'bad' ({tmp_path / 'a-file' / 'store'}): Not a directory", first_line=True)
+    assert "mvc remote add bad PATH --force" in result.stderr
+    assert json.loads(ok(cli("verify", "--json")).stdout)["checks"][0]["cache"] == "ok"  # nothing lost

@@ -423,3 +423,21 @@ def test_status_names_a_conflicted_model_and_mvc_resolve(repo, cli):
     plain = cli("status", "--no-remote")
     assert plain.exit_code == 0
     assert "conflict" in plain.stdout and "mvc resolve net --take" in plain.stderr
+
+
+def test_add_while_another_git_command_holds_the_index_says_what_was_recorded(repo, cli):
+    """A concurrent git command (or a stale .git/index.lock): the version is recorded whole
+    but cannot be staged; the one error line says so and names the command that finishes it."""
+    weights = repo / "models" / "net.safetensors"
+    write_safetensors(weights, seed=1)
+    (repo / ".git" / "index.lock").touch()
+
+    result = cli("add", "models/net.safetensors")
+
+    assert_one_line_error(result, 4, "recorded in models/net.safetensors.dvc but not staged", ".git/index.lock", first_line=True)
+    assert "mvc commit -m MSG" in result.stderr
+    assert yaml.safe_load((repo / "models/net.safetensors.dvc").read_text())["meta"]["mvc"]["version"] == 1
+    (repo / ".git" / "index.lock").unlink()
+    ok(cli("commit", "-m", "net v1"))
+    assert [r["version"] for r in json.loads(ok(cli("log", "net", "--json")).stdout)] == [1]
+    assert git(repo, "status", "--porcelain", "--", ".mvc", "models") == ""

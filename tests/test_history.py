@@ -40,7 +40,7 @@ def version(repo: Path, seed: int, message: str, **options) -> str:
     """Write weights, ``mvc add`` them and commit; return the content hash."""
     write_weights(repo / "models/net.safetensors", seed)
     result = mvc.add(repo / "models/net.safetensors", message=message, **options)
-    mvc.commit(repo, message=f"net: {message}")
+    mvc.commit(repo=repo, message=f"net: {message}")
     return result.version.hash
 
 
@@ -64,7 +64,7 @@ def build_history(repo: Path) -> dict[str, str]:
     h["feat-v3"] = version(repo, 3, "feat three", metrics={"acc": 0.7})
     h["feat-v4"] = version(repo, 6, "feat four", metrics={"acc": 0.75})
     git(repo, "checkout", "-q", "main")
-    mvc.checkout(repo, ["net"])
+    mvc.checkout(["net"], repo=repo)
     h["main-v3"] = version(repo, 4, "main three", metrics={"acc": 0.8})
     # Both branches changed the model: git cannot merge the pointer; take one side by hand,
     # put the merged weights in place and `mvc add` them during the unfinished merge.
@@ -80,7 +80,7 @@ def build_history(repo: Path) -> dict[str, str]:
     git(repo, "checkout", "-q", "-b", "wide")
     h["wide-v6"] = version(repo, 7, "wider")
     git(repo, "checkout", "-q", "main")
-    mvc.checkout(repo, ["net"])
+    mvc.checkout(["net"], repo=repo)
     return h
 
 
@@ -133,7 +133,7 @@ def test_history_commands_have_help_with_examples(cli, command):
 
 def test_merge_during_unfinished_git_merge_records_both_parents(history):
     repo, h = history
-    m = mvc.show(repo, "net").manifest
+    m = mvc.show("net", repo=repo).manifest
     assert m.version == 5  # max(main v3, feat v4) + 1
     assert {(p.hash, p.version) for p in m.parents} == {(h["main-v3"], 3), (h["feat-v4"], 4)}
     assert git(repo, "rev-list", "--parents", "-n", "1", "HEAD").count(" ") == 2  # a real merge commit
@@ -194,7 +194,7 @@ def test_log_without_name_lists_every_model(history, cli):
     repo, h = history
     (repo / "tok.bin").write_bytes(os.urandom(64))
     mvc.add(repo / "tok.bin")
-    mvc.commit(repo, message="tokenizer")
+    mvc.commit(repo=repo, message="tokenizer")
     records = json.loads(cli("log", "--json").stdout)
     assert sorted((r["name"], r["version"]) for r in records) == [("net", v) for v in (1, 2, 3, 3, 4, 5)] + [("tok", 1)]
 
@@ -214,13 +214,13 @@ def test_merge_that_keeps_one_side_records_no_new_version(repo, cli):
     git(repo, "checkout", "-q", "-b", "side")
     side = version(repo, 2, "side two")
     git(repo, "checkout", "-q", "main")
-    mvc.checkout(repo, ["net"])
+    mvc.checkout(["net"], repo=repo)
     version(repo, 3, "main two")
     assert subprocess.run(["git", "merge", "side", "-m", "merge side"], cwd=repo, capture_output=True).returncode == 1
     git(repo, "checkout", "--theirs", PTR)
     git(repo, "add", PTR)
     git(repo, "commit", "-q", "--no-edit")
-    assert mvc.show(repo, "net").hash == side
+    assert mvc.show("net", repo=repo).hash == side
     records = json.loads(cli("log", "net", "--json").stdout)
     assert sorted((r["version"], r["subject"]) for r in records) == [(1, "net: one"), (2, "net: main two"), (2, "net: side two")]
 

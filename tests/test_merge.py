@@ -295,7 +295,7 @@ def _versions(repo: Path, seeds: list[int], *, push: bool = False) -> dict[int, 
         mvc.add(path)
         mvc.commit(message=f"net v{i}")
         if push:
-            mvc.push(repo)
+            mvc.push(repo=repo)
     return out
 
 
@@ -344,9 +344,9 @@ def test_add_resolves_a_git_pointer_conflict(repo, cli, driver):
     assert "conclude the git merge with `git commit`" in result.stderr
     assert git(repo, "diff", "--name-only", "--diff-filter=U") == ""
     git(repo, "commit", "-q", "--no-edit")
-    newest = mvc.log(repo, "net")[0]
+    newest = mvc.log("net", repo=repo)[0]
     assert newest.version == 3 and newest.commit == git(repo, "rev-parse", "HEAD")
-    parents = [mvc.show(repo, "net@HEAD^1").hash, mvc.show(repo, "net@HEAD^2").hash]
+    parents = [mvc.show("net@HEAD^1", repo=repo).hash, mvc.show("net@HEAD^2", repo=repo).hash]
     assert [p.hash for p in newest.manifest.parents] == parents
     assert_close(load_file(str(path)), {k: (ours[k] + theirs[k]) / 2 for k in SHAPES})
 
@@ -360,7 +360,7 @@ def test_merging_two_models_starts_a_new_model_and_keeps_integer_tensors(repo, c
         models.mkdir(exist_ok=True)
         save_file({"w": weights[name], "ids": ids.astype(np.int64)}, str(models / f"{name}.safetensors"))
         mvc.add(models / f"{name}.safetensors")
-    mvc.commit(repo, message="a, b, c")
+    mvc.commit(repo=repo, message="a, b, c")
     result = cli("merge", "a", "b", "-o", "models/ab.safetensors", "--add", "--name", "ab", "--json", cwd=repo)
     assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)

@@ -24,11 +24,11 @@ def build_branches(repo: Path) -> dict[str, str]:
     h["v3"] = version(repo, 3, "three")
     for branch, seed in (("a", 4), ("b", 5)):
         git(repo, "checkout", "-q", "-b", branch, "main")
-        mvc.checkout(repo, ["net"])
+        mvc.checkout(["net"], repo=repo)
         h[f"{branch}-v4"] = version(repo, seed, f"four on {branch}")
         h[f"{branch}-commit"] = git(repo, "rev-parse", "HEAD")
     git(repo, "checkout", "-q", "main")
-    mvc.checkout(repo, ["net"])
+    mvc.checkout(["net"], repo=repo)
     return h
 
 

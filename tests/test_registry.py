@@ -171,7 +171,7 @@ def test_push_registry_uploads_every_tagged_version_then_the_tags(repo, cli, tmp
     bare = tmp_path / "origin.git"
     git(tmp_path, "init", "-q", "--bare", str(bare))
     git(repo, "remote", "add", "origin", str(bare))
-    result = mvc.push_registry(repo)
+    result = mvc.push_registry(repo=repo)
     assert (result.remote, result.transferred, set(result.tags)) == ("local", 2, {"net@v1.0.0", "net@v2.0.0"})
     assert set(git(bare, "tag", "-l").split()) == {"net@v1.0.0", "net@v2.0.0"}
     ok(cli("promote", "net@v1.0.0", "--stage", "prod"))  # both versions' weights are in the remote now

@@ -25,7 +25,7 @@ def build_three(repo: Path) -> dict[str, str]:
         write_safetensors(repo / WEIGHTS, seed=n)
         shutil.copyfile(repo / WEIGHTS, keep / f"v{n}")
         h[f"v{n}"] = mvc.add(repo / WEIGHTS, params={"lr": n / 10}, metrics={"acc": 0.5 + n / 10}, message=f"v{n}").version.hash
-        h[f"v{n}-commit"] = mvc.commit(repo, message=f"net v{n}").commit
+        h[f"v{n}-commit"] = mvc.commit(repo=repo, message=f"net v{n}").commit
     return h
 
 
@@ -163,7 +163,7 @@ def test_restore_human_output_and_message(three, cli):
     result = cli("restore", "net@v2", "-m", "v3 overfit")
     assert result.exit_code == 0, result.stderr
     assert result.stdout == f"net: v4 ({h['v2'][:8]}) restores net@v2; commit it with `mvc commit -m MSG`\n"
-    assert mvc.show(repo, "net").manifest.message == "v3 overfit"
+    assert mvc.show("net", repo=repo).manifest.message == "v3 overfit"
 
 
 def test_restore_after_a_rollback_needs_no_force(three, cli):

@@ -75,10 +75,10 @@ def test_diff_stats_against_a_malicious_version_runs_no_code(cli, repo, marker):
     path = repo / "net.pt"
     torch.save({"weight": torch.ones(3, 3)}, path)
     mvc.add(path)
-    mvc.commit(repo, message="good")
+    mvc.commit(repo=repo, message="good")
     torch.save({"weight": torch.ones(3, 3) * 2, "payload": Evil(marker)}, path)
     mvc.add(path)
-    mvc.commit(repo, message="evil")
+    mvc.commit(repo=repo, message="evil")
     result = cli("diff", "net@v1", "net@v2", "--stats")
     assert result.exit_code == 0, result.stderr
     assert not marker.exists()

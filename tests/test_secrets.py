@@ -46,7 +46,7 @@ def test_read_only_keys_can_pull_but_push_fails_naming_the_remote(cli, repo, wei
     run = Transcript(cli)
     _add_s3(run, s3_server, "s3", f"ro-{tmp_path.name}", s3_server.access_key, s3_server.secret_key, "--default")
     mvc.add(weights)
-    mvc.commit(repo, message="net v1")
+    mvc.commit(repo=repo, message="net v1")
     run("push")
     mate = tmp_path / "mate"
     git(repo.parent, "clone", "-q", str(repo), str(mate))
@@ -78,12 +78,12 @@ def test_no_command_prints_a_key_or_writes_one_into_a_tracked_file(cli, repo, we
     run("remote", "list")
     run("remote", "list", "--json")
     mvc.add(weights)
-    mvc.commit(repo, message="net v1")
+    mvc.commit(repo=repo, message="net v1")
     run("status")
     run("status", "--json")
     run("push", "--json")
     run("verify", "--remote", "s3", "--json")
-    md5 = mvc.models(repo)[0].hash
+    md5 = mvc.models(repo=repo)[0].hash
     cached = repo / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
     os.chmod(cached, 0o644)
     cached.unlink()
@@ -116,7 +116,7 @@ def test_an_object_tampered_with_in_the_bucket_is_found_refused_and_repaired(cli
     prefix = f"tamper-{tmp_path.name}"
     _add_s3(run, s3_server, "s3", prefix, s3_server.access_key, s3_server.secret_key, "--default")
     md5 = mvc.add(weights).version.hash
-    mvc.commit(repo, message="net v1")
+    mvc.commit(repo=repo, message="net v1")
     run("push")
     attacker = s3fs.S3FileSystem(
         key=s3_server.access_key, secret=s3_server.secret_key, endpoint_url=s3_server.endpoint_url, skip_instance_cache=True

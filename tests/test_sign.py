@@ -66,7 +66,7 @@ def signed_version(cli, repo: Path, weights: Path, keys: Keys, seed: int = 1) ->
     md5 = add_version(repo, weights, seed, f"net seed {seed}")
     result = cli("sign", "net", "--key", str(keys.signer))
     assert result.exit_code == 0, result.stderr
-    mvc.commit(repo, message="sign")
+    mvc.commit(repo=repo, message="sign")
     return md5
 
 
@@ -98,7 +98,7 @@ def test_add_sign_signs_the_new_version_and_show_says_who(cli, repo, weights, ke
     write_safetensors(weights, seed=3)
     result = cli("add", str(weights), "--sign", str(keys.signer))
     assert result.exit_code == 0, result.stderr
-    md5 = mvc.models(repo)[0].hash
+    md5 = mvc.models(repo=repo)[0].hash
     assert f".mvc/signatures/{md5[:2]}/{md5}.json" in result.stderr  # the "staged ..." note
     shown = json.loads(cli("show", "net", "--json").stdout)
     assert len(shown["signed_by"]) == 1 and shown["signed_by"][0].startswith("Test User <test@example.com> (key ")
@@ -241,7 +241,7 @@ def test_pull_require_signed_from_the_repo_setting_refuses_unsigned_versions(cli
     assert not (mate / "models" / "net.safetensors").exists()
     # Once signed (and the signature committed), the same pull goes through.
     assert cli("sign", "net", "--key", str(keys.signer)).exit_code == 0
-    mvc.commit(repo, message="sign v1")
+    mvc.commit(repo=repo, message="sign v1")
     git(mate, "pull", "-q")
     pulled = cli("pull", cwd=mate)
     assert pulled.exit_code == 0, pulled.stderr
@@ -290,7 +290,7 @@ def test_a_signed_directory_model_detects_a_swapped_shard(cli, repo, keys):
     (ckpt / "config.json").write_text("{}")
     assert cli("add", str(ckpt), "--sign", str(keys.signer)).exit_code == 0
     assert cli("verify", "--signatures", "--trusted-keys", str(keys.trusted)).exit_code == 0
-    md5 = mvc.models(repo)[0].hash
+    md5 = mvc.models(repo=repo)[0].hash
     listing = json.loads(cache_object(repo, md5).read_text())
     shard = next(e["md5"] for e in listing if e["relpath"] == "model-00002.safetensors")
     overwrite_in_place(cache_object(repo, shard))

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import mvc
-from tests.conftest import git, write_safetensors
+from tests.conftest import git, ok, write_safetensors
 
 
 def cache_object(repo: Path, md5: str) -> Path:
@@ -17,7 +17,7 @@ def cache_object(repo: Path, md5: str) -> Path:
 
 def remote_dir(repo: Path) -> Path:
     """The directory of the repository's default (local) remote."""
-    return Path(next(r.url for r in mvc.remote_list(repo) if r.default))
+    return Path(next(r.url for r in mvc.remote_list(repo=repo) if r.default))
 
 
 def remote_object(repo: Path, md5: str) -> Path:
@@ -36,7 +36,7 @@ def add_version(repo: Path, path: Path, seed: int, message: str) -> str:
     """Write weights, record and commit them as a version; return the content hash."""
     write_safetensors(path, seed=seed)
     result = mvc.add(path)
-    mvc.commit(repo, message=message)
+    mvc.commit(repo=repo, message=message)
     return result.version.hash
 
 
@@ -69,7 +69,7 @@ def test_a_work_tree_file_overwritten_in_place_is_modified_exit_6(cli, repo, wei
     assert result.exit_code == 6
     assert "\tmodified\t" in result.stdout
     assert only_error_line(result.stderr) == (
-        f"error: net v1 ({mvc.models(repo)[0].hash[:8]}): the work-tree weights models/net.safetensors differ from the pointer"
+        f"error: net v1 ({mvc.models(repo=repo)[0].hash[:8]}): the work-tree weights models/net.safetensors differ from the pointer"
     )
 
 
@@ -83,6 +83,31 @@ def test_a_tampered_cache_object_is_corrupt_exit_6(cli, repo, weights):
     assert only_error_line(result.stderr) == (
         f"error: net v1 ({md5[:8]}): cache object {md5[:8]} is corrupt (its bytes no longer match its hash)"
     )
+
+
+def test_a_hand_edited_tensor_index_is_corrupt_exit_6(cli, repo, weights):
+    """A lying sidecar: the weights are intact, but the index diff and merge read says other things."""
+    add_version(repo, weights, 1, "net v1")
+    md5 = add_version(repo, weights, 2, "net v2")
+    index = mvc.show("net", repo=repo).manifest.index
+    assert json.loads(ok(cli("verify", "--json")).stdout)["checks"][0]["index"] == "ok"
+    sidecar = repo / index
+    doc = json.loads(sidecar.read_text())
+    doc["tensors"][0][1] = "F16"
+    sidecar.write_text(json.dumps(doc))
+
+    result = cli("verify", "net", "--json")
+    assert result.exit_code == 6
+    check = json.loads(result.stdout)["checks"][0]
+    assert (check["status"], check["index"], check["cache"], check["workspace"]) == ("corrupt", "mismatch", "ok", "ok")
+    assert only_error_line(result.stderr) == (
+        f"error: net v2 ({md5[:8]}): the tensor index {index} does not match the hash its manifest records"
+        f" (restore it with `git checkout -- {index}`)"
+    )
+    committed = cli("verify", "net@v2", "--json")  # the version as committed reads the committed sidecar
+    assert committed.exit_code == 0, committed.stderr
+    sidecar.unlink()
+    assert json.loads(cli("verify", "net", "--json").stdout)["checks"][0]["index"] == "missing"
 
 
 def test_repair_deletes_the_corrupt_cache_object_and_fetches_a_good_copy(cli, repo, weights):
@@ -159,8 +184,8 @@ def test_a_corrupt_shard_of_a_directory_model_is_found(cli, repo):
     write_safetensors(ckpt / "model-00001.safetensors", seed=1)
     write_safetensors(ckpt / "model-00002.safetensors", seed=2)
     mvc.add(ckpt)
-    mvc.commit(repo, message="ckpt")
-    listing = json.loads(cache_object(repo, mvc.models(repo)[0].hash).read_text())
+    mvc.commit(repo=repo, message="ckpt")
+    listing = json.loads(cache_object(repo, mvc.models(repo=repo)[0].hash).read_text())
     shard = next(e["md5"] for e in listing if e["relpath"] == "model-00002.safetensors")
     assert cli("verify").exit_code == 0
     overwrite_in_place(cache_object(repo, shard))

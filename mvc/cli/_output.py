@@ -120,8 +120,10 @@ def progress_enabled(*, quiet: bool = False, json_output: bool = False) -> bool:
 def progress_bar(description: str, *, enabled: bool, unit: str = "bytes") -> Iterator[Any]:
     """A rich progress bar on stderr (of bytes, or of ``unit`` counted); yields the callback the library calls.
 
-    The callback receives ``(task, advance, total)``; all tasks feed one bar whose
-    total is the sum of the task sizes.
+    The callback receives ``(task, advance, total)``; all tasks feed one bar, labelled
+    ``DESCRIPTION TASK`` (the task that reported last), whose total is the sum of the
+    task sizes and which never shows more than it. The bar appears with the first
+    report, so a command that moves nothing shows none.
     """
     if not enabled:
         yield None
@@ -145,7 +147,9 @@ def progress_bar(description: str, *, enabled: bool, unit: str = "bytes") -> Ite
     )
 
     lock = threading.Lock()
-    sizes: dict[str, int] = {}
+    sizes: dict[str, int] = {}  # each task's total, of the tasks that reported one
+    done: dict[str, int] = {}
+    finished = [0]  # bytes of finished tasks that a later report named again
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -156,14 +160,18 @@ def progress_bar(description: str, *, enabled: bool, unit: str = "bytes") -> Ite
         redirect_stdout=False,
         redirect_stderr=False,
     ) as bar:
-        task_id = bar.add_task(description, total=None)
+        task_id = bar.add_task(description, total=None, visible=False)
 
         def report(task: str, advance: int, total: int | None) -> None:
             with lock:
                 if total is not None and sizes.get(task) != total:
+                    if task in sizes and done.get(task, 0) >= sizes[task]:  # a finished task named again: a new one
+                        finished[0] += sizes.pop(task)
+                        done.pop(task)
                     sizes[task] = total
-                    bar.update(task_id, total=sum(sizes.values()))
-                if advance:
-                    bar.update(task_id, advance=advance, description=f"{description} {task}")
+                done[task] = done.get(task, 0) + advance
+                capped = finished[0] + sum(min(n, sizes[t]) if t in sizes else n for t, n in done.items())
+                grand = finished[0] + sum(sizes.values()) if sizes else None
+                bar.update(task_id, total=grand, completed=capped, description=f"{description} {task}", visible=True)
 
         yield report

@@ -129,7 +129,7 @@ def commit(
     """
     from mvc import api
 
-    result = api.commit(repo, message=message)
+    result = api.commit(message, repo=repo)
     if json_output:
         _output.emit_json(result)
         return
@@ -155,7 +155,7 @@ def status(
     """
     from mvc import api
 
-    rows = api.status(repo, names, remote=remote, check_remote=not no_remote)
+    rows = api.status(names, repo=repo, remote=remote, check_remote=not no_remote)
     if json_output:
         _output.emit_json(rows)
         return
@@ -217,9 +217,9 @@ def push(
     from mvc import api
     from mvc.errors import MissingObjectError
 
-    with _output.progress_bar("pushing", enabled=_output.progress_enabled(quiet=quiet, json_output=json_output)) as cb:
-        result = api.push(repo, names, remote=remote, jobs=jobs, progress=cb, all_versions=all_versions)
-    registry = api.push_registry(repo, [n.partition("@")[0] for n in names or []] or None, remote=remote, git_remote=git_remote) if tags else None
+    with _output.progress_bar("push", enabled=_output.progress_enabled(quiet=quiet, json_output=json_output)) as cb:
+        result = api.push(names, repo=repo, remote=remote, jobs=jobs, progress=cb, all_versions=all_versions)
+    registry = api.push_registry([n.partition("@")[0] for n in names or []] or None, repo=repo, remote=remote, git_remote=git_remote) if tags else None
     if json_output:
         _output.emit_json({"push": result, "registry": registry} if tags else result)
     else:
@@ -263,10 +263,10 @@ def pull(
     """
     from mvc import api
 
-    with _output.progress_bar("pulling", enabled=_output.progress_enabled(quiet=quiet, json_output=json_output)) as cb:
+    with _output.progress_bar("pull", enabled=_output.progress_enabled(quiet=quiet, json_output=json_output)) as cb:
         result = api.pull(
-            repo,
             names,
+            repo=repo,
             remote=remote,
             jobs=jobs,
             progress=cb,
@@ -307,9 +307,9 @@ def checkout(
     """
     from mvc import api
 
-    with _output.progress_bar("fetching", enabled=_output.progress_enabled(quiet=quiet, json_output=json_output)) as cb:
+    with _output.progress_bar("checkout", enabled=_output.progress_enabled(quiet=quiet, json_output=json_output)) as cb:
         result = api.checkout(
-            repo, refs, remote=remote, force=force, progress=cb, require_signed=require_signed or None, trusted_keys=trusted_keys
+            refs, repo=repo, remote=remote, force=force, progress=cb, require_signed=require_signed or None, trusted_keys=trusted_keys
         )
     if json_output:
         _output.emit_json(result)

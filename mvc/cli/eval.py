@@ -57,8 +57,8 @@ def eval_(
     enabled = _output.progress_enabled(quiet=quiet, json_output=json_output)
     with _output.progress_bar("evaluating", enabled=enabled, unit="runs") as cb:
         result = api.evaluate(
-            repo,
             refs,
+            repo=repo,
             cmd=cmd,
             fn=fn,
             model=model,

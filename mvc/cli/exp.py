@@ -56,7 +56,7 @@ def exp_new(
     """
     from mvc import api
 
-    result = api.exp_new(repo, name, base=from_, params=api.parse_pairs(param, option="--param"), remote=remote, force=force)
+    result = api.exp_new(name, repo=repo, base=from_, params=api.parse_pairs(param, option="--param"), remote=remote, force=force)
     if json_output:
         _output.emit_json(result)
         return
@@ -87,7 +87,7 @@ def exp_list(
     """
     from mvc import api
 
-    rows = api.exp_list(repo, git_remotes=git_remotes, sort=sort)
+    rows = api.exp_list(repo=repo, git_remotes=git_remotes, sort=sort)
     if json_output:
         _output.emit_json(rows)
         return
@@ -129,7 +129,7 @@ def exp_switch(
     """
     from mvc import api
 
-    result = api.exp_switch(repo, name, remote=remote, force=force)
+    result = api.exp_switch(name, repo=repo, remote=remote, force=force)
     if json_output:
         _output.emit_json(result)
         return
@@ -154,7 +154,7 @@ def exp_compare(
     """
     from mvc import api
 
-    c = api.exp_compare(repo, names)
+    c = api.exp_compare(names or [], repo=repo)
     if json_output:
         _output.emit_json(c)
         return
@@ -196,7 +196,7 @@ def exp_promote(
     """
     from mvc import api
 
-    r = api.exp_promote(repo, name, into=into, remote=remote, force=force)
+    r = api.exp_promote(name, repo=repo, into=into, remote=remote, force=force)
     if json_output:
         _output.emit_json(r)
         return
@@ -225,7 +225,7 @@ def exp_remove(
     """
     from mvc import api
 
-    r = api.exp_remove(repo, name, force=force)
+    r = api.exp_remove(name, repo=repo, force=force)
     if json_output:
         _output.emit_json(r)
         return

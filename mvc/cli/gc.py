@@ -75,7 +75,7 @@ def gc(
             where = "the cache" + (f" and remote {plan.remote}" if plan.remote else "") if plan.cache else f"remote {plan.remote}"
             return typer.confirm(f"remove {_summary(plan)} ({_bytes(plan.removed_bytes)}) from {where}?", err=True)
 
-    result = api.gc(repo, cache=cache, remote=remote, dry_run=dry_run, older_than=older_than, confirm=confirm)
+    result = api.gc(repo=repo, cache=cache, remote=remote, dry_run=dry_run, older_than=older_than, confirm=confirm)
     if json_output:
         _output.emit_json(result)
         return

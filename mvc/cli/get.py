@@ -40,7 +40,7 @@ def get(
     from mvc import api
 
     with _output.progress_bar(
-        "downloading", enabled=_output.progress_enabled(quiet=quiet, json_output=json_output)
+        "get", enabled=_output.progress_enabled(quiet=quiet, json_output=json_output)
     ) as cb:
         result = api.get(
             url,

@@ -62,7 +62,7 @@ def log(
     """
     from mvc import api
 
-    records = api.log(repo, name, all_branches=all_branches)
+    records = api.log(name, repo=repo, all_branches=all_branches)
     if json_output:
         _output.emit_json(records)
         return
@@ -108,7 +108,7 @@ def show(
     """
     from mvc import api
 
-    d = api.show(repo, ref)
+    d = api.show(ref, repo=repo)
     if json_output:
         _output.emit_json(d)
         return
@@ -172,7 +172,7 @@ def diff(
     """
     from mvc import api
 
-    d = api.diff(repo, a, b, stats=stats, remote=remote, include_unchanged=all_tensors)
+    d = api.diff(a, b, repo=repo, stats=stats, remote=remote, all_tensors=all_tensors)
     if json_output:
         data = _output.to_json(d)
         _output.out(data)
@@ -226,7 +226,7 @@ def restore(
     """
     from mvc import api
 
-    result = api.restore(repo, ref, message=message, remote=remote, force=force)
+    result = api.restore(ref, repo=repo, message=message, remote=remote, force=force)
     if json_output:
         _output.emit_json(result)
         return

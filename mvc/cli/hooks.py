@@ -26,7 +26,7 @@ def install_hooks(repo: Repo = ".", json_output: Json = False) -> None:
     """
     from mvc import api
 
-    results = api.install_hooks(repo)
+    results = api.install_hooks(repo=repo)
     if json_output:
         _output.emit_json(results)
         return
@@ -57,7 +57,7 @@ def resolve(
     """
     from mvc import api
 
-    r = api.resolve(repo, name, take=take, remote=remote, force=force)
+    r = api.resolve(name, take=take, repo=repo, remote=remote, force=force)
     if json_output:
         _output.emit_json(r)
         return

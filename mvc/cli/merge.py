@@ -64,8 +64,8 @@ def merge(
 
     with _output.progress_bar("merging", enabled=_output.progress_enabled(quiet=quiet, json_output=json_output)) as cb:
         result = api.merge(
-            repo,
             refs or [],
+            repo=repo,
             method=method,
             weights=api.parse_weights(weights) if weights is not None else None,
             base=base,

@@ -39,7 +39,7 @@ def tag(
     """
     from mvc import api
 
-    r = api.tag(repo, ref, release, message=message, push=push, remote=remote, git_remote=git_remote)
+    r = api.tag(ref, release, repo=repo, message=message, push=push, remote=remote, git_remote=git_remote)
     if json_output:
         _output.emit_json(r)
         return
@@ -80,13 +80,13 @@ def promote(
     from mvc import api
 
     if unassign:
-        u = api.unassign(repo, ref.partition("@")[0], stage=stage, message=message, push=push, git_remote=git_remote)
+        u = api.unassign(ref.partition("@")[0], stage=stage, repo=repo, message=message, push=push, git_remote=git_remote)
         if json_output:
             _output.emit_json(u)
             return
         _output.out(f"{u.tag}: {u.name} is no longer in {u.stage}")
         return
-    r = api.promote(repo, ref, stage=stage, release=release, message=message, push=push, remote=remote, git_remote=git_remote)
+    r = api.promote(ref, stage=stage, repo=repo, release=release, message=message, push=push, remote=remote, git_remote=git_remote)
     if json_output:
         _output.emit_json(r)
         return
@@ -114,7 +114,7 @@ def registry(
     """
     from mvc import api
 
-    models = api.registry_show(repo, name)
+    models = api.registry_show(name, repo=repo)
     if json_output:
         _output.emit_json(models)
         return
@@ -163,7 +163,7 @@ def rename(
     """
     from mvc import api
 
-    r = api.rename(repo, old, new)
+    r = api.rename(old, new, repo=repo)
     if json_output:
         _output.emit_json(r)
         return

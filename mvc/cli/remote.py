@@ -81,7 +81,7 @@ def remote_list(repo: Repo = ".", json_output: Json = False) -> None:
     """
     from mvc import api
 
-    rows = api.remote_list(repo)
+    rows = api.remote_list(repo=repo)
     if json_output:
         _output.emit_json(rows)
         return

@@ -58,8 +58,8 @@ def verify(
 
     with _output.progress_bar("hashing", enabled=_output.progress_enabled(quiet=quiet, json_output=json_output)) as cb:
         result = api.verify(
-            repo,
             refs,
+            repo=repo,
             remote=remote,
             all_versions=all_versions,
             repair=repair,
@@ -123,7 +123,7 @@ def sign(
     """
     from mvc import api
 
-    result = api.sign(repo, ref, key=key, password=read_password(password_env), remote=remote)
+    result = api.sign(ref, repo=repo, key=key, password=read_password(password_env), remote=remote)
     if json_output:
         _output.emit_json(result)
         return

@@ -93,7 +93,7 @@ def build_index(
     if path.is_dir():
         return _index_directory(path, progress, threads)
     if not path.exists():
-        raise PathNotFoundError(f"{path} does not exist", "check the path of the weights")
+        raise PathNotFoundError(f"{path} does not exist", "check the path of the weights", path=str(path))
     result = index_file(path, detect.sniff(path), label=path.name, progress=progress, threads=threads)
     return TensorIndex(result.format, result.framework, tuple(result.tensors), tuple(result.notes))
 

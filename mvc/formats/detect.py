@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mvc.errors import CorruptFileError, PathNotFoundError
-from mvc.formats import npz_format, opaque, torch_format
+from mvc.formats import npz_format, opaque, torch_format, torch_legacy
 from mvc.formats.base import RE_EXPORT
 from mvc.formats.safetensors_format import MAX_HEADER_BYTES
 
@@ -43,7 +43,7 @@ def sniff(path: Path) -> str:
         CorruptFileError: a torch or npz file (by suffix) whose zip archive is damaged.
     """
     with open(path, "rb") as f:
-        head = f.read(9)
+        head = f.read(32)
     suffix = path.suffix.lower()
     if head[:4] == b"GGUF":
         return "gguf"
@@ -60,7 +60,12 @@ def sniff(path: Path) -> str:
         if kind is None and (suffix == ".npz" or npz_format.is_npz(path)):
             return "npz"
         return "opaque"
-    if len(head) == 9 and head[8:9] == b"{":
+    if torch_legacy.is_legacy(head):
+        why = torch_legacy.damage(path)
+        if why is not None:  # a truncated legacy checkpoint was versioned as a blob (issue 14)
+            raise CorruptFileError(f"{path.name} is not a valid torch file: {why}", RE_EXPORT)
+        return "opaque"
+    if len(head) >= 9 and head[8:9] == b"{":
         (n,) = struct.unpack("<Q", head[:8])
         if n <= MAX_HEADER_BYTES and 8 + n <= os.path.getsize(path):
             return "safetensors"
@@ -129,5 +134,5 @@ def detect_format(path: Path) -> str:
     if path.is_dir():
         return combine([f.format for f in walk(path) if f.format is not None])
     if not path.exists():
-        raise PathNotFoundError(f"{path} does not exist", "check the path of the weights")
+        raise PathNotFoundError(f"{path} does not exist", "check the path of the weights", path=str(path))
     return sniff(path)

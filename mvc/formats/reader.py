@@ -59,7 +59,7 @@ def open_tensors(path: Path) -> TensorReader:
     if path.is_dir():
         return DirectoryReader(path)
     if not path.exists():
-        raise PathNotFoundError(f"{path} does not exist", "check the path of the weights")
+        raise PathNotFoundError(f"{path} does not exist", "check the path of the weights", path=str(path))
     return open_file(path, detect.sniff(path), path.name)
 
 

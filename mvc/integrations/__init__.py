@@ -13,11 +13,9 @@ save policy and the float tidying, lives here and needs no framework.
 from __future__ import annotations
 
 import math
-import os
 import struct
-import tempfile
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -156,34 +154,6 @@ class SavePolicy:
         return False
 
 
-def _umask() -> int:
-    """The process umask (read by setting it, so set it straight back)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def write_atomic(path: str | Path, write: Callable[[str], object]) -> Path:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path``.
-
-    A crash mid-write never leaves half a weight file where mvc (or the user) reads it.
-    The file gets the permissions the umask gives a new file (``mkstemp`` makes it
-    0600, which teammates sharing the work tree could not read; issue 14).
-    """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
-
-
 class Target:
     """The weights a callback versions, checked when the callback is made.
 
@@ -243,7 +213,7 @@ class Target:
         return version
 
 
-__all__ = ["SavePolicy", "Target", "compact_float", "numbers", "tidy", "write_atomic"]
+__all__ = ["SavePolicy", "Target", "compact_float", "numbers", "tidy"]
 
 
 class EpochCheckpoint:

@@ -26,7 +26,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("mvc.integrations.keras needs Keras 3: pip install 'mvc[integrations]'") from exc
 
 from mvc.errors import UsageError
-from mvc.integrations import EpochCheckpoint, numbers, write_atomic
+from mvc.files import replace_atomic
+from mvc.integrations import EpochCheckpoint, numbers
 
 
 class MvcCheckpoint(EpochCheckpoint, keras.callbacks.Callback):
@@ -61,7 +62,7 @@ class MvcCheckpoint(EpochCheckpoint, keras.callbacks.Callback):
         if not self.policy.should_save(epoch + 1, metrics):
             return
         tensors = weight_tensors(self.model)
-        write_atomic(self.target.path, lambda tmp: _save(tensors, tmp))
+        replace_atomic(self.target.path, lambda tmp: _save(tensors, tmp))
         self.target.log(params=self._params(), metrics=metrics, step=epoch + 1)
 
     def _params(self) -> dict[str, Any]:

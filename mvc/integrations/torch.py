@@ -21,7 +21,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("mvc.integrations.torch needs PyTorch: pip install 'mvc[integrations]'") from exc
 
 from mvc.errors import UsageError
-from mvc.integrations import write_atomic
+from mvc.files import replace_atomic
 
 
 def save_version(model_or_state_dict: torch.nn.Module | Mapping[str, Any], path: str | Path, **log_model_kwargs: Any) -> Any:
@@ -73,7 +73,7 @@ def write_state_dict(model_or_state_dict: torch.nn.Module | Mapping[str, Any], p
         elif ptr:
             storages.add(ptr)
         tensors[str(name)] = tensor.contiguous()
-    return write_atomic(path, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    return replace_atomic(path, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
 
 
 __all__ = ["save_version", "write_state_dict"]

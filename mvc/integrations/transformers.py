@@ -28,7 +28,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("mvc.integrations.transformers needs transformers: pip install 'mvc[integrations]'") from exc
 
 from mvc.errors import PathNotFoundError, UsageError
-from mvc.integrations import Target, numbers, write_atomic
+from mvc.files import replace_atomic
+from mvc.integrations import Target, numbers
 
 WEIGHTS = "model.safetensors"
 SHARD_INDEX = "model.safetensors.index.json"
@@ -114,7 +115,7 @@ def _copy_weights(checkpoint: Path, target: Path) -> None:
     """Copy a checkpoint's weights to ``target`` (a file; a directory for shards), atomically per file."""
     single = checkpoint / WEIGHTS
     if single.is_file() and not target.is_dir():
-        write_atomic(target, lambda tmp: shutil.copyfile(single, tmp))
+        replace_atomic(target, lambda tmp: shutil.copyfile(single, tmp))
         return
     index = checkpoint / SHARD_INDEX
     if not index.is_file():
@@ -134,7 +135,7 @@ def _copy_weights(checkpoint: Path, target: Path) -> None:
             old.unlink()
     for name in sorted(wanted):
         src = checkpoint / name
-        write_atomic(target / name, functools.partial(_copy_to, src))
+        replace_atomic(target / name, functools.partial(_copy_to, src))
 
 
 def training_params(args: Any) -> dict[str, Any]:

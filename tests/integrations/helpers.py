@@ -17,7 +17,7 @@ def on_experiment(repo: Path, name: str = "x") -> str:
 
 def history(repo: Path, name: str) -> list[mvc.api.VersionRecord]:
     """The committed versions of ``name``, oldest first."""
-    return list(reversed(mvc.api.log(repo, name)))
+    return list(reversed(mvc.api.log(name, repo=repo)))
 
 
 def committed_files(repo: Path, rev: str = "HEAD") -> set[str]:

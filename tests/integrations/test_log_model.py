@@ -120,7 +120,7 @@ def test_background_push_uploads_every_version(repo, weights):
         pushed.append(mvc.log_model(weights, push=True))
     report = mvc.wait()
     assert [v.version for v in report.uploaded] == [1, 2] and report.failed == ()
-    remote = Path(mvc.api.remote_list(repo)[0].url)
+    remote = Path(mvc.api.remote_list(repo=repo)[0].url)
     for v in pushed:
         assert (remote / "files" / "md5" / v.hash[:2] / v.hash[2:]).is_file()
     assert mvc.wait().uploaded == ()  # reported once
@@ -179,7 +179,7 @@ def test_log_model_on_a_detached_head_commits_and_warns(repo, weights):
     from mvc.training import DetachedHeadWarning
 
     mvc.add(weights)
-    mvc.commit(repo, message="v1")
+    mvc.commit(repo=repo, message="v1")
     git(repo, "checkout", "-q", "--detach")
     write_safetensors(weights, seed=5)
     with pytest.warns(DetachedHeadWarning, match=r"^net v2 committed onto a detached HEAD: .*`git switch -c NAME`$") as caught:

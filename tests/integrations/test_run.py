@@ -35,7 +35,7 @@ def project(repo: Path, weights: Path) -> Path:
     write_safetensors(repo / "models" / "other.safetensors", seed=5)
     mvc.add(weights)
     mvc.add(repo / "models" / "other.safetensors")
-    mvc.commit(repo, message="v1")
+    mvc.commit(repo=repo, message="v1")
     (repo / "train.py").write_text(TRAIN)
     (repo / "params.yaml").write_text("lr: 0.01\nlayers: 2\n")
     return repo
@@ -82,7 +82,7 @@ def test_out_names_a_new_model(project, cli):
     assert data["returncode"] == 0 and data["branch"] == "main"
     assert [(v["name"], v["version"], v["created"]) for v in data["versions"]] == [("fresh", 1, True)]
     assert data["commit"] == git(project, "rev-parse", "HEAD")
-    assert [m.name for m in mvc.api.models(project)] == ["fresh", "net", "other"]
+    assert [m.name for m in mvc.api.models(repo=project)] == ["fresh", "net", "other"]
 
 
 def test_nothing_written_nothing_versioned(project, cli):

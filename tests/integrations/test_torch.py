@@ -75,7 +75,7 @@ def test_a_state_dict_entry_that_is_no_tensor(repo):
     with pytest.raises(UsageError, match="'epoch' is a int, not a tensor"):
         save_version({"w": torch.zeros(2), "epoch": 3}, repo / "bad.safetensors")
     assert not (repo / "bad.safetensors").exists()
-    assert mvc.api.models(repo) == []
+    assert mvc.api.models(repo=repo) == []
 
 
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
