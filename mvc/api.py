@@ -1214,9 +1214,9 @@ def evaluate(
 
     Each version is copied from the cache (fetched from the remote when needed) into its
     own temp dir; the work tree is never touched. Results are saved under
-    ``.mvc/evals/<eval hash>/<content hash>.json`` and staged; versions already evaluated
-    the same way are read from there unless ``force``. A failing version is reported in
-    the result and does not stop the others.
+    ``.mvc/evals/<eval hash>/<content hash>.json``, each fold as it finishes, and staged;
+    (version, fold) pairs already evaluated the same way are read from there unless
+    ``force``. A failing version is reported in the result and does not stop the others.
 
     Args:
         refs: ``NAME@REF`` refs (with ``model``, a bare ``REF`` means ``model@REF``).
@@ -1238,7 +1238,7 @@ def evaluate(
         record: write the mean metrics into the manifest of the work-tree version.
         remote: remote to fetch missing weights from (default: the default remote).
         report: write an HTML report (``.html``) with a chart per metric.
-        progress: called as ``progress(version, steps, total)`` as runs start and end
+        progress: called as ``progress(version, runs, total)`` as each fold's run ends
             (with ``executor="ray"``: ``progress(cluster, tasks, total)``, the cluster's
             address and number of workers as the task name).
         executor: ``"local"`` (processes on this machine, ``jobs`` versions at a time) or

@@ -4,11 +4,14 @@ Each version is materialised from the cache (or the remote) into its own tempora
 directory, so the user's work tree is never touched. The evaluation is either a shell
 command template (``{weights}``, ``{out}``, ``{fold}``) or a Python callable. Results are
 kept under ``.mvc/evals/<eval hash>/<content hash>.json`` (tracked by git), keyed by the
-evaluation's own hash, so a version already evaluated the same way is not run again.
+evaluation's own hash; each fold's result is written there as soon as it finishes, so a
+(version, fold) already evaluated the same way is not run again, even after an
+interrupted or partly failed run (issue 16).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import importlib
@@ -52,7 +55,9 @@ from mvc.refs import Resolved
 from mvc.workspace import Workspace, find_model, models
 
 EVALS_DIR = ".mvc/evals"
-RESULT_SCHEMA = 1
+RESULT_SCHEMA = 2
+"""Results files: 2 holds each finished fold (and may be partial); 1 (a finished version, its
+folds' metrics and the joined per-example scores) is still read, and replaced only by --force."""
 STDERR_TAIL_LINES = 12
 # Metric names whose tokens say "lower is better" (the default sort direction flips).
 LOWER_IS_BETTER = frozenset({"loss", "error", "err", "perplexity", "ppl", "mse", "mae", "rmse", "wer", "cer", "latency"})
@@ -130,6 +135,16 @@ class EvalRow:
     duration: float | None = None  # seconds, for this run (None when cached)
     saved: str | None = None  # results file, relative to the repo root
     exit_code: int | None = None  # failed: the exit code its cause maps to (6: weights missing or corrupt)
+    cached_folds: int = 0  # folds read from the saved results instead of run
+
+
+@dataclass
+class _Fold:
+    """One finished fold: its metrics, per-example scores and run time."""
+
+    metrics: dict[str, float]
+    scores: list[float] | None
+    duration: float = 0.0
 
 
 @dataclass
@@ -145,6 +160,7 @@ class _Outcome:
     duration: float | None = None
     saved: str | None = None
     exit_code: int | None = None
+    cached_folds: int = 0
 
     @property
     def ok(self) -> bool:
@@ -370,7 +386,7 @@ class _CommandEvaluator(_Evaluator):
         out = workdir / f"metrics-fold{fold}.json"
         # A session of its own, so a timeout kills the whole process group (shell and children).
         proc = subprocess.Popen(
-            self.command(weights, out, fold),
+            _supervised(self.command(weights, out, fold)),
             shell=True,  # noqa: S602 - the user's own command, run as they typed it
             cwd=self.root or workdir,
             stdin=subprocess.DEVNULL,
@@ -430,13 +446,27 @@ def _reap(proc: subprocess.Popen[str]) -> None:
 
 
 def _die_with_parent() -> None:
-    """In the child: be killed when the process that started it dies (Linux only).
+    """In the child (the shell): get SIGTERM when the process that started it dies (Linux only).
 
     A Ray worker killed outright (its driver gone, out of memory) cannot kill its
-    command's process group; the kernel does it for the command itself.
+    command's process group; the kernel signals the shell, whose trap does it (:func:`_supervised`).
     """
     if _PRCTL is not None:
-        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _supervised(command: str) -> str:
+    """The user's command under a shell that kills its whole process group on SIGTERM.
+
+    The parent-death signal reaches only the shell, not what the shell started (a Python
+    eval script would be orphaned and run on). A shell waiting for a foreground command
+    runs its trap only once that command ends, so the command runs in the background and
+    the shell waits for it (``wait`` is interrupted by the trap); ``wait`` returns the
+    command's exit status. Braces keep a command list (``a && b; c``) one job.
+    """
+    if _PRCTL is None:  # no parent-death signal to trap (and maybe no POSIX shell): as typed
+        return command
+    return f"trap 'kill -KILL 0' TERM\n{{ {command}\n}} &\nwait $!"
 
 
 def _load_prctl() -> Callable[..., int] | None:
@@ -649,12 +679,14 @@ def run(
     progress: Progress | None = None,
     executor: Executor | None = None,
 ) -> tuple[list[_Outcome], list[str]]:
-    """Evaluate every target (cached results reused unless ``force``); save and stage results.
+    """Evaluate every (target, fold) not saved yet (all of them with ``force``); save and stage.
 
-    A version that fails (weights nowhere, non-zero exit, no JSON, timeout, worker lost)
-    becomes a failed outcome; the others still run. With a cluster ``executor`` (Ray)
-    each (version, fold) is one task that fetches the weights from the remote itself;
-    otherwise versions run ``jobs`` at a time on this machine.
+    Each fold's result is saved as soon as it finishes, so after an interrupted or partly
+    failed run a re-run runs only the folds still missing. A fold that fails (weights
+    nowhere, non-zero exit, no JSON, timeout, worker lost) fails its version; the other
+    folds and versions still run. With a cluster ``executor`` (Ray) each (version, fold) is
+    one task that fetches the weights from the remote itself; otherwise versions run
+    ``jobs`` at a time on this machine.
 
     Returns:
         One outcome per target, in order, and the paths written (relative to the root).
@@ -662,36 +694,65 @@ def run(
     Raises:
         RemoteNotFoundError: a cluster executor but no remote to fetch weights from.
     """
-    folder = ws.root / EVALS_DIR / spec.hash
-    outcomes: list[_Outcome | None] = [None if force else _load(ws, folder, t, spec) for t in targets]
+    store = _Store(ws, spec)
+    outcomes: list[_Outcome | None] = []
+    for target in targets:
+        folds: list[_Fold | None] = [None] * spec.folds if force else store.load(target)
+        store.track(target, folds)
+        done = all(f is not None for f in folds)
+        outcome = _outcome(target, spec, folds, {}, status="cached", saved=store.saved(target), cached=spec.folds)
+        outcomes.append(outcome if done else None)
     todo = [i for i, o in enumerate(outcomes) if o is None]
-    if todo and executor is not None and executor.kind != "local":
-        for i, outcome in _run_on_cluster(ws, [targets[i] for i in todo], spec, evaluator, executor,
-                                          timeout=timeout, remote=remote, progress=progress).items():
-            outcomes[todo[i]] = outcome
-    elif todo:
-        for i in todo:
-            if progress is not None:
-                progress(targets[i].label, 0, 2 * spec.folds)
-        own = not isinstance(executor, LocalExecutor)
-        local = LocalExecutor(min(jobs, len(todo))) if own or executor is None else executor
-        try:
-            futures = {
-                local.submit(partial(_evaluate_one, ws, targets[i], spec, evaluator, timeout=timeout, remote=remote, progress=progress)): i
-                for i in todo
-            }
-            for future in as_completed(futures):
-                outcomes[futures[future]] = future.result()
-        except BaseException:
-            evaluator.cancel()
-            local.cancel()
-            raise
-        finally:
-            if own:
-                local.close()
-    done = [o for o in outcomes if o is not None]
-    written = _save(ws, folder, spec, [o for o in done if o.status == "ok"])
-    return done, written
+    try:
+        if todo and executor is not None and executor.kind != "local":
+            ran = _run_on_cluster(ws, [targets[i] for i in todo], spec, evaluator, executor, store,
+                                  timeout=timeout, remote=remote, progress=progress)  # fmt: skip
+            for i, outcome in ran.items():
+                outcomes[todo[i]] = outcome
+        elif todo:
+            _run_here(ws, [targets[i] for i in todo], spec, evaluator, store, outcomes, todo,
+                      jobs=jobs, timeout=timeout, remote=remote, progress=progress, executor=executor)  # fmt: skip
+    except BaseException:
+        with contextlib.suppress(Exception):  # keep what finished: a re-run reuses it
+            store.stage()
+        raise
+    return [o for o in outcomes if o is not None], store.stage()
+
+
+def _run_here(
+    ws: Workspace,
+    targets: list[Target],
+    spec: EvalSpec,
+    evaluator: _Evaluator,
+    store: _Store,
+    outcomes: list[_Outcome | None],
+    slots: list[int],
+    *,
+    jobs: int,
+    timeout: float | None,
+    remote: str | None,
+    progress: Progress | None,
+    executor: Executor | None,
+) -> None:
+    """Evaluate ``targets`` on this machine, ``jobs`` versions at a time, into ``outcomes[slots]``."""
+    for target in targets:
+        if progress is not None:
+            progress(target.label, 0, len(store.missing(target)))
+    own = not isinstance(executor, LocalExecutor)
+    local = LocalExecutor(min(jobs, len(targets))) if own or executor is None else executor
+    try:
+        run_one = partial(_evaluate_one, ws, spec=spec, evaluator=evaluator, store=store, timeout=timeout,
+                          remote=remote, progress=progress)  # fmt: skip
+        futures = {local.submit(partial(run_one, target)): slot for target, slot in zip(targets, slots, strict=True)}
+        for future in as_completed(futures):
+            outcomes[futures[future]] = future.result()
+    except BaseException:
+        evaluator.cancel()
+        local.cancel()
+        raise
+    finally:
+        if own:
+            local.close()
 
 
 def _weights_failure_code(exc: MvcError) -> int:
@@ -702,30 +763,36 @@ def _weights_failure_code(exc: MvcError) -> int:
 def _evaluate_one(
     ws: Workspace,
     target: Target,
+    *,
     spec: EvalSpec,
     evaluator: _Evaluator,
-    *,
+    store: _Store,
     timeout: float | None,
     remote: str | None,
     progress: Progress | None,
 ) -> _Outcome:
+    """Run the folds of ``target`` not saved yet, saving each as it finishes."""
     res = target.resolved
     began = time.monotonic()
-    steps_left = 2 * spec.folds
+    missing = store.missing(target)
+    steps_left = len(missing)  # one per fold run
 
-    def step() -> None:
+    def step(n: int = 1) -> None:
         nonlocal steps_left
-        steps_left -= 1
-        if progress is not None:
-            progress(target.label, 1, None)
+        steps_left -= n
+        if progress is not None and n:
+            progress(target.label, n, None)
 
-    def failed(reason: str, tail: str | None = None, code: int | None = None) -> _Outcome:
-        if progress is not None and steps_left:
-            progress(target.label, steps_left, None)
-        return _Outcome(target, "failed", error=reason, stderr_tail=tail, duration=time.monotonic() - began, exit_code=code)
+    failures: dict[int, dict[str, Any]] = {}
+
+    def finish() -> _Outcome:
+        step(steps_left)
+        return _outcome(target, spec, store.folds(target), failures, status="ok", saved=store.saved(target),
+                        cached=spec.folds - len(missing), duration=time.monotonic() - began)  # fmt: skip
 
     if evaluator.cancelled:
-        return failed("cancelled")
+        failures[missing[0]] = {"reason": "cancelled"}
+        return finish()
     with tempfile.TemporaryDirectory(prefix="mvc-eval-", ignore_cleanup_errors=True) as tmp:
         workdir = Path(tmp)
         try:
@@ -734,22 +801,60 @@ def _evaluate_one(
                     ws, res.pointer, res.commit, workdir / "weights" / Path(res.pointer.out).name, remote=remote
                 )
         except MvcError as exc:
-            return failed(exc.message, code=_weights_failure_code(exc))
-        folds: list[dict[str, float]] = []
-        examples: list[float] | None = [] if spec.per_example else None
-        for fold in range(spec.folds):
-            step()
+            failures.update({k: {"reason": exc.message, "exit_code": _weights_failure_code(exc), "weights": True}
+                             for k in missing})  # fmt: skip
+            return finish()
+        for fold in missing:
+            if evaluator.cancelled:
+                failures[fold] = {"reason": "cancelled"}
+                break
+            began_fold = time.monotonic()
             try:
                 raw = evaluator.run(weights, fold, workdir, timeout)
                 metrics, scores = _split_output(raw, spec.per_example)
             except _RunFailed as exc:
-                where = f" (fold {fold})" if spec.folds > 1 else ""
-                return failed(exc.reason + where, exc.stderr_tail)
+                failures[fold] = {"reason": exc.reason, "tail": exc.stderr_tail}
+            else:  # saved at once: an interrupted run keeps it
+                store.put(target, fold, _Fold(metrics, scores, time.monotonic() - began_fold))
             step()
-            folds.append(metrics)
-            if examples is not None:
-                examples = None if scores is None else examples + scores
-    return _Outcome(target, "ok", folds=folds, per_example=examples, duration=time.monotonic() - began)
+    return finish()
+
+
+def _outcome(
+    target: Target,
+    spec: EvalSpec,
+    folds: list[_Fold | None],
+    failures: Mapping[int, Mapping[str, Any]],
+    *,
+    status: str,
+    saved: str | None,
+    cached: int,
+    duration: float | None = None,
+) -> _Outcome:
+    """A target's outcome from its folds (saved and new) and the folds that failed.
+
+    The first failed (or never run) fold names the failure; ``status`` is that of a success
+    ("ok" for a run, "cached" when every fold was read from the saved results); ``cached``
+    counts the folds read from there.
+    """
+    missing = [k for k, f in enumerate(folds) if f is None]
+    if missing:
+        failed = [k for k in missing if k in failures]
+        first = failures.get(failed[0]) if failed else None
+        reason = "not run" if first is None else str(first["reason"])
+        if spec.folds > 1 and not (first or {}).get("weights"):
+            reason += f" (fold {failed[0]})" if len(failed) == 1 else f" (folds {', '.join(map(str, failed or missing))})"
+        return _Outcome(
+            target, "failed", error=reason, stderr_tail=None if first is None else first.get("tail"), duration=duration,
+            saved=saved, exit_code=None if first is None else first.get("exit_code"), cached_folds=cached,
+        )  # fmt: skip
+    done = [f for f in folds if f is not None]
+    examples: list[float] | None = [] if spec.per_example else None
+    for f in done:
+        if examples is not None:
+            examples = None if f.scores is None else examples + list(f.scores)
+    return _Outcome(target, status, folds=[dict(f.metrics) for f in done], per_example=examples,
+                    duration=duration, saved=saved, cached_folds=cached)  # fmt: skip
 
 
 # ---- on a cluster: one task per (version, fold) (issue 16) --------------------------------
@@ -789,12 +894,13 @@ def run_fold(task: FoldTask) -> dict[str, Any]:
 
     Returns:
         ``{"ok": True, "metrics", "scores", "duration"}`` or
-        ``{"ok": False, "reason", "tail", "exit_code", "duration"}``.
+        ``{"ok": False, "reason", "tail", "exit_code", "weights", "duration"}``.
     """
     began = time.monotonic()
 
-    def failed(reason: str, tail: str | None = None, code: int | None = None) -> dict[str, Any]:
-        return {"ok": False, "reason": reason, "tail": tail, "exit_code": code, "duration": time.monotonic() - began}
+    def failed(reason: str, tail: str | None = None, code: int | None = None, weights: bool = False) -> dict[str, Any]:
+        return {"ok": False, "reason": reason, "tail": tail, "exit_code": code, "weights": weights,
+                "duration": time.monotonic() - began}  # fmt: skip
 
     with tempfile.TemporaryDirectory(prefix="mvc-task-", ignore_cleanup_errors=True) as tmp:
         workdir = Path(tmp)
@@ -802,9 +908,12 @@ def run_fold(task: FoldTask) -> dict[str, Any]:
             weights = dvcstore.fetch_object(
                 task.access, task.md5, workdir / "weights" / task.filename, cache_dir=worker_cache_dir()
             )
+        except MvcError as exc:  # the same for every fold: reported once, without a fold number
+            return failed(exc.message, code=_weights_failure_code(exc), weights=True)
+        try:
             evaluator = task.evaluator.build()
         except MvcError as exc:
-            return failed(exc.message, code=_weights_failure_code(exc))
+            return failed(exc.message, code=exc.exit_code)
         try:
             raw = evaluator.run(weights, task.fold, workdir, task.timeout)
             metrics, scores = _split_output(raw, task.per_example)
@@ -819,12 +928,17 @@ def _run_on_cluster(
     spec: EvalSpec,
     evaluator: _Evaluator,
     executor: Executor,
+    store: _Store,
     *,
     timeout: float | None,
     remote: str | None,
     progress: Progress | None,
 ) -> dict[int, _Outcome]:
-    """Submit every (target, fold) task, gather them into one outcome per target index."""
+    """Submit one task per (target, fold) not saved yet; save each fold as it returns.
+
+    Returns:
+        One outcome per target index.
+    """
     try:
         rname = sync.remote_name(ws, remote)
     except RemoteNotFoundError as exc:
@@ -836,52 +950,44 @@ def _run_on_cluster(
         ) from exc
     access = dvcstore.remote_access(ws.root, rname)
     portable = evaluator.portable()
+    missing = {i: store.missing(target) for i, target in enumerate(targets)}
     where = executor.describe()
     if progress is not None:
-        progress(where, 0, len(targets) * spec.folds)
+        progress(where, 0, sum(len(m) for m in missing.values()))
     began = time.monotonic()
     futures: dict[Future[Any], tuple[int, int]] = {}
-    results: dict[int, list[dict[str, Any] | None]] = {i: [None] * spec.folds for i in range(len(targets))}
+    failures: dict[int, dict[int, dict[str, Any]]] = {i: {} for i in missing}
+    left = {i: len(m) for i, m in missing.items()}
     ended: dict[int, float] = {}
     try:
         for i, target in enumerate(targets):
             res = target.resolved
-            for fold in range(spec.folds):
+            for fold in missing[i]:
                 task = FoldTask(res.hash, Path(res.pointer.out).name, fold, portable, spec.per_example, timeout, access)
                 futures[executor.submit(run_fold, task)] = (i, fold)
         for future in as_completed(futures):
             i, fold = futures[future]
             try:
-                results[i][fold] = future.result()
+                r = future.result()
             except TaskFailedError as exc:
-                results[i][fold] = {"ok": False, "reason": exc.message, "tail": None, "exit_code": None}
-            if all(r is not None for r in results[i]):
+                r = {"ok": False, "reason": exc.message}
+            if r["ok"]:  # saved at once: an interrupted run keeps it
+                store.put(targets[i], fold, _Fold(dict(r["metrics"]), r["scores"], float(r.get("duration") or 0.0)))
+            else:
+                failures[i][fold] = r
+            left[i] -= 1
+            if not left[i]:
                 ended[i] = time.monotonic()
             if progress is not None:
                 progress(where, 1, None)
     except BaseException:
         executor.cancel()
         raise
-    return {i: _gather(targets[i], spec, results[i], ended.get(i, time.monotonic()) - began) for i in results}
-
-
-def _gather(target: Target, spec: EvalSpec, folds: list[dict[str, Any] | None], duration: float) -> _Outcome:
-    """One target's outcome from its fold results (the first failed fold names the failure)."""
-    for fold, r in enumerate(folds):
-        if r is None or not r["ok"]:
-            reason = "not run" if r is None else str(r["reason"])
-            where = f" (fold {fold})" if spec.folds > 1 else ""
-            tail = None if r is None else r.get("tail")
-            code = None if r is None else r.get("exit_code")
-            return _Outcome(target, "failed", error=reason + where, stderr_tail=tail, duration=duration, exit_code=code)
-    examples: list[float] | None = [] if spec.per_example else None
-    for r in folds:
-        assert r is not None
-        if examples is not None:
-            examples = None if r["scores"] is None else examples + list(r["scores"])
-    return _Outcome(
-        target, "ok", folds=[dict(r["metrics"]) for r in folds if r is not None], per_example=examples, duration=duration
-    )
+    return {
+        i: _outcome(target, spec, store.folds(target), failures[i], status="ok", saved=store.saved(target),
+                    cached=spec.folds - len(missing[i]), duration=ended.get(i, time.monotonic()) - began)
+        for i, target in enumerate(targets)
+    }  # fmt: skip
 
 
 def _split_output(raw: Mapping[str, Any], per_example: str | None) -> tuple[dict[str, float], list[float] | None]:
@@ -910,60 +1016,117 @@ def _number(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def _result_name(md5: str) -> str:
-    return f"{md5}.json"
+class _Store:
+    """The saved results of one evaluation: ``<eval hash>/<content hash>.json`` per version.
 
+    A version's file holds each of its finished folds and is rewritten (atomically) as each
+    fold finishes, so an interrupted or partly failed run leaves every finished fold saved.
+    Thread-safe: local runs save from several threads.
+    """
 
-def _load(ws: Workspace, folder: Path, target: Target, spec: EvalSpec) -> _Outcome | None:
-    """A saved result for ``target`` under this evaluation, or None (missing or unreadable)."""
-    path = folder / _result_name(target.resolved.hash)
-    try:
-        data = json.loads(path.read_text())
-        if data.get("schema") != RESULT_SCHEMA or data["eval"]["hash"] != spec.hash or data["hash"] != target.resolved.hash:
-            return None
-        folds = [{str(k): float(v) for k, v in f.items()} for f in data["folds"]]
-        examples = data.get("per_example")
-        examples = [float(x) for x in examples] if examples is not None else None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None
-    return _Outcome(target, "cached", folds=folds, per_example=examples, saved=path.relative_to(ws.root).as_posix())
+    def __init__(self, ws: Workspace, spec: EvalSpec) -> None:
+        self.ws = ws
+        self.spec = spec
+        self.folder = ws.root / EVALS_DIR / spec.hash
+        self._folds: dict[str, list[_Fold | None]] = {}
+        self._labels: dict[str, tuple[str, ...]] = {}
+        self._written: dict[str, None] = {}  # paths relative to the root, in order, once each
+        self._lock = threading.Lock()
 
+    def path(self, target: Target) -> Path:
+        return self.folder / f"{target.resolved.hash}.json"
 
-def _save(ws: Workspace, folder: Path, spec: EvalSpec, outcomes: list[_Outcome]) -> list[str]:
-    if not outcomes:
-        return []
-    now = utc_now()
-    spec_file = folder / "eval.json"
-    files = [(spec_file, _spec_dict(spec))]
-    for o in outcomes:
-        res = o.target.resolved
-        means, stds = summarize(o.folds)
-        files.append((
-            folder / _result_name(res.hash),
-            {
+    def load(self, target: Target) -> list[_Fold | None]:
+        """The folds saved for ``target`` under this evaluation (None: not saved or unreadable)."""
+        empty: list[_Fold | None] = [None] * self.spec.folds
+        try:
+            data = json.loads(self.path(target).read_text())
+            if data["eval"]["hash"] != self.spec.hash or data["hash"] != target.resolved.hash:
+                return empty
+            if data.get("schema") == 1:
+                return _schema1_folds(data, self.spec)
+            if data.get("schema") != RESULT_SCHEMA or len(data["folds"]) != self.spec.folds:
+                return empty
+            return [None if f is None else _read_fold(f) for f in data["folds"]]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return empty
+
+    def track(self, target: Target, folds: list[_Fold | None]) -> None:
+        """Start from ``folds`` for ``target`` (what was loaded, or nothing with --force)."""
+        with self._lock:
+            self._folds[target.resolved.hash] = list(folds)
+            self._labels[target.resolved.hash] = target.labels
+
+    def folds(self, target: Target) -> list[_Fold | None]:
+        with self._lock:
+            return list(self._folds[target.resolved.hash])
+
+    def missing(self, target: Target) -> list[int]:
+        """The folds of ``target`` still to run."""
+        return [k for k, f in enumerate(self.folds(target)) if f is None]
+
+    def saved(self, target: Target) -> str | None:
+        """The results file of ``target`` relative to the root, when it exists."""
+        path = self.path(target)
+        return path.relative_to(self.ws.root).as_posix() if path.is_file() else None
+
+    def put(self, target: Target, fold: int, result: _Fold) -> None:
+        """Record one finished fold and rewrite the version's file."""
+        res = target.resolved
+        with self._lock:
+            folds = self._folds[res.hash]
+            folds[fold] = result
+            spec_file = self.folder / "eval.json"
+            if not spec_file.is_file():
+                self._write(spec_file, _spec_dict(self.spec))
+            done = [f for f in folds if f is not None]
+            means, stds = summarize([f.metrics for f in done])
+            self._write(self.path(target), {
                 "schema": RESULT_SCHEMA,
-                "eval": _spec_dict(spec),
+                "eval": _spec_dict(self.spec),
                 "model": res.name,
                 "version": res.version,
                 "hash": res.hash,
-                "refs": list(o.target.labels),
+                "refs": list(self._labels[res.hash]),
                 "commit": res.commit,
-                "created": now,
-                "duration_s": round(o.duration or 0.0, 3),
-                "metrics": means,
+                "updated": utc_now(),
+                "complete": len(done) == len(folds),
+                "metrics": means,  # over the folds finished so far
                 "std": stds,
-                "folds": o.folds,
-                "per_example": o.per_example,
-            },
-        ))
-    written = []
-    for path, data in files:
+                "folds": [None if f is None else {"metrics": f.metrics, "per_example": f.scores,
+                                                  "duration_s": round(f.duration, 3)} for f in folds],
+            })  # fmt: skip
+
+    def _write(self, path: Path, data: dict[str, Any]) -> None:
         write_atomic(path, (json.dumps(data, indent=1) + "\n").encode())
-        written.append(path.relative_to(ws.root).as_posix())
-    for o, rel in zip(outcomes, written[1:], strict=True):
-        o.saved = rel
-    gitstore.stage(ws.root, written)
-    return written
+        self._written[path.relative_to(self.ws.root).as_posix()] = None
+
+    def stage(self) -> list[str]:
+        """Stage every file written so far; return them."""
+        with self._lock:
+            written = list(self._written)
+        if written:
+            gitstore.stage(self.ws.root, written)
+        return written
+
+
+def _read_fold(data: Mapping[str, Any]) -> _Fold:
+    scores = data.get("per_example")
+    return _Fold(
+        {str(k): float(v) for k, v in data["metrics"].items()},
+        None if scores is None else [float(x) for x in scores],
+        float(data.get("duration_s") or 0.0),
+    )
+
+
+def _schema1_folds(data: Mapping[str, Any], spec: EvalSpec) -> list[_Fold | None]:
+    """A schema-1 file (one finished version): its folds, the joined per-example scores on the first."""
+    metrics = [{str(k): float(v) for k, v in f.items()} for f in data["folds"]]
+    if len(metrics) != spec.folds:
+        return [None] * spec.folds
+    joined = data.get("per_example")
+    scores = None if joined is None else [float(x) for x in joined]
+    return [_Fold(m, scores if k == 0 else (None if scores is None else [])) for k, m in enumerate(metrics)]
 
 
 def _spec_dict(spec: EvalSpec) -> dict[str, Any]:
@@ -1096,6 +1259,7 @@ def _row(o: _Outcome, rank_: int | None, means: dict[str, float], stds: dict[str
         duration=None if o.duration is None else round(o.duration, 3),
         saved=o.saved,
         exit_code=o.exit_code,
+        cached_folds=o.cached_folds,
     )
 
 

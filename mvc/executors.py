@@ -11,9 +11,13 @@ Ray is an optional extra, imported inside :class:`RayExecutor` only: ``import mv
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+import os
+import socket
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any, Self
 
 from mvc.errors import EXIT_OTHER, MvcError, RemoteError, UsageError, counted
@@ -25,6 +29,18 @@ EXECUTORS = ("local", "ray")
 # Ray re-runs a task whose worker process or node died this many times (system
 # failures only: an evaluation that fails is deterministic and is not retried).
 RAY_MAX_RETRIES = 2
+RAY_CONNECT_TIMEOUT_S = 5.0
+"""How long joining a cluster may wait for its address to answer before mvc gives up."""
+# Ray's own bounds on joining a cluster (Ray 2.60): each GCS connect attempt waits up to
+# py_gcs_connect_timeout_s (30 s) for the cluster id, after two 5 s channel connects, and
+# ray.init makes up to RAY_NUM_REDIS_GET_RETRIES (20) attempts unless
+# gcs_server_port_wait_time_s caps them: about 14 minutes for an address where no Ray
+# answers. One attempt of 20 s still gives a slow head (a loaded machine) time to answer.
+# Set only where the user has not set them; read when Ray loads its config.
+RAY_CONNECT_ENV = {
+    "RAY_py_gcs_connect_timeout_s": "20",
+    "RAY_gcs_server_port_wait_time_s": "1",
+}
 
 
 class TaskFailedError(MvcError):
@@ -141,17 +157,26 @@ class RayExecutor(Executor):
         self._connected = True
         self._owns_connection = not ray.is_initialized()
         if self._owns_connection:
+            # "auto" joins RAY_ADDRESS when set (else the cluster this machine runs): name it.
+            named = os.environ.get("RAY_ADDRESS", "") if self.address == "auto" else ""
+            where = f"{named} (RAY_ADDRESS)" if named and named != "auto" else self.address
             try:
-                ray.init(
-                    address=self.address,
-                    logging_level=logging.ERROR,
-                    log_to_driver=False,
-                    configure_logging=True,
-                )
-            except Exception as exc:  # noqa: BLE001 - ConnectionError, ValueError, RaySystemError ...
+                _probe(named if named and named != "auto" else self.address)
+                with _bounded_connect():
+                    ray.init(
+                        address=self.address,
+                        logging_level=logging.ERROR,
+                        log_to_driver=False,
+                        configure_logging=True,
+                    )
+            except Exception as exc:  # noqa: BLE001 - OSError, ConnectionError, ValueError, RaySystemError ...
+                # A failed Ray Client connect leaves client mode on in this process, and the
+                # next ray.init fails with a bare AssertionError: reset it.
+                with contextlib.suppress(Exception):
+                    ray.shutdown()
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                 raise RemoteError(
-                    f"cannot connect to the Ray cluster at {self.address} ({first[:200]})",
+                    f"cannot connect to the Ray cluster at {where} ({first[:200]})",
                     hint="start one with `ray start --head`, or pass --address HOST:6379 or ray://HOST:10001",
                 ) from None
             self._silence_raylet_errors()
@@ -160,6 +185,28 @@ class RayExecutor(Executor):
                 self.address = str(ray.get_runtime_context().gcs_address)
             except Exception:  # noqa: BLE001, S110 - informative only: keep "auto"
                 pass
+        self._check_fits()
+
+    def _check_fits(self) -> None:
+        """Refuse a task no node can hold: Ray would queue it as infeasible, silently, for ever.
+
+        Raises:
+            UsageError: no live node has ``--cpus-per-task`` CPUs and ``--gpus-per-task`` GPUs.
+        """
+        wanted = {"CPU": float(self._options["num_cpus"]), "GPU": float(self._options.get("num_gpus", 0))}
+        try:
+            nodes = [n.get("Resources", {}) for n in self._ray.nodes() if n.get("Alive")]
+        except Exception:  # noqa: BLE001 - cannot tell (an old Ray Client server): let Ray schedule
+            return
+        if not nodes or any(all(res.get(k, 0.0) >= v for k, v in wanted.items() if v) for res in nodes):
+            return
+        biggest = max(nodes, key=lambda res: (res.get("GPU", 0.0), res.get("CPU", 0.0)))
+        asked = " and ".join(_amount(v, k) for k, v in wanted.items() if v)
+        has = ", ".join(_amount(biggest.get(k, 0.0), k) for k in wanted)
+        raise UsageError(
+            f"no node of the Ray cluster at {self.address} has {asked} for a task (the largest has {has})",
+            hint="lower --cpus-per-task / --gpus-per-task, or add a node that has them",
+        )
 
     def _silence_raylet_errors(self) -> None:
         """Keep Ray's raylet error messages off stdout, which carries mvc's data (``--json``).
@@ -247,6 +294,52 @@ class RayExecutor(Executor):
         if self._owns_connection and self._ray.is_initialized():
             self._ray.shutdown()
         self._restore()
+
+
+def _amount(value: float, resource: str) -> str:
+    return counted(int(value), resource) if float(value).is_integer() else f"{value:g} {resource}s"
+
+
+def _probe(address: str) -> None:
+    """Fail fast when nothing listens at a cluster address (Ray itself retries for minutes).
+
+    Raises:
+        OSError: the address refuses or does not answer within :data:`RAY_CONNECT_TIMEOUT_S`.
+    """
+    where = address.removeprefix("ray://")
+    host, sep, port = where.rpartition(":")
+    if address == "auto" or not sep or not port.isdigit():
+        return  # "auto" and malformed addresses: Ray resolves or rejects them itself
+    try:
+        socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=RAY_CONNECT_TIMEOUT_S).close()
+    except TimeoutError:
+        raise OSError(f"no answer within {RAY_CONNECT_TIMEOUT_S:g} s") from None
+    except ConnectionRefusedError:
+        raise OSError("connection refused: nothing listens there") from None
+
+
+@contextmanager
+def _bounded_connect() -> Iterator[None]:
+    """Ray's connect timeouts set to :data:`RAY_CONNECT_ENV` (unless the user set them) while inside.
+
+    Ray's C++ config reads them once, on import; ``Config.initialize`` re-reads the
+    environment (as Ray does itself when it turns on token auth). The process environment
+    is restored on leaving; Ray's config keeps the bounds.
+    """
+    added = {k: v for k, v in RAY_CONNECT_ENV.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        if added:
+            try:
+                from ray._raylet import Config  # type: ignore[attr-defined]
+
+                Config.initialize("")
+            except (ImportError, AttributeError):  # pragma: no cover - another Ray layout
+                pass
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
 
 
 def open_executor(

@@ -163,7 +163,8 @@ def test_leaderboard_ranks_the_better_model_and_bootstrap_separates_real_from_nu
     assert data["saved"] == f".mvc/evals/{data['eval_hash']}"
     for h in logreg_repo["hashes"].values():
         stored = json.loads((saved / f"{h}.json").read_text())
-        assert stored["hash"] == h and len(stored["per_example"]) == 1000
+        assert stored["hash"] == h and stored["schema"] == 2 and stored["complete"] is True
+        assert len(stored["folds"]) == 1 and len(stored["folds"][0]["per_example"]) == 1000
     staged = git(repo, "diff", "--cached", "--name-only").splitlines()
     assert {f"{data['saved']}/{h}.json" for h in logreg_repo["hashes"].values()} <= set(staged)
     assert f"{data['saved']}/eval.json" in staged
@@ -331,7 +332,7 @@ def test_fn_callable_with_folds_and_progress(repo, logreg_repo, cli):
     assert {c[0] for c in calls} == {"clf@v1", "clf@v3"}
     for label in ("clf@v1", "clf@v3"):
         mine = [c for c in calls if c[0] == label]
-        assert mine[0][2] == 2 and sum(c[1] for c in mine) == 2  # registered, then a start and an end
+        assert mine[0][2] == 1 and sum(c[1] for c in mine) == 1  # registered, then its one run ended
 
 
 def test_fn_timeout_and_exception_are_reported_per_version(repo, logreg_repo):
@@ -445,6 +446,9 @@ def test_weights_in_no_cache_and_no_remote(repo, logreg_repo, cli):
     assert data["rows"][0]["exit_code"] is None
     assert data["failures"][0]["ref"] == "clf@v1" and data["failures"][0]["exit_code"] == 6
     assert "neither the local cache nor" in data["failures"][0]["error"]
+    assert result.stderr.strip().splitlines()[-1] == (
+        "hint: push their weights from a clone that has them (`mvc push --all-versions`), then run again"
+    )
 
 
 def test_weights_only_in_the_remote_are_fetched_without_touching_the_work_tree(repo, logreg_repo, cli):
@@ -480,3 +484,208 @@ def test_eval_with_both_or_neither_evaluation_or_an_unknown_version(repo, weight
     mvc.add(weights)
     mvc.commit(repo=repo, message="v1")
     assert_one_line_error(cli("eval", "net@v9", "--cmd", "x {weights}"), 3, "net@v9")
+
+
+# ---- per-fold results: a re-run runs only the folds still missing (issue 16) -----------------------
+
+FOLDED = """\
+    import hashlib, json, os, pathlib, sys, time
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    weights, fold = sys.argv[1], int(sys.argv[2])
+    digest = hashlib.md5(pathlib.Path(weights).read_bytes()).hexdigest()  # DVC content hash
+    with open("runs.log", "a") as log:  # one line per run of the command: the test counts them
+        log.write(f"{digest} {fold}\\n")
+    here = [digest, str(fold)]
+    if pathlib.Path("fail.txt").is_file() and pathlib.Path("fail.txt").read_text().split() == here:
+        sys.exit("this fold fails on purpose")
+    if pathlib.Path("block.txt").is_file() and pathlib.Path("block.txt").read_text().split() == here:
+        pathlib.Path("blocked").write_text(str(os.getpid()))
+        time.sleep(300)  # until the test interrupts mvc
+    data = np.load("data/heldout.npz")
+    X, y = data["X"][fold::3], data["y"][fold::3]
+    t = load_file(weights)
+    correct = (((X @ t["w"] + t["b"][0]) > 0) == y).astype(int)
+    print(json.dumps({"accuracy": float(correct.mean()), "correct": correct.tolist()}))
+"""
+FOLDED_ARGS = ("--cmd", f"{PY} folded.py {{weights}} {{fold}}", "--folds", "3", "--per-example", "correct", "--json")
+SAME_AS_CLEAN = ("rank", "ref", "hash", "metrics", "std", "folds")
+
+
+def runs(repo: Path) -> list[tuple[str, int]]:
+    """The (content hash, fold) of every run of folded.py so far."""
+    log = repo / "runs.log"
+    lines = log.read_text().splitlines() if log.is_file() else []
+    return [(h, int(k)) for h, k in (line.split() for line in lines)]
+
+
+def assert_same_as_a_clean_run(cli, refs: list[str], resumed: dict, *extra: str) -> None:
+    """A forced run of every fold gives the resumed run's leaderboard and comparisons."""
+    clean = cli("eval", *refs, *FOLDED_ARGS, "--force", *extra)
+    assert clean.exit_code == 0, clean.stderr
+    clean_data = json.loads(clean.stdout)
+    assert [r["status"] for r in clean_data["rows"]] == ["ok"] * len(refs) and clean_data["rows"][0]["cached_folds"] == 0
+    assert [{k: r[k] for k in SAME_AS_CLEAN} for r in resumed["rows"]] == [
+        {k: r[k] for k in SAME_AS_CLEAN} for r in clean_data["rows"]
+    ]
+    assert resumed["comparisons"] == clean_data["comparisons"] and resumed["comparisons"]
+
+
+@pytest.fixture
+def folded(repo: Path, logreg_repo) -> dict[str, str]:
+    write(repo, "folded.py", FOLDED)
+    return logreg_repo["hashes"]
+
+
+def test_a_failed_fold_is_the_only_one_a_rerun_runs(repo, folded, cli):
+    good = folded["good"]
+    (repo / "fail.txt").write_text(f"{good} 1\n")
+    first = cli("eval", "clf@v1", "clf@v2", *FOLDED_ARGS)
+    assert first.exit_code == 1
+    data = json.loads(first.stdout)
+    assert {r["ref"]: r["status"] for r in data["rows"]} == {"clf@v1": "ok", "clf@v2": "failed"}
+    failure = data["failures"][0]
+    assert failure["error"] == "the command exited with code 1 (fold 1)" and failure["stderr_tail"] == "this fold fails on purpose"
+    assert sorted(runs(repo)) == sorted((h, k) for h in (folded["bad"], good) for k in range(3))  # fold 2 still ran
+    # the failed version's finished folds are saved (and staged) next to the complete version
+    saved = json.loads((repo / data["saved"] / f"{good}.json").read_text())
+    assert saved["complete"] is False and [f is None for f in saved["folds"]] == [False, True, False]
+    assert failure["saved"] == f"{data['saved']}/{good}.json"
+    assert failure["saved"] in git(repo, "diff", "--cached", "--name-only").splitlines()
+
+    (repo / "fail.txt").unlink()
+    again = cli("eval", "clf@v1", "clf@v2", *FOLDED_ARGS)
+    assert again.exit_code == 0, again.stderr
+    assert runs(repo)[6:] == [(good, 1)]  # only the missing fold ran
+    resumed = json.loads(again.stdout)
+    assert {r["ref"]: (r["status"], r["cached_folds"]) for r in resumed["rows"]} == {"clf@v2": ("ok", 2), "clf@v1": ("cached", 3)}
+    assert json.loads((repo / data["saved"] / f"{good}.json").read_text())["complete"] is True
+    text = cli("eval", "clf@v1", "clf@v2", *FOLDED_ARGS[:-1])  # served from the saved results, nothing runs
+    assert text.exit_code == 0 and "2 versions read from" in text.stderr and len(runs(repo)) == 7
+    assert_same_as_a_clean_run(cli, ["clf@v1", "clf@v2"], resumed)
+    assert len(runs(repo)) == 7 + 6
+
+
+def test_an_interrupted_run_keeps_its_finished_folds(repo, folded, cli):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    good = folded["good"]
+    (repo / "block.txt").write_text(f"{good} 2\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen(
+        [PY, "-m", "mvc", "eval", "clf@v1", "clf@v2", *FOLDED_ARGS],
+        cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not (repo / "blocked").is_file() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    assert (repo / "blocked").is_file(), proc.communicate(timeout=30)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    folder = next((repo / ".mvc/evals").iterdir())
+    partial_ = json.loads((folder / f"{good}.json").read_text())
+    assert partial_["complete"] is False and [f is None for f in partial_["folds"]] == [False, False, True]
+    assert json.loads((folder / f"{folded['bad']}.json").read_text())["complete"] is True
+    staged = git(repo, "diff", "--cached", "--name-only").splitlines()
+    assert {f".mvc/evals/{folder.name}/{h}.json" for h in (good, folded["bad"])} <= set(staged)
+    assert len(runs(repo)) == 6
+
+    (repo / "block.txt").unlink()
+    again = cli("eval", "clf@v1", "clf@v2", *FOLDED_ARGS[:-1])  # people are told what was reused
+    assert again.exit_code == 0, again.stderr
+    assert runs(repo)[6:] == [(good, 2)]
+    table = {line.split("\t")[1]: line.split("\t")[4] for line in again.stdout.splitlines()[1:]}
+    assert table == {"clf@v1": "cached", "clf@v2": "ok"}
+    assert f"clf@v2: 2 of 3 folds read from .mvc/evals/{folder.name}/, the rest run" in again.stderr.splitlines()
+    assert f"1 version read from .mvc/evals/{folder.name}/ (evaluated the same way before; --force re-runs)" in again.stderr
+    resumed = cli("eval", "clf@v1", "clf@v2", *FOLDED_ARGS)
+    assert [r["status"] for r in json.loads(resumed.stdout)["rows"]] == ["cached", "cached"] and len(runs(repo)) == 7
+    assert_same_as_a_clean_run(cli, ["clf@v1", "clf@v2"], json.loads(resumed.stdout))
+
+
+def test_results_saved_by_an_older_mvc_are_still_read(repo, folded, cli):
+    """Schema 1: one file per finished version, the folds' metrics and the joined per-example scores."""
+    fresh = cli("eval", "clf@v1", "clf@v2", *FOLDED_ARGS)
+    assert fresh.exit_code == 0, fresh.stderr
+    data = json.loads(fresh.stdout)
+    for row in data["rows"]:
+        path = repo / row["saved"]
+        new = json.loads(path.read_text())
+        old = {k: new[k] for k in ("eval", "model", "version", "hash", "refs", "commit", "metrics", "std")}
+        joined = [x for f in new["folds"] for x in f["per_example"]]
+        path.write_text(json.dumps({**old, "schema": 1, "folds": [f["metrics"] for f in new["folds"]], "per_example": joined}))
+    old_run = cli("eval", "clf@v1", "clf@v2", *FOLDED_ARGS)
+    assert old_run.exit_code == 0, old_run.stderr
+    assert len(runs(repo)) == 6  # nothing ran again
+    read = json.loads(old_run.stdout)
+    assert [r["status"] for r in read["rows"]] == ["cached", "cached"]
+    assert [{k: r[k] for k in SAME_AS_CLEAN} for r in read["rows"]] == [{k: r[k] for k in SAME_AS_CLEAN} for r in data["rows"]]
+    assert read["comparisons"] == data["comparisons"]
+
+
+def test_the_progress_bar_counts_runs_not_bytes(repo, folded):
+    """On a terminal: one bar over the (version, fold) runs (issue 16), not a byte counter."""
+    import os
+    import pty
+    import subprocess
+
+    primary, secondary = pty.openpty()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "TERM": "xterm"}
+    env.pop("MVC_NO_PROGRESS")  # the test session turns bars off; a user's terminal has them
+    proc = subprocess.Popen(
+        [PY, "-m", "mvc", "eval", "clf@v1", "clf@v2", *FOLDED_ARGS[:-1]],
+        cwd=repo, env=env, stdout=subprocess.PIPE, stderr=secondary, text=True,
+    )  # fmt: skip
+    os.close(secondary)
+    screen = b""
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:  # the command closed its end
+            break
+        if not chunk:
+            break
+        screen += chunk
+    os.close(primary)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    text = screen.decode(errors="replace")
+    assert "evaluating" in text and "6/6 runs" in text, text
+    assert "bytes" not in text
+
+
+def test_a_command_dies_with_the_process_that_ran_it(repo, folded):
+    """A killed driver (or Ray worker) takes its evaluation commands with it: no orphan runs on."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    (repo / "block.txt").write_text(f"{folded['bad']} 0\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([PY, "-m", "mvc", "eval", "clf@v1", *FOLDED_ARGS], cwd=repo, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not (repo / "blocked").is_file() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    command = int((repo / "blocked").read_text())  # folded.py, a grandchild: the shell started it
+    proc.send_signal(signal.SIGKILL)  # no clean-up runs in mvc
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + 60
+    while _alive(command) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(command)
+
+
+def _alive(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"

@@ -16,14 +16,18 @@ import pytest
 
 import mvc
 from mvc import dvcstore
-from tests.conftest import assert_one_line_error
+from tests.conftest import assert_one_line_error, git
 from tests.test_cloud_remotes import Bucket, add_remote
 from tests.test_eval import (  # noqa: F401 - logreg_repo and restore_import_state (autouse) are fixtures
+    FOLDED,
+    FOLDED_ARGS,
     MODEL,
     PY,
     add_version,
+    assert_same_as_a_clean_run,
     logreg_repo,
     restore_import_state,
+    runs,
     write,
 )
 
@@ -67,7 +71,7 @@ def test_ray_leaderboard_equals_the_local_one_and_a_rerun_runs_only_what_is_miss
     assert not (repo / ".dvc/cache/files").exists()  # nothing was fetched through the driver
     # the same results files as a local run
     saved = repo / got["saved"] / f"{s3_repo['hashes']['good']}.json"
-    assert json.loads(saved.read_text())["folds"] == got["rows"][0]["folds"]
+    assert [f["metrics"] for f in json.loads(saved.read_text())["folds"]] == got["rows"][0]["folds"]
     # a re-run evaluates only the version whose result is missing (through Ray Client this time)
     saved.unlink()
     again = cli(
@@ -84,6 +88,73 @@ def test_ray_leaderboard_equals_the_local_one_and_a_rerun_runs_only_what_is_miss
     assert result.rows[0].metrics == rows(on_ray)["clf@v1"]["metrics"]
     where = f"ray {ray_cluster.address}: 1 node, 2 CPU worker slots"
     assert calls == [(where, 0, 2), (where, 1, None), (where, 1, None)]
+
+
+def test_on_ray_a_failed_fold_is_the_only_task_a_rerun_submits(repo, s3_repo, ray_cluster, cli):
+    write(repo, "folded.py", FOLDED)
+    hashes = s3_repo["hashes"]
+    (repo / "fail.txt").write_text(f"{hashes['good']} 1\n")
+    empty_local_cache(repo)
+    args = ["eval", "clf@v1", "clf@v2", "clf@v3", *FOLDED_ARGS, "--executor", "ray", "--address", ray_cluster.address]
+    first = cli(*args)
+    assert first.exit_code == 1
+    assert {k: r["status"] for k, r in rows(first).items()} == {"clf@v1": "ok", "clf@v2": "failed", "clf@v3": "ok"}
+    assert rows(first)["clf@v2"]["error"] == "the command exited with code 1 (fold 1)"
+    assert len(runs(repo)) == 9  # every task ran: the failure stopped none of the others
+    (repo / "fail.txt").unlink()
+    again = cli(*args)
+    assert again.exit_code == 0, again.stderr
+    assert runs(repo)[9:] == [(hashes["good"], 1)]  # one task: the fold that failed
+    assert {k: (r["status"], r["cached_folds"]) for k, r in rows(again).items()} == {
+        "clf@v1": ("cached", 3), "clf@v2": ("ok", 2), "clf@v3": ("cached", 3),
+    }  # fmt: skip
+    assert not (repo / ".dvc/cache/files").exists()  # still nothing fetched through the driver
+    assert_same_as_a_clean_run(cli, ["clf@v1", "clf@v2", "clf@v3"], json.loads(again.stdout))  # locally, from scratch
+
+
+def test_on_ray_ctrl_c_keeps_the_finished_folds_and_a_rerun_submits_the_rest(repo, s3_repo, ray_cluster, cli):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    write(repo, "folded.py", FOLDED)
+    hashes = s3_repo["hashes"]
+    good = hashes["good"]
+    (repo / "block.txt").write_text(f"{good} 2\n")  # (v2, fold 2) hangs until mvc is interrupted
+    empty_local_cache(repo)
+    args = ["eval", "clf@v1", "clf@v2", "clf@v3", *FOLDED_ARGS, "--executor", "ray", "--address", ray_cluster.address]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([PY, "-m", "mvc", *args], cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def saved_folds() -> dict[str, int]:
+        found = {}
+        for path in repo.glob(".mvc/evals/*/*.json"):
+            data = json.loads(path.read_text())
+            if path.name != "eval.json":
+                found[data["hash"]] = sum(f is not None for f in data["folds"])
+        return found
+
+    deadline = time.monotonic() + 180
+    want = {hashes["bad"]: 3, good: 2, hashes["near"]: 3}
+    while (saved_folds() != want or not (repo / "blocked").is_file()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert saved_folds() == want, proc.communicate(timeout=60)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=90)
+    assert proc.returncode == 130, err
+    staged = git(repo, "diff", "--cached", "--name-only").splitlines()
+    assert sum(name.startswith(".mvc/evals/") for name in staged) == 4  # the three versions' files and eval.json
+    assert len(runs(repo)) == 9
+
+    (repo / "block.txt").unlink()
+    again = cli(*args)
+    assert again.exit_code == 0, again.stderr
+    assert runs(repo)[9:] == [(good, 2)]  # one task: the fold that was interrupted
+    assert {k: (r["status"], r["cached_folds"]) for k, r in rows(again).items()} == {
+        "clf@v1": ("cached", 3), "clf@v2": ("ok", 2), "clf@v3": ("cached", 3),
+    }  # fmt: skip
+    assert_same_as_a_clean_run(cli, ["clf@v1", "clf@v2", "clf@v3"], json.loads(again.stdout))
 
 
 KILLER = """\
@@ -141,10 +212,11 @@ def test_a_version_missing_from_the_remote_fails_alone_with_exit_6(repo, s3_repo
     lines = [line.split("\t") for line in result.stdout.splitlines()]
     assert [(r[1], r[4]) for r in lines[1:]] == [("clf@v2", "ok"), ("clf@v3", "ok"), ("clf@v1", "failed")]
     prefix = s3_repo["bucket"].url
-    assert f"clf@v1 failed: remote 'store' ({prefix}) lacks object {gone[:8]} (fold 0)" in result.stderr
+    assert f"clf@v1 failed: remote 'store' ({prefix}) lacks object {gone[:8]}\n" in result.stderr
     assert s3_repo["bucket"].server.secret_key not in result.stdout + result.stderr
     last = result.stderr.strip().splitlines()
-    assert last[-2] == "error: 1 of 3 evaluations failed: clf@v1" and last[-1].startswith("hint: ")
+    assert last[-2] == "error: 1 of 3 evaluations failed: clf@v1"
+    assert last[-1] == "hint: push their weights from a clone that has them (`mvc push --all-versions`), then run again"
 
 
 def test_ray_needs_a_remote_and_ray_options_need_ray(repo, logreg_repo, ray_cluster, cli):  # noqa: F811
@@ -196,3 +268,43 @@ def _running(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_an_unreachable_address_fails_at_once_with_exit_5(repo, logreg_repo):  # noqa: F811 - logreg_repo is the fixture
+    import os
+    import socket
+    import subprocess
+    from types import SimpleNamespace
+
+    pytest.importorskip("ray")
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run(
+        [PY, "-m", "mvc", "eval", "clf@v1", "--cmd", EVAL_CMD, "--folds", "2", "--executor", "ray",
+         "--address", f"127.0.0.1:{port}"],
+        cwd=repo, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    result = SimpleNamespace(exit_code=proc.returncode, stdout=proc.stdout, stderr=proc.stderr)
+    assert_one_line_error(result, 5, f"cannot connect to the Ray cluster at 127.0.0.1:{port} (connection refused")
+    assert proc.stderr.splitlines()[1].startswith("hint: start one with `ray start --head`, or pass --address HOST:6379")
+    assert proc.stdout == "" and not (repo / ".mvc/evals").exists()
+    # the same through RAY_ADDRESS (--address auto, the default)
+    env["RAY_ADDRESS"] = f"127.0.0.1:{port}"
+    proc = subprocess.run(
+        [PY, "-m", "mvc", "eval", "clf@v1", "--cmd", EVAL_CMD, "--folds", "2", "--executor", "ray"],
+        cwd=repo, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    result = SimpleNamespace(exit_code=proc.returncode, stdout=proc.stdout, stderr=proc.stderr)
+    assert_one_line_error(result, 5, f"cannot connect to the Ray cluster at 127.0.0.1:{port} (RAY_ADDRESS) (connection refused")
+
+
+def test_a_task_no_node_can_hold_is_refused_not_queued_for_ever(repo, logreg_repo, ray_cluster, cli):  # noqa: F811
+    gpus = cli("eval", "clf@v1", "--cmd", EVAL_CMD, "--folds", "2", "--executor", "ray", "--gpus-per-task", "1")
+    where = f"no node of the Ray cluster at {ray_cluster.address}"
+    assert_one_line_error(gpus, 2, f"{where} has 1 CPU and 1 GPU for a task (the largest has 2 CPUs, 0 GPUs)")
+    cpus = cli("eval", "clf@v1", "--cmd", EVAL_CMD, "--folds", "2", "--executor", "ray", "--cpus-per-task", "3")
+    assert_one_line_error(cpus, 2, f"{where} has 3 CPUs for a task (the largest has 2 CPUs, 0 GPUs)")
+    assert "hint: lower --cpus-per-task / --gpus-per-task, or add a node that has them" in cpus.stderr
+    assert not (repo / ".mvc/evals").exists()

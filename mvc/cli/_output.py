@@ -117,8 +117,8 @@ def progress_enabled(*, quiet: bool = False, json_output: bool = False) -> bool:
 
 
 @contextmanager
-def progress_bar(description: str, *, enabled: bool) -> Iterator[Any]:
-    """A rich byte-progress bar on stderr; yields the callback the library calls.
+def progress_bar(description: str, *, enabled: bool, unit: str = "bytes") -> Iterator[Any]:
+    """A rich progress bar on stderr (of bytes, or of ``unit`` counted); yields the callback the library calls.
 
     The callback receives ``(task, advance, total)``; all tasks feed one bar, labelled
     ``DESCRIPTION TASK`` (the task that reported last), whose total is the sum of the
@@ -132,10 +132,18 @@ def progress_bar(description: str, *, enabled: bool) -> Iterator[Any]:
     from rich.progress import (
         BarColumn,
         DownloadColumn,
+        MofNCompleteColumn,
         Progress,
         TextColumn,
+        TimeElapsedColumn,
         TimeRemainingColumn,
         TransferSpeedColumn,
+    )
+
+    amounts = (
+        (DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
+        if unit == "bytes"
+        else (MofNCompleteColumn(), TextColumn(unit), TimeElapsedColumn())
     )
 
     lock = threading.Lock()
@@ -145,9 +153,7 @@ def progress_bar(description: str, *, enabled: bool) -> Iterator[Any]:
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
+        *amounts,
         console=Console(stderr=True, no_color="NO_COLOR" in os.environ),
         transient=True,
         # Data goes to stdout untouched; libraries' raw escape codes are not re-rendered.

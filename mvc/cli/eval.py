@@ -9,6 +9,7 @@ import typer
 from mvc.cli import _output
 from mvc.cli._app import app, command
 from mvc.cli._options import Json, Quiet, Remote, Repo
+from mvc.errors import EXIT_INTEGRITY
 
 if TYPE_CHECKING:
     from mvc.api import Comparison, EvalResult
@@ -53,7 +54,8 @@ def eval_(
     """
     from mvc import api
 
-    with _output.progress_bar("evaluating", enabled=_output.progress_enabled(quiet=quiet, json_output=json_output)) as cb:
+    enabled = _output.progress_enabled(quiet=quiet, json_output=json_output)
+    with _output.progress_bar("evaluating", enabled=enabled, unit="runs") as cb:
         result = api.evaluate(
             refs,
             repo=repo,
@@ -85,12 +87,14 @@ def eval_(
         names = ", ".join(r.ref for r in result.failures)
         error = api.EvalFailedError(
             f"{len(result.failures)} of {len(result.rows)} evaluations failed: {names}",
-            hint="see the error column; a re-run evaluates only the versions that failed (the others are saved)",
+            hint="see the error column; a re-run runs only the folds that failed or did not run (the others are saved)",
         )
         codes = {r.exit_code for r in result.failures}
         code = codes.pop() if len(codes) == 1 else None
         if code is not None:  # one cause for all, e.g. 6: weights missing or corrupt
             error.exit_code = code
+        if code == EXIT_INTEGRITY:
+            error.hint = "push their weights from a clone that has them (`mvc push --all-versions`), then run again"
         raise error
 
 
@@ -136,6 +140,9 @@ def _render(result: EvalResult, *, quiet: bool) -> None:
     cached = sum(r.status == "cached" for r in result.rows)
     if cached:
         _output.note(f"{_output.plural(cached, 'version')} read from {result.saved}/ (evaluated the same way before; --force re-runs)")
+    for r in result.rows:
+        if r.status != "cached" and r.cached_folds:
+            _output.note(f"{r.ref}: {r.cached_folds} of {_output.plural(result.spec.folds, 'fold')} read from {result.saved}/, the rest run")
     if result.written:
         _output.note(f"results saved in {result.saved}/ (staged; commit them with your next commit)")
     for path in result.recorded:
