@@ -35,7 +35,7 @@ from tests.test_cloud_remotes import Bucket, clone, commit_all, mvc_process
 pytestmark = [pytest.mark.servers, pytest.mark.filterwarnings("ignore:Sending a large body directly:ResourceWarning")]
 
 MiB = 2**20
-BIG = transfer.MULTIPART_THRESHOLD + 5 * MiB + 4097  # multipart on push, 10 ranges on pull
+BIG = 9 * transfer.RANGE_SIZE + 5 * MiB + 4097  # multipart on push, 10 ranges on pull
 DVC = str(Path(sys.executable).parent / "dvc")
 
 
