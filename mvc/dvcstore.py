@@ -2122,7 +2122,11 @@ def _engine_fetch(repo: Repo, remote: str | None, md5s: list[str], *, jobs: int 
 
     def pull(sizes: dict[str, int | None]) -> int:
         items = [transfer.Item(o, cache.oid_to_path(o), odb.oid_to_path(o), n) for o, n in sizes.items() if not cache.exists(o)]
-        return len(transfer.pull(odb.fs.fs, items, jobs=jobs, progress=progress, where=where).transferred) if items else 0
+        if not items:
+            return 0
+        done = transfer.pull(odb.fs.fs, items, jobs=jobs, progress=progress, where=where).transferred
+        _VerifiedLog(repo).record([cache.oid_to_path(o) for o in done])  # hashed on arrival: not again before a push
+        return len(done)
 
     count = pull(dict.fromkeys(md5s))
     files: dict[str, int | None] = {}

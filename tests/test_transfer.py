@@ -352,6 +352,29 @@ def test_after_the_engine_moved_everything_dvc_asks_the_store_nothing_more(
     assert (teammate / "models" / "big.bin").read_bytes() == data
 
 
+def test_objects_the_engine_verified_are_not_hashed_again_before_a_push(
+    repo: Path, cli: Callable[..., Any], s3: Bucket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ckpt = repo / "models" / "ckpt"
+    ckpt.mkdir(parents=True)
+    for i in range(3):
+        (ckpt / f"shard-{i}.bin").write_bytes(os.urandom(64 * 1024 + i))
+    md5 = mvc.add(ckpt, name="ckpt").version.hash
+    add_remote(cli, repo, s3, s3.server.endpoint_url)
+    commit_all(repo, "ckpt v1")
+    assert cli("push").exit_code == 0
+    teammate = clone(repo, tmp_path / "teammate", with_local_config=True)
+    assert cli("pull", cwd=teammate).exit_code == 0
+    from mvc import dvcstore
+
+    hashed: list[Path] = []
+    real = dvcstore.file_md5
+    monkeypatch.setattr(dvcstore, "file_md5", lambda path: hashed.append(path) or real(path))  # a spy
+    corrupt = dvcstore.corrupt_in_cache(teammate, [md5])
+
+    assert corrupt == [] and hashed == []
+
+
 def test_pulled_weights_are_a_writable_copy_of_the_cache_object(
     repo: Path, cli: Callable[..., Any], s3: Bucket, tmp_path: Path
 ) -> None:
