@@ -1,19 +1,26 @@
 """Parallel, verified object transfers between the DVC cache and S3 / GCS (issue 19).
 
 DVC moves each object as one stream and mvc then re-hashed every download. This
-engine splits large objects into parts that travel in parallel, and hashes the bytes
-in order while later parts are still on the wire, so verification costs close to
-nothing:
+engine moves objects in parallel parts on the filesystem's own event loop (no thread
+per request, no bytes joined per range) and hashes the bytes in order while later
+parts are still on the wire, so verification costs close to nothing:
 
-- :func:`pull` downloads objects with ranged GETs into a temp file next to the cache
-  object (same directory, so same filesystem), feeds the md5 in order as the ranges
-  land, and renames the file into the cache (read-only, as DVC leaves it) only once
-  its hash matches. A killed pull leaves a ``.<name>.<token>.mvc.tmp`` file that never
-  looks like an object; the next pull removes it.
+- :func:`pull` streams ranged GETs straight into a temp file next to the cache object
+  (same directory, so same filesystem) with ``os.pwrite`` at each chunk's offset. A
+  hasher thread follows the contiguous landed bytes, reading them back from the page
+  cache, so the md5 is done moments after the last byte lands. The file is renamed
+  into the cache (read-only, as DVC leaves it) only once its hash matches. A range cut
+  short or dropped is resumed from its last byte. A killed pull leaves a
+  ``.<name>.<token>.mvc.tmp`` file that never looks like an object; the next pull
+  removes it.
 - :func:`push` uploads objects above :data:`MULTIPART_THRESHOLD` as parallel S3
-  multipart parts, hashing them in order as they are read, and completes the upload
-  only when the hash matches; a failure, an interrupt, or (on the next run) a killed
-  push's leftover upload is aborted. Smaller objects go up in one PUT each, many at once.
+  multipart parts, sized to the object and ``jobs``, while a hasher thread takes the
+  object's md5; the upload is completed only when the hash matches. A failure, an
+  interrupt, or (on the next run) a killed push's leftover upload is aborted. Smaller
+  objects go up in one PUT each (with Content-MD5), many at once.
+
+Memory stays flat whatever the object size: a pull holds only the chunks on the wire
+and one read-back block per hasher; a push at most :data:`PUSH_MEMORY` of bodies.
 
 The filesystems are fsspec's (s3fs / gcsfs), handed over by :mod:`mvc.dvcstore` with
 the remote's configured endpoint and credentials; this module imports neither DVC nor
@@ -22,31 +29,39 @@ the fsspec backends, and keeps DVC's layout because the caller names every path.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import glob
 import hashlib
 import os
+import re
 import secrets
 import threading
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from mvc.errors import IntegrityError, RemoteError, counted
 from mvc.progress import Progress
 
 MiB = 2**20
 RANGE_SIZE = 8 * MiB  # a pull fetches larger objects in ranges of this size
-MULTIPART_THRESHOLD = 64 * MiB  # a push sends larger objects as multipart uploads
+MULTIPART_THRESHOLD = 16 * MiB  # a push sends larger objects as multipart uploads
 MIN_PART = 8 * MiB  # S3 wants >= 5 MiB per part (but the last)
-PUSH_MEMORY = 64 * MiB  # parts held in memory at once, all jobs together
+PUSH_MEMORY = 64 * MiB  # request bodies held in memory at once, all jobs together
 MAX_PARTS = 10_000  # S3's limit per upload
 DEFAULT_JOBS = 8  # DVC's default for cloud remotes on 2 cores (4 x cpu_count)
-ATTEMPTS = 4  # tries per part (s3fs / gcsfs retry each request a few times themselves)
+ATTEMPTS = 4  # tries per range / part (s3fs / gcsfs retry each request a few times themselves)
 CACHE_MODE = 0o444  # DVC's read-only mode for cache objects
 TMP_SUFFIX = ".mvc.tmp"
+HASH_BLOCK = 4 * MiB  # a hasher reads landed bytes back from the page cache in blocks of this size
+CHUNK = 1 * MiB  # progress is reported (and hashers woken) about every this many bytes of a range
+HASHERS = max(1, min(4, os.cpu_count() or 1))  # md5 is one core per object; more help many objects
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -75,6 +90,10 @@ class _Short(Exception):
     """A range or part came back with fewer bytes than asked for."""
 
 
+class _Cancelled(Exception):
+    """Another part failed first; this one stopped quietly."""
+
+
 def is_cloud(fs: Any) -> bool:
     """True for the filesystems this engine drives: s3fs and gcsfs."""
     protocols = fs.protocol if isinstance(fs.protocol, tuple | list) else (fs.protocol,)
@@ -98,8 +117,17 @@ def part_size(size: int, jobs: int) -> int:
     return -(-step // MiB) * MiB
 
 
+def _parts(size: int, step: int) -> list[tuple[int, int]]:
+    return [(off, min(step, size - off)) for off in range(0, size, step)]
+
+
+def _stale_temps(local: str) -> list[str]:
+    head, name = os.path.split(local)
+    return glob.glob(os.path.join(glob.escape(head), f".{glob.escape(name)}.*{TMP_SUFFIX}"))
+
+
 class _Reporter:
-    """Serialises progress calls from the worker threads."""
+    """Serialises progress calls from the event loop and the hasher threads."""
 
     def __init__(self, progress: Progress | None) -> None:
         self.progress = progress
@@ -111,115 +139,88 @@ class _Reporter:
                 self.progress(task, advance, total)
 
 
-class _OrderedMd5:
-    """An md5 fed with parts in order, whatever order they arrive in.
+# ---------------------------------------------------------------------------- running
 
-    The thread whose part is next hashes it (and every later part already there,
-    re-read from ``reread``); other threads only record that their part arrived, so
-    at most one part is held in memory for hashing.
+
+def _run(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, _T]) -> _T:
+    """Run ``coro`` on the filesystem's event loop (fsspec's IO thread) and wait for it.
+
+    Unlike ``fsspec.asyn.sync``, an interrupt in the waiting thread (Ctrl-C) cancels the
+    coroutine and waits until its clean-up (temp files, multipart aborts) has run.
     """
+    finished = threading.Event()
 
-    def __init__(self, parts: Sequence[tuple[int, int]], reread: Callable[[int, int], bytes]) -> None:
-        self.parts = parts
-        self.reread = reread
-        self.digest = hashlib.md5()  # DVC's content address, not security
-        self.lock = threading.Lock()
-        self.ready: dict[int, bytes | None] = {}
-        self.next = 0
-        self.busy = False
+    async def wrapper() -> _T:
+        try:
+            return await coro
+        finally:
+            finished.set()
 
-    def feed(self, index: int, data: bytes) -> bool:
-        """Record part ``index``; True for the one call after which every part is hashed."""
-        with self.lock:
-            if self.busy:
-                self.ready[index] = data if index == self.next else None
-                return False
-            self.ready[index] = data
-            self.busy = True
-        while True:
-            with self.lock:
-                if self.next not in self.ready:
-                    self.busy = False
-                    return self.next == len(self.parts)
-                i, chunk = self.next, self.ready.pop(self.next)
-            if chunk is None:
-                chunk = self.reread(*self.parts[i])
-            self.digest.update(chunk)
-            with self.lock:
-                self.next += 1
-
-    def hexdigest(self) -> str:
-        return self.digest.hexdigest()
+    future = asyncio.run_coroutine_threadsafe(wrapper(), loop)
+    try:
+        while not finished.wait(1):  # a timed wait lets KeyboardInterrupt through
+            pass
+        return future.result()
+    except BaseException:
+        future.cancel()
+        finished.wait()
+        raise
 
 
-def _parts(size: int, step: int) -> list[tuple[int, int]]:
-    return [(off, min(step, size - off)) for off in range(0, size, step)]
+async def _each(jobs: int, work: Iterable[Callable[[], Awaitable[None]]]) -> None:
+    """Run the coroutines ``work`` makes, at most ``jobs`` at once, started in order.
+
+    The first error stops the start of new work, cancels what runs, and is raised once
+    everything has stopped; so is a cancellation of the caller.
+    """
+    slots = asyncio.Semaphore(jobs)
+    running: set[asyncio.Future[None]] = set()
+    task: asyncio.Future[None]
+    errors: list[BaseException] = []
+
+    def finished(task: asyncio.Future[None]) -> None:
+        running.discard(task)
+        slots.release()
+        if not task.cancelled() and task.exception() is not None and not errors:
+            errors.append(task.exception())  # type: ignore[arg-type]
+
+    try:
+        for make in work:
+            await slots.acquire()
+            if errors:
+                slots.release()
+                break
+            task = asyncio.ensure_future(make())
+            running.add(task)
+            task.add_done_callback(finished)
+        while running and not errors:
+            await asyncio.wait(set(running), return_when=asyncio.FIRST_EXCEPTION)
+    finally:
+        for task in list(running):
+            task.cancel()
+        if running:
+            await asyncio.wait(set(running))
+    if errors:
+        raise errors[0]
 
 
-def _stale_temps(local: str) -> list[str]:
-    head, name = os.path.split(local)
-    return glob.glob(os.path.join(glob.escape(head), f".{glob.escape(name)}.*{TMP_SUFFIX}"))
-
-
-class _Runner:
-    """A pool of worker threads that stops taking work at the first fatal error."""
-
-    def __init__(self, jobs: int, name: str) -> None:
-        self.pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix=name)
-        self.cancel = threading.Event()
-        self.lock = threading.Lock()
-        self.fatal: BaseException | None = None
-        self.futures: list[Any] = []
-
-    def submit(self, fn: Callable[..., None], *args: Any) -> None:
-        def run() -> None:
-            if self.cancel.is_set():
-                return
-            try:
-                fn(*args)
-            except BaseException as exc:  # noqa: BLE001 - re-raised by join() in the caller's thread
-                with self.lock:
-                    if self.fatal is None:
-                        self.fatal = exc
-                self.cancel.set()
-
-        self.futures.append(self.pool.submit(run))
-
-    def join(self) -> None:
-        wait(self.futures)
-        self.futures = []
-        if self.fatal is not None:
-            raise self.fatal
-
-    def close(self) -> None:
-        self.cancel.set()
-        self.pool.shutdown(wait=True, cancel_futures=True)
-
-    def retry(self, what: Callable[[], Any], fail: Callable[[BaseException], Exception]) -> Any:
-        """Call ``what`` up to :data:`ATTEMPTS` times; errors that a retry cannot fix pass through.
-
-        Raises:
-            _Cancelled: another task failed first, so this one stopped.
-        """
-        last: BaseException | None = None
-        for attempt in range(ATTEMPTS):
-            if self.cancel.is_set() or (attempt and self.cancel.wait(0.2 * 2**attempt)):
-                raise _Cancelled
-            try:
-                return what()
-            except (FileNotFoundError, PermissionError, IntegrityError):
-                raise
-            except Exception as exc:  # noqa: BLE001 - network errors come in many types
-                last = exc
-        assert last is not None
-        err = fail(last)
-        if err is last:
-            raise last
-        raise err from last
-
-
-class _Cancelled(Exception):
-    """Another part failed first; this one stopped quietly."""
+async def _retry(what: Callable[[], Awaitable[_T]], fail: Callable[[BaseException], Exception]) -> _T:
+    """Await ``what()`` up to :data:`ATTEMPTS` times; errors that a retry cannot fix pass through."""
+    last: BaseException | None = None
+    for attempt in range(ATTEMPTS):
+        if attempt:
+            await asyncio.sleep(0.2 * 2**attempt)
+        try:
+            return await what()
+        except (FileNotFoundError, PermissionError, IntegrityError, _Cancelled):
+            raise
+        except Exception as exc:  # noqa: BLE001 - network errors come in many types
+            last = exc
+    assert last is not None
+    err = fail(last)
+    if err is last:
+        raise last
+    raise err from last
 
 
 def _network_error(where: str, verb: str, oid: str) -> Callable[[BaseException], Exception]:
@@ -248,29 +249,57 @@ def _corrupt(where: str, bad: list[str]) -> IntegrityError:
     )
 
 
+def _file_md5(path: str, size: int, report: Callable[[int], None] | None = None) -> str:
+    """The md5 of the first ``size`` bytes of ``path``, read in blocks (no whole-file buffer)."""
+    digest = hashlib.md5()  # noqa: S324 - DVC's content address, not security
+    buf = bytearray(HASH_BLOCK)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as handle:
+        left = size
+        while left > 0:
+            n = handle.readinto(view[: min(left, HASH_BLOCK)])
+            if not n:
+                break
+            digest.update(view[:n])
+            left -= n
+            if report is not None:
+                report(n)
+    return digest.hexdigest()
+
+
 # ---------------------------------------------------------------------------- pull
 
 
-class _Download:
-    """One object on its way into the cache: a temp file, its ranges and its hash.
+_CONTENT_RANGE = re.compile(r"bytes \d+-\d+/(\d+)")
 
-    The temp file is opened at the first range (so a directory of thousands of files
-    holds only the files in flight open) and closed by :meth:`finish`, or by
-    :meth:`close` once every worker has stopped.
+
+class _Landing:
+    """One object on its way into the cache: a temp file, its ranges, and its md5.
+
+    The event loop writes ranges and records how far each has landed; a hasher thread
+    feeds the md5 with the contiguous landed bytes (read back from the page cache) and,
+    once every byte is hashed, settles the object: renamed into the cache when the md5
+    is its id, deleted otherwise. The temp file is created at the first byte (so a
+    directory of thousands of files holds only the files in flight open).
     """
 
     def __init__(self, item: Item, size: int) -> None:
         self.item = item
         self.size = size
-        self.parts = _parts(size, RANGE_SIZE) if size else [(0, 0)]
-        self.md5 = _OrderedMd5(self.parts, lambda off, n: os.pread(self.fd, n, off))
+        self.parts = _parts(size, RANGE_SIZE)
+        self.landed = [0] * len(self.parts)  # bytes written of each range, from its start
+        self.md5 = hashlib.md5()  # noqa: S324 - DVC's content address, not security
+        self.hashed = 0  # bytes fed to the md5, from the object's start
+        self.part = 0  # the range ``hashed`` is in
         self.lock = threading.Lock()
+        self.busy = False  # a hasher is on it
+        self.again = False  # bytes landed while a hasher was on it
         self.fd = -1
         self.tmp = ""
-        self.state = "new"  # -> "open" -> "done" (in the cache) | "dropped" (missing, corrupt)
+        self.state = "new"  # -> "open" -> "done" (in the cache) | "dropped" (missing, corrupt, failed)
 
-    def write(self, offset: int, data: bytes) -> bool:
-        """Write one range; False when the object was dropped meanwhile."""
+    def open(self) -> bool:
+        """Create the temp file unless done already; False when the object was dropped."""
         with self.lock:
             if self.state == "new":
                 head, name = os.path.split(self.item.local)
@@ -281,15 +310,23 @@ class _Download:
                 self.tmp = os.path.join(head, f".{name}.{secrets.token_urlsafe(8)}{TMP_SUFFIX}")
                 self.fd = os.open(self.tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
                 self.state = "open"
-            if self.state != "open":
-                return False
+            return self.state == "open"
+
+    def write(self, offset: int, data: bytes | memoryview) -> None:
         view = memoryview(data)
         while view:
             written = os.pwrite(self.fd, view, offset)
             view, offset = view[written:], offset + written
-        return True
 
-    def finish(self) -> bool | None:
+    def ready(self) -> int:
+        """The end of the contiguous landed bytes (call with the lock held)."""
+        while self.part < len(self.parts) and self.landed[self.part] == self.parts[self.part][1]:
+            self.part += 1
+        if self.part == len(self.parts):
+            return self.size
+        return self.parts[self.part][0] + self.landed[self.part]
+
+    def settle(self) -> bool | None:
         """Move the temp file into the cache if its md5 is the object id (None: dropped meanwhile)."""
         with self.lock:
             if self.state != "open":
@@ -306,7 +343,10 @@ class _Download:
             return True
 
     def drop(self) -> bool:
-        """Give the object up (its temp file goes at once); False if it was given up before."""
+        """Give the object up (its temp file goes at once); False if it was settled or given up before.
+
+        The descriptor stays open (a hasher may be reading it) until :meth:`close`.
+        """
         with self.lock:
             if self.state in ("done", "dropped"):
                 return False
@@ -317,11 +357,207 @@ class _Download:
             return True
 
     def close(self) -> None:
-        """After the workers stopped: close the file and remove what did not make it."""
+        """After the loop and the hashers stopped: close the file and remove what did not make it."""
         self.drop()
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+class _Puller:
+    """One :func:`pull`: the event-loop side (requests, writes) and the hasher side."""
+
+    def __init__(self, fs: Any, jobs: int, report: _Reporter, where: str) -> None:
+        self.fs = fs
+        self.jobs = jobs
+        self.report = report
+        self.where = where
+        self.s3 = is_s3(fs)
+        self.hashers = ThreadPoolExecutor(max_workers=HASHERS, thread_name_prefix="mvc-hash")
+        self.lock = threading.Lock()
+        self.idle = threading.Condition(self.lock)
+        self.unsettled = 0  # objects opened and not settled or dropped yet
+        self.done: list[str] = []
+        self.missing: list[str] = []
+        self.bad: list[str] = []
+        self.failed: BaseException | None = None  # a hasher's own error (disk full ...)
+
+    # ---- the hasher side (threads)
+
+    def poke(self, dl: _Landing) -> None:
+        """New bytes of ``dl`` landed: have a hasher catch up (one hasher per object at a time)."""
+        with dl.lock:
+            if dl.busy:
+                dl.again = True
+                return
+            dl.busy = True
+        self.hashers.submit(self._catch_up, dl)
+
+    def _catch_up(self, dl: _Landing) -> None:
+        try:
+            buf = bytearray(min(HASH_BLOCK, max(1, dl.size)))
+            view = memoryview(buf)
+            while True:
+                with dl.lock:
+                    end = dl.ready() if dl.state == "open" else dl.hashed
+                    if end == dl.hashed:
+                        if not dl.again or dl.state != "open":
+                            dl.busy = False
+                            break
+                        dl.again = False
+                        continue
+                n = os.preadv(dl.fd, [view[: min(len(buf), end - dl.hashed)]], dl.hashed)
+                if n <= 0:
+                    raise OSError(f"cannot read back {dl.tmp} at offset {dl.hashed}")
+                dl.md5.update(view[:n])
+                dl.hashed += n
+            if dl.hashed == dl.size and dl.state == "open":
+                self._settled(dl, dl.settle())
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+            with self.lock:
+                self.failed = self.failed or exc
+            if dl.drop():
+                self._settled(dl, None)
+
+    def _settled(self, dl: _Landing, ok: bool | None) -> None:
+        with self.lock:
+            if ok is not None:
+                (self.done if ok else self.bad).append(dl.item.oid)
+            self.unsettled -= 1
+            self.idle.notify_all()
+
+    def gone(self, dl: _Landing, into: list[str]) -> None:
+        """The object is missing or wrong in the store: drop it and note it in ``into``."""
+        if dl.drop():
+            with self.lock:
+                into.append(dl.item.oid)
+                self.unsettled -= 1
+                self.idle.notify_all()
+
+    def wait_settled(self) -> None:
+        with self.lock:
+            while self.unsettled and self.failed is None:
+                self.idle.wait(1)
+        if self.failed is not None:
+            raise self.failed
+
+    # ---- the event-loop side
+
+    async def size_of(self, item: Item, sizes: dict[str, int]) -> None:
+        fail = _network_error(self.where, "reading", item.oid)
+        try:
+            info = await _retry(lambda: self.fs._info(item.remote), fail)
+        except FileNotFoundError:
+            with self.lock:
+                self.missing.append(item.oid)
+            return
+        sizes[item.oid] = int(info["size"])
+
+    def start(self, dl: _Landing) -> bool:
+        """Count ``dl`` in and create its file; False when it was dropped meanwhile."""
+        with self.lock:
+            self.unsettled += 1
+        try:
+            return dl.open()
+        except BaseException:
+            if dl.drop():
+                self._settled(dl, None)
+            raise
+
+    async def get(self, dl: _Landing, index: int) -> None:
+        """Land range ``index`` of ``dl``, resuming where a short or dropped answer stopped."""
+        start, length = dl.parts[index]
+        end = start + length
+        pos = start
+        task = dl.item.oid[:12]
+
+        async def attempt() -> None:
+            nonlocal pos
+            unreported = 0
+
+            def sink(chunk: bytes | memoryview) -> bool:
+                nonlocal pos, unreported
+                if dl.state != "open":
+                    raise _Cancelled
+                if pos + len(chunk) > end:
+                    raise _Short(f"asked for {end - pos} bytes at offset {pos}, got more")
+                dl.write(pos, chunk)
+                pos += len(chunk)
+                dl.landed[index] = pos - start
+                unreported += len(chunk)
+                if unreported >= CHUNK or pos == end:
+                    self.report(task, unreported, dl.size)
+                    unreported = 0
+                    self.poke(dl)
+                return True
+
+            try:
+                await self._read(dl, pos, end, sink)
+            finally:
+                if unreported:
+                    self.report(task, unreported, dl.size)
+                    self.poke(dl)
+            if pos < end:
+                self.fs.invalidate_cache(dl.item.remote)
+                if int((await self.fs._info(dl.item.remote))["size"]) != dl.size:
+                    raise IntegrityError(f"object {dl.item.oid[:8]} in {self.where} has the wrong size")
+                raise _Short(f"asked for {end - start} bytes at offset {start}, got {pos - start}")
+
+        try:
+            await _retry(attempt, _network_error(self.where, "downloading", dl.item.oid))
+        except _Cancelled:
+            return
+        except FileNotFoundError:
+            self.gone(dl, self.missing)
+        except IntegrityError:
+            self.gone(dl, self.bad)
+
+    async def _read(self, dl: _Landing, start: int, end: int, sink: Callable[[bytes | memoryview], bool]) -> None:
+        """Stream bytes ``[start, end)`` of the object into ``sink`` as they arrive."""
+        if not self.s3:  # gcsfs: one GET per range, the body as one bytes object
+            sink(await self.fs._cat_file(dl.item.remote, start=start, end=end))
+            return
+        bucket, key, version = self.fs.split_path(dl.item.remote)
+        extra = {"VersionId": version} if version else {}
+        reply = await self.fs._call_s3("get_object", Bucket=bucket, Key=key, Range=f"bytes={start}-{end - 1}", **extra)
+        body = reply["Body"]
+        try:
+            total = _CONTENT_RANGE.match(reply.get("ContentRange") or "")
+            if total is not None and int(total.group(1)) != dl.size:
+                raise IntegrityError(f"object {dl.item.oid[:8]} in {self.where} has the wrong size")
+            stream = getattr(getattr(body, "raw_stream", None), "content", None)
+            if stream is not None and hasattr(stream, "readany"):  # aiohttp: take the chunks as they come
+                while chunk := await stream.readany():
+                    sink(chunk)
+            else:
+                while chunk := await body.read(CHUNK):
+                    sink(chunk)
+        finally:
+            body.close()
+
+    async def run(self, items: list[Item], landings: list[_Landing]) -> None:
+        """Land ``items``; each object's :class:`_Landing` goes into ``landings`` (for the clean-up)."""
+        sizes: dict[str, int] = {}
+        unknown = [i for i in items if i.size is None or i.size == 0]  # 0: only check that it is there
+        await _each(self.jobs, (partial(self.size_of, i, sizes) for i in unknown))
+        for item in items:
+            size = item.size if item.size else sizes.get(item.oid)
+            if size is not None:
+                landings.append(_Landing(item, size))
+
+        for dl in landings:
+            self.report(dl.item.oid[:12], 0, dl.size)
+
+        def work() -> Iterator[Callable[[], Awaitable[None]]]:
+            for dl in landings:
+                if not self.start(dl):
+                    continue
+                if not dl.parts:  # a 0-byte object: nothing to fetch, the hasher settles it
+                    self.poke(dl)
+                for index in range(len(dl.parts)):
+                    yield partial(self.get, dl, index)
+
+        await _each(self.jobs, work())
 
 
 def pull(
@@ -334,9 +570,10 @@ def pull(
 ) -> Outcome:
     """Download ``items`` into the cache, each verified against its md5 before it lands.
 
-    Objects up to :data:`RANGE_SIZE` come in one GET each, many in parallel; larger ones
-    in parallel ranged GETs. A range that comes back short or a dropped connection is
-    retried; an object whose bytes do not match its hash never reaches the cache.
+    ``jobs`` ranged GETs are on the wire at once: objects up to :data:`RANGE_SIZE` in one
+    GET each, larger ones in ranges. A range that comes back short or a dropped
+    connection is resumed; an object whose bytes do not match its hash never reaches
+    the cache.
 
     Returns:
         The oids downloaded, and those the remote does not hold.
@@ -347,113 +584,63 @@ def pull(
         OSError: the store refused (auth, missing bucket), for the caller to classify.
     """
     items = list(items)
-    report = _Reporter(progress)
-    runner = _Runner(max(1, jobs or DEFAULT_JOBS), "mvc-pull")
-    missing: list[str] = []
-    bad: list[str] = []
-    done: list[str] = []
-    active: list[_Download] = []
-    lock = threading.Lock()
+    puller = _Puller(fs, max(1, jobs or DEFAULT_JOBS), _Reporter(progress), where)
+    landings: list[_Landing] = []
 
-    def size_of(item: Item) -> None:
-        if item.size is not None and item.size <= RANGE_SIZE:
-            sizes[item.oid] = item.size  # small: the GET itself tells if the size is off
-            return
-        try:
-            sizes[item.oid] = int(runner.retry(lambda: fs.info(item.remote), _network_error(where, "reading", item.oid))["size"])
-        except FileNotFoundError:
-            with lock:
-                missing.append(item.oid)
-
-    def get(dl: _Download, index: int) -> None:
-        offset, length = dl.parts[index]
-        oid = dl.item.oid
-
-        def fetch() -> bytes:
-            if not length:
-                fs.info(dl.item.remote)  # a 0-byte object: only check that it is there
-                return b""
-            data = fs.cat_file(dl.item.remote, start=offset, end=offset + length)
-            if len(data) != length:
-                fs.invalidate_cache(dl.item.remote)
-                if int(fs.info(dl.item.remote)["size"]) != dl.size:  # the object itself is off
-                    raise IntegrityError(f"object {oid[:8]} in {where} has the wrong size")
-                raise _Short(f"asked for {length} bytes at offset {offset}, got {len(data)}")
-            return data
-
-        try:
-            data = runner.retry(fetch, _network_error(where, "downloading", oid))
-        except FileNotFoundError:
-            if dl.drop():
-                with lock:
-                    missing.append(oid)
-            return
-        except IntegrityError:
-            if dl.drop():
-                with lock:
-                    bad.append(oid)
-            return
-        if not dl.write(offset, data):
-            return
-        report(oid[:12], len(data), dl.size)
-        if dl.md5.feed(index, data):
-            ok = dl.finish()
-            if ok is not None:
-                with lock:
-                    (done if ok else bad).append(oid)
-
-    sizes: dict[str, int] = {}
     try:
-        for item in items:
-            runner.submit(size_of, item)
-        runner.join()
-        for item in items:
-            if item.oid in sizes:
-                dl = _Download(item, sizes[item.oid])
-                active.append(dl)
-                report(item.oid[:12], 0, dl.size)
-                for index in range(len(dl.parts)):
-                    runner.submit(get, dl, index)
-        runner.join()
+        _run(fs.loop, puller.run(items, landings))
+        puller.wait_settled()
     finally:
-        runner.close()
-        for dl in active:
+        for dl in landings:  # what did not make it goes; the hashers stop on it
+            dl.drop()
+        puller.hashers.shutdown(wait=True, cancel_futures=True)
+        for dl in landings:
             dl.close()
-    if bad:
-        raise _corrupt(where, sorted(bad))
-    return Outcome(transferred=done, missing=missing)
+    if puller.bad:
+        raise _corrupt(where, sorted(puller.bad))
+    return Outcome(transferred=puller.done, missing=puller.missing)
 
 
 # ---------------------------------------------------------------------------- push
 
 
-class _Upload:
-    """One object on its way to S3: its parts, its hash and (when multipart) its upload id.
+class _Budget:
+    """Bytes of request bodies held in memory, all jobs together (at most :data:`PUSH_MEMORY`)."""
 
-    A multipart object's file is opened at its first part and closed when its upload
-    completes or, after a failure, once every worker has stopped.
-    """
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self.cond = asyncio.Condition()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, n: int) -> AsyncIterator[None]:
+        n = min(n, self.limit)
+        async with self.cond:
+            await self.cond.wait_for(lambda: self.used + n <= self.limit)
+            self.used += n
+        try:
+            yield
+        finally:
+            async with self.cond:
+                self.used -= n
+                self.cond.notify_all()
+
+
+class _Upload:
+    """One object on its way to S3: its parts, its md5 (taken by a hasher) and its upload id."""
 
     def __init__(self, item: Item, size: int, jobs: int) -> None:
         self.item = item
         self.size = size
         self.multipart = size > MULTIPART_THRESHOLD
         self.parts = _parts(size, part_size(size, jobs)) if self.multipart else [(0, size)]
-        self.md5 = _OrderedMd5(self.parts, self.read)
-        self.lock = threading.Lock()
-        self.fd = -1
         self.upload_id: str | None = None
         self.etags: dict[int, str] = {}
+        self.md5: asyncio.Future[str] | None = None
 
     def read(self, offset: int, length: int) -> bytes:
-        if not self.multipart:
-            with open(self.item.local, "rb") as handle:
-                data = handle.read()
-        else:
-            with self.lock:
-                if self.fd < 0:
-                    self.fd = os.open(self.item.local, os.O_RDONLY)
-            data = os.pread(self.fd, length, offset)
+        with open(self.item.local, "rb", buffering=0) as handle:
+            data = os.pread(handle.fileno(), length, offset)
         if len(data) != length:
             raise IntegrityError(
                 f"cache object {self.item.oid[:8]} changed size since it was added: refusing to push it",
@@ -461,18 +648,109 @@ class _Upload:
             )
         return data
 
-    def close(self) -> None:
-        with self.lock:
-            if self.fd >= 0:
-                os.close(self.fd)
-                self.fd = -1
-
 
 def _mismatch(oid: str) -> IntegrityError:
     return IntegrityError(
         f"cache object {oid[:8]} no longer matches its hash: refusing to push it",
         hint="re-add the weights with `mvc add`, or repair with `mvc verify --repair`",
     )
+
+
+class _Pusher:
+    """One :func:`push` on the event loop."""
+
+    def __init__(self, fs: Any, jobs: int, report: _Reporter, where: str) -> None:
+        self.fs = fs
+        self.jobs = jobs
+        self.report = report
+        self.where = where
+        self.budget = _Budget(PUSH_MEMORY)
+        self.readers = ThreadPoolExecutor(max_workers=max(2, HASHERS), thread_name_prefix="mvc-read")
+        self.hashers = ThreadPoolExecutor(max_workers=HASHERS, thread_name_prefix="mvc-hash")
+        self.done: list[str] = []
+
+    async def call(self, method: str, **kwargs: Any) -> dict[str, Any]:
+        return await self.fs._call_s3(method, **kwargs)  # type: ignore[no-any-return]  # s3fs's one entry to the S3 API
+
+    async def thread(self, fn: Callable[..., _T], *args: Any) -> _T:
+        return await asyncio.get_running_loop().run_in_executor(self.readers, fn, *args)
+
+    async def begin(self, up: _Upload) -> None:
+        bucket, key, _ = self.fs.split_path(up.item.remote)
+        with contextlib.suppress(Exception):  # best effort: not every store lists uploads
+            listed = await self.call("list_multipart_uploads", Bucket=bucket, Prefix=key)
+            for stale in listed.get("Uploads", []):
+                if stale.get("Key") == key:
+                    await self.call("abort_multipart_upload", Bucket=bucket, Key=key, UploadId=stale["UploadId"])
+        fail = _network_error(self.where, "uploading", up.item.oid)
+        reply = await _retry(lambda: self.call("create_multipart_upload", Bucket=bucket, Key=key), fail)
+        up.upload_id = reply["UploadId"]
+        loop = asyncio.get_running_loop()
+        up.md5 = asyncio.ensure_future(loop.run_in_executor(self.hashers, _file_md5, up.item.local, up.size))
+
+    async def send(self, up: _Upload, index: int) -> None:
+        offset, length = up.parts[index]
+        oid = up.item.oid
+        bucket, key, _ = self.fs.split_path(up.item.remote)
+        fail = _network_error(self.where, "uploading", oid)
+        async with self.budget.hold(length):
+            if up.multipart:
+                data = await self.thread(up.read, offset, length)
+                number = index + 1
+                reply = await _retry(
+                    lambda: self.call("upload_part", Bucket=bucket, Key=key, UploadId=up.upload_id, PartNumber=number, Body=data),
+                    fail,
+                )
+                del data
+                up.etags[number] = reply["ETag"]
+                last = len(up.etags) == len(up.parts)
+            else:
+                data, digest = await self.thread(self._read_hashed, up)
+                if digest != oid.split(".")[0]:
+                    raise _mismatch(oid)
+                content_md5 = base64.b64encode(bytes.fromhex(digest)).decode()
+                await _retry(lambda: self.call("put_object", Bucket=bucket, Key=key, Body=data, ContentMD5=content_md5), fail)
+                del data
+                last = True
+        self.report(oid[:12], length, up.size)
+        if not last:
+            return
+        if up.multipart:
+            assert up.md5 is not None
+            if await up.md5 != oid.split(".")[0]:
+                raise _mismatch(oid)
+            parts = [{"ETag": up.etags[n], "PartNumber": n} for n in sorted(up.etags)]
+            await _retry(
+                lambda: self.call(
+                    "complete_multipart_upload", Bucket=bucket, Key=key, UploadId=up.upload_id, MultipartUpload={"Parts": parts}
+                ),
+                fail,
+            )
+            up.upload_id = None
+        self.done.append(oid)
+
+    @staticmethod
+    def _read_hashed(up: _Upload) -> tuple[bytes, str]:
+        data = up.read(0, up.size)
+        return data, hashlib.md5(data).hexdigest()  # noqa: S324 - DVC's content address, not security
+
+    async def abort(self, uploads: list[_Upload]) -> None:
+        """Abort every upload left open (failed or interrupted): never leave parts behind."""
+        for up in uploads:
+            if up.md5 is not None and not up.md5.done():
+                up.md5.cancel()
+            if up.upload_id is not None:
+                bucket, key, _ = self.fs.split_path(up.item.remote)
+                with contextlib.suppress(Exception):
+                    await self.call("abort_multipart_upload", Bucket=bucket, Key=key, UploadId=up.upload_id)
+                up.upload_id = None
+
+    async def run(self, uploads: list[_Upload]) -> None:
+        try:
+            await _each(self.jobs, (partial(self.begin, up) for up in uploads if up.multipart))
+            await _each(self.jobs, (partial(self.send, up, i) for up in uploads for i in range(len(up.parts))))
+        finally:
+            await self.abort(uploads)
 
 
 def push(
@@ -487,7 +765,7 @@ def push(
 
     Objects above :data:`MULTIPART_THRESHOLD` go as multipart uploads whose parts travel
     in parallel; the upload is completed (the object appears, whole) only once every part
-    is stored and the bytes read match the object id. Failed or interrupted uploads are
+    is stored and the object's md5 matches its id. Failed or interrupted uploads are
     aborted, as is an upload of the same key left behind by a killed push. Smaller
     objects go in one PUT each (with Content-MD5, so the store checks the bytes too).
 
@@ -499,94 +777,18 @@ def push(
         RemoteError: a part still failed after :data:`ATTEMPTS` tries.
         OSError: the store refused (auth, missing bucket), for the caller to classify.
     """
-    from fsspec.asyn import sync  # type: ignore[import-untyped]
-
-    items = list(items)
     jobs = max(1, jobs or DEFAULT_JOBS)
     report = _Reporter(progress)
-    runner = _Runner(jobs, "mvc-push")
-    done: list[str] = []
-    uploads: list[_Upload] = []
-    lock = threading.Lock()
-
-    def call(method: str, **kwargs: Any) -> dict[str, Any]:
-        return sync(fs.loop, fs._call_s3, method, **kwargs)  # s3fs's one entry to the S3 API
-
-    def begin(up: _Upload) -> None:
-        bucket, key, _ = fs.split_path(up.item.remote)
-        with contextlib.suppress(Exception):  # best effort: not every store lists uploads
-            listed = call("list_multipart_uploads", Bucket=bucket, Prefix=key)
-            for stale in listed.get("Uploads", []):
-                if stale.get("Key") == key:
-                    call("abort_multipart_upload", Bucket=bucket, Key=key, UploadId=stale["UploadId"])
-        fail = _network_error(where, "uploading", up.item.oid)
-        up.upload_id = runner.retry(lambda: call("create_multipart_upload", Bucket=bucket, Key=key), fail)["UploadId"]
-
-    def send(up: _Upload, index: int) -> None:
-        offset, length = up.parts[index]
-        oid = up.item.oid
-        bucket, key, _ = fs.split_path(up.item.remote)
-        data = up.read(offset, length)
-        up.md5.feed(index, data)
-        fail = _network_error(where, "uploading", oid)
-        try:
-            if up.multipart:
-                number = index + 1
-                reply = runner.retry(
-                    lambda: call("upload_part", Bucket=bucket, Key=key, UploadId=up.upload_id, PartNumber=number, Body=data),
-                    fail,
-                )
-                with up.lock:
-                    up.etags[number] = reply["ETag"]
-                    last = len(up.etags) == len(up.parts)
-            else:
-                if up.md5.hexdigest() != oid.split(".")[0]:
-                    raise _mismatch(oid)
-                content_md5 = base64.b64encode(bytes.fromhex(oid.split(".")[0])).decode()
-                runner.retry(lambda: call("put_object", Bucket=bucket, Key=key, Body=data, ContentMD5=content_md5), fail)
-                last = True
-        except _Cancelled:
-            return
-        report(oid[:12], length, up.size)
-        if not last:
-            return
-        if up.multipart:
-            if up.md5.hexdigest() != oid.split(".")[0]:
-                raise _mismatch(oid)
-            parts = [{"ETag": up.etags[n], "PartNumber": n} for n in sorted(up.etags)]
-            runner.retry(
-                lambda: call(
-                    "complete_multipart_upload", Bucket=bucket, Key=key, UploadId=up.upload_id, MultipartUpload={"Parts": parts}
-                ),
-                fail,
-            )
-            up.upload_id = None
-            up.close()
-        with lock:
-            done.append(oid)
-
+    uploads = [_Upload(item, os.path.getsize(item.local), jobs) for item in items]
+    for up in uploads:
+        report(up.item.oid[:12], 0, up.size)
+    pusher = _Pusher(fs, jobs, report, where)
     try:
-        for item in items:
-            up = _Upload(item, os.path.getsize(item.local), jobs)
-            uploads.append(up)
-            report(item.oid[:12], 0, up.size)
-        for up in uploads:
-            if up.multipart:
-                runner.submit(begin, up)
-        runner.join()
-        for up in uploads:
-            for index in range(len(up.parts)):
-                runner.submit(send, up, index)
-        runner.join()
+        _run(fs.loop, pusher.run(uploads))
     finally:
-        runner.close()
-        for up in uploads:
-            up.close()
-            if up.upload_id is not None:  # failed or interrupted: never leave the parts behind
-                bucket, key, _ = fs.split_path(up.item.remote)
-                with contextlib.suppress(Exception):
-                    call("abort_multipart_upload", Bucket=bucket, Key=key, UploadId=up.upload_id)
-    return Outcome(transferred=done)
+        pusher.readers.shutdown(wait=True, cancel_futures=True)
+        pusher.hashers.shutdown(wait=True, cancel_futures=True)
+    return Outcome(transferred=pusher.done)
 
 
 __all__ = ["Item", "Outcome", "is_cloud", "is_s3", "part_size", "pull", "push"]

@@ -35,7 +35,7 @@ from tests.test_cloud_remotes import Bucket, clone, commit_all, mvc_process
 pytestmark = [pytest.mark.servers, pytest.mark.filterwarnings("ignore:Sending a large body directly:ResourceWarning")]
 
 MiB = 2**20
-BIG = transfer.MULTIPART_THRESHOLD + 5 * MiB + 4097  # multipart on push, 10 ranges on pull
+BIG = 9 * transfer.RANGE_SIZE + 5 * MiB + 4097  # multipart on push, 10 ranges on pull
 DVC = str(Path(sys.executable).parent / "dvc")
 
 
@@ -322,6 +322,72 @@ def test_a_zero_byte_model_round_trips(repo: Path, cli: Callable[..., Any], s3: 
     assert json.loads(pushed.stdout)["transferred"] == 1 and json.loads(pulled.stdout)["fetched"] == 1
     assert list(s3.objects()) == [md5] == [hashlib.md5(b"").hexdigest()]
     assert (teammate / "models" / "nothing.bin").read_bytes() == b"" and cache_path(teammate, md5).exists()
+
+
+def test_after_the_engine_moved_everything_dvc_asks_the_store_nothing_more(
+    repo: Path, cli: Callable[..., Any], s3: Bucket, tmp_path: Path, proxy: Callable[[Bucket], FaultProxy]
+) -> None:
+    """DVC's own push / fetch used to run after the engine: a second listing of the remote."""
+    px = proxy(s3)
+    md5, data = big_model(repo, cli, s3, px.url, size=2 * transfer.RANGE_SIZE + 1)
+    px.log.clear()
+    pushed = cli("push", "--json")
+    push_log = list(px.log)
+    teammate = clone(repo, tmp_path / "teammate", with_local_config=True)
+    px.log.clear()
+    pulled = cli("pull", "--json", cwd=teammate)
+    first_range = next(i for i, (m, _, r) in enumerate(px.log) if m == "GET" and r)
+    after = px.log[first_range:]
+    px.log.clear()
+    again = cli("push", "--json")
+
+    assert pushed.exit_code == 0 and pulled.exit_code == 0 and again.exit_code == 0, pushed.stderr + pulled.stderr
+    assert json.loads(pushed.stdout)["transferred"] == 1 and json.loads(pulled.stdout)["fetched"] == 1
+    # the last request completes the object's upload; after the first range, only ranges
+    assert push_log[-1][0] == "POST" and md5[2:] + "?uploadId=" in push_log[-1][1], push_log
+    assert sorted(r for m, _, r in after if m == "GET") == sorted(
+        f"bytes={o}-{o + n - 1}" for o, n in [(0, transfer.RANGE_SIZE), (transfer.RANGE_SIZE, transfer.RANGE_SIZE), (2 * transfer.RANGE_SIZE, 1)]
+    ) and len(after) == 3, after
+    assert json.loads(again.stdout)["transferred"] == 0 and not any(m in ("PUT", "POST") for m, _, _ in px.log)
+    assert (teammate / "models" / "big.bin").read_bytes() == data
+
+
+def test_objects_the_engine_verified_are_not_hashed_again_before_a_push(
+    repo: Path, cli: Callable[..., Any], s3: Bucket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ckpt = repo / "models" / "ckpt"
+    ckpt.mkdir(parents=True)
+    for i in range(3):
+        (ckpt / f"shard-{i}.bin").write_bytes(os.urandom(64 * 1024 + i))
+    md5 = mvc.add(ckpt, name="ckpt").version.hash
+    add_remote(cli, repo, s3, s3.server.endpoint_url)
+    commit_all(repo, "ckpt v1")
+    assert cli("push").exit_code == 0
+    teammate = clone(repo, tmp_path / "teammate", with_local_config=True)
+    assert cli("pull", cwd=teammate).exit_code == 0
+    from mvc import dvcstore
+
+    hashed: list[Path] = []
+    real = dvcstore.file_md5
+    monkeypatch.setattr(dvcstore, "file_md5", lambda path: hashed.append(path) or real(path))  # a spy
+    corrupt = dvcstore.corrupt_in_cache(teammate, [md5])
+
+    assert corrupt == [] and hashed == []
+
+
+def test_pulled_weights_are_a_writable_copy_of_the_cache_object(
+    repo: Path, cli: Callable[..., Any], s3: Bucket, tmp_path: Path
+) -> None:
+    md5, data = big_model(repo, cli, s3, s3.server.endpoint_url, size=transfer.RANGE_SIZE + 3)
+    assert cli("push").exit_code == 0
+    teammate = clone(repo, tmp_path / "teammate", with_local_config=True)
+
+    pulled = cli("pull", cwd=teammate)
+
+    assert pulled.exit_code == 0, pulled.stderr
+    weights, obj = teammate / "models" / "big.bin", cache_path(teammate, md5)
+    assert weights.read_bytes() == data and weights.stat().st_ino != obj.stat().st_ino
+    assert stat.S_IMODE(weights.stat().st_mode) & stat.S_IWUSR and stat.S_IMODE(obj.stat().st_mode) == transfer.CACHE_MODE
 
 
 # ---------------------------------------------------------------------------- bad input
