@@ -305,6 +305,7 @@ class Scheme:
     per_version: list[int]
     frozen_part: list[int] | None = None  # bytes stored for the frozen tensors, per version (frozen chain)
     note: str = ""
+    reported: list[int] | None = None  # tensors layout: stored_bytes per version as `mvc storage --json` reports them
 
 
 def full_sizes(paths: list[Path]) -> list[int]:
@@ -405,7 +406,11 @@ def _storage_entries(data) -> tuple[list[dict], dict | None]:
     # a model entry carrying its own totals would also match: keep the version-like ones
     with_version = [v for v in versions if "version" in v]
     versions = with_version or versions
-    versions.sort(key=lambda v: v.get("version", 0) if isinstance(v.get("version"), int) else 0)
+    def number(v: dict) -> int:
+        text = str(v.get("version", "")).lstrip("v")
+        return int(text) if text.isdigit() else 0
+
+    versions.sort(key=number)
     return versions, totals
 
 
@@ -431,6 +436,7 @@ def measure_tensors_layout(paths: list[Path], chain: str, work: Path, env: dict[
         du.append(_du(store))
     per_disk = [du[0]] + [b - a for a, b in zip(du, du[1:])]
     note = f"remote on disk {du[-1] / MiB:.1f} MiB; push {sum(pushes):.1f} s total"
+    stored: list[int] | None = None
     try:
         out = _run([MVC, "storage", chain, "--remote", "store", "--json"], root, env)[1]
         versions, totals = _storage_entries(json.loads(out))
@@ -445,7 +451,7 @@ def measure_tensors_layout(paths: list[Path], chain: str, work: Path, env: dict[
     shutil.rmtree(root)
     shutil.rmtree(store)
     # The bytes on the remote's disk are the truth; mvc storage's own view goes in the note.
-    return Scheme(per_disk, note=note)
+    return Scheme(per_disk, note=note, reported=stored)
 
 
 # ---------------------------------------------------------------- push/pull wall time vs dvc (local S3)
@@ -521,11 +527,19 @@ def _ratio(stored: Iterable[int], full: Iterable[int]) -> float:
     return s / f if f else 0.0
 
 
-def run(work: Path, env: dict[str, str], *, size: str, every: int, count: int, cli: bool, wire: bool, keep: Path | None = None) -> dict:
-    """Train the chains, measure every scheme; return a JSON-able result."""
+def load_chains(folder: Path) -> dict[str, list[Path]]:
+    """Chains written earlier by ``--keep DIR``."""
+    return {chain: sorted((folder / chain).glob("*.safetensors")) for chain in ("fp32", "bf16", "frozen")}
+
+
+def run(
+    work: Path, env: dict[str, str], *, size: str, every: int, count: int, cli: bool, wire: bool, keep: Path | None = None, reuse: Path | None = None
+) -> dict:
+    """Train the chains (or reuse earlier ones), measure every scheme; return a JSON-able result."""
     t0 = time.perf_counter()
-    chains = train_chains(keep or work / "chains", size=size, every=every, count=count)
+    chains = load_chains(reuse) if reuse else train_chains(keep or work / "chains", size=size, every=every, count=count)
     train_seconds = time.perf_counter() - t0
+    count = len(chains["fp32"])
     have_layout = cli and tensors_layout_available(env)
     result: dict = {"size": size, "every": every, "count": count, "train_seconds": train_seconds, "tensors_layout": have_layout, "chains": {}}
     for chain, paths in chains.items():
@@ -649,10 +663,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a small model and short chains: seconds")
     parser.add_argument("--size", choices=sorted(SIZES), help="model size (default: 'default', or 'quick' with --quick)")
     parser.add_argument("--every", type=int, help="optimizer steps between checkpoints (default 20, 3 with --quick)")
-    parser.add_argument("--count", type=int, default=6, help="checkpoints per chain (>= 5 for the targets)")
+    parser.add_argument("--count", type=int, default=5, help="checkpoints per chain (>= 5 for the targets)")
     parser.add_argument("--no-cli", action="store_true", help="skip the real mvc tensors-layout column")
     parser.add_argument("--no-wire", action="store_true", help="skip the push/pull timings against local S3")
     parser.add_argument("--keep", type=Path, help="write the checkpoint chains here and keep them")
+    parser.add_argument("--chains", type=Path, help="reuse the chains a --keep run wrote (no training)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON (with bench.py rows under 'rows')")
     args = parser.parse_args(argv)
     size = args.size or ("quick" if args.quick else "default")
@@ -661,7 +676,7 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         env = _standalone_env(work)
         os.environ.update(env)
-        result = run(work, env, size=size, every=every, count=args.count, cli=not args.no_cli, wire=not args.no_wire, keep=args.keep)
+        result = run(work, env, size=size, every=every, count=args.count, cli=not args.no_cli, wire=not args.no_wire, keep=args.keep, reuse=args.chains)
     result["rows"] = rows(result)
     print(json.dumps(result, indent=2) if args.json else render(result))
     return 0
