@@ -541,7 +541,7 @@ def run(
     train_seconds = time.perf_counter() - t0
     count = len(chains["fp32"])
     have_layout = cli and tensors_layout_available(env)
-    result: dict = {"size": size, "every": every, "count": count, "train_seconds": train_seconds, "tensors_layout": have_layout, "chains": {}}
+    result: dict = {"reused": str(reuse) if reuse else None, "size": size, "every": every, "count": count, "train_seconds": train_seconds, "tensors_layout": have_layout, "chains": {}}
     for chain, paths in chains.items():
         full = full_sizes(paths)
         frozen, frozen_full = frozen_names(paths) if chain == "frozen" else (set(), [0] * len(paths))
@@ -625,7 +625,9 @@ def rows(result: dict) -> list[dict]:
 
 def render(result: dict) -> str:
     lines = [
-        f"model size '{result['size']}', checkpoints every {result['every']} steps, {result['count']} per chain; training {result['train_seconds']:.0f} s",
+        f"chains reused from {result['reused']}, {result['count']} checkpoints each"
+        if result.get("reused")
+        else f"model size '{result['size']}', checkpoints every {result['every']} steps, {result['count']} per chain; training {result['train_seconds']:.0f} s",
         "ratio = stored / full layout; chain = all versions, delta = versions 2..N, frozen = the frozen tensors of versions 2..N",
         f"{'chain':7} {'full MiB':>9}  " + "  ".join(f"{n:>22}" for n in ("cdc 64K (chain/delta)", "zstd-3 (chain/delta)", "estimate (chain/delta)", "tensors (chain/delta)")) + f"  {'target':>7}",
     ]
