@@ -473,13 +473,31 @@ def _cache_object(root: Path, pointer: Path) -> Path:
     return root / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
 
 
-def measure_wire(parent: Path, child: Path, work: Path, env: dict[str, str]) -> dict[str, float]:
-    """Seconds: mvc push/pull of ``child`` as a delta of ``parent`` (tensors remote) vs dvc push/pull of ``child``."""
+def _timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float]:
+    """Run ``cmd``; return (seconds, peak RSS of the process in MiB)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    if proc.returncode != 0:
+        raise RuntimeError(f"{Path(cmd[0]).name} {' '.join(cmd[1:])} failed ({proc.returncode}): {err.strip()[-400:]}")
+    return elapsed, usage.ru_maxrss / 1024
+
+
+def measure_wire(parent: Path, child: Path, work: Path, env: dict[str, str]) -> dict[str, dict[str, float] | float]:
+    """mvc push/pull of ``child`` as a delta of ``parent`` (tensors remote) vs dvc push/pull of ``child``.
+
+    Returns:
+        ``{"seconds": {...}, "rss_mib": {...}, "file_mib": size}``, keyed by operation.
+    """
     servers = _load("servers", HERE / "servers.py")
     server = servers.start_s3(work / "s3")
     try:
         senv = {**env, **servers.client_env(server)}
         t: dict[str, float] = {}
+        rss: dict[str, float] = {}
         # dvc: the same file, full layout
         droot = work / "wire-dvc"
         droot.mkdir()
@@ -489,10 +507,10 @@ def measure_wire(parent: Path, child: Path, work: Path, env: dict[str, str]) -> 
         _run([DVC, "remote", "modify", "s3", "endpointurl", server.endpoint_url], droot, senv)
         shutil.copyfile(child, droot / "model.safetensors")
         _run([DVC, "add", "-q", "model.safetensors"], droot, senv)
-        t["dvc push"] = _run([DVC, "push", "-q", "-r", "s3"], droot, senv)[0]
+        t["dvc push"], rss["dvc push"] = _timed([DVC, "push", "-q", "-r", "s3"], droot, senv)
         shutil.rmtree(droot / ".dvc" / "cache")
         (droot / "model.safetensors").unlink()
-        t["dvc pull"] = _run([DVC, "pull", "-q", "-r", "s3"], droot, senv)[0]
+        t["dvc pull"], rss["dvc pull"] = _timed([DVC, "pull", "-q", "-r", "s3"], droot, senv)
         shutil.rmtree(droot)
         # mvc: parent pushed first, then the child is a delta
         root = work / "wire-mvc"
@@ -505,16 +523,15 @@ def measure_wire(parent: Path, child: Path, work: Path, env: dict[str, str]) -> 
             shutil.copyfile(src, model)
             _run([MVC, "add", "--quiet", "--name", "net", "models/net.safetensors"], root, senv)
             _run([MVC, "commit", "--quiet", "-m", f"v{i + 1}"], root, senv)
-            seconds = _run([MVC, "push", "--quiet", "-r", "s3"], root, senv)[0]
-        t["mvc push delta"] = seconds
+            t["mvc push delta"], rss["mvc push delta"] = _timed([MVC, "push", "--quiet", "-r", "s3"], root, senv)
         _cache_object(root, root / "models" / "net.safetensors.dvc").unlink()  # the parent stays in the cache
         model.unlink()
-        t["mvc pull delta"] = _run([MVC, "pull", "--quiet", "-r", "s3"], root, senv)[0]
+        t["mvc pull delta"], rss["mvc pull delta"] = _timed([MVC, "pull", "--quiet", "-r", "s3"], root, senv)
         shutil.rmtree(root / ".dvc" / "cache")
         model.unlink()
-        t["mvc pull no base"] = _run([MVC, "pull", "--quiet", "-r", "s3"], root, senv)[0]
+        t["mvc pull no base"], rss["mvc pull no base"] = _timed([MVC, "pull", "--quiet", "-r", "s3"], root, senv)
         shutil.rmtree(root)
-        return t
+        return {"seconds": t, "rss_mib": rss, "file_mib": child.stat().st_size / MiB}
     finally:
         servers.stop(server)
 
@@ -616,8 +633,10 @@ def rows(result: dict) -> list[dict]:
             ("pull delta version (base cached)", "mvc pull delta", "dvc pull", 0.6),
             ("pull, no local base", "mvc pull no base", "dvc pull", 1.1),
         ):
-            ratio = wire[mvc_key] / wire[dvc_key]
-            out.append({"benchmark": f"tensors wire: {label}, local S3", "mvc": wire[mvc_key], "baseline": wire[dvc_key], "unit": "s", "ratio": ratio, "target": f"<= {want}x dvc", "met": ratio <= want, "note": "mvc verified; baseline: dvc push/pull of the same file"})
+            sec, rss = wire["seconds"], wire["rss_mib"]
+            ratio = sec[mvc_key] / sec[dvc_key]
+            note = f"{wire['file_mib']:.0f} MiB file; mvc verified; peak RSS mvc {rss[mvc_key]:.0f} MiB, dvc {rss[dvc_key]:.0f} MiB"
+            out.append({"benchmark": f"tensors wire: {label}, local S3", "mvc": sec[mvc_key], "baseline": sec[dvc_key], "unit": "s", "ratio": ratio, "target": f"<= {want}x dvc", "met": ratio <= want, "note": note})
     elif wire:
         out.append({"benchmark": "tensors wire, local S3", "mvc": None, "baseline": None, "unit": "s", "ratio": None, "target": "<= 0.6x dvc", "met": False, "note": f"failed: {wire['failed']}"})
     return out
@@ -651,7 +670,11 @@ def render(result: dict) -> str:
                 lines.append(f"{chain} {name}: {s['note']}")
     wire = result.get("wire")
     if wire:
-        lines.append("wire (local S3, seconds): " + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in wire.items()))
+        if "failed" in wire:
+            lines.append(f"wire (local S3) failed: {wire['failed']}")
+        else:
+            lines.append(f"wire (local S3, {wire['file_mib']:.0f} MiB file), seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in wire["seconds"].items()))
+            lines.append("wire peak RSS MiB: " + ", ".join(f"{k} {v:.0f}" for k, v in wire["rss_mib"].items()))
     return "\n".join(lines)
 
 
