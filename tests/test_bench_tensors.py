@@ -86,3 +86,17 @@ def test_storage_schemes_measure_the_chain(bt, chains):
     assert names and all(f > 0 for f in frozen_full)
     assert est_frozen[1:] == [0] * (len(paths) - 1), "unchanged tensors cost nothing"
     assert sum(est) < sum(full) and sum(cdc) <= sum(full)
+
+
+def test_tensors_layout_column_reads_the_real_remote(bt, chains, tmp_path):
+    import os
+
+    env = dict(os.environ)
+    if not bt.tensors_layout_available(env):
+        pytest.skip("mvc remote add has no --layout yet (issue 15)")
+    paths = chains["fp32"]
+    scheme = bt.measure_tensors_layout(paths, "fp32", tmp_path, env)
+    assert len(scheme.per_version) == len(paths) and all(b > 0 for b in scheme.per_version), scheme
+    assert scheme.reported is not None and len(scheme.reported) == len(paths), scheme.note
+    assert sum(scheme.per_version[1:]) < sum(bt.full_sizes(paths)[1:]), "a child version costs less than a full copy"
+    assert not (tmp_path / "store-fp32").exists() and not (tmp_path / "repo-fp32").exists()
