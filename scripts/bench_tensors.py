@@ -486,52 +486,66 @@ def _timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float
     return elapsed, usage.ru_maxrss / 1024
 
 
-def measure_wire(parent: Path, child: Path, work: Path, env: dict[str, str]) -> dict[str, dict[str, float] | float]:
+def measure_wire(parent: Path, child: Path, work: Path, env: dict[str, str], *, repeat: int = 1) -> dict:
     """mvc push/pull of ``child`` as a delta of ``parent`` (tensors remote) vs dvc push/pull of ``child``.
 
+    Each operation runs ``repeat`` times on fresh remote prefixes; the best time counts (a shared,
+    loaded machine adds noise, never speed).
+
     Returns:
-        ``{"seconds": {...}, "rss_mib": {...}, "file_mib": size}``, keyed by operation.
+        ``{"seconds": {...}, "rss_mib": {...}, "file_mib": size, "repeat": n}``, keyed by operation.
     """
     servers = _load("servers", HERE / "servers.py")
     server = servers.start_s3(work / "s3")
+    t: dict[str, float] = {}
+    rss: dict[str, float] = {}
+
+    def timed(key: str, cmd: list[str], cwd: Path, senv: dict[str, str]) -> None:
+        seconds, peak = _timed(cmd, cwd, senv)
+        t[key] = min(t.get(key, seconds), seconds)
+        rss[key] = max(rss.get(key, peak), peak)
+
     try:
         senv = {**env, **servers.client_env(server)}
-        t: dict[str, float] = {}
-        rss: dict[str, float] = {}
-        # dvc: the same file, full layout
-        droot = work / "wire-dvc"
-        droot.mkdir()
-        subprocess.run(["git", "init", "-q"], cwd=droot, env=senv, check=True)
-        _run([DVC, "init", "-q"], droot, senv)
-        _run([DVC, "remote", "add", "-d", "s3", f"s3://{server.bucket}/tb-dvc-{os.getpid()}"], droot, senv)
-        _run([DVC, "remote", "modify", "s3", "endpointurl", server.endpoint_url], droot, senv)
-        shutil.copyfile(child, droot / "model.safetensors")
-        _run([DVC, "add", "-q", "model.safetensors"], droot, senv)
-        t["dvc push"], rss["dvc push"] = _timed([DVC, "push", "-q", "-r", "s3"], droot, senv)
-        shutil.rmtree(droot / ".dvc" / "cache")
-        (droot / "model.safetensors").unlink()
-        t["dvc pull"], rss["dvc pull"] = _timed([DVC, "pull", "-q", "-r", "s3"], droot, senv)
-        shutil.rmtree(droot)
-        # mvc: parent pushed first, then the child is a delta
-        root = work / "wire-mvc"
-        _new_repo(root, senv)
-        url = f"s3://{server.bucket}/tb-mvc-{os.getpid()}"
-        _run([MVC, "remote", "add", "s3", url, "--layout", "tensors", "--endpoint-url", server.endpoint_url, "--default"], root, senv)
-        model = root / "models" / "net.safetensors"
-        model.parent.mkdir()
-        for i, src in enumerate((parent, child)):
-            shutil.copyfile(src, model)
-            _run([MVC, "add", "--quiet", "--name", "net", "models/net.safetensors"], root, senv)
-            _run([MVC, "commit", "--quiet", "-m", f"v{i + 1}"], root, senv)
-            t["mvc push delta"], rss["mvc push delta"] = _timed([MVC, "push", "--quiet", "-r", "s3"], root, senv)
-        _cache_object(root, root / "models" / "net.safetensors.dvc").unlink()  # the parent stays in the cache
-        model.unlink()
-        t["mvc pull delta"], rss["mvc pull delta"] = _timed([MVC, "pull", "--quiet", "-r", "s3"], root, senv)
-        shutil.rmtree(root / ".dvc" / "cache")
-        model.unlink()
-        t["mvc pull no base"], rss["mvc pull no base"] = _timed([MVC, "pull", "--quiet", "-r", "s3"], root, senv)
-        shutil.rmtree(root)
-        return {"seconds": t, "rss_mib": rss, "file_mib": child.stat().st_size / MiB}
+        for r in range(repeat):
+            # dvc: the same file, full layout
+            droot = work / f"wire-dvc-{r}"
+            droot.mkdir()
+            subprocess.run(["git", "init", "-q"], cwd=droot, env=senv, check=True)
+            _run([DVC, "init", "-q"], droot, senv)
+            _run([DVC, "remote", "add", "-d", "s3", f"s3://{server.bucket}/tb-dvc-{os.getpid()}-{r}"], droot, senv)
+            _run([DVC, "remote", "modify", "s3", "endpointurl", server.endpoint_url], droot, senv)
+            shutil.copyfile(child, droot / "model.safetensors")
+            _run([DVC, "add", "-q", "model.safetensors"], droot, senv)
+            timed("dvc push", [DVC, "push", "-q", "-r", "s3"], droot, senv)
+            shutil.rmtree(droot / ".dvc" / "cache")
+            (droot / "model.safetensors").unlink()
+            timed("dvc pull", [DVC, "pull", "-q", "-r", "s3"], droot, senv)
+            shutil.rmtree(droot)
+            # mvc: the parent pushed first (not timed), then the child goes as a delta
+            root = work / f"wire-mvc-{r}"
+            _new_repo(root, senv)
+            url = f"s3://{server.bucket}/tb-mvc-{os.getpid()}-{r}"
+            _run([MVC, "remote", "add", "s3", url, "--layout", "tensors", "--endpoint-url", server.endpoint_url, "--default"], root, senv)
+            model = root / "models" / "net.safetensors"
+            model.parent.mkdir()
+            for i, src in enumerate((parent, child)):
+                shutil.copyfile(src, model)
+                _run([MVC, "add", "--quiet", "--name", "net", "models/net.safetensors"], root, senv)
+                _run([MVC, "commit", "--quiet", "-m", f"v{i + 1}"], root, senv)
+                push = [MVC, "push", "--quiet", "-r", "s3"]
+                if i == 0:
+                    _run(push, root, senv)
+                else:
+                    timed("mvc push delta", push, root, senv)
+            _cache_object(root, root / "models" / "net.safetensors.dvc").unlink()  # the parent stays in the cache
+            model.unlink()
+            timed("mvc pull delta", [MVC, "pull", "--quiet", "-r", "s3"], root, senv)
+            shutil.rmtree(root / ".dvc" / "cache")
+            model.unlink()
+            timed("mvc pull no base", [MVC, "pull", "--quiet", "-r", "s3"], root, senv)
+            shutil.rmtree(root)
+        return {"seconds": t, "rss_mib": rss, "file_mib": child.stat().st_size / MiB, "repeat": repeat}
     finally:
         servers.stop(server)
 
@@ -550,7 +564,17 @@ def load_chains(folder: Path) -> dict[str, list[Path]]:
 
 
 def run(
-    work: Path, env: dict[str, str], *, size: str, every: int, count: int, cli: bool, wire: bool, keep: Path | None = None, reuse: Path | None = None
+    work: Path,
+    env: dict[str, str],
+    *,
+    size: str,
+    every: int,
+    count: int,
+    cli: bool,
+    wire: bool,
+    keep: Path | None = None,
+    reuse: Path | None = None,
+    repeat: int = 1,
 ) -> dict:
     """Train the chains (or reuse earlier ones), measure every scheme; return a JSON-able result."""
     t0 = time.perf_counter()
@@ -592,7 +616,7 @@ def run(
         result["chains"][chain] = entry
     if have_layout and wire and "tensors" in result["chains"]["fp32"]["schemes"] and result["chains"]["fp32"]["schemes"]["tensors"]["per_version"]:
         try:
-            result["wire"] = measure_wire(chains["fp32"][-2], chains["fp32"][-1], work, env)
+            result["wire"] = measure_wire(chains["fp32"][-2], chains["fp32"][-1], work, env, repeat=repeat)
         except Exception as exc:  # reported, not fatal to the storage figures
             result["wire"] = {"failed": str(exc)[:400]}
     return result
@@ -635,7 +659,7 @@ def rows(result: dict) -> list[dict]:
         ):
             sec, rss = wire["seconds"], wire["rss_mib"]
             ratio = sec[mvc_key] / sec[dvc_key]
-            note = f"{wire['file_mib']:.0f} MiB file; mvc verified; peak RSS mvc {rss[mvc_key]:.0f} MiB, dvc {rss[dvc_key]:.0f} MiB"
+            note = f"{wire['file_mib']:.0f} MiB file, best of {wire['repeat']}; mvc verified; peak RSS mvc {rss[mvc_key]:.0f} MiB, dvc {rss[dvc_key]:.0f} MiB"
             out.append({"benchmark": f"tensors wire: {label}, local S3", "mvc": sec[mvc_key], "baseline": sec[dvc_key], "unit": "s", "ratio": ratio, "target": f"<= {want}x dvc", "met": ratio <= want, "note": note})
     elif wire:
         out.append({"benchmark": "tensors wire, local S3", "mvc": None, "baseline": None, "unit": "s", "ratio": None, "target": "<= 0.6x dvc", "met": False, "note": f"failed: {wire['failed']}"})
@@ -691,6 +715,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=5, help="checkpoints per chain (>= 5 for the targets)")
     parser.add_argument("--no-cli", action="store_true", help="skip the real mvc tensors-layout column")
     parser.add_argument("--no-wire", action="store_true", help="skip the push/pull timings against local S3")
+    parser.add_argument("--repeat", type=int, help="runs of each push/pull timing, best counts (default 2, 1 with --quick)")
     parser.add_argument("--keep", type=Path, help="write the checkpoint chains here and keep them")
     parser.add_argument("--chains", type=Path, help="reuse the chains a --keep run wrote (no training)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON (with bench.py rows under 'rows')")
@@ -701,7 +726,7 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         env = _standalone_env(work)
         os.environ.update(env)
-        result = run(work, env, size=size, every=every, count=args.count, cli=not args.no_cli, wire=not args.no_wire, keep=args.keep, reuse=args.chains)
+        result = run(work, env, size=size, every=every, count=args.count, cli=not args.no_cli, wire=not args.no_wire, keep=args.keep, reuse=args.chains, repeat=args.repeat or (1 if args.quick else 2))
     result["rows"] = rows(result)
     print(json.dumps(result, indent=2) if args.json else render(result))
     return 0
