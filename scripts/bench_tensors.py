@@ -473,17 +473,34 @@ def _cache_object(root: Path, pointer: Path) -> Path:
     return root / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
 
 
+# Runs a command and reports (seconds, peak RSS KiB, exit code) into a file. A child forked from
+# this (large) bench process would count the bench's own RSS in its ru_maxrss (Linux records the
+# old image's high-water mark at exec), so the command is forked from this small launcher.
+_LAUNCH = """
+import os, sys, time
+out, cmd = sys.argv[1], sys.argv[2:]
+start = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execv(cmd[0], cmd)
+    finally:
+        os._exit(127)
+_, status, usage = os.wait4(pid, 0)
+with open(out, "w") as f:
+    f.write(f"{time.perf_counter() - start} {usage.ru_maxrss} {os.waitstatus_to_exitcode(status)}")
+"""
+
+
 def _timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float]:
-    """Run ``cmd``; return (seconds, peak RSS of the process in MiB)."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    err = proc.stderr.read().decode() if proc.stderr else ""
-    if proc.returncode != 0:
-        raise RuntimeError(f"{Path(cmd[0]).name} {' '.join(cmd[1:])} failed ({proc.returncode}): {err.strip()[-400:]}")
-    return elapsed, usage.ru_maxrss / 1024
+    """Run ``cmd``; return (seconds, peak RSS of the process and its children in MiB)."""
+    with tempfile.TemporaryDirectory(prefix="mvc-bench-timed-") as tmp:
+        report = Path(tmp) / "report"
+        proc = subprocess.run([sys.executable, "-c", _LAUNCH, str(report), *cmd], cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        seconds, rss_kib, code = report.read_text().split() if report.exists() else ("0", "0", str(proc.returncode))
+    if int(code) != 0 or proc.returncode != 0:
+        raise RuntimeError(f"{Path(cmd[0]).name} {' '.join(cmd[1:])} failed ({code}): {proc.stderr.strip()[-400:]}")
+    return float(seconds), int(rss_kib) / 1024
 
 
 def measure_wire(parent: Path, child: Path, work: Path, env: dict[str, str], *, repeat: int = 1) -> dict:
