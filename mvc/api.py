@@ -1124,6 +1124,7 @@ def promote(
     if push:
         _check_git_remote(ws, git_remote)
         hooks.push_commits(ws, [commit], remote=rname)
+        _push_release_object(ws, res.hash, rname)
     if dvcstore.missing_in_remote(ws.root, [res.hash], remote=rname):
         raise ConflictError(
             f"the weights of {res.name} v{res.version} ({res.hash[:8]}) are not in remote {rname!r}",
@@ -1816,3 +1817,145 @@ def gc(
         raise UsageError(f"older_than must be 0 or more hours, not {older_than}", hint="pass --older-than 0 to clean every temp file")
     ws = workspace.open_workspace(repo)
     return cleanup.collect(ws, cache=cache, remote=remote, dry_run=dry_run, older_than=older_than, confirm=confirm)
+
+
+# ---- the tensors remote layout (issue 15) ----------------------------------------------
+
+if TYPE_CHECKING:
+    from mvc.tensorsync import PartialFile, StorageReport
+
+
+def check_layout(layout: str) -> None:
+    """Refuse a layout name other than ``full`` or ``tensors``.
+
+    Raises:
+        UsageError: an unknown layout.
+    """
+    from mvc import tensorsync
+
+    if layout not in tensorsync.LAYOUTS:
+        raise UsageError(f"unknown layout {layout!r}", hint="use --layout full or --layout tensors")
+
+
+def remote_set_layout(name: str, layout: str, *, repo: PathLike = ".") -> None:
+    """Set the storage layout of remote ``name``: ``full`` (plain DVC objects) or ``tensors``.
+
+    Kept in ``.mvc/config.json`` (tracked, staged like ``.dvc/config``), so every clone
+    uses the remote the same way; ``.dvc/config`` stays a plain DVC config.
+
+    Raises:
+        RemoteNotFoundError: no such remote. UsageError: an unknown layout.
+    """
+    from mvc import settings, tensorsync
+
+    ws = workspace.open_workspace(repo)
+    check_layout(layout)
+    sync.remote_name(ws, name)
+    before = settings.config_path(ws.root).read_bytes() if settings.config_path(ws.root).is_file() else None
+    tensorsync.set_layout(ws.root, name, layout)
+    after = settings.config_path(ws.root).read_bytes() if settings.config_path(ws.root).is_file() else None
+    if after is not None and after != before:
+        gitstore.stage(ws.root, [settings.CONFIG_FILE])
+
+
+def remote_layout(name: str | None = None, *, repo: PathLike = ".") -> str:
+    """The storage layout of remote ``name`` (the default remote when None)."""
+    from mvc import tensorsync
+
+    ws = workspace.open_workspace(repo)
+    return tensorsync.layout(ws.root, sync.remote_name(ws, name))
+
+
+def push_full(
+    repo: PathLike = ".", names: list[str] | None = None, *, remote: str | None = None, jobs: int | None = None
+) -> PushResult:
+    """Upload the plain DVC objects of the named versions (``NAME`` or ``NAME@REF``), whatever the remote's layout.
+
+    For a ``tensors`` remote this makes a version pullable by plain ``dvc pull``; releases
+    get it on every push anyway.
+
+    Raises:
+        RemoteNotFoundError / RemoteError, ModelNotFoundError / RefNotFoundError.
+        MissingObjectError: a version's weights are not in the local cache.
+    """
+    from mvc import tensorsync
+    from mvc.errors import MissingObjectError
+
+    ws = workspace.open_workspace(repo)
+    rname = sync.remote_name(ws, remote)
+    items = list(names or [])
+    plain = [n for n in items if refs.split(n)[1] is None]
+    pinned = [refs.resolve(ws, n) for n in items if refs.split(n)[1] is not None]
+    ptrs = workspace.select(ws, plain) if plain or not pinned else []
+    labels = {p.md5: f"{p.manifest.name} v{p.manifest.version}" for p in ptrs if p.manifest and p.md5}
+    labels.update({res.hash: f"{res.name} v{res.version}" for res in pinned})
+    lost = [m for m in labels if not dvcstore.has_object(ws.root, m)]
+    if lost:
+        raise MissingObjectError(
+            f"the weights of {labels[lost[0]]} ({lost[0][:8]}) are not in the local cache",
+            hint=f"pull them first: `mvc pull {labels[lost[0]].replace(' v', '@v', 1)}`",
+        )
+    count = tensorsync.push_full(ws.root, sorted(labels), remote=rname, jobs=jobs)
+    return PushResult(
+        remote=rname,
+        transferred=count,
+        models=tuple(dict.fromkeys(label.rsplit(" v", 1)[0] for label in labels.values())),
+        versions=tuple(sorted(set(labels.values()))),
+    )
+
+
+def storage(repo: PathLike = ".", name: str | None = None, *, remote: str | None = None) -> StorageReport:
+    """What each version costs on a ``tensors`` remote: logical size, bytes stored, bytes shared.
+
+    Raises:
+        RemoteNotFoundError / RemoteError. ModelNotFoundError: ``name`` has no version there.
+    """
+    from mvc import tensorsync
+
+    ws = workspace.open_workspace(repo)
+    return tensorsync.storage(ws, sync.remote_name(ws, remote), name=name)
+
+
+def pull_tensors(
+    repo: PathLike = ".",
+    ref: str = "",
+    patterns: Sequence[str] = (),
+    *,
+    out: PathLike | None = None,
+    remote: str | None = None,
+    jobs: int | None = None,
+) -> PartialFile:
+    """Write a safetensors file holding only the tensors of ``ref`` whose names match ``patterns``.
+
+    Reads only the chunks of those tensors from a ``tensors`` remote; the work tree and
+    the cache are not touched. ``out`` defaults to ``<weights>.partial.safetensors`` beside
+    the model's weights.
+
+    Raises:
+        UsageError: the remote does not use the tensors layout, or the version is not safetensors.
+        NotFoundError: no tensor matches; the version is not on the remote.
+        IntegrityError: a chunk is missing or corrupt.
+    """
+    from mvc import tensorsync
+
+    ws = workspace.open_workspace(repo)
+    rname = sync.remote_name(ws, remote)
+    if tensorsync.layout(ws.root, rname) != tensorsync.TENSORS:
+        raise UsageError(
+            f"--tensors reads a remote with the tensors layout; {rname!r} uses the full layout",
+            hint="pull the whole version, or name a tensors remote with --remote",
+        )
+    res = refs.resolve(ws, ref)
+    item = tensorsync.item(res.pointer)
+    item = replace(item, label=f"{res.name} v{res.version}")
+    weights = ws.root / res.pointer.out
+    dest = Path(out) if out is not None else weights.with_name(f"{weights.stem}.partial.safetensors")
+    return tensorsync.pull_tensors(ws.root, item, list(patterns), dest, remote=rname, jobs=jobs)
+
+
+def _push_release_object(ws: workspace.Workspace, md5: str, remote: str) -> None:
+    """A version about to get a stage also gets the plain DVC object on a tensors remote (issue 15)."""
+    from mvc import tensorsync
+
+    if tensorsync.layout(ws.root, remote) == tensorsync.TENSORS and dvcstore.has_object(ws.root, md5):
+        tensorsync.push_full(ws.root, [md5], remote=remote)

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from mvc import dvcstore, gitstore, rollback
+from mvc import dvcstore, gitstore, rollback, tensorsync
 from mvc.workspace import Workspace
 
 # The hashes a pointer (``*.dvc``) or ``dvc.lock`` names: every ``md5:`` value, read as text so
@@ -186,6 +186,11 @@ def collect(
                 for u in dvcstore.remote_uploads(ws.root, remote)
                 if u.initiated < cutoff
             ]
+            if tensorsync.layout(ws.root, remote) == tensorsync.TENSORS:  # issue 15: recipes and chunks
+                removals += [
+                    Removal("remote", "object", g.path, f"{g.kind}:{g.id}", g.size)
+                    for g in tensorsync.garbage(ws.root, remote, hashes, cutoff=cutoff)
+                ]
         plan = GcResult(
             dry_run=True,
             cache=cache,
@@ -215,6 +220,11 @@ def _apply(ws: Workspace, plan: GcResult) -> None:
             else:
                 path.unlink(missing_ok=True)
     if plan.remote is not None:
+        tensors = [r for r in removed if r.oid and r.oid.startswith(("recipe:", "chunk:"))]
+        if tensors:
+            garbage = [tensorsync.Garbage(r.path, r.oid.partition(":")[0], r.oid.partition(":")[2], r.size) for r in tensors if r.oid]
+            tensorsync.remove_garbage(ws.root, plan.remote, garbage)
+        removed = [r for r in removed if r not in tensors]
         dvcstore.remove_from_remote(ws.root, plan.remote, [r.path for r in removed if r.where == "remote" and r.kind != "upload"])
         uploads = [dvcstore.Upload(r.path, r.oid or "", 0.0) for r in removed if r.kind == "upload"]
         dvcstore.abort_uploads(ws.root, plan.remote, uploads)

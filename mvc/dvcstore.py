@@ -2320,3 +2320,56 @@ def abort_uploads(root: Path, remote: str, uploads: Iterable[Upload]) -> None:
         s3 = repo.cloud.get_remote_odb(remote, "gc").fs.fs
         for upload in uploads:
             _abort_upload(s3, upload)
+
+
+# ---- the tensors layout (issue 15): the remote's root, cache file objects ----------------
+
+
+def remote_root(root: Path, remote: str) -> tuple[Any, str, bool]:
+    """The fsspec filesystem of ``remote``, its root path (above DVC's ``files/md5``) and
+    whether it is a local directory (then the path is an ordinary one, for ``os``).
+
+    Raises:
+        RemoteNotFoundError: no such remote.
+    """
+    with _repo(root, remote) as repo:
+        odb = repo.cloud.get_remote_odb(remote, "push")
+        path = str(odb.path)
+        for tail in ("/files/md5", "\\files\\md5"):
+            if path.endswith(tail):
+                path = path[: -len(tail)]
+        return odb.fs.fs, path, odb.fs.protocol == "local"
+
+
+def remote_failure(exc: BaseException, remote: str, root: Path) -> MvcError:
+    """The one error for a remote filesystem call that failed (auth, network, missing bucket)."""
+    url = next((r.url for r in remotes(root) if r.name == remote), None)
+    return _translate(exc, None, remote, url)
+
+
+def cache_file(root: Path, md5: str) -> Path:
+    """Where the local cache keeps the file object ``md5`` (it may not exist)."""
+    with _repo(root) as repo:
+        return Path(repo.cache.local.oid_to_path(md5))
+
+
+def tmp_dir(root: Path) -> Path:
+    """DVC's scratch directory of the repository (``.dvc/tmp``), never tracked."""
+    with _repo(root) as repo:
+        return Path(repo.tmp_dir or os.path.join(repo.root_dir, ".dvc", "tmp"))
+
+
+def adopt_cache_file(root: Path, md5: str, src: Path) -> Path:
+    """Move ``src``, a file mvc has checked to hash to ``md5``, into the cache as that object.
+
+    The rename is atomic (``src`` must be on the cache's filesystem), the object is
+    read-only as DVC leaves its own, and it is recorded as verified so the next pull or
+    checkout does not hash it again.
+    """
+    with _repo(root) as repo:
+        dest = repo.cache.local.oid_to_path(md5)
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        os.chmod(src, 0o444)
+        os.replace(src, dest)
+        _VerifiedLog(repo).record([dest])
+        return Path(dest)

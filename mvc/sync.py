@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from mvc import dvcstore, gitstore, history, pointer, rollback
-from mvc.errors import IntegrityError, MissingObjectError, RemoteNotFoundError
+from mvc import dvcstore, gitstore, history, pointer, rollback, tensorsync
+from mvc.errors import IntegrityError, MissingObjectError, RemoteError, RemoteNotFoundError
 from mvc.pointer import Pointer
 from mvc.progress import Progress
 from mvc.workspace import Workspace
@@ -65,6 +66,9 @@ def status(ws: Workspace, ptrs: list[Pointer], *, remote: str | None = None, che
         presence = dvcstore.remote_presence(ws.root, [p.md5 for p in ptrs if p.md5], remote=rname)
         if presence.error is not None and remote is not None:
             raise presence.error
+        if presence.state == "ok" and tensorsync.layout(ws.root, rname) == tensorsync.TENSORS:  # issue 15
+            held = {p.md5 for p in ptrs if p.md5 and p.md5 not in presence.present and tensorsync.on_remote(ws.root, p.md5, remote=rname)}
+            presence = replace(presence, present=presence.present | held)
     head = gitstore.head_commit(ws.root)
     conflicted = set(gitstore.unmerged_paths(ws.root)) if head is not None else set()
     out = []
@@ -108,6 +112,10 @@ def status(ws: Workspace, ptrs: list[Pointer], *, remote: str | None = None, che
 def push(ws: Workspace, ptrs: list[Pointer], *, remote: str | None, jobs: int | None, progress: Progress | None) -> tuple[str, int]:
     """Upload the weights of ``ptrs``; return (remote name, objects uploaded)."""
     rname = remote_name(ws, remote)
+    if tensorsync.layout(ws.root, rname) == tensorsync.TENSORS:  # issue 15
+        released = tensorsync.released_hashes(ws)
+        items = [tensorsync.item(p, released) for p in ptrs if p.md5]
+        return rname, tensorsync.push(ws.root, items, remote=rname, jobs=jobs, progress=progress)
     result = dvcstore.push(ws.root, [p.path for p in ptrs], remote=rname, jobs=jobs, progress=progress)
     return rname, result.transferred
 
@@ -138,6 +146,9 @@ def pull(
         # Cached objects mvc never verified (fetched by plain DVC, by an interrupted pull,
         # or changed since) are re-hashed; bad ones go, so the fetch brings good copies.
         dropped = set(dvcstore.drop_corrupt(ws.root, [p.md5 for p in ptrs if p.md5])) if verify else set()
+        rebuilt = 0
+        if tensorsync.layout(ws.root, rname) == tensorsync.TENSORS:  # issue 15: chunks first, DVC for the rest
+            rebuilt = tensorsync.fetch(ws.root, [tensorsync.item(p) for p in ptrs], remote=rname, jobs=jobs, progress=progress)
         fetched = dvcstore.fetch(ws.root, [p.path for p in ptrs], remote=rname, jobs=jobs, progress=progress, verify=verify)
         _refuse_unsafe_listings(ws, ptrs)
         states = dvcstore.object_status(ws.root, {p.path: p.md5 for p in ptrs}, check_remote=False)
@@ -151,13 +162,16 @@ def pull(
             "copy; nothing was checked out for it",
             hint="push a good copy from a machine that has the weights (`mvc push`), or re-add them with `mvc add`",
         )
+    if missing and tensorsync.layout(ws.root, rname) == tensorsync.FULL:
+        with contextlib.suppress(RemoteError):
+            tensorsync.refuse_tensors_remote(ws.root, rname)  # issue 15: the remote holds the tensors layout
     if missing:
         listing = ", ".join(f"{_label(p)} ({p.md5[:8]})" for p in missing)
         raise MissingObjectError(
             f"the weights of {listing} are in neither the local cache nor remote {rname!r}",
             hint="push them from the machine that added them (`mvc push`), or pull from another remote with --remote",
         )
-    return rname, fetched.transferred, changes
+    return rname, fetched.transferred + rebuilt, changes
 
 
 def weights_match(ws: Workspace, ptr: Pointer) -> bool:
@@ -224,6 +238,12 @@ def push_versions(ws: Workspace, labels: dict[str, str], *, remote: str | None, 
         IntegrityError: a cache object no longer matches its hash (nothing of it is uploaded).
     """
     rname = remote_name(ws, remote)
+    if labels and tensorsync.layout(ws.root, rname) == tensorsync.TENSORS:  # issue 15
+        released = tensorsync.released_hashes(ws)
+        here = [m for m in sorted(labels) if m.endswith(".dir") or dvcstore.has_object(ws.root, m)]
+        items = [tensorsync.Item(m, labels[m], (), m in released) for m in here]
+        gone = tuple(f"{labels[m]} ({m[:8]})" for m in sorted(set(labels) - set(here)) if not tensorsync.on_remote(ws.root, m, remote=rname))
+        return PushedVersions(remote=rname, transferred=tensorsync.push(ws.root, items, remote=rname, jobs=jobs), missing=gone)
     absent = dvcstore.missing_in_remote(ws.root, labels, remote=rname) if labels else set()
     local = [m for m in sorted(absent) if dvcstore.has_object(ws.root, m)]
     lost = tuple(f"{labels[m]} ({m[:8]})" for m in sorted(absent - set(local)))
@@ -248,7 +268,9 @@ def ensure_cached(
         rname: str | None = remote_name(ws, remote)
     except RemoteNotFoundError:
         rname = None
-    if rname is not None:
+    if rname is not None and tensorsync.layout(ws.root, rname) == tensorsync.TENSORS:  # issue 15
+        tensorsync.fetch(ws.root, [tensorsync.item(ptr)], remote=rname, progress=progress)
+    if rname is not None and not dvcstore.has_object(ws.root, ptr.md5):
         if commit is not None:
             dvcstore.fetch_at(ws.root, ptr.path, commit, remote=rname, progress=progress)
         else:

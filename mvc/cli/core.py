@@ -196,6 +196,9 @@ def push(
     ] = False,
     tags: Annotated[bool, typer.Option("--tags", help="Also upload the weights of every registry tag (releases, stages) and push the tags to git.")] = False,
     git_remote: Annotated[str, typer.Option("--git-remote", help="The git remote that receives the tags (with --tags).")] = "origin",
+    full: Annotated[
+        bool, typer.Option("--full", help="Upload the plain DVC object (for `dvc pull`), whatever the remote's layout.")
+    ] = False,
     repo: Repo = ".",
     json_output: Json = False,
     quiet: Quiet = False,
@@ -213,9 +216,19 @@ def push(
       mvc push --all-versions
 
       mvc push --tags
+
+      mvc push --full net@v3
     """
     from mvc import api
     from mvc.errors import MissingObjectError
+
+    if full:  # issue 15: a tensors remote gets the plain DVC object too
+        pushed = api.push_full(repo, names, remote=remote, jobs=jobs)
+        if json_output:
+            _output.emit_json(pushed)
+        else:
+            _output.out(f"pushed {_output.plural(pushed.transferred, 'full object')} of {', '.join(pushed.versions)} to {pushed.remote}")
+        return
 
     with _output.progress_bar("pushing", enabled=_output.progress_enabled(quiet=quiet, json_output=json_output)) as cb:
         result = api.push(repo, names, remote=remote, jobs=jobs, progress=cb, all_versions=all_versions)
@@ -247,6 +260,11 @@ def pull(
     trusted_keys: TrustedKeys = None,
     no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip re-hashing downloaded weights (one md5 pass; for remotes you trust).")] = False,
     force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite work-tree weights no version records.")] = False,
+    tensors: Annotated[
+        list[str] | None,
+        typer.Option("--tensors", help="Only the tensors matching this pattern, into a new safetensors file (tensors remote)."),
+    ] = None,
+    out: Annotated[str | None, typer.Option("--out", "-o", help="Where --tensors writes (default: WEIGHTS.partial.safetensors).")] = None,
     repo: Repo = ".",
     json_output: Json = False,
     quiet: Quiet = False,
@@ -260,8 +278,23 @@ def pull(
       mvc pull net --remote s3 --jobs 8
 
       mvc pull --no-verify   # trusted remote: skip re-hashing the downloads
+
+      mvc pull net@v3 --tensors 'encoder.*'   # a partial safetensors file, from a tensors remote
     """
     from mvc import api
+    from mvc.errors import UsageError
+
+    if tensors:
+        if len(names or []) != 1:
+            raise UsageError("--tensors takes exactly one NAME or NAME@REF", hint="e.g. `mvc pull net@v3 --tensors 'encoder.*'`")
+        part = api.pull_tensors(repo, (names or [""])[0], tensors, out=out, remote=remote, jobs=jobs)
+        if json_output:
+            _output.emit_json(part)
+        else:
+            _output.out(f"wrote {part.path}: {_output.plural(len(part.tensors), 'tensor')}, {part.bytes} bytes ({part.downloaded} downloaded)")
+        return
+    if out is not None:
+        raise UsageError("--out goes with --tensors", hint="`mvc pull` puts whole versions in the work tree")
 
     with _output.progress_bar("pulling", enabled=_output.progress_enabled(quiet=quiet, json_output=json_output)) as cb:
         result = api.pull(

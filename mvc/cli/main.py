@@ -11,6 +11,7 @@ from mvc.cli import hooks as _hooks  # noqa: F401  (registers `mvc install-hooks
 from mvc.cli import merge as _merge  # noqa: F401  (registers `mvc merge`)
 from mvc.cli import registry as _registry  # noqa: F401  (registers `mvc tag`, `mvc promote`, `mvc rename`)
 from mvc.cli import run as _run  # noqa: F401  (registers `mvc run`)
+from mvc.cli import storage as _storage  # noqa: F401  (registers `mvc storage`)
 from mvc.cli import verify as _verify  # noqa: F401  (registers `mvc verify`, `mvc sign`)
 from mvc.cli._app import app
 

@@ -35,6 +35,9 @@ def remote_add(
         str | None,
         typer.Option("--secret-access-key", help="S3 secret key (kept in .dvc/config.local; or set AWS_SECRET_ACCESS_KEY)."),
     ] = None,
+    layout: Annotated[
+        str, typer.Option("--layout", help="full: plain DVC objects; tensors: deduplicated tensor chunks and deltas.")
+    ] = "full",
     repo: Repo = ".",
     json_output: Json = False,
 ) -> None:
@@ -50,6 +53,8 @@ def remote_add(
       mvc remote add s3 s3://team-models/net --endpoint-url http://127.0.0.1:8333 --default
 
       mvc remote add gcs gs://team-models/net --project my-project --credentialpath ~/sa.json
+
+      mvc remote add s3 s3://team-models/net --layout tensors --default
     """
     from mvc import api
 
@@ -62,13 +67,18 @@ def remote_add(
         "access_key_id": access_key_id,
         "secret_access_key": secret_access_key,
     }
+    api.check_layout(layout)
     result = api.remote_add(
         name, url, repo=repo, default=default, force=force, options={k: v for k, v in options.items() if v is not None}
     )
+    api.remote_set_layout(name, layout, repo=repo)
     if json_output:
         _output.emit_json(result)
         return
-    _output.out(f"remote {result.name} -> {result.url}{' (default)' if result.default else ''}")
+    _output.out(
+        f"remote {result.name} -> {result.url}{' (default)' if result.default else ''}"
+        + (f" (layout {layout})" if layout != "full" else "")
+    )
 
 
 @command(remote_app, "list")

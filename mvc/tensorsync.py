@@ -1,0 +1,862 @@
+"""Push and pull for remotes with the ``tensors`` layout (issue 15).
+
+A remote's layout is an mvc setting (``.mvc/config.json``, ``"remotes": {NAME: {"layout":
+"tensors"}}``): ``.dvc/config`` stays a plain DVC config. Beside DVC's ``files/md5`` the
+remote holds::
+
+    mvc/layout.json                     {"layout": "tensors"}: a full-layout clone refuses it
+    mvc/chunks/ab/cdef...               chunks (see :mod:`mvc.tensorstore`), by blake3 of raw bytes
+    mvc/recipes/<md5[:2]>/<md5[2:]>     one recipe per DVC md5, written after its chunks
+
+Push uploads only the chunks the remote lacks, each a delta against the same part of
+the parent version when the parent is on the remote (and in the local cache), then the
+recipe: an interrupted push leaves chunks but no recipe, so the version is not there
+yet and the next push re-sends only what is missing. Pull reads the recipe, takes every
+part it can from versions already in the local cache, downloads the rest into a chunk
+cache under ``.dvc/tmp`` (kept until the version is rebuilt, so an interrupted pull
+resumes), rebuilds the file streaming into a temporary file beside the cache, checks
+its md5 against the pointer, and only then renames it into the DVC cache.
+
+Released versions (a registry tag at their commit) also get the plain DVC object, so a
+deploy job with only ``dvc pull`` can fetch them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import threading
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mvc import dvcstore, settings, tensorstore
+from mvc.errors import ConflictError, IntegrityError, MissingObjectError, MvcError, UsageError
+from mvc.pointer import Pointer
+from mvc.progress import Progress
+from mvc.tensorstore import Part, Recipe
+from mvc.workspace import Workspace
+
+FULL, TENSORS = "full", "tensors"
+LAYOUTS = (FULL, TENSORS)
+ROOT = "mvc"
+MARKER = f"{ROOT}/layout.json"
+CHUNKS = f"{ROOT}/chunks"
+RECIPES = f"{ROOT}/recipes"
+LOCAL_CHUNKS = "mvc-chunks"  # under .dvc/tmp: downloaded chunks of versions not yet rebuilt
+LOCAL_RECIPES = "mvc-recipes"  # under .dvc/tmp: recipes of versions in the local cache
+_SETTING = "remotes"
+
+
+# ---- the layout setting ---------------------------------------------------------------
+
+
+def layout(root: Path, remote: str) -> str:
+    """The layout of ``remote``: ``full`` (plain DVC objects, the default) or ``tensors``."""
+    remotes = settings.load(root).extra.get(_SETTING)
+    entry = remotes.get(remote) if isinstance(remotes, dict) else None
+    value = entry.get("layout") if isinstance(entry, dict) else None
+    return str(value) if value in LAYOUTS else FULL
+
+
+def set_layout(root: Path, remote: str, value: str) -> None:
+    """Record the layout of ``remote`` in ``.mvc/config.json``.
+
+    Raises:
+        UsageError: not a known layout.
+    """
+    if value not in LAYOUTS:
+        raise UsageError(f"unknown layout {value!r}", hint="use --layout full or --layout tensors")
+    current = settings.load(root)
+    extra = dict(current.extra)
+    found = extra.get(_SETTING)
+    remotes: dict[str, Any] = dict(found) if isinstance(found, dict) else {}
+    entry = dict(remotes.get(remote) or {})
+    if value == FULL:
+        entry.pop("layout", None)
+    else:
+        entry["layout"] = value
+    if entry:
+        remotes[remote] = entry
+    else:
+        remotes.pop(remote, None)
+    if remotes:
+        extra[_SETTING] = remotes
+    else:
+        extra.pop(_SETTING, None)
+    if extra != current.extra:
+        from dataclasses import replace
+
+        settings.save(root, replace(current, extra=extra))
+
+
+# ---- what to move ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Item:
+    """One version to push or pull."""
+
+    md5: str
+    label: str  # "NAME vN"
+    parents: tuple[tuple[str, str], ...] = ()  # (md5, "NAME vN") of the versions it was derived from
+    released: bool = False
+
+
+def item(ptr: Pointer, released: Iterable[str] = ()) -> Item:
+    """The :class:`Item` of a pointer (its manifest's parents are the delta bases)."""
+    m = ptr.manifest
+    label = f"{m.name} v{m.version}" if m else ptr.out
+    parents = tuple((p.hash, f"{p.name or (m.name if m else '')} v{p.version}") for p in (m.parents if m else ()))
+    return Item(ptr.md5, label, parents, ptr.md5 in set(released))
+
+
+def released_hashes(ws: Workspace) -> set[str]:
+    """Content hashes of every version a registry tag (release or stage) points at."""
+    from mvc import registry
+
+    events = [e for e in registry.events(ws) if e.action in ("register", "assign")]
+    out: set[str] = set()
+    for e in events:
+        for md5, label in version_labels(ws, [e.commit]).items():
+            if label.rsplit(" v", 1)[0] == e.artifact:
+                out.add(md5)
+    return out
+
+
+def version_labels(ws: Workspace, commits: list[str]) -> dict[str, str]:
+    """``md5 -> "NAME vN"`` of every model version recorded at ``commits`` (as :func:`mvc.hooks.version_labels`)."""
+    from mvc import gitstore, pointer
+    from mvc.errors import SchemaError
+
+    labels: dict[str, str] = {}
+    with gitstore.blob_reader(ws.root) as blob:
+        for commit in commits:
+            for path in gitstore.list_files(ws.root, commit, suffix=pointer.SUFFIX):
+                data = blob(commit, path)
+                try:
+                    ptr = pointer.parse(data, path) if data is not None else None
+                except SchemaError:
+                    continue
+                if ptr is not None and ptr.manifest is not None and ptr.md5:
+                    labels.setdefault(ptr.md5, f"{ptr.manifest.name} v{ptr.manifest.version + (1 if ptr.outside_mvc else 0)}")
+    return labels
+
+
+# ---- the remote -----------------------------------------------------------------------
+
+
+class _Remote:
+    """The tensors area of one remote: small reads and writes, failures translated."""
+
+    def __init__(self, root: Path, name: str) -> None:
+        self.root = root
+        self.name = name
+        self.fs, self.base, self.local = dvcstore.remote_root(root, name)
+        if not self.local:
+            import warnings
+
+            # aiohttp (under gcsfs) warns on every upload body over 1 MiB given as bytes; the
+            # upload runs on fsspec's own event loop thread, which nothing else waits on.
+            warnings.filterwarnings("ignore", message="Sending a large body directly", category=ResourceWarning)
+
+    def path(self, rel: str) -> str:
+        return os.path.join(self.base, *rel.split("/")) if self.local else f"{self.base.rstrip('/')}/{rel}"
+
+    def _guard(self, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except (MvcError, FileNotFoundError):
+            raise
+        except Exception as exc:
+            raise dvcstore.remote_failure(exc, self.name, self.root) from exc
+
+    def exists(self, rel: str) -> bool:
+        if self.local:
+            return os.path.isfile(self.path(rel))
+        return bool(self._guard(lambda: self.fs.exists(self.path(rel))))
+
+    def get(self, rel: str, end: int | None = None) -> bytes | None:
+        """The object's bytes (``end``: only the first bytes), None when it does not exist."""
+        try:
+            if self.local:
+                with open(self.path(rel), "rb") as f:
+                    return f.read(end) if end is not None else f.read()
+            data = self._guard(lambda: self.fs.cat_file(self.path(rel), start=0 if end else None, end=end))
+            return bytes(data)
+        except FileNotFoundError:
+            return None
+
+    def put(self, rel: str, data: bytes) -> None:
+        path = self.path(rel)
+        if self.local:  # atomic: a reader never sees half a chunk
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+            try:
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                os.replace(tmp, path)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+            return
+        self._guard(lambda: self.fs.pipe_file(path, data))
+
+    def remove_path(self, path: str) -> None:
+        if self.local:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            return
+        with contextlib.suppress(FileNotFoundError):
+            self._guard(lambda: self.fs.rm_file(path))
+
+    def listing(self, rel: str) -> dict[str, tuple[int, float | None]]:
+        """``{path below rel: (size, modified time or None)}`` of every object under ``rel``."""
+        top = self.path(rel)
+        out: dict[str, tuple[int, float | None]] = {}
+        if self.local:
+            for dirpath, _, files in os.walk(top):
+                for f in files:
+                    if not f.endswith(".tmp"):
+                        full = os.path.join(dirpath, f)
+                        st = os.stat(full)
+                        out[os.path.relpath(full, top).replace(os.sep, "/")] = (st.st_size, st.st_mtime)
+            return out
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.invalidate_cache()
+            found = self._guard(lambda: self.fs.find(top, detail=True))
+            for path, info in found.items():
+                out[path[len(top.rstrip("/")) + 1 :]] = (int(info.get("size") or 0), _mtime(info))
+        return out
+
+
+def _mtime(info: dict[str, Any]) -> float | None:
+    """An object's modified time from an s3fs (``LastModified``) or gcsfs (``updated``) listing."""
+    import datetime as dt
+
+    value = info.get("LastModified") or info.get("updated") or info.get("mtime")
+    if isinstance(value, dt.datetime):
+        return value.timestamp()
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    if isinstance(value, int | float):
+        return float(value)
+    return None
+
+
+def _chunk_rel(cid: str) -> str:
+    return f"{CHUNKS}/{tensorstore.chunk_key(cid)}"
+
+
+def _recipe_rel(md5: str) -> str:
+    return f"{RECIPES}/{md5[:2]}/{md5[2:]}"
+
+
+def refuse_tensors_remote(root: Path, remote: str) -> None:
+    """Refuse to use a remote holding the tensors layout as a ``full`` one (mixed layouts).
+
+    Raises:
+        ConflictError: the remote has mvc's tensors marker.
+    """
+    rem = _Remote(root, remote)
+    if rem.exists(MARKER):
+        raise ConflictError(
+            f"remote {remote!r} holds the tensors layout but this repository uses it with the full layout",
+            hint=f"set its layout: `mvc remote add {remote} URL --layout tensors --force` (same URL and options)",
+        )
+
+
+def _workers(jobs: int | None) -> int:
+    """Parts in flight: each holds up to a part, its base and its encoding (8 MiB each at most),
+    so memory stays a few parts per core, not the model."""
+    return max(1, jobs or min(8, 2 * (os.cpu_count() or 1)))
+
+
+# ---- push -----------------------------------------------------------------------------
+
+
+def push(root: Path, items: list[Item], *, remote: str, jobs: int | None = None, progress: Progress | None = None) -> int:
+    """Upload the versions of ``items`` a tensors remote lacks; returns the objects uploaded.
+
+    Raises:
+        MissingObjectError: a version's weights are not in the local cache.
+        RemoteError: the remote failed.
+    """
+    rem = _Remote(root, remote)
+    if items and not rem.exists(MARKER):
+        rem.put(MARKER, json.dumps({"layout": TENSORS, "schema": tensorstore.RECIPE_SCHEMA}).encode())
+    count = 0
+    full: list[str] = []
+    for it in items:
+        if it.md5.endswith(".dir"):  # directory versions keep plain DVC objects (issue 15: files first)
+            full.append(it.md5)
+            continue
+        count += _push_one(root, rem, it, jobs, progress)
+        if it.released:
+            full.append(it.md5)
+    if full:
+        absent = sorted(dvcstore.missing_in_remote(root, full, remote=remote))
+        if absent:
+            count += dvcstore.push_objects(root, absent, remote=remote, jobs=jobs).transferred
+    return count
+
+
+def push_full(root: Path, md5s: list[str], *, remote: str, jobs: int | None = None) -> int:
+    """Upload the plain DVC objects of ``md5s`` the remote lacks (``mvc push --full``)."""
+    absent = sorted(dvcstore.missing_in_remote(root, md5s, remote=remote)) if md5s else []
+    return dvcstore.push_objects(root, absent, remote=remote, jobs=jobs).transferred if absent else 0
+
+
+def _save_local_recipe(root: Path, recipe: Recipe) -> None:
+    path = dvcstore.tmp_dir(root) / LOCAL_RECIPES / recipe.md5
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+    tmp.write_bytes(recipe.to_bytes())
+    os.replace(tmp, path)
+
+
+def _remote_recipe(rem: _Remote, md5: str) -> Recipe | None:
+    raw = rem.get(_recipe_rel(md5))
+    return Recipe.from_bytes(raw, md5) if raw is not None else None
+
+
+def _push_one(root: Path, rem: _Remote, it: Item, jobs: int | None, progress: Progress | None) -> int:
+    if rem.exists(_recipe_rel(it.md5)):
+        return 0
+    src = dvcstore.cache_file(root, it.md5)
+    if not src.is_file():
+        raise MissingObjectError(
+            f"the weights of {it.label} ({it.md5[:8]}) are not in the local cache", hint="pull them first, or re-add them with `mvc add`"
+        )
+    size = src.stat().st_size
+    fmt, segs = tensorstore.segments(src, size)
+    plan = list(tensorstore.pieces(segs))
+    workers = _workers(jobs)
+    # The delta base: the first parent whose recipe is on the remote and whose file is here.
+    base_src: Path | None = None
+    bases: dict[tuple[str, int], tuple[int, Part]] = {}
+    for pmd5, _ in it.parents:
+        psrc = dvcstore.cache_file(root, pmd5)
+        precipe = _remote_recipe(rem, pmd5) if psrc.is_file() and not pmd5.endswith(".dir") else None
+        if precipe is not None:
+            base_src, bases = psrc, tensorstore.parts_by_key(precipe)
+            break
+    with ThreadPoolExecutor(workers) as pool:
+        ids = list(pool.map(lambda p: tensorstore.chunk_id(tensorstore.read_range(src, p[0], p[1])), plan))
+        unique = list(dict.fromkeys(ids))
+        present = dict(zip(unique, pool.map(lambda c: rem.exists(_chunk_rel(c)), unique), strict=True))
+        known_depth = {p.id: (p.depth, p.base) for _, p in bases.values()}
+        depths: dict[str, tuple[int, str | None]] = {}
+        lock = threading.Lock()
+
+        def upload(index: int) -> None:
+            offset, n, seg, piece = plan[index]
+            cid = ids[index]
+            raw = tensorstore.read_range(src, offset, n)
+            base = bases.get((seg.tensor, piece)) if seg.tensor is not None else None
+            base_raw = None
+            if base is not None and base_src is not None and base[1].size == n:
+                candidate = tensorstore.read_range(base_src, base[0], n)
+                if tensorstore.chunk_id(candidate) == base[1].id:  # never delta against bytes the remote lacks
+                    base_raw = candidate
+            stored, depth = tensorstore.encode(
+                raw, seg.width, base_raw, base[1].id if base else None, base[1].depth if base else 0
+            )
+            rem.put(_chunk_rel(cid), stored)
+            with lock:
+                depths[cid] = (depth, base[1].id if depth and base else None)
+            if progress is not None:
+                progress(it.label, n, size)
+
+        first = {cid: i for i, cid in reversed(list(enumerate(ids)))}
+        todo = [first[c] for c in unique if not present[c]]
+        for _ in pool.map(upload, todo):
+            pass
+
+        def depth_of(cid: str) -> tuple[int, str | None]:
+            if cid in known_depth:
+                return known_depth[cid]
+            head = tensorstore.read_head(rem.get(_chunk_rel(cid), end=64) or b"", cid)
+            return head.depth, head.base
+
+        existing = [c for c in unique if c not in depths]
+        for cid, d in zip(existing, pool.map(depth_of, existing), strict=True):
+            depths[cid] = d
+    parts = tuple(
+        Part(id=cid, size=n, tensor=seg.tensor, piece=piece, width=seg.width, depth=depths[cid][0], base=depths[cid][1])
+        for cid, (_, n, seg, piece) in zip(ids, plan, strict=True)
+    )
+    recipe = Recipe(md5=it.md5, size=size, format=fmt, parts=parts)
+    rem.put(_recipe_rel(it.md5), recipe.to_bytes())  # last: the version is on the remote only now
+    _save_local_recipe(root, recipe)
+    return len(todo) + 1
+
+
+# ---- pull -----------------------------------------------------------------------------
+
+
+def fetch(root: Path, items: list[Item], *, remote: str, jobs: int | None = None, progress: Progress | None = None) -> int:
+    """Rebuild into the local cache every file version of ``items`` the cache lacks and the remote has a recipe for.
+
+    Versions without a recipe (directories, versions pushed with the full layout) are
+    left to DVC's fetch, which runs next.
+
+    Returns:
+        The number of versions rebuilt.
+
+    Raises:
+        IntegrityError: a chunk is missing or corrupt, a delta base was deleted, or the
+            rebuilt file does not match its md5; nothing reaches the cache then.
+        RemoteError: the remote failed.
+    """
+    todo = [it for it in items if it.md5 and not it.md5.endswith(".dir") and not dvcstore.cache_file(root, it.md5).is_file()]
+    if not todo:
+        return 0
+    rem = _Remote(root, remote)
+    count = 0
+    for it in todo:
+        recipe = _remote_recipe(rem, it.md5)
+        if recipe is None:
+            continue
+        try:
+            _rebuild(root, rem, it, recipe, jobs, progress)
+        except IntegrityError:
+            if dvcstore.missing_in_remote(root, [it.md5], remote=remote):
+                raise
+            continue  # the full object is there too (a release, `mvc push --full`): DVC fetches it next
+        count += 1
+    return count
+
+
+def on_remote(root: Path, md5: str, *, remote: str) -> bool:
+    """True when a tensors remote holds version ``md5`` (its recipe, or the plain DVC object)."""
+    if not md5.endswith(".dir") and _Remote(root, remote).exists(_recipe_rel(md5)):
+        return True
+    return not dvcstore.missing_in_remote(root, [md5], remote=remote)
+
+
+def _local_sources(root: Path) -> dict[str, tuple[Path, int, int]]:
+    """``chunk id -> (cache file, offset, size)`` of every part of the versions in the local cache."""
+    out: dict[str, tuple[Path, int, int]] = {}
+    top = dvcstore.tmp_dir(root) / LOCAL_RECIPES
+    if not top.is_dir():
+        return out
+    for path in top.iterdir():
+        if path.name.startswith("."):
+            continue
+        src = dvcstore.cache_file(root, path.name)
+        if not src.is_file():
+            continue
+        try:
+            recipe = Recipe.from_bytes(path.read_bytes(), path.name)
+        except IntegrityError:
+            continue
+        for offset, part in recipe.offsets():
+            out.setdefault(part.id, (src, offset, part.size))
+    return out
+
+
+class _ChunkError(Exception):
+    def __init__(self, cid: str, kind: str) -> None:  # kind: missing | corrupt
+        super().__init__(cid, kind)
+        self.cid = cid
+        self.kind = kind
+
+
+class _Decoder:
+    """Raw bytes of chunks: from versions in the local cache, else downloaded (kept in the
+    chunk cache until the caller is done) and decoded, delta bases first."""
+
+    def __init__(self, root: Path, rem: _Remote) -> None:
+        self.rem = rem
+        self.sources = _local_sources(root)
+        self.chunk_dir = dvcstore.tmp_dir(root) / LOCAL_CHUNKS
+        self.touched: set[str] = set()
+        self.downloaded = 0
+        self._lock = threading.Lock()
+
+    def stored(self, cid: str) -> bytes:
+        local = self.chunk_dir / tensorstore.chunk_key(cid)
+        with self._lock:
+            self.touched.add(cid)
+        with contextlib.suppress(FileNotFoundError):
+            return local.read_bytes()
+        data = self.rem.get(_chunk_rel(cid))
+        if data is None:
+            raise _ChunkError(cid, "missing")
+        local.parent.mkdir(parents=True, exist_ok=True)
+        part = local.with_name(f".{local.name}.{uuid.uuid4().hex}")
+        part.write_bytes(data)
+        os.replace(part, local)
+        with self._lock:
+            self.downloaded += len(data)
+        return data
+
+    def raw(self, cid: str, depth: int = 0) -> bytes:
+        src = self.sources.get(cid)
+        if src is not None:
+            data = tensorstore.read_range(*src)
+            if tensorstore.chunk_id(data) == cid:
+                return data
+        if depth > tensorstore.MAX_DEPTH + 1:
+            raise _ChunkError(cid, "corrupt")
+        blob = self.stored(cid)
+        try:
+            head = tensorstore.read_head(blob, cid)
+            base = None
+            if head.codec in tensorstore.DELTAS:
+                assert head.base is not None
+                try:
+                    base = self.raw(head.base, depth + 1)
+                except _ChunkError as exc:
+                    if exc.kind == "missing" and exc.cid == head.base:
+                        raise _ChunkError(head.base, "base") from exc
+                    raise
+            return tensorstore.decode(blob, cid, base)
+        except IntegrityError:
+            with contextlib.suppress(FileNotFoundError):
+                (self.chunk_dir / tensorstore.chunk_key(cid)).unlink()
+            raise _ChunkError(cid, "corrupt") from None
+
+    def forget(self) -> None:
+        """Drop the downloaded chunks: the caller has what it needed from them."""
+        for cid in self.touched:
+            with contextlib.suppress(FileNotFoundError):
+                (self.chunk_dir / tensorstore.chunk_key(cid)).unlink()
+
+
+def _rebuild(root: Path, rem: _Remote, it: Item, recipe: Recipe, jobs: int | None, progress: Progress | None) -> None:
+    chunks = _Decoder(root, rem)
+    dest = dvcstore.cache_file(root, it.md5)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".mvc-rebuild-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    workers = _workers(jobs)
+    md5 = hashlib.md5()
+    try:
+        with open(tmp, "wb") as f, ThreadPoolExecutor(workers) as pool:
+            window: deque[Future[bytes]] = deque()
+            for part in recipe.parts:
+                window.append(pool.submit(chunks.raw, part.id))
+                if len(window) > workers:
+                    _write(f, md5, window.popleft().result(), it, progress, recipe.size)
+            while window:
+                _write(f, md5, window.popleft().result(), it, progress, recipe.size)
+        if md5.hexdigest() != it.md5:
+            raise IntegrityError(
+                f"the weights of {it.label} ({it.md5[:8]}) rebuilt from remote {rem.name!r} do not match their hash; "
+                "nothing was written",
+                hint="the recipe on the remote is wrong: push the version again from a machine that has its weights "
+                "(`mvc push --full`)",
+            )
+        dvcstore.adopt_cache_file(root, it.md5, tmp)
+    except _ChunkError as exc:
+        raise _chunk_error(exc, it, rem.name) from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    _save_local_recipe(root, recipe)
+    chunks.forget()  # the cache object now serves the parts; bases are fetched again if ever needed
+
+
+def _write(f: Any, md5: Any, data: bytes, it: Item, progress: Progress | None, total: int) -> None:
+    f.write(data)
+    md5.update(data)
+    if progress is not None:
+        progress(it.label, len(data), total)
+
+
+def _chunk_error(exc: _ChunkError, it: Item, remote: str) -> IntegrityError:
+    what = f"{it.label} ({it.md5[:8]})"
+    if exc.kind == "base":
+        parent = it.parents[0][1] if it.parents else "its parent version"
+        ref = parent.replace(" v", "@v", 1) if it.parents else "NAME@vN"
+        return IntegrityError(
+            f"the delta base chunk {exc.cid[:12]} of {what} was deleted from remote {remote!r}; nothing was written",
+            hint=f"push {parent} again from a machine that has it (`mvc push {ref}`): that restores the base",
+        )
+    if exc.kind == "missing":
+        return IntegrityError(
+            f"chunk {exc.cid[:12]} of {what} is missing from remote {remote!r}; nothing was written",
+            hint="push the version again from a machine that has its weights (`mvc push`)",
+        )
+    return IntegrityError(
+        f"chunk {exc.cid[:12]} of {what} on remote {remote!r} is corrupt; nothing was written",
+        hint="push the version again from a machine that has its weights (`mvc push`)",
+    )
+
+
+# ---- what a tensors remote stores (mvc storage) ---------------------------------------
+
+
+@dataclass(frozen=True)
+class VersionStorage:
+    """What one version costs on the remote."""
+
+    name: str
+    version: str  # "vN" ("?" when no commit of this repository records the hash)
+    hash: str
+    logical_bytes: int  # the file's size
+    stored_bytes: int  # chunks this version brought (not in a version listed before it) + its recipe
+    shared_bytes: int  # raw bytes of its parts stored already for a version listed before it
+    ratio: float  # stored / logical
+    release_bytes: int = 0  # the plain DVC object kept beside the chunks (releases, `push --full`)
+
+
+@dataclass(frozen=True)
+class StorageTotals:
+    logical_bytes: int
+    stored_bytes: int
+    shared_bytes: int
+    ratio: float
+    release_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class StorageReport:
+    """Per version, oldest first per model, and the totals."""
+
+    remote: str
+    layout: str
+    versions: tuple[VersionStorage, ...]
+    totals: StorageTotals
+
+
+def storage(ws: Workspace, remote: str, *, name: str | None = None) -> StorageReport:
+    """Storage of every version a tensors remote holds (``name``: one model's).
+
+    Versions are ordered per model by version number; a chunk counts as stored by the
+    first version that uses it and as shared by every later one.
+
+    Raises:
+        RemoteError: the remote failed. ModelNotFoundError: ``name`` has no version there.
+    """
+    from mvc import gitstore, pointer
+    from mvc.errors import ModelNotFoundError
+
+    rem = _Remote(ws.root, remote)
+    recipes_listing = rem.listing(RECIPES)
+    chunk_sizes = {k.replace("/", ""): v[0] for k, v in rem.listing(CHUNKS).items()}
+    labels = version_labels(ws, gitstore.all_commits_touching(ws.root, f"*{pointer.SUFFIX}"))
+    md5s = [k.replace("/", "") for k in recipes_listing]
+    with ThreadPoolExecutor(_workers(None)) as pool:
+        raws = list(pool.map(lambda m: rem.get(_recipe_rel(m)), md5s))
+    full = set(md5s) - dvcstore.missing_in_remote(ws.root, md5s, remote=remote) if md5s else set()
+
+    def key(md5: str) -> tuple[str, int, str]:
+        label = labels.get(md5, "? v0")
+        model, _, number = label.rpartition(" v")
+        return model, int(number) if number.isdigit() else 0, md5
+
+    entries = sorted(
+        ((md5, Recipe.from_bytes(raw, md5), len(raw)) for md5, raw in zip(md5s, raws, strict=True) if raw is not None),
+        key=lambda e: key(e[0]),
+    )
+    seen: set[str] = set()
+    out = []
+    for md5, recipe, recipe_size in entries:
+        model, number, _ = key(md5)
+        stored, shared = recipe_size, 0
+        for part in recipe.parts:
+            if part.id in seen:
+                shared += part.size
+            else:
+                seen.add(part.id)
+                stored += chunk_sizes.get(part.id, 0)
+        if name is not None and model != name:
+            continue
+        out.append(
+            VersionStorage(
+                name=model,
+                version=f"v{number}" if md5 in labels else "?",
+                hash=md5,
+                logical_bytes=recipe.size,
+                stored_bytes=stored,
+                shared_bytes=shared,
+                ratio=round(stored / recipe.size, 4) if recipe.size else 0.0,
+                release_bytes=recipe.size if md5 in full else 0,
+            )
+        )
+    if name is not None and not out:
+        raise ModelNotFoundError(
+            f"remote {remote!r} holds no version of {name!r} in the tensors layout", hint="push it with `mvc push`"
+        )
+    logical = sum(v.logical_bytes for v in out)
+    stored_total = sum(v.stored_bytes for v in out)
+    totals = StorageTotals(
+        logical_bytes=logical,
+        stored_bytes=stored_total,
+        shared_bytes=sum(v.shared_bytes for v in out),
+        ratio=round(stored_total / logical, 4) if logical else 0.0,
+        release_bytes=sum(v.release_bytes for v in out),
+    )
+    return StorageReport(remote=remote, layout=layout(ws.root, remote), versions=tuple(out), totals=totals)
+
+
+# ---- gc of a tensors remote ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Garbage:
+    """A recipe or chunk no kept version needs."""
+
+    path: str  # as the remote's filesystem names it
+    kind: str  # "recipe" | "chunk"
+    id: str  # the md5 of a recipe, the chunk id of a chunk
+    size: int
+
+
+def garbage(root: Path, remote: str, keep: set[str], *, cutoff: float) -> list[Garbage]:
+    """The recipes of versions not in ``keep`` and the chunks no kept recipe needs (delta bases
+    included, to the end of each chain) on a tensors remote.
+
+    Chunks written after ``cutoff`` (a timestamp) stay: a push under way uploads its chunks
+    before its recipe. A kept recipe that cannot be read keeps every chunk.
+    """
+    rem = _Remote(root, remote)
+    recipes = {k.replace("/", ""): v for k, v in rem.listing(RECIPES).items()}
+    chunks = {k.replace("/", ""): v for k, v in rem.listing(CHUNKS).items()}
+    md5s = sorted(recipes)
+    with ThreadPoolExecutor(_workers(None)) as pool:
+        raws = dict(zip(md5s, pool.map(lambda m: rem.get(_recipe_rel(m)), md5s), strict=True))
+    base_of: dict[str, str | None] = {}
+    needed: list[str] = []
+    keep_all = False
+    for md5 in md5s:
+        try:
+            recipe = Recipe.from_bytes(raws[md5] or b"", md5)
+        except IntegrityError:
+            keep_all = keep_all or md5 in keep
+            continue
+        for part in recipe.parts:
+            base_of.setdefault(part.id, part.base)
+            if md5 in keep:
+                needed.append(part.id)
+    out = [Garbage(rem.path(_recipe_rel(m)), "recipe", m, recipes[m][0]) for m in md5s if m not in keep]
+    if keep_all:
+        return out
+    kept: set[str] = set()
+    while needed:
+        cid = needed.pop()
+        if cid in kept:
+            continue
+        kept.add(cid)
+        if cid not in base_of and cid in chunks:
+            head = rem.get(_chunk_rel(cid), end=64)
+            with contextlib.suppress(IntegrityError):
+                base_of[cid] = tensorstore.read_head(head or b"", cid).base
+        base = base_of.get(cid)
+        if base:
+            needed.append(base)
+    for cid, (size, mtime) in sorted(chunks.items()):
+        if cid not in kept and mtime is not None and mtime < cutoff:
+            out.append(Garbage(rem.path(_chunk_rel(cid)), "chunk", cid, size))
+    return out
+
+
+def remove_garbage(root: Path, remote: str, items: list[Garbage]) -> None:
+    """Remove ``items``: recipes first, so an interrupted gc never leaves a recipe whose chunks are gone."""
+    rem = _Remote(root, remote)
+    for kind in ("recipe", "chunk"):
+        paths = [g.path for g in items if g.kind == kind]
+        with ThreadPoolExecutor(_workers(None)) as pool:
+            list(pool.map(lambda p: rem.remove_path(p), paths))
+
+
+# ---- a partial safetensors file (mvc pull NAME@REF --tensors PATTERN) -------------------
+
+
+@dataclass(frozen=True)
+class PartialFile:
+    """Outcome of :func:`pull_tensors`."""
+
+    path: str
+    tensors: tuple[str, ...]
+    bytes: int  # the file's size
+    downloaded: int  # bytes read from the remote
+
+
+def pull_tensors(root: Path, it: Item, patterns: list[str], dest: Path, *, remote: str, jobs: int | None = None) -> PartialFile:
+    """Write ``dest``, a safetensors file with only the tensors of version ``it`` whose names
+    match ``patterns`` (shell-style), downloading only the chunks that hold them.
+
+    Each chunk is checked against its id; there is no md5 for a partial file.
+
+    Raises:
+        UsageError: the version is not a safetensors file on the remote.
+        NotFoundError: no tensor matches; the version is not on the remote.
+        IntegrityError: a chunk is missing or corrupt.
+    """
+    import fnmatch
+    import struct
+
+    from mvc.errors import NotFoundError
+
+    rem = _Remote(root, remote)
+    recipe = _remote_recipe(rem, it.md5)
+    if recipe is None:
+        raise NotFoundError(
+            f"remote {remote!r} holds no tensor recipe of {it.label} ({it.md5[:8]})", hint="push it with `mvc push` first"
+        )
+    if recipe.format != "safetensors":
+        raise UsageError(f"{it.label} is not a safetensors file; --tensors reads safetensors only", hint="pull the whole file")
+    chunks = _Decoder(root, rem)
+    spans = list(recipe.offsets())
+
+    last: dict[str, bytes] = {}  # the part read last: small tensors share one
+
+    def read(start: int, end: int) -> bytes:
+        out = bytearray()
+        for offset, part in spans:
+            if offset + part.size <= start or offset >= end:
+                continue
+            if part.id not in last:
+                last.clear()
+                last[part.id] = chunks.raw(part.id)
+            raw = last[part.id]
+            out += raw[max(start - offset, 0) : min(end - offset, part.size)]
+        return bytes(out)
+
+    try:
+        (n,) = struct.unpack("<Q", read(0, 8))
+        header = json.loads(read(8, 8 + n))
+        metadata = header.pop("__metadata__", None)
+        chosen = sorted(
+            (k for k in header if any(fnmatch.fnmatchcase(k, p) for p in patterns)), key=lambda k: header[k]["data_offsets"][0]
+        )
+        if not chosen:
+            raise NotFoundError(
+                f"no tensor of {it.label} matches {', '.join(repr(p) for p in patterns)}",
+                hint=f"list its tensors with `mvc show {it.label.replace(' v', '@v', 1)}`",
+            )
+        out_header: dict[str, Any] = {"__metadata__": metadata} if metadata else {}
+        at = 0
+        for k in chosen:
+            b, e = header[k]["data_offsets"]
+            out_header[k] = {**header[k], "data_offsets": [at, at + e - b]}
+            at += e - b
+        text = json.dumps(out_header, separators=(",", ":")).encode()
+        text += b" " * (-len(text) % 8)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(struct.pack("<Q", len(text)) + text)
+                for k in chosen:
+                    b, e = header[k]["data_offsets"]
+                    f.write(read(8 + n + b, 8 + n + e))
+            os.replace(tmp, dest)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+    except _ChunkError as exc:
+        raise _chunk_error(exc, it, rem.name) from None
+    finally:
+        chunks.forget()
+    return PartialFile(path=str(dest), tensors=tuple(chosen), bytes=dest.stat().st_size, downloaded=chunks.downloaded)
