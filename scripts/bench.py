@@ -10,6 +10,7 @@ Creates its own fixtures in a temp dir and prints a table (or ``--json``):
 Targets (DESIGN.md): mvc add <= 1.0x dvc add; push/pull throughput >= 0.9x dvc;
 log over 500 versions and exp list over 100 branches < 1 s; diff of two 300-tensor
 manifests < 0.3 s; mvc --help < 0.3 s; merge peak RSS < 1.5x largest tensor + 300 MiB.
+Issue 15 (bench_tensors.py): tensors layout <= 0.45x full (fp32), <= 0.35x (bf16), <= 0.05x frozen part.
 """
 
 from __future__ import annotations
@@ -341,7 +342,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
-    parser.add_argument("--only", default="", help="comma-separated subset: add,index,help,status,transfer,wire,history,experiments,merge,training,security,eval-ray")
+    parser.add_argument(
+        "--only", default="", help="comma-separated subset: add,index,help,status,transfer,wire,history,experiments,merge,training,security,eval-ray,tensors"
+    )
     args = parser.parse_args(argv)
     quick = args.quick
     only = {s.strip() for s in args.only.split(",") if s.strip()}
@@ -365,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         ("training", "bench_training.py", "bench"),
         ("security", "bench_security.py", "bench"),
         ("eval-ray", "bench_eval_ray.py", "bench"),
+        ("tensors", "bench_tensors.py", "bench"),  # issue 15: storage of real fine-tune chains
     ):
         ext = _external(script, function)
         if ext is not None:
