@@ -331,8 +331,17 @@ def s3_remote(cli: Callable[..., Any], endpoint: str, *, default: bool = True) -
 
 @pytest.mark.parametrize("endpoint", ["silent_endpoint", "failing_endpoint"])
 def test_push_and_pull_to_a_dead_s3_endpoint_fail_with_exit_5(
-    repo: Path, weights: Path, cli: Callable[..., Any], tmp_path: Path, endpoint: str, request: pytest.FixtureRequest
+    repo: Path,
+    weights: Path,
+    cli: Callable[..., Any],
+    tmp_path: Path,
+    endpoint: str,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    from mvc import dvcstore
+
+    monkeypatch.setattr(dvcstore, "READ_TIMEOUT", 2)  # 15 s in use; the bound is what is tested
     url = request.getfixturevalue(endpoint)
     mvc.add(weights)
     s3_remote(cli, url)

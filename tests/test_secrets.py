@@ -90,6 +90,9 @@ def test_no_command_prints_a_key_or_writes_one_into_a_tracked_file(cli, repo, we
     weights.unlink()
     run("pull")
     assert weights.exists()
+    os.chmod(cached, 0o644)
+    cached.unlink()  # so `pull -r bad` must ask the remote (with everything cached it works offline)
+    weights.unlink()
     for args in (("push", "-r", "bad"), ("pull", "-r", "bad"), ("status", "-r", "bad"), ("verify", "-r", "bad")):
         failed = run(*args, code=None)
         assert failed.exit_code != 0, args
