@@ -8,4 +8,4 @@ source scripts/bootstrap.sh "test,integrations"  # integrations: keras, transfor
 export GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false
 "$PY" -m ruff check mvc tests scripts
 "$PY" -m mypy
-"$PY" -m pytest -q -p no:cacheprovider --timeout=600 "$@"
+"$PY" -m pytest -q -p no:cacheprovider --timeout=600 --durations=25 "$@"
