@@ -24,4 +24,7 @@ def test_bench_quick_smoke_run():
     for expected in ("mvc --help", "tensor index", "add ", "push ", "pull ", "pull --no-verify"):
         assert expected in names, names
     for row in rows:
+        if row["target"] == "informative" and row["mvc"] is None:  # a difference below the run's noise
+            assert "noise" in row["note"], row
+            continue
         assert row["mvc"] is not None and row["mvc"] > 0, row
