@@ -22,6 +22,9 @@ from typing import Any, Self
 
 from mvc.errors import EXIT_OTHER, MvcError, RemoteError, UsageError, counted
 
+CLIENT_TRIES = 3
+"""Connects through Ray Client (``ray://``) whose server failed to start in time: tried again."""
+
 CANCEL_GRACE_S = 30.0
 """How long Ctrl-C waits for cancelled Ray tasks to stop their commands."""
 
@@ -163,12 +166,7 @@ class RayExecutor(Executor):
             try:
                 _probe(named if named and named != "auto" else self.address)
                 with _bounded_connect():
-                    ray.init(
-                        address=self.address,
-                        logging_level=logging.ERROR,
-                        log_to_driver=False,
-                        configure_logging=True,
-                    )
+                    self._init_with_retries()
             except Exception as exc:  # noqa: BLE001 - OSError, ConnectionError, ValueError, RaySystemError ...
                 # A failed Ray Client connect leaves client mode on in this process, and the
                 # next ray.init fails with a bare AssertionError: reset it.
@@ -186,6 +184,20 @@ class RayExecutor(Executor):
             except Exception:  # noqa: BLE001, S110 - informative only: keep "auto"
                 pass
         self._check_fits()
+
+    def _init_with_retries(self) -> None:
+        """``ray.init``; a Ray Client server that fails to start its per-connection server in
+        time ("Initialization failure from server", seen on a loaded head) is asked again."""
+        ray = self._ray
+        for attempt in range(CLIENT_TRIES):
+            try:
+                ray.init(address=self.address, logging_level=logging.ERROR, log_to_driver=False, configure_logging=True)
+                return
+            except Exception as exc:  # noqa: BLE001 - retried only for the client server's start-up failure
+                if attempt == CLIENT_TRIES - 1 or "Initialization failure from server" not in str(exc):
+                    raise
+                with contextlib.suppress(Exception):
+                    ray.shutdown()  # a failed client connect leaves client mode on
 
     def _check_fits(self) -> None:
         """Refuse a task no node can hold: Ray would queue it as infeasible, silently, for ever.
