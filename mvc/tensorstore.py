@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -45,6 +46,7 @@ DELTAS = (XOR, SUB)
 _INTS = {2: "<i2", 4: "<i4", 8: "<i8"}
 _HEAD = struct.Struct("<4sBBBBQ")  # magic, codec, width, depth, reserved, raw length
 ID_BYTES = 32  # blake3 digest
+_CHUNK_ID = re.compile(f"[0-9a-f]{{{2 * ID_BYTES}}}")  # what a recipe may name: ids become paths
 # Compressed output larger than this share of the input is not worth a decode: stored raw.
 KEEP_RAW_ABOVE = 0.97
 # A delta this small is kept without trying the whole part; a bigger one only when it beats the
@@ -105,6 +107,8 @@ class Recipe:
                 for p in data["parts"]
             )
             recipe = Recipe(md5=str(data["md5"]), size=int(data["size"]), format=str(data["format"]), parts=parts)
+            if not all(_CHUNK_ID.fullmatch(i) for p in parts for i in (p.id, p.base or p.id)):
+                raise ValueError("a chunk id that is not a chunk hash")  # ids become paths: no "../"
         except (ValueError, KeyError, TypeError, IndexError) as exc:
             raise IntegrityError(
                 f"the tensor recipe of {md5[:8]} on the remote is unreadable",
