@@ -36,6 +36,7 @@ from mvc.errors import IntegrityError
 CHUNK_BYTES = 8 * 2**20  # a tensor bigger than this is split in pieces of this size
 SMALL_TENSOR = 2**20  # consecutive tensors smaller than this share a part ...
 GROUP_BYTES = 4 * 2**20  # ... of at most this size
+MAX_PART = 256 * 2**20  # no part is ever bigger: a chunk claiming more is hostile (a zstd bomb)
 MAX_DEPTH = 8  # a delta chain is at most this long: every 9th version of a part is stored whole
 RECIPE_SCHEMA = 1
 ZSTD_LEVEL = 3
@@ -330,7 +331,7 @@ def read_head(stored: bytes | memoryview, cid: str) -> ChunkHead:
     if len(stored) < _HEAD.size:
         raise _corrupt(cid)
     magic, codec, width, depth, _, size = _HEAD.unpack_from(stored)
-    if magic != MAGIC or codec not in CODECS or width < 1:
+    if magic != MAGIC or codec not in CODECS or width < 1 or size > MAX_PART:
         raise _corrupt(cid)
     if codec in DELTAS:
         if len(stored) < _HEAD.size + ID_BYTES:

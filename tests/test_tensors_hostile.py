@@ -62,3 +62,20 @@ def test_a_pull_through_a_recipe_with_a_path_escaping_id_writes_nothing_outside(
     assert not _head_file(other).exists()
     written = [p for p in tmp_path.rglob("escaped") if p.read_bytes() != b"payload"]
     assert not written and not list((other / ".dvc").rglob("escaped"))
+
+
+def test_a_chunk_claiming_more_raw_bytes_than_any_part_is_corrupt_before_it_is_inflated() -> None:
+    import zstandard
+
+    small = tensorstore.encode(b"\0" * 4096, 1)[0]
+    head = tensorstore.read_head(small, "c" * 64)
+    # a zstd bomb: a few KiB that inflate to 1 GiB of zeros, in a header that admits it
+    bomb = zstandard.ZstdCompressor(write_content_size=False).compressobj()
+    frame = b"".join(bomb.compress(b"\0" * 2**24) for _ in range(64)) + bomb.flush()
+    forged = bytes(small[:4]) + bytes([tensorstore.ZSTD, 1, 0, 0]) + (2**30).to_bytes(8, "little") + frame
+
+    assert head.size == 4096
+    with pytest.raises(IntegrityError, match="is corrupt"):
+        tensorstore.read_head(forged, "c" * 64)
+    with pytest.raises(IntegrityError, match="is corrupt"):
+        tensorstore.decode(forged, "c" * 64)
