@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mvc import gitstore, pointer
+from mvc import gitstore, pointer, yamltext
 from mvc.errors import PathNotFoundError, UsageError
 from mvc.manifest import CodeRef, DatasetRef
 
@@ -59,10 +59,11 @@ def read_mapping_file(path: str | Path, *, option: str) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"{option} {path}: cannot read the file ({exc.__class__.__name__})", hint="check its permissions and encoding") from exc
     try:
-        data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
+        data = json.loads(text) if p.suffix == ".json" else yamltext.load(text)
     except (ValueError, yaml.YAMLError) as exc:
         kind = "JSON" if p.suffix == ".json" else "YAML"
-        raise UsageError(f"{option} {path} is not valid {kind}", hint="fix the file or pass values with KEY=VALUE") from exc
+        what = "holds a YAML alias, which mvc does not expand" if getattr(exc, "problem", None) == "alias" else f"is not valid {kind}"
+        raise UsageError(f"{option} {path} {what}", hint="fix the file or pass values with KEY=VALUE") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):

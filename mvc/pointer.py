@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
+from mvc import yamltext
 from mvc.errors import SchemaError
 from mvc.files import write_atomic
 from mvc.manifest import Manifest, Parent
@@ -86,13 +87,13 @@ def _load_yaml(text: bytes | str, source: str) -> Any:
     import yaml
 
     try:
-        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-        return yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
+        return yamltext.load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
+        what = "holds a YAML alias, which mvc never writes and does not expand" if getattr(exc, "problem", None) == "alias" else "is not valid YAML"
         raise SchemaError(
-            f"{source} is not valid YAML{where}",
+            f"{source} {what}{where}",
             hint=f"restore it with `git checkout -- {source}` or fix it by hand",
         ) from exc
 
