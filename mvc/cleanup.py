@@ -14,7 +14,6 @@ running in another terminal keeps its own.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -23,7 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from mvc import dvcstore, gitstore, rollback, tensorsync
+from mvc import documents, dvcstore, gitstore, rollback, tensorsync
 from mvc.workspace import Workspace
 
 # The hashes a pointer (``*.dvc``) or ``dvc.lock`` names: every ``md5:`` value, read as text so
@@ -76,7 +75,7 @@ def kept_hashes(ws: Workspace) -> set[str]:
     texts += [path.read_bytes() for path in _work_tree_pointers(ws.root)]
     hashes = {m.group(1).decode() for text in texts for m in _MD5.finditer(text)}
     try:
-        state = json.loads((ws.root / rollback.STATE_FILE).read_text())
+        state = documents.load_json((ws.root / rollback.STATE_FILE).read_text())
     except (FileNotFoundError, ValueError):
         state = {}
     if isinstance(state, dict):

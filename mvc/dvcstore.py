@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mvc import documents
 from mvc.errors import (
     ConflictError,
     IntegrityError,
@@ -646,6 +647,34 @@ def _register_cache(repo: Repo) -> None:
 
         check._mvc = True  # type: ignore[attr-defined]
         LocalHashFileDB.check = check  # type: ignore[method-assign]
+        _refuse_path_like_oids()
+
+
+_OID = re.compile(r"[0-9a-f]{32}(\.dir)?")
+
+
+def _refuse_path_like_oids() -> None:
+    """Make DVC's object stores refuse an object id that is not a hash (called once, locked).
+
+    A ``.dir`` listing (data from a remote or a hostile commit) names its files by md5,
+    and every store builds the object's path from it (``xx/rest``): ``abc/../../x`` made
+    a pull read a file outside the remote and write it outside the cache.
+    """
+    from dvc_data.hashfile.db.local import LocalHashFileDB
+    from dvc_objects.db import ObjectDB
+
+    for cls in (ObjectDB, LocalHashFileDB):
+        original = cls.oid_to_path
+
+        def oid_to_path(self: Any, oid: str, _original: Any = original) -> str:
+            if not _OID.fullmatch(oid):
+                raise IntegrityError(
+                    f"refusing a directory listing that names object {oid!r}, which is not a hash; nothing was written",
+                    hint="this version was crafted or corrupted: do not use it; ask its author, and check the commit that added it",
+                )
+            return str(_original(self, oid))
+
+        cls.oid_to_path = oid_to_path  # type: ignore[method-assign]
 
 
 _cloud_bounded = False
@@ -767,14 +796,15 @@ class _VerifiedLog:
 
 
 def _unsafe_relpath(entries: Iterable[tuple[str, str]]) -> str | None:
-    """The first path of a ``.dir`` listing that would land outside its directory, or None.
+    """The first path or object id of a ``.dir`` listing that would land outside its place, or None.
 
     A listing is data from the remote (or a hostile commit): ``../x``, ``/etc/x``, ``a//b``
-    or a Windows drive would make a checkout write outside the model's directory.
+    or a Windows drive would make a checkout write outside the model's directory, and an
+    id that is not an md5 (``abc/../../x``) a path outside the cache and the remote.
     """
     from pathlib import PurePosixPath, PureWindowsPath
 
-    for relpath, _ in entries:
+    for relpath, oid in entries:
         parts = relpath.split("/")
         if (
             not relpath
@@ -784,6 +814,8 @@ def _unsafe_relpath(entries: Iterable[tuple[str, str]]) -> str | None:
             or any(part in ("", ".", "..") for part in parts)
         ):
             return relpath
+        if not _OID.fullmatch(oid) or oid.endswith(".dir"):
+            return oid
     return None
 
 
@@ -799,7 +831,7 @@ def unsafe_listing_error(label: str, md5: str, entry: str) -> IntegrityError:
     """The one error for a listing that names a path outside its directory."""
     return IntegrityError(
         f"refusing {label}: its directory listing {md5[:8]}.dir names {entry!r}, a path outside the model's "
-        "directory; nothing was written",
+        "directory or the cache; nothing was written",
         hint="this version was crafted or corrupted: do not use it; ask its author, and check the commit that added it",
     )
 
@@ -952,7 +984,6 @@ def _heal_rwlock(root: Path) -> None:
     lock held, so no DVC process of this repository is writing it: a file that does not
     parse records no live lock, and ``{}`` (no locks) is what it meant.
     """
-    import json
 
     path = root / RWLOCK
     try:
@@ -960,7 +991,7 @@ def _heal_rwlock(root: Path) -> None:
     except OSError:
         return
     try:
-        doc = json.loads(data)
+        doc = documents.load_json(data)
         if isinstance(doc, dict) and set(doc) <= {"read", "write"}:
             return
     except ValueError:
@@ -2295,7 +2326,6 @@ def fetch_object(access: RemoteAccess, md5: str, dest: Path, *, cache_dir: Path)
         IntegrityError: a downloaded object does not match its hash (it is discarded).
         RemoteError: the remote refused or could not be reached.
     """
-    import json
 
     where = _where(access.name, access.url)
     try:
@@ -2310,11 +2340,14 @@ def fetch_object(access: RemoteAccess, md5: str, dest: Path, *, cache_dir: Path)
             dest.parent.mkdir(parents=True, exist_ok=True)
             _copy(listing, dest)
             return dest
-        entries = json.loads(listing.read_text())
+        entries = [(str(e["relpath"]), str(e["md5"])) for e in documents.load_json(listing.read_text())]
+        unsafe = _unsafe_relpath(entries)
+        if unsafe is not None:
+            raise unsafe_listing_error(f"object {md5[:8]}", md5, unsafe)
         dest.mkdir(parents=True, exist_ok=True)
-        for entry in entries:
-            local = _fetch_checked(odb, str(entry["md5"]), cache_dir, where)
-            target = dest.joinpath(*str(entry["relpath"]).split("/"))
+        for relpath, oid in entries:
+            local = _fetch_checked(odb, oid, cache_dir, where)
+            target = dest.joinpath(*relpath.split("/"))
             target.parent.mkdir(parents=True, exist_ok=True)
             _copy(local, target)
         return dest

@@ -35,7 +35,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from mvc import dvcstore, gitstore, history, pointer, refs, settings, stats, sync
+from mvc import documents, dvcstore, gitstore, history, pointer, refs, settings, stats, sync
 from mvc.errors import (
     EXIT_INTEGRITY,
     EXIT_OTHER,
@@ -418,7 +418,7 @@ class _CommandEvaluator(_Evaluator):
             raise _RunFailed(f"the command exited with code {proc.returncode}", _tail(stderr))
         if "{out}" in self.template and out.is_file() and out.stat().st_size:
             try:
-                data = json.loads(out.read_text())
+                data = documents.load_json(out.read_text())
             except (ValueError, UnicodeDecodeError) as exc:
                 raise _RunFailed(f"the command wrote invalid JSON to {{out}}: {exc}", _tail(stderr)) from None
             if not isinstance(data, dict):
@@ -495,7 +495,7 @@ def _last_json_line(stdout: str, stderr: str, empty: str) -> Mapping[str, Any]:
     if not lines:
         raise _RunFailed(f"the evaluation printed no JSON metrics ({empty})", _tail(stderr))
     try:
-        data = json.loads(lines[-1])
+        data = documents.load_json(lines[-1])
     except ValueError:
         data = None
     if not isinstance(data, dict):
@@ -1040,7 +1040,7 @@ class _Store:
         """The folds saved for ``target`` under this evaluation (None: not saved or unreadable)."""
         empty: list[_Fold | None] = [None] * self.spec.folds
         try:
-            data = json.loads(self.path(target).read_text())
+            data = documents.load_json(self.path(target).read_text())
             if data["eval"]["hash"] != self.spec.hash or data["hash"] != target.resolved.hash:
                 return empty
             if data.get("schema") == 1:

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from mvc import dvcstore, files, gitstore, history, pointer, rollback, settings, sync, workspace
+from mvc import documents, dvcstore, files, gitstore, history, pointer, rollback, settings, sync, workspace
 from mvc.errors import (
     ConflictError,
     MissingObjectError,
@@ -159,7 +159,7 @@ def _parse_record(data: bytes | None) -> dict[str, Any]:
     if data is None:
         return {}
     try:
-        record = json.loads(data)
+        record = documents.load_json(data)
     except ValueError:
         return {}
     return record if isinstance(record, dict) and int(record.get("schema", SCHEMA)) <= SCHEMA else {}

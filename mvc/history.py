@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from mvc import files, gitstore, pointer, settings
+from mvc import documents, files, gitstore, pointer, settings
 from mvc.errors import ModelNotFoundError, SchemaError
 from mvc.manifest import Manifest, Parent
 from mvc.pointer import Pointer
@@ -59,7 +59,7 @@ class _Documents:
     def __init__(self, root: Path) -> None:
         self.path = root / CACHE_FILE
         try:
-            docs = json.loads(self.path.read_bytes())
+            docs = documents.load_json(self.path.read_bytes())
         except (OSError, ValueError):
             docs = {}
         self.docs: dict[str, Any] = docs if isinstance(docs, dict) else {}
@@ -232,7 +232,7 @@ class _Numbers:
         self.path = root / NUMBERS_FILE
         self.head = head
         try:
-            doc = json.loads(self.path.read_bytes())
+            doc = documents.load_json(self.path.read_bytes())
         except (OSError, ValueError):
             doc = {}
         numbers = doc.get("numbers") if isinstance(doc, dict) and doc.get("head") == head else None

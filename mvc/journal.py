@@ -17,6 +17,7 @@ import os
 import signal
 from pathlib import Path
 
+from mvc import documents
 from mvc.files import write_atomic
 
 JOURNAL_DIR = ".dvc/tmp"
@@ -63,7 +64,7 @@ def recover(root: Path) -> list[str]:
     restored: list[str] = []
     for entry in sorted(folder.glob(f"{PREFIX}*.json")):
         try:
-            doc = json.loads(entry.read_bytes())
+            doc = documents.load_json(entry.read_bytes())
             pid = int(doc["pid"])
             files = dict(doc["files"])
         except (OSError, ValueError, KeyError, TypeError):

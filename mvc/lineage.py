@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mvc import gitstore, pointer, yamltext
+from mvc import documents, gitstore, pointer
 from mvc.errors import PathNotFoundError, UsageError
 from mvc.manifest import CodeRef, DatasetRef
 
@@ -59,7 +59,7 @@ def read_mapping_file(path: str | Path, *, option: str) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"{option} {path}: cannot read the file ({exc.__class__.__name__})", hint="check its permissions and encoding") from exc
     try:
-        data = json.loads(text) if p.suffix == ".json" else yamltext.load(text)
+        data = documents.load_json(text) if p.suffix == ".json" else documents.load_yaml(text)
     except (ValueError, yaml.YAMLError) as exc:
         kind = "JSON" if p.suffix == ".json" else "YAML"
         what = "holds a YAML alias, which mvc does not expand" if getattr(exc, "problem", None) == "alias" else f"is not valid {kind}"

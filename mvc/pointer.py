@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
-from mvc import yamltext
+from mvc import documents
 from mvc.errors import SchemaError
 from mvc.files import write_atomic
 from mvc.manifest import Manifest, Parent
@@ -87,7 +87,7 @@ def _load_yaml(text: bytes | str, source: str) -> Any:
     import yaml
 
     try:
-        return yamltext.load(text)
+        return documents.load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""

@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from mvc import dvcstore, files, pointer
+from mvc import documents, dvcstore, files, pointer
 from mvc.errors import ConflictError
 from mvc.pointer import Pointer
 from mvc.refs import Resolved
@@ -45,7 +45,7 @@ def _stamp(path: Path) -> tuple[int, int]:
 
 def _load(root: Path) -> dict[str, dict]:
     try:
-        return json.loads((root / STATE_FILE).read_text())
+        return documents.load_json((root / STATE_FILE).read_text())
     except (FileNotFoundError, ValueError):
         return {}
 

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from mvc import documents
 from mvc.errors import SchemaError, UsageError
 from mvc.files import write_atomic
 
@@ -58,7 +59,7 @@ def load(root: Path) -> Settings:
     """
     path = config_path(root)
     try:
-        data = json.loads(path.read_text())
+        data = documents.load_json(path.read_text())
     except FileNotFoundError:
         return Settings()
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -127,7 +128,7 @@ def load_local(root: Path) -> dict[str, object]:
     """
     path = local_config_path(root)
     try:
-        data = json.loads(path.read_text())
+        data = documents.load_json(path.read_text())
     except FileNotFoundError:
         return {}
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

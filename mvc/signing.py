@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mvc import dvcstore, gitstore
+from mvc import documents, dvcstore, gitstore
 from mvc.errors import IntegrityError, MissingObjectError, PathNotFoundError, SchemaError, UsageError
 from mvc.files import utc_now, write_atomic
 
@@ -112,7 +112,7 @@ def parse_signatures(text: bytes | str, md5: str) -> list[Signature]:
         SchemaError: the text is not a valid signature file.
     """
     try:
-        data = json.loads(text)
+        data = documents.load_json(text)
         return [Signature(**{k: e[k] for k in Signature.__dataclass_fields__}) for e in data["signatures"]]
     except (ValueError, KeyError, TypeError) as exc:
         raise SchemaError(
@@ -298,7 +298,7 @@ def sign(
         config.use_elliptic_key_signer(private_key=Path(key_path), password=password)  # type: ignore[arg-type]
         config.sign(model, bundle_path)
         _require_intact(name, md5, checking.result())
-        bundle = json.loads(bundle_path.read_text())
+        bundle = documents.load_json(bundle_path.read_text())
     sig = Signature(
         name=name,
         version=version,

@@ -31,6 +31,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from mvc import documents
 from mvc.errors import IntegrityError
 
 CHUNK_BYTES = 8 * 2**20  # a tensor bigger than this is split in pieces of this size
@@ -99,7 +100,7 @@ class Recipe:
             IntegrityError: not a recipe, a recipe for another md5, or parts not adding up.
         """
         try:
-            data = json.loads(raw)
+            data = documents.load_json(raw)
             parts = tuple(
                 Part(
                     id=str(p[0]), size=int(p[1]), tensor=p[2], piece=int(p[3]), width=int(p[4]), depth=int(p[5]),

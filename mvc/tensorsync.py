@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mvc import dvcstore, history, settings, tensorstore
+from mvc import documents, dvcstore, history, settings, tensorstore
 from mvc.errors import ConflictError, IntegrityError, MissingObjectError, MvcError, UsageError
 from mvc.pointer import Pointer
 from mvc.progress import Progress
@@ -806,7 +806,7 @@ def pull_tensors(root: Path, it: Item, patterns: list[str], dest: Path, *, remot
 
     try:
         (n,) = struct.unpack("<Q", read(0, 8))
-        header = json.loads(read(8, 8 + n))
+        header = documents.load_json(read(8, 8 + n))
         metadata = header.pop("__metadata__", None)
         chosen = sorted(
             (k for k in header if any(fnmatch.fnmatchcase(k, p) for p in patterns)), key=lambda k: header[k]["data_offsets"][0]

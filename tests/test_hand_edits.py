@@ -15,6 +15,7 @@ from tests.conftest import assert_one_line_error
     ("text", "problem"),
     [
         ("{garbage", "is not valid JSON"),
+        ("[" * 100_000 + "]" * 100_000, "is not valid JSON"),  # deeper than Python's recursion limit
         ("[]", "is not a JSON object of settings"),
         ('{"key_metrics": 5}', "'key_metrics' must be a list of metric names, not 5"),
         ('{"schema": "x"}', "'schema' is 'x', not a number"),

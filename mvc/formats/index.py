@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from mvc import documents
 from mvc.errors import SchemaError
 
 SCHEMA = 1
@@ -130,7 +131,7 @@ class TensorIndex:
             SchemaError: the JSON is malformed, inconsistent, or from a newer mvc.
         """
         try:
-            doc = json.loads(data)
+            doc = documents.load_json(data)
         except (ValueError, UnicodeDecodeError) as exc:
             raise SchemaError(f"tensor index is not valid JSON: {exc}", _REBUILD) from exc
         if not isinstance(doc, dict):

@@ -25,6 +25,7 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("mvc.integrations.keras needs Keras 3: pip install 'mvc[integrations]'") from exc
 
+from mvc import documents
 from mvc.errors import UsageError
 from mvc.files import replace_atomic
 from mvc.integrations import EpochCheckpoint, numbers
@@ -149,7 +150,7 @@ def _load(path: str | Path) -> tuple[dict[str, Any], list[str]]:
     framework = "pt" if keras.backend.backend() == "torch" else "np"
     with safe_open(str(path), framework=framework) as f:
         tensors = {name: f.get_tensor(name) for name in f.keys()}
-        order = json.loads((f.metadata() or {}).get(_ORDER_KEY, "[]"))
+        order = documents.load_json((f.metadata() or {}).get(_ORDER_KEY, "[]"))
     return tensors, order
 
 

@@ -67,3 +67,20 @@ def test_names_with_stars_and_ampersands_still_load(repo: Path, cli: Callable[..
     shown = ok(cli("show", "net", "--json"))
 
     assert '"team": "R&D *core*"' in shown.stdout and "R&D *first* & best" in shown.stdout
+
+
+DEEP = "[" * 100_000 + "]" * 100_000  # deeper than Python's recursion limit
+
+
+def test_json_nested_too_deep_is_invalid_json_not_a_recursion_error() -> None:
+    import json
+
+    from mvc import documents, signing, tensorstore
+    from mvc.errors import IntegrityError, SchemaError
+
+    with pytest.raises(json.JSONDecodeError, match="nested too deep"):
+        documents.load_json(DEEP)
+    with pytest.raises(IntegrityError, match="unreadable"):  # a recipe from a hostile bucket
+        tensorstore.Recipe.from_bytes(DEEP.encode(), "a" * 32)
+    with pytest.raises(SchemaError, match="not a valid signature file"):  # a signature file from a hostile repo
+        signing.parse_signatures(DEEP, "a" * 32)
