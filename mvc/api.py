@@ -70,6 +70,7 @@ if TYPE_CHECKING:
         settings,
         signing,
         sync,
+        tensorread,
         verification,
         versioning,
         workspace,
@@ -98,6 +99,7 @@ else:
     settings = _lazy("mvc.settings")
     signing = _lazy("mvc.signing")
     sync = _lazy("mvc.sync")
+    tensorread = _lazy("mvc.tensorread")
     verification = _lazy("mvc.verification")
     versioning = _lazy("mvc.versioning")
     workspace = _lazy("mvc.workspace")
@@ -686,8 +688,8 @@ def diff(
     if not names:
         return result
     with tempfile.TemporaryDirectory(prefix="mvc-diff-") as tmp:
-        pa = sync.materialize(ws, ra.pointer, ra.commit, Path(tmp) / "a" / Path(ra.pointer.out).name, remote=remote, progress=progress)
-        pb = sync.materialize(ws, rb.pointer, rb.commit, Path(tmp) / "b" / Path(rb.pointer.out).name, remote=remote, progress=progress)
+        # A side only a tensors remote holds is read from its changed tensors' chunks (issue 15).
+        pa, pb = tensorread.stats_inputs(ws, [ra, rb], names, Path(tmp), remote=remote, progress=progress)
         figures, skipped = diffing.tensor_stats(pa, pb, names)
     return replace(result, stats=figures, notes=result.notes + skipped)
 

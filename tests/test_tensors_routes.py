@@ -72,3 +72,67 @@ def test_every_push_route_stores_a_version_as_a_delta_against_its_parent(
     v1, v2 = report["versions"]
     assert (v1["version"], v2["version"]) == ("v1", "v2")
     assert v2["stored_bytes"] < 0.8 * v1["stored_bytes"], report
+
+
+# ---------------------------------------------------------------------------- diff --stats
+
+
+def frozen_backbone_chain(root: Path) -> list[str]:
+    """v1, then v2 where only the head trained: the 4 MiB backbone is unchanged."""
+    rng = np.random.default_rng(3)
+    tensors = {
+        "backbone.weight": rng.standard_normal((1024, 1024)).astype(np.float32),
+        "head.weight": rng.standard_normal((300, 1000)).astype(np.float32),
+        "head.bias": rng.standard_normal(1000).astype(np.float32),
+    }
+    md5s = []
+    for i in range(2):
+        md5s.append(save(root / WEIGHTS, tensors))
+        mvc.add(root / WEIGHTS, repo=root)
+        commit_all(root, f"v{i + 1}")
+        tensors = {k: (v + 1e-2 * rng.standard_normal(v.shape).astype(np.float32)) if k.startswith("head") else v for k, v in tensors.items()}
+    return md5s
+
+
+@pytest.mark.servers
+def test_diff_stats_reads_only_the_changed_tensors_from_a_tensors_remote(
+    repo: Path, cli: Callable[..., Any], tmp_path: Path, bucket: Bucket
+) -> None:
+    add_tensors_remote(cli, repo, bucket)
+    commit_all(repo, "tensors remote")
+    md5s = frozen_backbone_chain(repo)
+    assert cli("push", "--all-versions", cwd=repo).exit_code == 0
+    with_cache = json.loads(cli("diff", "net@v1", "net@v2", "--stats", "--json", cwd=repo).stdout)
+    other = clone(repo, tmp_path / "clone", with_local_config=True)
+    # The backbone did not change: its chunks (shared by both versions) leave the remote, so
+    # a diff that read them would fail.
+    backbone = {p.id for p in recipe(bucket, md5s[1]).parts if p.tensor == "backbone.weight"}
+    assert backbone and backbone == {p.id for p in recipe(bucket, md5s[0]).parts if p.tensor == "backbone.weight"}
+    for cid in backbone:
+        bucket.fs().rm_file(chunk_path(bucket, cid))
+
+    remote_only = cli("diff", "net@v1", "net@v2", "--stats", "--json", cwd=other)
+    text = cli("diff", "net@v1", "net@v2", "--stats", cwd=other)
+
+    assert remote_only.exit_code == 0, remote_only.stderr
+    got = json.loads(remote_only.stdout)
+    assert {s["name"] for s in got["stats"]} == {"head.weight", "head.bias"}
+    assert got["stats"] == with_cache["stats"]
+    assert text.exit_code == 0 and "head.weight" in text.stdout
+    cache = other / ".dvc" / "cache"
+    assert not [p for p in cache.rglob("*") if p.is_file()], "no version was fetched whole into the cache"
+    assert not [p for p in (other / ".dvc" / "tmp").rglob("*") if p.is_file() and "chunks" in str(p)], "no chunk left behind"
+
+
+def test_diff_stats_with_a_chunk_missing_fails_naming_the_version(repo: Path, cli: Callable[..., Any], tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    tensors_dir_remote(cli, repo, store)
+    md5s = frozen_backbone_chain(repo)
+    assert cli("push", "--all-versions", cwd=repo).exit_code == 0
+    other = clone(repo, tmp_path / "clone")
+    head = next(p.id for p in local_recipe(store, md5s[1]).parts if p.tensor == "head.weight")
+    (store / "mvc" / "chunks" / head[:2] / head[2:]).unlink()
+
+    result = cli("diff", "net@v1", "net@v2", "--stats", cwd=other)
+
+    assert_one_line_error(result, 6, f"error: chunk {head[:12]} of net v2 ({md5s[1][:8]}) is missing from remote 'shared'")
