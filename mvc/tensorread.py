@@ -397,3 +397,94 @@ def stats_inputs(
         dests[i] if i in sparse else sync.materialize(ws, res.pointer, res.commit, dests[i], remote=remote, progress=progress)
         for i, res in enumerate(sides)
     ]
+
+
+def get_version(
+    git_root: Path,
+    it: tensorsync.Item,
+    dest: Path,
+    *,
+    cache_dir: Path,
+    remote: str | None,
+    jobs: int | None = None,
+    progress: Progress | None = None,
+) -> str | None:
+    """``mvc get`` from a tensors remote: rebuild version ``it`` into ``dest`` (md5 checked).
+
+    ``git_root`` is a clone without a work tree: the layout comes from ``.mvc/config.json``
+    and the remote from ``.dvc/config`` at ``HEAD``, credentials from the environment.
+
+    Returns:
+        The remote's name; None when no tensors remote holds a recipe of the version (or
+        a chunk is bad but the plain DVC object is there): DVC fetches it then.
+
+    Raises:
+        IntegrityError: a chunk is missing or corrupt, or the rebuilt bytes do not match,
+            and the remote holds no plain DVC object of the version either.
+        RemoteNotFoundError / RemoteError: no such remote, or it failed.
+    """
+    from mvc import gitstore, settings
+
+    if it.md5.endswith(".dir") or not _tensors_layouts(gitstore.read_blob(git_root, "HEAD", settings.CONFIG_FILE), remote):
+        return None
+    fs, base, local, name, url = dvcstore.remote_root_at(git_root, "HEAD", remote, cache_dir=cache_dir)
+    if not _tensors_layouts(gitstore.read_blob(git_root, "HEAD", settings.CONFIG_FILE), name):
+        return None
+    store = Store(fs, base, local, name, lambda exc: dvcstore.remote_failure_at(exc, name, url))
+    recipe = store.recipe(it.md5)
+    if recipe is None:
+        return None
+    try:
+        rebuild(Chunks(store), it, recipe, dest, jobs=jobs, progress=progress)
+    except IntegrityError:
+        if store.get(f"files/md5/{it.md5[:2]}/{it.md5[2:]}", end=1) is not None:
+            return None  # a release also kept whole: DVC fetches that
+        raise
+    return name
+
+
+def _tensors_layouts(config: bytes | None, remote: str | None) -> bool:
+    """True when the settings file ``config`` gives ``remote`` (None: any remote) the tensors layout."""
+    try:
+        remotes = json.loads(config or b"{}").get("extra", {}).get("remotes", {})
+    except (ValueError, AttributeError):
+        return False
+    if not isinstance(remotes, dict):
+        return False
+    layouts = {k: v.get("layout") for k, v in remotes.items() if isinstance(v, dict)}
+    return any(v == tensorsync.TENSORS for k, v in layouts.items() if remote is None or k == remote)
+
+
+def remote_checks(root: Path, md5: str, *, remote: str) -> list[dvcstore.ObjectCheck]:
+    """``mvc verify --remote``: is version ``md5`` whole on ``remote``, whatever its layout?
+
+    On a tensors remote a file version is there when its recipe and every chunk it needs
+    (delta bases included) are, or else when the plain DVC object is (a release, or a
+    version pushed before the switch: pull falls back to it). A bad chunk is reported
+    as a corrupt copy of the version, naming the chunk; no copy at all as missing.
+
+    Raises:
+        RemoteNotFoundError / RemoteError: unknown remote, or it failed.
+    """
+    if md5.endswith(".dir") or tensorsync.layout(root, remote) != tensorsync.TENSORS:
+        return dvcstore.check_remote(root, md5, remote=remote)
+    store = Store.of(root, remote)
+    try:
+        recipe = store.recipe(md5)
+    except IntegrityError:
+        found = [dvcstore.ObjectCheck(md5, "corrupt", "its tensor recipe is unreadable")]
+    else:
+        if recipe is None:
+            return dvcstore.check_remote(root, md5, remote=remote)
+        found = check(store, md5, recipe, deep=store.local)
+        if all(c.state == "ok" for c in found):
+            return found
+        found = [
+            dvcstore.ObjectCheck(md5, "corrupt", f"chunk {c.oid[:12]} {'is missing' if c.state == 'missing' else c.detail}")
+            if c.oid != md5
+            else c
+            for c in found
+            if c.state != "ok"
+        ]
+    plain = dvcstore.check_remote(root, md5, remote=remote)
+    return plain if all(c.state == "ok" for c in plain) else found

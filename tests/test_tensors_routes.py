@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -21,9 +20,13 @@ import pytest
 
 import mvc
 from mvc import tensorstore
+from tests import test_cloud_remotes as cloud
 from tests.conftest import assert_one_line_error, git
-from tests.test_cloud_remotes import Bucket, clone, commit_all
-from tests.test_tensors import add_tensors_remote, bucket, chain_steps, chunk_path, recipe, s3, save  # noqa: F401 - fixtures
+from tests.test_cloud_remotes import Bucket, clone, commit_all, use_env_credentials
+from tests.test_tensors import add_tensors_remote, chain_steps, chunk_path, recipe, save
+
+bucket = cloud.bucket  # the S3 and GCS prefix fixtures, shared with the cloud remote tests
+s3 = cloud.s3
 
 WEIGHTS = "models/net.safetensors"
 
@@ -136,3 +139,107 @@ def test_diff_stats_with_a_chunk_missing_fails_naming_the_version(repo: Path, cl
     result = cli("diff", "net@v1", "net@v2", "--stats", cwd=other)
 
     assert_one_line_error(result, 6, f"error: chunk {head[:12]} of net v2 ({md5s[1][:8]}) is missing from remote 'shared'")
+
+
+# ---------------------------------------------------------------------------- get
+
+
+@pytest.mark.servers
+def test_get_rebuilds_a_version_the_remote_holds_only_as_chunks(
+    repo: Path, cli: Callable[..., Any], tmp_path: Path, bucket: Bucket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    add_tensors_remote(cli, repo, bucket)
+    commit_all(repo, "tensors remote")
+    md5s = list(chain_steps(repo, 2))
+    assert cli("push", "--all-versions", cwd=repo).exit_code == 0
+    assert not bucket.objects(), "no plain DVC object: only chunks and recipes"
+    use_env_credentials(monkeypatch, bucket)  # a deploy machine: no .dvc/config.local
+    deploy = tmp_path / "deploy"
+
+    got = cli("get", str(repo), "net@v2", "-o", str(deploy), "--json")
+    first = cli("get", str(repo), "net@v1", "-o", str(tmp_path / "first"))
+
+    assert got.exit_code == 0, got.stderr
+    assert json.loads(got.stdout)["remote"] == "store"
+    assert hashlib.md5((deploy / "net.safetensors").read_bytes()).hexdigest() == md5s[1]
+    assert first.exit_code == 0, first.stderr
+    assert hashlib.md5((tmp_path / "first" / "net.safetensors").read_bytes()).hexdigest() == md5s[0]
+    assert sorted(p.name for p in deploy.iterdir()) == ["net.safetensors"], "no staging left behind"
+
+
+@pytest.mark.servers
+def test_get_with_a_chunk_missing_fails_with_exit_6_and_writes_nothing(
+    repo: Path, cli: Callable[..., Any], tmp_path: Path, s3: Bucket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    add_tensors_remote(cli, repo, s3)
+    commit_all(repo, "tensors remote")
+    md5s = list(chain_steps(repo, 2))
+    assert cli("push", "--all-versions", cwd=repo).exit_code == 0
+    lost = next(p.id for p in recipe(s3, md5s[1]).parts if p.tensor == "head.weight")
+    s3.fs().rm_file(chunk_path(s3, lost))
+    use_env_credentials(monkeypatch, s3)
+    deploy = tmp_path / "deploy"
+
+    result = cli("get", str(repo), "net@v2", "-o", str(deploy))
+
+    assert_one_line_error(result, 6, f"error: chunk {lost[:12]} of net v2 ({md5s[1][:8]}) is missing from remote 'store'")
+    assert not deploy.exists() or not list(deploy.iterdir()), "nothing was written"
+
+
+# ---------------------------------------------------------------------------- verify --remote
+
+
+def error_line(stderr: str) -> str:
+    return next(line for line in stderr.splitlines() if line.startswith("error: "))
+
+
+@pytest.mark.servers
+def test_verify_remote_sees_versions_stored_as_recipes_and_chunks(
+    repo: Path, cli: Callable[..., Any], tmp_path: Path, bucket: Bucket
+) -> None:
+    add_tensors_remote(cli, repo, bucket)
+    commit_all(repo, "tensors remote")
+    md5s = list(chain_steps(repo, 3))
+    assert cli("push", "net@v1", "net@v2", cwd=repo).exit_code == 0  # v3 is not pushed
+
+    pushed = cli("verify", "net@v1", "net@v2", "--remote", "store", "--json", cwd=repo)
+    unpushed = cli("verify", "net@v3", "--remote", "store", cwd=repo)
+    lost = next(p.id for p in recipe(bucket, md5s[1]).parts if p.tensor == "head.weight")
+    bucket.fs().rm_file(chunk_path(bucket, lost))
+    broken = cli("verify", "net@v2", "--remote", "store", cwd=repo)
+    repaired = cli("verify", "net@v2", "--remote", "store", "--repair", cwd=repo)
+    after = cli("verify", "net@v2", "--remote", "store", "--json", cwd=repo)
+
+    assert pushed.exit_code == 0, pushed.stderr
+    assert [(c["version"], c["remote"], c["status"]) for c in json.loads(pushed.stdout)["checks"]] == [(1, "ok", "ok"), (2, "ok", "ok")]
+    assert unpushed.exit_code == 3
+    assert error_line(unpushed.stderr) == f"error: net v3 ({md5s[2][:8]}): remote 'store' lacks object {md5s[2][:8]}"
+    assert broken.exit_code == 6, broken.stderr
+    assert error_line(broken.stderr) == (
+        f"error: net v2 ({md5s[1][:8]}): remote 'store' holds a corrupt copy of object {md5s[1][:8]} (chunk {lost[:12]} is missing)"
+    )
+    assert repaired.exit_code == 0, repaired.stderr
+    assert f"uploaded a good copy of {md5s[1][:8]}" in repaired.stderr
+    assert [c["remote"] for c in json.loads(after.stdout)["checks"]] == ["ok"], "the plain object now serves the version"
+
+
+def test_verify_remote_re_decodes_chunks_on_a_directory_remote(repo: Path, cli: Callable[..., Any], tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    tensors_dir_remote(cli, repo, store)
+    md5s = list(chain_steps(repo, 2))
+    assert cli("push", "--all-versions", cwd=repo).exit_code == 0
+    ok_before = cli("verify", "net@v2", "--remote", "shared", cwd=repo)
+    part = next(p for p in local_recipe(store, md5s[1]).parts if p.tensor == "enc.weight")
+    path = store / "mvc" / "chunks" / part.id[:2] / part.id[2:]
+    data = bytearray(path.read_bytes())
+    data[-100] ^= 0xFF  # the header still reads; the payload does not decode
+    path.chmod(0o644)
+    path.write_bytes(bytes(data))
+
+    result = cli("verify", "net@v2", "--remote", "shared", cwd=repo)
+
+    assert ok_before.exit_code == 0, ok_before.stderr
+    assert result.exit_code == 6
+    assert error_line(result.stderr) == (
+        f"error: net v2 ({md5s[1][:8]}): remote 'shared' holds a corrupt copy of object {md5s[1][:8]} (chunk {part.id[:12]} does not decode)"
+    )
