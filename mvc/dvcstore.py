@@ -1676,6 +1676,8 @@ def push_objects(
                             hint="re-add the weights with `mvc add`, or repair with `mvc verify --repair`",
                         )
             meter = ByteMeter(progress, label or "weights", _push_bytes(repo, remote, oids)) if progress else None
+            # dvc_data's transfer moves only the ids it is given: a `.dir` listing without its files.
+            objs = [HashInfo("md5", oid) for oid in sorted({i for m in oids for i in _object_ids(repo, m)})]
             with _progress_hook(meter):
                 result = transfer(cache, odb, objs, jobs=jobs, cache_odb=cache, callback=_branching(meter))
     except MvcError:

@@ -243,3 +243,39 @@ def test_verify_remote_re_decodes_chunks_on_a_directory_remote(repo: Path, cli: 
     assert error_line(result.stderr) == (
         f"error: net v2 ({md5s[1][:8]}): remote 'shared' holds a corrupt copy of object {md5s[1][:8]} (chunk {part.id[:12]} does not decode)"
     )
+
+
+# ---------------------------------------------------------------------------- directory versions
+
+
+@pytest.mark.parametrize("layout", ["tensors", "full"])
+def test_a_directory_version_pushed_by_ref_brings_its_files_and_stays_plain_dvc_objects(
+    repo: Path, cli: Callable[..., Any], tmp_path: Path, layout: str
+) -> None:
+    from tests.conftest import write_safetensors
+
+    store = tmp_path / "store"
+    assert cli("remote", "add", "shared", str(store), "--layout", layout, "--default", cwd=repo).exit_code == 0
+    commit_all(repo, "remote")
+    ckpt = repo / "ckpt"
+    for i in range(2):
+        write_safetensors(ckpt / f"model-0000{i + 1}-of-00002.safetensors", seed=i)
+    mvc.add(ckpt, name="llm", repo=repo)
+    commit_all(repo, "llm v1")
+
+    pushed = cli("push", "llm@v1", cwd=repo)
+    other = clone(repo, tmp_path / "clone")
+    pulled = cli("pull", "llm", cwd=other)
+    checked = cli("verify", "llm", "--remote", "shared", "--json", cwd=other)
+    got = cli("get", str(repo), "llm", "-o", str(tmp_path / "out"))
+    report = cli("storage", "--json", cwd=repo)
+
+    assert pushed.exit_code == 0, pushed.stderr
+    assert (store / "files" / "md5").is_dir() and not (store / "mvc" / "recipes").exists(), "whole objects, no recipe"
+    assert pulled.exit_code == 0, pulled.stderr
+    assert {p.name: p.read_bytes() for p in (other / "ckpt").iterdir()} == {p.name: p.read_bytes() for p in ckpt.iterdir()}
+    assert [c["remote"] for c in json.loads(checked.stdout)["checks"]] == ["ok"]
+    assert got.exit_code == 0, got.stderr
+    assert sorted(p.name for p in (tmp_path / "out" / "ckpt").iterdir()) == sorted(p.name for p in ckpt.iterdir())
+    if layout == "tensors":
+        assert report.exit_code == 0 and json.loads(report.stdout)["versions"] == []
