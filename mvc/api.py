@@ -672,7 +672,8 @@ def diff(
 
     Reads only the two manifests and tensor indexes; with ``stats`` it also streams
     the tensors that changed in content or dtype (fetching the weights from ``remote``
-    when the cache lacks them) for L2 / relative change / cosine figures.
+    when the cache lacks them; from a tensors remote only those tensors' chunks) for
+    L2 / relative change / cosine figures.
 
     Raises:
         ModelNotFoundError, RefNotFoundError, AmbiguousRefError: a bad ref.
@@ -795,7 +796,8 @@ def get(
     No work tree of the repository is made (like ``dvc get``): it is cloned without a
     checkout into a temporary directory, ``ref`` (``NAME`` or ``NAME@v3|@tag|@branch``)
     is resolved from git objects, and the weights come from the repository's remote,
-    re-hashed on arrival. Credentials come from the environment (e.g. ``AWS_*``).
+    re-hashed on arrival (rebuilt from chunks and md5-checked on a tensors remote).
+    Credentials come from the environment (e.g. ``AWS_*``).
 
     Raises:
         NotARepoError, ModelNotFoundError, RefNotFoundError, ConflictError (``out`` holds
