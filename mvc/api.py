@@ -70,6 +70,7 @@ if TYPE_CHECKING:
         settings,
         signing,
         sync,
+        tensorread,
         verification,
         versioning,
         workspace,
@@ -98,6 +99,7 @@ else:
     settings = _lazy("mvc.settings")
     signing = _lazy("mvc.signing")
     sync = _lazy("mvc.sync")
+    tensorread = _lazy("mvc.tensorread")
     verification = _lazy("mvc.verification")
     versioning = _lazy("mvc.versioning")
     workspace = _lazy("mvc.workspace")
@@ -670,7 +672,8 @@ def diff(
 
     Reads only the two manifests and tensor indexes; with ``stats`` it also streams
     the tensors that changed in content or dtype (fetching the weights from ``remote``
-    when the cache lacks them) for L2 / relative change / cosine figures.
+    when the cache lacks them; from a tensors remote only those tensors' chunks) for
+    L2 / relative change / cosine figures.
 
     Raises:
         ModelNotFoundError, RefNotFoundError, AmbiguousRefError: a bad ref.
@@ -686,8 +689,8 @@ def diff(
     if not names:
         return result
     with tempfile.TemporaryDirectory(prefix="mvc-diff-") as tmp:
-        pa = sync.materialize(ws, ra.pointer, ra.commit, Path(tmp) / "a" / Path(ra.pointer.out).name, remote=remote, progress=progress)
-        pb = sync.materialize(ws, rb.pointer, rb.commit, Path(tmp) / "b" / Path(rb.pointer.out).name, remote=remote, progress=progress)
+        # A side only a tensors remote holds is read from its changed tensors' chunks (issue 15).
+        pa, pb = tensorread.stats_inputs(ws, [ra, rb], names, Path(tmp), remote=remote, progress=progress)
         figures, skipped = diffing.tensor_stats(pa, pb, names)
     return replace(result, stats=figures, notes=result.notes + skipped)
 
@@ -793,7 +796,8 @@ def get(
     No work tree of the repository is made (like ``dvc get``): it is cloned without a
     checkout into a temporary directory, ``ref`` (``NAME`` or ``NAME@v3|@tag|@branch``)
     is resolved from git objects, and the weights come from the repository's remote,
-    re-hashed on arrival. Credentials come from the environment (e.g. ``AWS_*``).
+    re-hashed on arrival (rebuilt from chunks and md5-checked on a tensors remote).
+    Credentials come from the environment (e.g. ``AWS_*``).
 
     Raises:
         NotARepoError, ModelNotFoundError, RefNotFoundError, ConflictError (``out`` holds

@@ -1707,6 +1707,8 @@ def push_objects(
                             hint="re-add the weights with `mvc add`, or repair with `mvc verify --repair`",
                         )
             meter = ByteMeter(progress, label or "weights", _push_bytes(repo, remote, oids)) if progress else None
+            # dvc_data's transfer moves only the ids it is given: a `.dir` listing without its files.
+            objs = [HashInfo("md5", oid) for oid in sorted({i for m in oids for i in _object_ids(repo, m)})]
             with _progress_hook(meter):
                 result = transfer(cache, odb, objs, jobs=jobs, cache_odb=cache, callback=_branching(meter))
     except MvcError:
@@ -2770,3 +2772,51 @@ def adopt_cache_file(root: Path, md5: str, src: Path) -> Path:
         os.replace(src, dest)
         _VerifiedLog(repo).record([dest])
         return Path(dest)
+
+
+def remote_root_at(git_root: Path, rev: str, remote: str | None, *, cache_dir: Path) -> tuple[Any, str, bool, str, str | None]:
+    """:func:`remote_root` for a clone without a work tree (``mvc get``): the remote as the
+    ``.dvc/config`` at ``rev`` names it (default: its default remote), credentials from the
+    environment.
+
+    Returns:
+        ``(filesystem, root path, is a local directory, remote name, url)``.
+
+    Raises:
+        NotARepoError: no DVC set-up at ``rev``. RemoteNotFoundError: no such remote.
+    """
+    from dvc.repo import Repo
+
+    opened: list[Repo] = []
+    with _quiet() as captured:
+        try:
+            with Repo(os.fspath(git_root), rev=rev, config={"cache": {"dir": os.fspath(cache_dir)}}) as repo:
+                opened.append(repo)
+                name, url = _remote_ref(repo, remote)
+                if name is None:
+                    raise RemoteNotFoundError(
+                        "the repository sets no default remote", hint="name one with --remote (see its .dvc/config)"
+                    )
+                if name not in repo.config["remote"]:
+                    names = ", ".join(sorted(repo.config["remote"])) or "none"
+                    raise RemoteNotFoundError(
+                        f"the repository has no remote named {name!r} (remotes: {names})", hint="pick one with --remote"
+                    )
+                odb = repo.cloud.get_remote_odb(name, "push")
+                path = str(odb.path)
+                for tail in ("/files/md5", "\\files\\md5"):
+                    if path.endswith(tail):
+                        path = path[: -len(tail)]
+                return odb.fs.fs, path, odb.fs.protocol == "local", name, url
+        except MvcError:
+            raise
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:
+            name, url = _remote_ref(opened[0] if opened else None, remote)
+            raise _translate(exc, captured, name, url) from exc
+
+
+def remote_failure_at(exc: BaseException, remote: str, url: str | None) -> MvcError:
+    """:func:`remote_failure` when the remote's URL is known (no repository to look it up in)."""
+    return _translate(exc, None, remote, url)

@@ -14,7 +14,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from mvc import dvcstore, gitstore, pointer, refs
+from mvc import dvcstore, gitstore, pointer, refs, tensorread, tensorsync
 from mvc.errors import ConflictError, IntegrityError, ModelNotFoundError, SchemaError, UsageError
 from mvc.progress import Progress
 from mvc.workspace import Workspace
@@ -93,7 +93,17 @@ def get(
         # no half-written weights under the real name.
         staging = Path(tempfile.mkdtemp(prefix=".mvc-get-", dir=out))
         try:
-            used = dvcstore.fetch_version(
+            # A tensors remote rebuilds the version from its chunks (issue 15); else DVC fetches it.
+            label = f"{resolved.name} v{resolved.version}"
+            used = tensorread.get_version(
+                root,
+                tensorsync.Item(resolved.hash, label),
+                staging / target.name,
+                cache_dir=Path(tmp) / "cache",
+                remote=remote,
+                jobs=jobs,
+                progress=progress,
+            ) or dvcstore.fetch_version(
                 root,
                 "HEAD",
                 resolved.hash,
@@ -102,7 +112,7 @@ def get(
                 remote=remote,
                 jobs=jobs,
                 progress=progress,
-                label=f"{resolved.name} v{resolved.version}",
+                label=label,
                 size=resolved.pointer.size,
             )
             if require_signed:

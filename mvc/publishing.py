@@ -91,20 +91,28 @@ def push(
     pinned = [refs.resolve(ws, n) for n in items if refs.split(n)[1] is not None]
     ptrs = workspace.select(ws, plain) if plain or not pinned else []
     verification.check_before_push(ws, ptrs)
-    rname, count = sync.push(ws, ptrs, remote=remote, jobs=jobs, progress=progress) if ptrs else (sync.remote_name(ws, remote), 0)
+    rname = sync.remote_name(ws, remote)
     labels = {res.hash: f"{res.name} v{res.version}" for res in pinned}
+    # A tensors remote stores a version as a delta against its parent when the parent is
+    # there already (issue 15): the work-tree versions, usually the newest, go last.
+    last = bool(pinned or all_versions) and tensorsync.layout(ws.root, rname) == tensorsync.TENSORS
+    count = 0
+    if ptrs and not last:
+        rname, count = sync.push(ws, ptrs, remote=rname, jobs=jobs, progress=progress)
     if all_versions:
         wanted = {p.manifest.name for p in ptrs if p.manifest} | {res.name for res in pinned} if items else None
         commits = gitstore.all_commits_touching(ws.root, f"*{POINTER_SUFFIX}")
         for md5, label in history.version_labels(ws, commits).items():
             if wanted is None or label.rsplit(" v", 1)[0] in wanted:
                 labels.setdefault(md5, label)
-        for p in ptrs:  # already uploaded above
+        for p in ptrs:  # uploaded on their own
             labels.pop(p.md5, None)
     missing: tuple[str, ...] = ()
     if labels:
         pushed = sync.push_versions(ws, labels, remote=rname, jobs=jobs, progress=progress)
         count, missing = count + pushed.transferred, pushed.missing
+    if ptrs and last:
+        count += sync.push(ws, ptrs, remote=rname, jobs=jobs, progress=progress)[1]
     names_ = [p.manifest.name for p in ptrs if p.manifest] + [res.name for res in pinned]
     return PushResult(
         remote=rname,

@@ -254,9 +254,11 @@ def push_versions(
     """
     rname = remote_name(ws, remote)
     if labels and tensorsync.layout(ws.root, rname) == tensorsync.TENSORS:  # issue 15
+        from mvc import tensorplan
+
         released = tensorsync.released_hashes(ws)
         here = [m for m in sorted(labels) if m.endswith(".dir") or dvcstore.has_object(ws.root, m)]
-        items = [tensorsync.Item(m, labels[m], (), m in released) for m in here]
+        items = tensorplan.push_items(ws, here, labels, released)  # with their parents: stored as deltas
         gone = tuple(f"{labels[m]} ({m[:8]})" for m in sorted(set(labels) - set(here)) if not tensorsync.on_remote(ws.root, m, remote=rname))
         return PushedVersions(remote=rname, transferred=tensorsync.push(ws.root, items, remote=rname, jobs=jobs), missing=gone)
     absent = dvcstore.missing_in_remote(ws.root, labels, remote=rname) if labels else set()

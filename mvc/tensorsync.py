@@ -841,3 +841,9 @@ def pull_tensors(root: Path, it: Item, patterns: list[str], dest: Path, *, remot
     finally:
         chunks.forget()
     return PartialFile(path=str(dest), tensors=tuple(chosen), bytes=dest.stat().st_size, downloaded=chunks.downloaded)
+
+
+def chunk_error(cid: str, kind: str, it: Item, remote: str) -> IntegrityError:
+    """The error for chunk ``cid`` of version ``it`` being ``kind`` ("missing", "corrupt" or
+    "base": a delta base that was deleted) on ``remote``: one wording for every reader."""
+    return _chunk_error(_ChunkError(cid, kind), it, remote)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from mvc import dvcstore, history, refs, rollback, settings, signing, sync, tensorindex, workspace
+from mvc import dvcstore, history, refs, rollback, settings, signing, sync, tensorindex, tensorread, workspace
 from mvc.errors import IntegrityError, MissingObjectError, MvcError, RemoteNotFoundError, counted
 from mvc.pointer import Pointer
 from mvc.progress import Progress
@@ -205,13 +205,13 @@ def _check(
         problems.append(f"the work-tree weights {t.pointer.out} differ from the pointer")
     remote_state = "not checked"
     if check_remote and remote:
-        remote_checks = dvcstore.check_remote(ws.root, md5, remote=remote)
+        remote_checks = tensorread.remote_checks(ws.root, md5, remote=remote)
         if repair and cache == "ok" and any(c.state == "corrupt" for c in remote_checks):
             for c in remote_checks:
                 if c.state == "corrupt":
                     dvcstore.replace_remote_object(ws.root, c.oid, remote=remote)
                     repaired.append(f"uploaded a good copy of {c.oid[:8]} to remote {remote!r}")
-            remote_checks = dvcstore.check_remote(ws.root, md5, remote=remote)
+            remote_checks = tensorread.remote_checks(ws.root, md5, remote=remote)
         remote_state = _worst(c.state for c in remote_checks)
         problems += [f"remote {remote!r} holds a corrupt copy of object {c.oid[:8]} ({c.detail})" for c in remote_checks if c.state == "corrupt"]
         problems += [f"remote {remote!r} lacks object {c.oid[:8]}" for c in remote_checks if c.state == "missing"]

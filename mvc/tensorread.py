@@ -1,0 +1,490 @@
+"""Reading versions a ``tensors`` remote holds as recipes and chunks, in part or whole (issue 15).
+
+:mod:`mvc.tensorsync` moves whole versions between a tensors remote and the DVC cache.
+This module serves the other readers:
+
+- ``mvc diff --stats``: a *sparse copy* of a version, a file of the version's size that
+  holds only its header and the bytes of the tensors asked for (the rest is a hole),
+  so the tensor readers of :mod:`mvc.formats` read it as the real file while only the
+  chunks of the changed tensors (and their delta bases) are downloaded;
+- ``mvc get``: the whole file rebuilt into a destination, checked against its md5
+  before it gets its name (no repository, no DVC cache);
+- ``mvc verify --remote``: whether the remote holds the recipe and every chunk a
+  version needs (delta bases included), re-decoded on a local-directory remote.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import struct
+import threading
+import uuid
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mvc import dvcstore, tensorstore, tensorsync
+from mvc.errors import IntegrityError, MvcError
+from mvc.progress import Progress
+from mvc.refs import Resolved
+from mvc.tensorstore import Part, Recipe
+from mvc.workspace import Workspace
+
+_KEEP_BYTES = 64 * 2**20  # decoded parts kept for reuse (a child's delta base, small tensors sharing a part)
+
+
+class Store:
+    """The tensors area of one remote, read only; failures become mvc errors."""
+
+    def __init__(self, fs: Any, base: str, local: bool, name: str, fail: Callable[[BaseException], MvcError]) -> None:
+        self.fs = fs
+        self.base = base
+        self.local = local
+        self.name = name
+        self._fail = fail
+
+    @staticmethod
+    def of(root: Path, remote: str) -> Store:
+        """The remote ``remote`` of the repository at ``root``."""
+        fs, base, local = dvcstore.remote_root(root, remote)
+        return Store(fs, base, local, remote, lambda exc: dvcstore.remote_failure(exc, remote, root))
+
+    def path(self, rel: str) -> str:
+        return os.path.join(self.base, *rel.split("/")) if self.local else f"{self.base.rstrip('/')}/{rel}"
+
+    def get(self, rel: str, end: int | None = None) -> bytes | None:
+        """The object's bytes (``end``: only the first bytes), None when it does not exist."""
+        try:
+            if self.local:
+                with open(self.path(rel), "rb") as f:
+                    return f.read(end) if end is not None else f.read()
+            return bytes(self.fs.cat_file(self.path(rel), start=0 if end else None, end=end))
+        except FileNotFoundError:
+            return None
+        except MvcError:
+            raise
+        except Exception as exc:
+            raise self._fail(exc) from exc
+
+    def recipe(self, md5: str) -> Recipe | None:
+        """The recipe of version ``md5``, None when the remote has none.
+
+        Raises:
+            IntegrityError: the recipe is unreadable or describes another version.
+        """
+        raw = self.get(f"{tensorsync.RECIPES}/{md5[:2]}/{md5[2:]}")
+        return Recipe.from_bytes(raw, md5) if raw is not None else None
+
+    def chunk(self, cid: str, end: int | None = None) -> bytes | None:
+        return self.get(f"{tensorsync.CHUNKS}/{tensorstore.chunk_key(cid)}", end)
+
+
+class ChunkProblem(Exception):
+    """A chunk is ``missing``, ``corrupt``, or the deleted delta ``base`` of another."""
+
+    def __init__(self, cid: str, kind: str) -> None:
+        super().__init__(cid, kind)
+        self.cid = cid
+        self.kind = kind
+
+
+class Chunks:
+    """Raw bytes of chunks: from versions in the local cache when ``root`` is a repository,
+    else downloaded and decoded (delta bases first), the last few kept in memory."""
+
+    def __init__(self, store: Store, root: Path | None = None) -> None:
+        self.store = store
+        self.sources = local_sources(root) if root is not None else {}
+        self.downloaded = 0  # bytes of stored chunks read from the remote
+        self.fetched: set[str] = set()  # ids of the chunks read from the remote
+        self._kept: OrderedDict[str, bytes] = OrderedDict()
+        self._kept_bytes = 0
+        self._lock = threading.Lock()
+
+    def raw(self, cid: str, depth: int = 0) -> bytes:
+        """The raw bytes of chunk ``cid``, checked against its id.
+
+        Raises:
+            ChunkProblem: the chunk (or a delta base) is missing or corrupt.
+        """
+        with self._lock:
+            kept = self._kept.get(cid)
+            if kept is not None:
+                self._kept.move_to_end(cid)
+                return kept
+        src = self.sources.get(cid)
+        if src is not None:
+            with contextlib.suppress(OSError, IntegrityError):
+                data = tensorstore.read_range(*src)
+                if tensorstore.chunk_id(data) == cid:
+                    return self._keep(cid, data)
+        if depth > tensorstore.MAX_DEPTH + 1:
+            raise ChunkProblem(cid, "corrupt")
+        blob = self.store.chunk(cid)
+        if blob is None:
+            raise ChunkProblem(cid, "missing")
+        with self._lock:
+            self.downloaded += len(blob)
+            self.fetched.add(cid)
+        try:
+            head = tensorstore.read_head(blob, cid)
+            base = None
+            if head.codec in tensorstore.DELTAS and head.base is not None:
+                try:
+                    base = self.raw(head.base, depth + 1)
+                except ChunkProblem as exc:
+                    if exc.kind == "missing" and exc.cid == head.base:
+                        raise ChunkProblem(head.base, "base") from exc
+                    raise
+            return self._keep(cid, tensorstore.decode(blob, cid, base))
+        except IntegrityError:
+            raise ChunkProblem(cid, "corrupt") from None
+
+    def _keep(self, cid: str, data: bytes) -> bytes:
+        with self._lock:
+            if cid not in self._kept and len(data) <= _KEEP_BYTES // 4:
+                self._kept[cid] = data
+                self._kept_bytes += len(data)
+                while self._kept_bytes > _KEEP_BYTES:
+                    _, old = self._kept.popitem(last=False)
+                    self._kept_bytes -= len(old)
+        return data
+
+
+def local_sources(root: Path) -> dict[str, tuple[Path, int, int]]:
+    """``chunk id -> (cache file, offset, size)`` of the parts of versions in the local cache
+    whose recipes a push or pull left in ``.dvc/tmp``."""
+    out: dict[str, tuple[Path, int, int]] = {}
+    top = dvcstore.tmp_dir(root) / tensorsync.LOCAL_RECIPES
+    if not top.is_dir():
+        return out
+    for path in top.iterdir():
+        if path.name.startswith("."):
+            continue
+        src = dvcstore.cache_file(root, path.name)
+        if not src.is_file():
+            continue
+        try:
+            recipe = Recipe.from_bytes(path.read_bytes(), path.name)
+        except IntegrityError:
+            continue
+        for offset, part in recipe.offsets():
+            out.setdefault(part.id, (src, offset, part.size))
+    return out
+
+
+# ---- sparse copies: only some tensors (mvc diff --stats) -------------------------------
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """One version to copy sparsely: its item, recipe and destination."""
+
+    item: tensorsync.Item
+    recipe: Recipe
+    dest: Path
+
+
+def sparse_copies(chunks: Chunks, wanted: Sequence[Wanted], names: Iterable[str]) -> None:
+    """Write each ``wanted`` version as a sparse safetensors file holding its header and the
+    bytes of the tensors ``names`` (those it has), every other byte a hole.
+
+    The versions are read tensor by tensor, side by side, so a child's delta base (the
+    same tensor of its parent) is decoded once and reused.
+
+    Raises:
+        IntegrityError: a chunk is missing or corrupt, a delta base was deleted, or a
+            header is not safetensors.
+    """
+    files = []
+    try:
+        for w in wanted:
+            w.dest.parent.mkdir(parents=True, exist_ok=True)
+            f = open(w.dest, "wb")  # noqa: SIM115 - closed below, all together
+            files.append(f)
+            f.truncate(w.recipe.size)
+        headers = [_header(chunks, w, f) for w, f in zip(wanted, files, strict=True)]
+        for name in names:
+            for w, f, (data_start, header) in zip(wanted, files, headers, strict=True):
+                entry = header.get(name)
+                if isinstance(entry, dict) and "data_offsets" in entry:
+                    b, e = entry["data_offsets"]
+                    _copy_range(chunks, w, f, data_start + int(b), data_start + int(e))
+    finally:
+        for f in files:
+            f.close()
+
+
+def _header(chunks: Chunks, w: Wanted, f: Any) -> tuple[int, dict[str, Any]]:
+    head = _copy_range(chunks, w, f, 0, 8)
+    (n,) = struct.unpack("<Q", head[:8])
+    if 8 + n > w.recipe.size:
+        raise IntegrityError(
+            f"the tensor recipe of {w.item.label} ({w.item.md5[:8]}) does not describe a safetensors file",
+            hint="push the version again from a machine that has its weights (`mvc push`)",
+        )
+    text = _copy_range(chunks, w, f, 8, 8 + n)
+    try:
+        header = json.loads(text)
+    except ValueError:
+        raise IntegrityError(
+            f"the safetensors header of {w.item.label} ({w.item.md5[:8]}) rebuilt from its chunks is unreadable",
+            hint="push the version again from a machine that has its weights (`mvc push`)",
+        ) from None
+    return 8 + n, header if isinstance(header, dict) else {}
+
+
+def _copy_range(chunks: Chunks, w: Wanted, f: Any, start: int, end: int) -> bytes:
+    """Write the parts covering ``[start, end)`` at their offsets; return those bytes."""
+    out = bytearray()
+    for offset, part in w.recipe.offsets():
+        if offset + part.size <= start or offset >= end or part.size == 0:
+            continue
+        raw = _raw(chunks, w.item, part)
+        f.seek(offset)
+        f.write(raw)
+        out += raw[max(start - offset, 0) : min(end - offset, part.size)]
+    return bytes(out)
+
+
+def _raw(chunks: Chunks, it: tensorsync.Item, part: Part) -> bytes:
+    try:
+        return chunks.raw(part.id)
+    except ChunkProblem as exc:
+        raise tensorsync.chunk_error(exc.cid, exc.kind, it, chunks.store.name) from None
+
+
+# ---- whole versions without a repository (mvc get) -------------------------------------
+
+
+def rebuild(chunks: Chunks, it: tensorsync.Item, recipe: Recipe, dest: Path, *, jobs: int | None = None, progress: Progress | None = None) -> Path:
+    """Write version ``it`` to ``dest`` from its chunks, a few parts in memory at a time;
+    ``dest`` gets its name only once the bytes hash to ``it.md5``.
+
+    Raises:
+        IntegrityError: a chunk is missing or corrupt, a delta base was deleted, or the
+            file does not match its md5 (nothing is left at ``dest`` then).
+    """
+    workers = max(1, jobs or min(8, 2 * (os.cpu_count() or 1)))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.tmp")
+    md5 = hashlib.md5()  # DVC's content address, not security
+    try:
+        with open(tmp, "wb") as f, ThreadPoolExecutor(workers) as pool:
+            window: deque[Future[bytes]] = deque()
+
+            def take() -> None:
+                data = window.popleft().result()
+                f.write(data)
+                md5.update(data)
+                if progress is not None:
+                    progress(it.label, len(data), recipe.size)
+
+            for part in recipe.parts:
+                window.append(pool.submit(_raw, chunks, it, part))
+                if len(window) > workers:
+                    take()
+            while window:
+                take()
+        if md5.hexdigest() != it.md5:
+            raise IntegrityError(
+                f"the weights of {it.label} ({it.md5[:8]}) rebuilt from remote {chunks.store.name!r} do not match their hash; "
+                "nothing was written",
+                hint="the recipe on the remote is wrong: push the version again from a machine that has its weights "
+                "(`mvc push --full`)",
+            )
+        os.replace(tmp, dest)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    return dest
+
+
+# ---- is a version whole on the remote? (mvc verify --remote) ----------------------------
+
+
+def check(store: Store, md5: str, recipe: Recipe, *, deep: bool) -> list[dvcstore.ObjectCheck]:
+    """The recipe's chunks and their delta bases as ``dvcstore.ObjectCheck``s (``oid``: the chunk id).
+
+    Every chunk must exist and carry a readable header naming its part's size; with
+    ``deep`` (a local-directory remote, read like DVC re-hashes its objects there) the
+    version is rebuilt in memory part by part and its md5 compared too.
+    """
+    out: dict[str, dvcstore.ObjectCheck] = {}
+    sizes = {p.id: p.size for p in recipe.parts}
+    todo = list(dict.fromkeys(p.id for p in recipe.parts))
+    while todo:
+        cid = todo.pop(0)
+        if cid in out:
+            continue
+        head_bytes = store.chunk(cid, end=64)
+        if head_bytes is None:
+            out[cid] = dvcstore.ObjectCheck(cid, "missing", "chunk missing")
+            continue
+        try:
+            head = tensorstore.read_head(head_bytes, cid)
+        except IntegrityError:
+            out[cid] = dvcstore.ObjectCheck(cid, "corrupt", "not a chunk mvc wrote")
+            continue
+        if cid in sizes and head.size != sizes[cid]:
+            out[cid] = dvcstore.ObjectCheck(cid, "corrupt", f"holds {head.size} bytes, the recipe needs {sizes[cid]}")
+            continue
+        out[cid] = dvcstore.ObjectCheck(cid, "ok")
+        if head.base is not None and head.base not in out:
+            todo.append(head.base)
+    if deep and all(c.state == "ok" for c in out.values()):
+        chunks = Chunks(store)
+        digest = hashlib.md5()  # DVC's content address, not security
+        for part in recipe.parts:
+            try:
+                digest.update(chunks.raw(part.id))
+            except ChunkProblem as exc:
+                out[exc.cid] = dvcstore.ObjectCheck(exc.cid, "corrupt" if exc.kind == "corrupt" else "missing", "does not decode")
+                return list(out.values())
+        if digest.hexdigest() != md5.split(".")[0]:
+            out[md5] = dvcstore.ObjectCheck(md5, "corrupt", "the recipe rebuilds other bytes")
+    return list(out.values())
+
+
+# ---- the two sides of mvc diff --stats --------------------------------------------------
+
+
+def stats_inputs(
+    ws: Workspace, sides: Sequence[Resolved], names: Sequence[str], tmp: Path, *, remote: str | None, progress: Progress | None
+) -> list[Path]:
+    """Weights to read the tensors ``names`` of each side from, written under ``tmp``.
+
+    A side in the local cache is exported whole as before. A side the cache lacks whose
+    recipe is on a tensors remote (``remote`` or the default) becomes a sparse copy:
+    only its header and the chunks of ``names`` (with their delta bases) are read. Any
+    other side is fetched whole by :func:`mvc.sync.materialize`.
+
+    Raises:
+        MissingObjectError: a side is in neither the cache nor the remote.
+        IntegrityError: a chunk is missing or corrupt.
+    """
+    from mvc import sync
+    from mvc.errors import RemoteNotFoundError
+
+    dests = [tmp / "ab"[i] / Path(res.pointer.out).name for i, res in enumerate(sides)]
+    sparse: dict[int, Wanted] = {}
+    store: Store | None = None
+    try:
+        rname: str | None = sync.remote_name(ws, remote)
+    except RemoteNotFoundError:
+        if remote is not None:
+            raise
+        rname = None
+    if rname is not None and tensorsync.layout(ws.root, rname) == tensorsync.TENSORS:
+        for i, res in enumerate(sides):
+            md5 = res.pointer.md5
+            if not md5 or md5.endswith(".dir") or dvcstore.has_object(ws.root, md5):
+                continue
+            store = store or Store.of(ws.root, rname)
+            recipe = store.recipe(md5)
+            if recipe is not None and recipe.format == "safetensors":
+                item = tensorsync.Item(md5, f"{res.name} v{res.version}")
+                sparse[i] = Wanted(item, recipe, dests[i])
+    if store is not None and sparse:
+        sparse_copies(Chunks(store, ws.root), list(sparse.values()), names)
+    return [
+        dests[i] if i in sparse else sync.materialize(ws, res.pointer, res.commit, dests[i], remote=remote, progress=progress)
+        for i, res in enumerate(sides)
+    ]
+
+
+def get_version(
+    git_root: Path,
+    it: tensorsync.Item,
+    dest: Path,
+    *,
+    cache_dir: Path,
+    remote: str | None,
+    jobs: int | None = None,
+    progress: Progress | None = None,
+) -> str | None:
+    """``mvc get`` from a tensors remote: rebuild version ``it`` into ``dest`` (md5 checked).
+
+    ``git_root`` is a clone without a work tree: the layout comes from ``.mvc/config.json``
+    and the remote from ``.dvc/config`` at ``HEAD``, credentials from the environment.
+
+    Returns:
+        The remote's name; None when no tensors remote holds a recipe of the version (or
+        a chunk is bad but the plain DVC object is there): DVC fetches it then.
+
+    Raises:
+        IntegrityError: a chunk is missing or corrupt, or the rebuilt bytes do not match,
+            and the remote holds no plain DVC object of the version either.
+        RemoteNotFoundError / RemoteError: no such remote, or it failed.
+    """
+    from mvc import gitstore, settings
+
+    if it.md5.endswith(".dir") or not _tensors_layouts(gitstore.read_blob(git_root, "HEAD", settings.CONFIG_FILE), remote):
+        return None
+    fs, base, local, name, url = dvcstore.remote_root_at(git_root, "HEAD", remote, cache_dir=cache_dir)
+    if not _tensors_layouts(gitstore.read_blob(git_root, "HEAD", settings.CONFIG_FILE), name):
+        return None
+    store = Store(fs, base, local, name, lambda exc: dvcstore.remote_failure_at(exc, name, url))
+    recipe = store.recipe(it.md5)
+    if recipe is None:
+        return None
+    try:
+        rebuild(Chunks(store), it, recipe, dest, jobs=jobs, progress=progress)
+    except IntegrityError:
+        if store.get(f"files/md5/{it.md5[:2]}/{it.md5[2:]}", end=1) is not None:
+            return None  # a release also kept whole: DVC fetches that
+        raise
+    return name
+
+
+def _tensors_layouts(config: bytes | None, remote: str | None) -> bool:
+    """True when the settings file ``config`` gives ``remote`` (None: any remote) the tensors layout."""
+    try:
+        remotes = json.loads(config or b"{}").get("extra", {}).get("remotes", {})
+    except (ValueError, AttributeError):
+        return False
+    if not isinstance(remotes, dict):
+        return False
+    layouts = {k: v.get("layout") for k, v in remotes.items() if isinstance(v, dict)}
+    return any(v == tensorsync.TENSORS for k, v in layouts.items() if remote is None or k == remote)
+
+
+def remote_checks(root: Path, md5: str, *, remote: str) -> list[dvcstore.ObjectCheck]:
+    """``mvc verify --remote``: is version ``md5`` whole on ``remote``, whatever its layout?
+
+    On a tensors remote a file version is there when its recipe and every chunk it needs
+    (delta bases included) are, or else when the plain DVC object is (a release, or a
+    version pushed before the switch: pull falls back to it). A bad chunk is reported
+    as a corrupt copy of the version, naming the chunk; no copy at all as missing.
+
+    Raises:
+        RemoteNotFoundError / RemoteError: unknown remote, or it failed.
+    """
+    if md5.endswith(".dir") or tensorsync.layout(root, remote) != tensorsync.TENSORS:
+        return dvcstore.check_remote(root, md5, remote=remote)
+    store = Store.of(root, remote)
+    try:
+        recipe = store.recipe(md5)
+    except IntegrityError:
+        found = [dvcstore.ObjectCheck(md5, "corrupt", "its tensor recipe is unreadable")]
+    else:
+        if recipe is None:
+            return dvcstore.check_remote(root, md5, remote=remote)
+        found = check(store, md5, recipe, deep=store.local)
+        if all(c.state == "ok" for c in found):
+            return found
+        found = [
+            dvcstore.ObjectCheck(md5, "corrupt", f"chunk {c.oid[:12]} {'is missing' if c.state == 'missing' else c.detail}")
+            if c.oid != md5
+            else c
+            for c in found
+            if c.state != "ok"
+        ]
+    plain = dvcstore.check_remote(root, md5, remote=remote)
+    return plain if all(c.state == "ok" for c in plain) else found
