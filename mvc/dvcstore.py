@@ -1259,11 +1259,15 @@ def object_status(
     *,
     remote: str | None = None,
     check_remote: bool = True,
+    outs: dict[str, str] | None = None,
 ) -> dict[str, ObjectStatus]:
     """Status of each pointer (``{pointer_path: md5}``) with one DVC repo opened.
 
     The remote is asked once for all objects; when no remote is configured,
-    ``in_remote`` is None.
+    ``in_remote`` is None. ``outs`` (``{pointer_path: weights path}``) lets a
+    single-file version be judged from DVC's state database (inode, mtime, size) without
+    loading its stage: ``mvc status`` with 20 models spent most of its time in 20 DVC
+    stage loads.
     """
     from dvc.config import NoRemoteError
 
@@ -1271,15 +1275,10 @@ def object_status(
         result: dict[str, ObjectStatus] = {}
         objects: dict[str, set[str]] = {}
         for ptr, md5 in pointers.items():
-            changes = repo.status([os.fspath(root / ptr)])
-            state = "ok"
-            for entries in changes.values():
-                for entry in entries:
-                    outs = entry.get("changed outs", {}) if isinstance(entry, dict) else {}
-                    if "deleted" in outs.values():
-                        state = "missing"
-                    elif outs:
-                        state = "modified"
+            out = (outs or {}).get(ptr)
+            state = _file_workspace(repo, os.fspath(root / out), md5) if out and md5 and not md5.endswith(".dir") else None
+            if state is None:
+                state = _stage_workspace(repo, os.fspath(root / ptr))
             objects[ptr] = _object_ids(repo, md5)
             result[ptr] = ObjectStatus(workspace=state, in_cache=_cache_has(repo, md5), in_remote=None)
         if check_remote and pointers:
@@ -1292,6 +1291,35 @@ def object_status(
             for ptr, status in list(result.items()):
                 result[ptr] = ObjectStatus(status.workspace, status.in_cache, objects[ptr] <= present)
         return result
+
+
+def _file_workspace(repo: Repo, path: str, md5: str) -> str | None:
+    """``ok`` or ``missing`` for the single file ``path`` that should hash to ``md5``, from
+    DVC's state database when it knows the file (else hashed once, as DVC would); None
+    when DVC's own status must judge (a directory, or a difference to classify)."""
+    from dvc_data.hashfile.hash import hash_file
+
+    try:
+        info = repo.fs.info(path)
+    except FileNotFoundError:
+        return "missing"
+    if info.get("type") != "file":
+        return None
+    _, hi = hash_file(path, repo.fs, "md5", repo.state, info=info)
+    return "ok" if hi.value == md5 else None
+
+
+def _stage_workspace(repo: Repo, pointer: str) -> str:
+    """``ok``, ``modified`` or ``missing`` for one pointer file, as DVC's status sees it."""
+    state = "ok"
+    for entries in repo.status([pointer]).values():
+        for entry in entries:
+            changed = entry.get("changed outs", {}) if isinstance(entry, dict) else {}
+            if "deleted" in changed.values():
+                state = "missing"
+            elif changed:
+                state = "modified"
+    return state
 
 
 @dataclass(frozen=True)

@@ -285,6 +285,36 @@ def staged_blob(root: Path, relpath: str) -> str | None:
         return None
 
 
+def unchanged_since(root: Path, rev: str, relpaths: Iterable[str]) -> set[str]:
+    """Those of ``relpaths`` whose work-tree bytes are the ones ``rev`` records (one git call).
+
+    What ``read_blob(root, rev, p) == (root / p).read_bytes()`` says for each path, for
+    all of them at once: the work-tree file's blob id is computed here and compared with
+    the one ``git ls-tree`` lists (``mvc status`` with many models).
+    """
+    import hashlib
+
+    wanted = sorted(set(relpaths))
+    if not wanted:
+        return set()
+    listed = _git(root, "ls-tree", "-z", "--full-tree", rev, "--", *wanted, strip_newline_in_stdout=False)
+    ids = {}
+    for entry in listed.split("\0"):
+        if entry:
+            meta, path = entry.split("\t", 1)
+            ids[path] = meta.split()[2]
+    same = set()
+    for path in wanted:
+        try:
+            data = (root / path).read_bytes()
+        except OSError:
+            continue
+        blob = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()  # noqa: S324 - git's object id
+        if ids.get(path) == blob:
+            same.add(path)
+    return same
+
+
 def read_blob(root: Path, rev: str, relpath: str) -> bytes | None:
     """The bytes of ``relpath`` at ``rev``, or None when the file does not exist there."""
     repo = _open(root)

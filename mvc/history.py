@@ -205,16 +205,26 @@ def effective_number(ws: Workspace, ptr: Pointer) -> int:
     version whose number an ancestor already took (a rebase, a revert) is renumbered
     by :func:`_unique_versions`, and status, show, diff and add say the same.
     """
+    return effective_numbers(ws, [ptr])[ptr.path]
+
+
+def effective_numbers(ws: Workspace, ptrs: Sequence[Pointer]) -> dict[str, int]:
+    """:func:`effective_number` of each of ``ptrs`` (by pointer path): one ``HEAD`` lookup,
+    one read and at most one write of the kept numbers for all of them."""
     head = gitstore.head_commit(ws.root)
     if head is None:
-        return ptr.version
+        return {p.path: p.version for p in ptrs}
     numbers = _Numbers(ws.root, head)
-    key = f"{ptr.path}:{ptr.md5}"
-    number = numbers.get(key)
-    if number is None:
-        number = next((rec.version for rec in versions(ws, "", path=ptr.path) if rec.hash == ptr.md5), ptr.version)
-        numbers.put(key, number)
-    return number
+    out = {}
+    for ptr in ptrs:
+        key = f"{ptr.path}:{ptr.md5}"
+        number = numbers.get(key)
+        if number is None:
+            number = next((rec.version for rec in versions(ws, "", path=ptr.path) if rec.hash == ptr.md5), ptr.version)
+            numbers.put(key, number)
+        out[ptr.path] = number
+    numbers.save()
+    return out
 
 
 NUMBERS_FILE = ".dvc/tmp/mvc-numbers.json"  # DVC and git ignore .dvc/tmp
@@ -237,6 +247,7 @@ class _Numbers:
             doc = {}
         numbers = doc.get("numbers") if isinstance(doc, dict) and doc.get("head") == head else None
         self.numbers: dict[str, int] = numbers if isinstance(numbers, dict) else {}
+        self._changed = False
 
     def get(self, key: str) -> int | None:
         value = self.numbers.get(key)
@@ -244,10 +255,17 @@ class _Numbers:
 
     def put(self, key: str, number: int) -> None:
         self.numbers[key] = number
+        self._changed = True
+
+    def save(self) -> None:
+        """Write the numbers back when :meth:`put` added any."""
+        if not self._changed:
+            return
         try:
             files.write_atomic(self.path, json.dumps({"head": self.head, "numbers": self.numbers}).encode())
         except OSError:  # a read-only checkout: the file is only an optimisation
             pass
+        self._changed = False
 
 
 def _unique_versions(

@@ -63,7 +63,7 @@ def status(ws: Workspace, ptrs: list[Pointer], *, remote: str | None = None, che
         if remote is not None:
             raise
         rname = None
-    states = dvcstore.object_status(ws.root, {p.path: p.md5 for p in ptrs}, remote=rname, check_remote=False)
+    states = dvcstore.object_status(ws.root, {p.path: p.md5 for p in ptrs}, remote=rname, check_remote=False, outs={p.path: p.out for p in ptrs})
     # The remote is asked apart, within a few seconds: an unreachable or denied default
     # remote marks its column and leaves the local state shown; a remote the user named
     # with --remote fails the command (exit 5).
@@ -77,11 +77,13 @@ def status(ws: Workspace, ptrs: list[Pointer], *, remote: str | None = None, che
             presence = replace(presence, present=presence.present | held)
     head = gitstore.head_commit(ws.root)
     conflicted = set(gitstore.unmerged_paths(ws.root)) if head is not None else set()
+    same = gitstore.unchanged_since(ws.root, "HEAD", [p.path for p in ptrs]) if head is not None else set()
+    numbers = history.effective_numbers(ws, ptrs)
     out = []
     for ptr in ptrs:
         assert ptr.manifest is not None
         st = states[ptr.path]
-        committed = head is not None and gitstore.read_blob(ws.root, "HEAD", ptr.path) == (ws.root / ptr.path).read_bytes()
+        committed = ptr.path in same
         workspace = "added outside mvc" if ptr.outside_mvc else st.workspace
         if not (ws.root / ptr.out).exists():
             workspace = "missing"  # a fresh clone before `mvc pull`: DVC says "not in cache" (issue 14)
@@ -103,7 +105,7 @@ def status(ws: Workspace, ptrs: list[Pointer], *, remote: str | None = None, che
             ModelStatus(
                 name=ptr.manifest.name,
                 path=ptr.out,
-                version=history.effective_number(ws, ptr),
+                version=numbers[ptr.path],
                 hash=ptr.md5,
                 committed=committed,
                 workspace=workspace,
