@@ -973,6 +973,24 @@ def lock(root: Path) -> Iterator[None]:
                 del _held[root]
 
 
+@contextlib.contextmanager
+def session(root: Path) -> Iterator[None]:
+    """Open the DVC repository once for a read-only multi-step command (``mvc status``).
+
+    Every dvcstore call on ``root`` inside the block reuses it; DVC's lock is not taken
+    (see :func:`lock` for commands that write).
+    """
+    if root in _held:
+        yield
+        return
+    with _repo(root) as repo:
+        _held[root] = repo
+        try:
+            yield
+        finally:
+            del _held[root]
+
+
 RWLOCK = ".dvc/tmp/rwlock"
 
 

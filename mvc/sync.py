@@ -57,6 +57,11 @@ def remote_name(ws: Workspace, remote: str | None) -> str:
 
 def status(ws: Workspace, ptrs: list[Pointer], *, remote: str | None = None, check_remote: bool = True) -> list[ModelStatus]:
     """The status of each model in ``ptrs``."""
+    with dvcstore.session(ws.root):
+        return _status(ws, ptrs, remote=remote, check_remote=check_remote)
+
+
+def _status(ws: Workspace, ptrs: list[Pointer], *, remote: str | None, check_remote: bool) -> list[ModelStatus]:
     try:
         rname: str | None = remote_name(ws, remote)
     except RemoteNotFoundError:
