@@ -102,6 +102,11 @@ class NotARepoError(NotFoundError):
 class PathNotFoundError(NotFoundError, FileNotFoundError):
     """A weight file or directory the user named does not exist."""
 
+    @classmethod
+    def weights(cls, path: object) -> PathNotFoundError:
+        """The error for weights at ``path`` that do not exist (``mvc add``)."""
+        return cls(f"{path}: no such file or directory", hint="check the path of the weights", path=str(path))
+
 
 class ModelNotFoundError(NotFoundError):
     """No model of that name is tracked."""

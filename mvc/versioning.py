@@ -151,7 +151,7 @@ def record(ws: Workspace, path: str | Path, request: VersionRequest, *, progress
     given = Path(path).expanduser()
     full = given.resolve()
     if not full.exists():
-        raise PathNotFoundError(f"{path}: no such file or directory", hint="check the path of the weights", path=str(path))
+        raise PathNotFoundError.weights(path)
     rel = ws.rel(full)
     if rel == "." or rel.split("/")[0] in (".git", ".dvc", ".mvc") or rel.endswith(pointer.SUFFIX):
         raise UsageError(f"{path} cannot be tracked as a model", hint="pass a weight file or a checkpoint directory")

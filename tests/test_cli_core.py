@@ -198,6 +198,32 @@ def test_add_missing_path(repo, cli):
     assert_one_line_error(cli("add", "nope.safetensors"), 3, "nope.safetensors", "no such file")
 
 
+def test_add_several_paths_makes_one_model_each_and_one_staged_note(repo, cli):
+    for name in ("enc", "dec"):
+        write_safetensors(repo / "models" / f"{name}.safetensors", seed=len(name) + (name == "dec"))
+
+    result = cli("add", "models/enc.safetensors", "models/dec.safetensors", "-m", "joint fine-tune", "--param", "lr=0.1")
+    again = cli("add", "models/enc.safetensors", "models/dec.safetensors", "--json")
+
+    assert result.exit_code == 0, result.stderr
+    assert [line.split(":")[0] for line in result.stdout.splitlines()] == ["enc", "dec"]
+    assert result.stderr.count("staged ") == 1 and result.stderr.count("models/.gitignore") == 1
+    assert [(s.name, s.version) for s in mvc.status(repo=repo)] == [("dec", 1), ("enc", 1)]
+    assert {mvc.show(n, repo=repo).manifest.params["lr"] for n in ("enc", "dec")} == {0.1}
+    assert [r["created"] for r in json.loads(again.stdout)] == [False, False]
+
+
+def test_add_several_paths_checks_them_all_before_adding_any(repo, cli):
+    write_safetensors(repo / "models" / "enc.safetensors")
+
+    missing = cli("add", "models/enc.safetensors", "nope.safetensors")
+    named = cli("add", "models/enc.safetensors", "models/enc.safetensors", "--name", "x")
+
+    assert_one_line_error(missing, 3, "nope.safetensors: no such file or directory")
+    assert_one_line_error(named, 2, "--name names one model, but 2 paths were given")
+    assert not (repo / "models" / "enc.safetensors.dvc").exists()
+
+
 def test_add_path_outside_the_repo(repo, cli, tmp_path):
     outside = tmp_path / "elsewhere.safetensors"
     write_safetensors(outside)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import os
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from mvc.cli import _output
+
+if TYPE_CHECKING:
+    from mvc.api import AddResult
 from mvc.cli._app import app, command
 from mvc.cli._options import (
     Jobs,
@@ -58,7 +62,7 @@ def init(
 
 @command(app)
 def add(
-    path: Annotated[str, typer.Argument(help="Weight file or checkpoint directory.")],
+    path: Annotated[list[str], typer.Argument(help="Weight files or checkpoint directories (one model each).", metavar="PATH")],
     name: Annotated[str | None, typer.Option("--name", "-n", help="Model name (default: file name without suffix).")] = None,
     param: Annotated[list[str] | None, typer.Option("--param", "-p", help="Hyperparameter KEY=VALUE (repeatable).")] = None,
     params_file: Annotated[list[str] | None, typer.Option("--params-file", help="YAML/JSON file of hyperparameters.")] = None,
@@ -80,29 +84,49 @@ def add(
       mvc add models/net.safetensors --param lr=0.01 --metric acc=0.91
 
       mvc add checkpoints/run7/ --name llm --params-file params.yaml --dataset data/train
+
+      mvc add models/encoder.safetensors models/decoder.safetensors -m "joint fine-tune"
     """
     from mvc import api
     from mvc.cli.verify import read_password
+    from mvc.errors import PathNotFoundError, UsageError
 
-    with _output.progress_bar("indexing", enabled=_output.progress_enabled(quiet=quiet, json_output=json_output)) as cb:
-        result = api.add(
-            path,
-            repo=repo,
-            name=name,
-            params=api.parse_pairs(param, option="--param"),
-            params_files=params_file,
-            metrics=api.parse_pairs(metric, option="--metric"),
-            metrics_files=metrics_file,
-            datasets=dataset,
-            message=message,
-            labels=label,
-            progress=cb,
-            sign_key=sign,
-            sign_password=read_password(sign_password_env),
-        )
+    if name is not None and len(path) > 1:
+        raise UsageError(f"--name names one model, but {len(path)} paths were given", hint="add them one at a time, or leave out --name")
+    missing = [p for p in path if not os.path.exists(os.path.expanduser(p))]
+    if missing:  # before any is added: all or nothing, as `git add` does
+        raise PathNotFoundError.weights(missing[0])
+    password = read_password(sign_password_env)
+    results = []
+    staged: list[str] = []
+    for one in path:
+        with _output.progress_bar("indexing", enabled=_output.progress_enabled(quiet=quiet, json_output=json_output)) as cb:
+            result = api.add(
+                one,
+                repo=repo,
+                name=name,
+                params=api.parse_pairs(param, option="--param"),
+                params_files=params_file,
+                metrics=api.parse_pairs(metric, option="--metric"),
+                metrics_files=metrics_file,
+                datasets=dataset,
+                message=message,
+                labels=label,
+                progress=cb,
+                sign_key=sign,
+                sign_password=password,
+            )
+        results.append(result)
+        staged += [p for p in result.staged if p not in staged]
+        if not json_output:
+            _say_added(result)
     if json_output:
-        _output.emit_json(result)
-        return
+        _output.emit_json(results[0] if len(results) == 1 else results)
+    elif staged and not quiet:
+        _output.note(f"staged {', '.join(staged)}; record it with `mvc commit -m MSG` (or git commit)")
+
+
+def _say_added(result: AddResult) -> None:
     v = result.version
     if not result.created:
         _output.out(f"{v.name}: unchanged, still v{v.version} ({_output.short(v.hash)}); no new version")
@@ -110,8 +134,6 @@ def add(
     tensors = v.manifest.tensors
     detail = f", {tensors.count} tensors, {tensors.parameters:,} parameters" if tensors else f", {v.manifest.format}"
     _output.out(f"{v.name}: v{v.version} ({_output.short(v.hash)}{detail})")
-    if not quiet:
-        _output.note(f"staged {', '.join(result.staged)}; record it with `mvc commit -m MSG` (or git commit)")
 
 
 @command(app)
