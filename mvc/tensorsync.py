@@ -174,6 +174,16 @@ class _Remote:
         except FileNotFoundError:
             return None
 
+    def probe(self, rel: str, n: int) -> bytes | None:
+        """The first ``n`` bytes of an object, None when it does not exist (one request)."""
+        try:
+            if self.local:
+                with open(self.path(rel), "rb") as f:
+                    return f.read(n)
+            return bytes(self._guard(lambda: self.fs.cat_file(self.path(rel), start=0, end=n)))
+        except FileNotFoundError:
+            return None
+
     def put(self, rel: str, data: bytes) -> None:
         path = self.path(rel)
         if self.local:  # atomic: a reader never sees half a chunk
@@ -332,14 +342,21 @@ def _push_one(root: Path, rem: _Remote, it: Item, jobs: int | None, progress: Pr
     with ThreadPoolExecutor(workers) as pool:
         ids = list(pool.map(lambda p: tensorstore.chunk_id(tensorstore.read_range(src, p[0], p[1])), plan))
         unique = list(dict.fromkeys(ids))
-        present = dict(zip(unique, pool.map(lambda c: rem.exists(_chunk_rel(c)), unique), strict=True))
-        known_depth = {p.id: (p.depth, p.base) for _, p in bases.values()}
-        depths: dict[str, tuple[int, str | None]] = {}
+        # Chunks of the parent's recipe are on the remote (a recipe is written after its chunks).
+        depths: dict[str, tuple[int, str | None]] = {p.id: (p.depth, p.base) for _, p in bases.values()}
         lock = threading.Lock()
+        sent: list[str] = []
 
         def upload(index: int) -> None:
             offset, n, seg, piece = plan[index]
             cid = ids[index]
+            # One ranged GET both tells whether the chunk is there and reads its delta depth.
+            head = rem.probe(_chunk_rel(cid), tensorstore.HEAD_BYTES)
+            if head is not None:
+                found = tensorstore.read_head(head, cid)
+                with lock:
+                    depths[cid] = (found.depth, found.base)
+                return
             raw = tensorstore.read_range(src, offset, n)
             base = bases.get((seg.tensor, piece)) if seg.tensor is not None else None
             base_raw = None
@@ -347,29 +364,22 @@ def _push_one(root: Path, rem: _Remote, it: Item, jobs: int | None, progress: Pr
                 candidate = tensorstore.read_range(base_src, base[0], n)
                 if tensorstore.chunk_id(candidate) == base[1].id:  # never delta against bytes the remote lacks
                     base_raw = candidate
+                del candidate
             stored, depth = tensorstore.encode(
                 raw, seg.width, base_raw, base[1].id if base else None, base[1].depth if base else 0
             )
+            del raw, base_raw
             rem.put(_chunk_rel(cid), stored)
             with lock:
                 depths[cid] = (depth, base[1].id if depth and base else None)
+                sent.append(cid)
             if progress is not None:
                 progress(it.label, n, size)
 
         first = {cid: i for i, cid in reversed(list(enumerate(ids)))}
-        todo = [first[c] for c in unique if not present[c]]
+        todo = [first[c] for c in unique if c not in depths]
         for _ in pool.map(upload, todo):
             pass
-
-        def depth_of(cid: str) -> tuple[int, str | None]:
-            if cid in known_depth:
-                return known_depth[cid]
-            head = tensorstore.read_head(rem.get(_chunk_rel(cid), end=64) or b"", cid)
-            return head.depth, head.base
-
-        existing = [c for c in unique if c not in depths]
-        for cid, d in zip(existing, pool.map(depth_of, existing), strict=True):
-            depths[cid] = d
     parts = tuple(
         Part(id=cid, size=n, tensor=seg.tensor, piece=piece, width=seg.width, depth=depths[cid][0], base=depths[cid][1])
         for cid, (_, n, seg, piece) in zip(ids, plan, strict=True)
@@ -377,7 +387,7 @@ def _push_one(root: Path, rem: _Remote, it: Item, jobs: int | None, progress: Pr
     recipe = Recipe(md5=it.md5, size=size, format=fmt, parts=parts)
     rem.put(_recipe_rel(it.md5), recipe.to_bytes())  # last: the version is on the remote only now
     _save_local_recipe(root, recipe)
-    return len(todo) + 1
+    return len(sent) + 1
 
 
 # ---- pull -----------------------------------------------------------------------------
@@ -481,6 +491,11 @@ class _Decoder:
         return data
 
     def raw(self, cid: str, depth: int = 0) -> bytes:
+        """The raw bytes of chunk ``cid``, checked against its id."""
+        return bytes(self.buffer(cid, depth))
+
+    def buffer(self, cid: str, depth: int = 0) -> bytes | memoryview:
+        """:meth:`raw` without a final copy (a read-only view)."""
         src = self.sources.get(cid)
         if src is not None:
             data = tensorstore.read_range(*src)
@@ -495,12 +510,12 @@ class _Decoder:
             if head.codec in tensorstore.DELTAS:
                 assert head.base is not None
                 try:
-                    base = self.raw(head.base, depth + 1)
+                    base = self.buffer(head.base, depth + 1)
                 except _ChunkError as exc:
                     if exc.kind == "missing" and exc.cid == head.base:
                         raise _ChunkError(head.base, "base") from exc
                     raise
-            return tensorstore.decode(blob, cid, base)
+            return tensorstore.decode_buffer(blob, cid, base)
         except IntegrityError:
             with contextlib.suppress(FileNotFoundError):
                 (self.chunk_dir / tensorstore.chunk_key(cid)).unlink()
@@ -522,9 +537,9 @@ def _rebuild(root: Path, rem: _Remote, it: Item, recipe: Recipe, jobs: int | Non
     md5 = hashlib.md5()
     try:
         with open(tmp, "wb") as f, ThreadPoolExecutor(workers) as pool:
-            window: deque[Future[bytes]] = deque()
+            window: deque[Future[bytes | memoryview]] = deque()
             for part in recipe.parts:
-                window.append(pool.submit(chunks.raw, part.id))
+                window.append(pool.submit(chunks.buffer, part.id))
                 if len(window) > workers:
                     _write(f, md5, window.popleft().result(), it, progress, recipe.size)
             while window:
@@ -546,7 +561,7 @@ def _rebuild(root: Path, rem: _Remote, it: Item, recipe: Recipe, jobs: int | Non
     chunks.forget()  # the cache object now serves the parts; bases are fetched again if ever needed
 
 
-def _write(f: Any, md5: Any, data: bytes, it: Item, progress: Progress | None, total: int) -> None:
+def _write(f: Any, md5: Any, data: bytes | memoryview, it: Item, progress: Progress | None, total: int) -> None:
     f.write(data)
     md5.update(data)
     if progress is not None:
