@@ -306,6 +306,67 @@ def unsub_bytes(z: bytes | memoryview, base: bytes | memoryview, width: int) -> 
     return bytes(_unsub_into(np.frombuffer(z, dtype=np.uint8).copy(), base, width).data)
 
 
+BLOCK = 2**18  # elements per step of the fused delta passes: temporaries stay ~1-2 MiB, not a part
+
+
+def _delta_planes(new: bytes | memoryview, base: bytes | memoryview, width: int, codec: int) -> Any:
+    """``_planes(_sub(new, base))`` (or of the XOR) in one pass of blocks: one part-sized output."""
+    import numpy as np
+
+    n = len(new)
+    a8, b8 = np.frombuffer(new, dtype=np.uint8), np.frombuffer(base, dtype=np.uint8)
+    if width <= 1:
+        return np.bitwise_xor(a8, b8)
+    body = n - n % width
+    out = np.empty(n, dtype=np.uint8)
+    planes = out[:body].reshape(width, -1)
+    dt = np.dtype(_INTS[width]) if codec == SUB else None
+    for s in range(0, body // width, BLOCK):
+        e = min(s + BLOCK, body // width)
+        if dt is not None:
+            d = np.subtract(a8[s * width : e * width].view(dt), b8[s * width : e * width].view(dt))  # wraps
+            z = np.left_shift(d, 1)
+            np.right_shift(d, 8 * width - 1, out=d)
+            np.bitwise_xor(z, d, out=z)
+            grid = z.view(np.uint8).reshape(-1, width)
+        else:
+            grid = np.bitwise_xor(a8[s * width : e * width], b8[s * width : e * width]).reshape(-1, width)
+        for k in range(width):
+            planes[k, s:e] = grid[:, k]
+    np.bitwise_xor(a8[body:], b8[body:], out=out[body:])
+    return out
+
+
+def _undelta_planes(plain: bytes | memoryview, base: bytes | memoryview, width: int, codec: int) -> Any:
+    """The inverse of :func:`_delta_planes`, in blocks: the part-sized output is the only big allocation."""
+    import numpy as np
+
+    n = len(plain)
+    p8, b8 = np.frombuffer(plain, dtype=np.uint8), np.frombuffer(base, dtype=np.uint8)
+    if width <= 1:
+        return np.bitwise_xor(p8, b8)
+    body = n - n % width
+    out = np.empty(n, dtype=np.uint8)
+    planes = p8[:body].reshape(width, -1)
+    grid = out[:body].reshape(-1, width)
+    udt = np.dtype(_INTS[width].replace("i", "u")) if codec == SUB else None
+    for s in range(0, body // width, BLOCK):
+        e = min(s + BLOCK, body // width)
+        for k in range(width):
+            grid[s:e, k] = planes[k, s:e]
+        if udt is not None:
+            u = out[s * width : e * width].view(udt)
+            sign = np.bitwise_and(u, 1)
+            np.negative(sign, out=sign)  # 0 or all ones (unsigned wrap)
+            np.right_shift(u, 1, out=u)
+            np.bitwise_xor(u, sign, out=u)
+            np.add(u, b8[s * width : e * width].view(udt), out=u)  # wraps like the signed sum
+        else:
+            np.bitwise_xor(out[s * width : e * width], b8[s * width : e * width], out=out[s * width : e * width])
+    np.bitwise_xor(p8[body:], b8[body:], out=out[body:])
+    return out
+
+
 _local = threading.local()
 
 
@@ -340,9 +401,7 @@ def encode(raw: bytes | memoryview, width: int, base: bytes | memoryview | None 
     delta = None
     codec = SUB if width in _INTS and n % width == 0 else XOR
     if base is not None and base_id is not None and len(base) == n and base_depth < MAX_DEPTH:
-        diff = _sub(raw, base, width) if codec == SUB else _xor(raw, base)
-        delta = _compress(diff if width <= 1 else _planes(diff.data, width))
-        del diff
+        delta = _compress(_delta_planes(raw, base, width, codec))
         if len(delta) < DELTA_SURE * n:
             head = _HEAD.pack(MAGIC, codec, width, base_depth + 1, 0, n) + bytes.fromhex(base_id)
             return head + delta, base_depth + 1
@@ -413,10 +472,7 @@ def decode_buffer(stored: bytes | memoryview, cid: str, base: bytes | memoryview
             plain = _decompress(payload, head.size)
             if len(plain) != head.size:
                 raise _corrupt(cid)
-            if head.codec == SUB:
-                raw = _unsub_into(_unplanes(plain, head.width), base, head.width).data
-            else:
-                raw = _xor(plain if head.width <= 1 else _unplanes(plain, head.width).data, base).data
+            raw = _undelta_planes(plain, base, head.width, head.codec).data
             del plain
     except IntegrityError:
         raise
@@ -432,17 +488,18 @@ def _corrupt(cid: str) -> IntegrityError:
 
 
 def read_range(path: Path | str, offset: int, size: int) -> bytes:
-    """``size`` bytes of ``path`` from ``offset`` (positional read, no shared file position)."""
+    """``size`` bytes of ``path`` from ``offset`` (positional read, no shared file position, one buffer)."""
     fd = os.open(path, os.O_RDONLY)
     try:
-        out = bytearray(size)
-        view = memoryview(out)
-        got = 0
-        while got < size:
-            n = os.preadv(fd, [view[got:]], offset + got)
-            if n <= 0:
+        data = os.pread(fd, size, offset)
+        if len(data) == size:
+            return data
+        out = bytearray(data)
+        while len(out) < size:  # a short read (rare for regular files): go on from where it stopped
+            more = os.pread(fd, size - len(out), offset + len(out))
+            if not more:
                 raise IntegrityError(f"{path} is shorter than expected", hint="re-add or re-fetch it")
-            got += n
+            out += more
         return bytes(out)
     finally:
         os.close(fd)

@@ -135,6 +135,37 @@ def test_codec_round_trips_every_form_and_rejects_damage() -> None:
         tensorstore.decode(delta, cid, base[:-4] + b"\0\0\0\0")  # the wrong base
 
 
+def test_chunk_format_is_unchanged_by_the_fused_block_codec_and_older_chunks_decode() -> None:
+    """The block-wise delta passes store exactly zstd(group(sub or xor)): chunks pushed before decode."""
+    import zstandard
+
+    rng = np.random.default_rng(3)
+    count = 2 * tensorstore.BLOCK + 17  # several blocks and a partial one
+    for width, dtype in ((2, np.float16), (4, np.float32), (8, np.float64)):
+        base = rng.standard_normal(count).astype(dtype).tobytes()
+        child = (np.frombuffer(base, dtype) + dtype(1e-3) * rng.standard_normal(count).astype(dtype)).tobytes()
+        cid, bid = tensorstore.chunk_id(child), tensorstore.chunk_id(base)
+        stored, depth = tensorstore.encode(child, width, base, bid)
+        head = tensorstore.read_head(stored, cid)
+        assert (head.codec, depth) == (tensorstore.SUB, 1)
+        plain = zstandard.ZstdDecompressor().decompress(stored[head.payload_at :])
+        assert plain == tensorstore.group_bytes(tensorstore.sub_bytes(child, base, width), width)
+        assert tensorstore.decode(stored, cid, base) == child
+        # a chunk written the older way (whole-part passes, zstd level 3) decodes to the same bytes
+        older = stored[: head.payload_at] + zstandard.ZstdCompressor(level=3).compress(plain)
+        assert tensorstore.decode(older, cid, base) == child
+    # XOR for widths without an integer type or a part that is not whole elements: a 3-byte tail stays last
+    base = rng.integers(0, 255, 4 * count + 3, dtype=np.uint8).tobytes()
+    child = bytes(b ^ 1 if i % 7 == 0 else b for i, b in enumerate(base))
+    cid, bid = tensorstore.chunk_id(child), tensorstore.chunk_id(base)
+    stored, _ = tensorstore.encode(child, 4, base, bid)
+    head = tensorstore.read_head(stored, cid)
+    assert head.codec == tensorstore.XOR
+    plain = zstandard.ZstdDecompressor().decompress(stored[head.payload_at :])
+    assert plain == tensorstore.group_bytes(tensorstore.xor_bytes(child, base), 4)
+    assert tensorstore.decode(stored, cid, base) == child
+
+
 def test_segments_follow_the_safetensors_layout_and_group_small_tensors(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     path = tmp_path / "m.safetensors"
