@@ -257,6 +257,28 @@ def test_pull_reuses_parts_of_versions_already_in_the_cache(repo: Path, cli: Cal
     assert hashlib.md5((other / "models" / "net.safetensors").read_bytes()).hexdigest() == md5s[2]
 
 
+@pytest.mark.servers
+@pytest.mark.parametrize("jobs", ["1", "3"])
+def test_pull_without_any_local_base_walks_the_whole_chain_in_stages(
+    repo: Path, cli: Callable[..., Any], tmp_path: Path, s3: Bucket, jobs: str
+) -> None:
+    """v4 of a chain pulled into an empty cache: its deltas, their bases and theirs come from
+    the remote (requests, decoding and the ordered md5 run in separate stages), whatever --jobs."""
+    md5s, other = pushed_clone(cli, repo, tmp_path, s3, count=4)
+    depths = {p.depth for p in recipe(s3, md5s[3]).parts if p.tensor == "enc.weight"}
+    again = cli("push", "--jobs", jobs, cwd=repo)
+
+    pulled = cli("pull", "--jobs", jobs, cwd=other)
+
+    assert depths == {3}, "v4 is three deltas deep"
+    assert again.exit_code == 0 and again.stdout.startswith("pushed 0 objects"), again.stdout
+    assert pulled.exit_code == 0, pulled.stderr
+    assert hashlib.md5((other / "models" / "net.safetensors").read_bytes()).hexdigest() == md5s[3]
+    assert hashlib.md5(mvc.dvcstore.cache_file(other, md5s[3]).read_bytes()).hexdigest() == md5s[3]
+    assert not [p for p in (other / ".dvc" / "tmp" / "mvc-chunks").rglob("*") if p.is_file()], "the chunk cache is emptied"
+    assert not [p for p in mvc.dvcstore.cache_file(other, md5s[3]).parent.iterdir() if p.name.startswith(".mvc-rebuild")]
+
+
 # ---------------------------------------------------------------------------- bad input
 
 
