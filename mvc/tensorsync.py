@@ -357,8 +357,7 @@ def _push_one(root: Path, rem: _Remote, it: Item, jobs: int | None, progress: Pr
     with ThreadPoolExecutor(_io_jobs(jobs)) as pool, ThreadPoolExecutor(_cpu_jobs(jobs)) as coder:
         ids = list(coder.map(lambda p: tensorstore.chunk_id(tensorstore.read_range(src, p[0], p[1])), plan))
         unique = list(dict.fromkeys(ids))
-        # Chunks of the parent's recipe are on the remote (a recipe is written after its chunks).
-        depths: dict[str, tuple[int, str | None]] = {p.id: (p.depth, p.base) for _, p in bases.values()}
+        depths: dict[str, tuple[int, str | None]] = {}
         lock = threading.Lock()
         sent: list[str] = []
 
@@ -366,6 +365,8 @@ def _push_one(root: Path, rem: _Remote, it: Item, jobs: int | None, progress: Pr
             offset, n, seg, piece = plan[index]
             raw = tensorstore.read_range(src, offset, n)
             base = bases.get((seg.tensor, piece)) if seg.tensor is not None else None
+            if base is not None and base[1].id == ids[index]:
+                base = None  # the parent's part itself (the remote lost it): stored whole, never a delta on itself
             base_raw = None
             if base is not None and base_src is not None and base[1].size == n:
                 candidate = tensorstore.read_range(base_src, base[0], n)
@@ -396,8 +397,8 @@ def _push_one(root: Path, rem: _Remote, it: Item, jobs: int | None, progress: Pr
                 progress(it.label, plan[index][1], size)
 
         first = {cid: i for i, cid in reversed(list(enumerate(ids)))}
-        todo = [first[c] for c in unique if c not in depths]
-        for _ in pool.map(upload, todo):
+        # Every chunk is probed, those of the parent's recipe too: a push restores what the remote lost.
+        for _ in pool.map(upload, [first[c] for c in unique]):
             pass
     parts = tuple(
         Part(id=cid, size=n, tensor=seg.tensor, piece=piece, width=seg.width, depth=depths[cid][0], base=depths[cid][1])

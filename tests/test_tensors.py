@@ -258,6 +258,37 @@ def test_pull_reuses_parts_of_versions_already_in_the_cache(repo: Path, cli: Cal
 
 
 @pytest.mark.servers
+def test_push_restores_a_chunk_shared_with_the_parent_that_the_remote_lost(
+    repo: Path, cli: Callable[..., Any], tmp_path: Path, s3: Bucket
+) -> None:
+    """Each chunk is probed (one ranged GET), those the parent's recipe lists too: the remote gets back what it lacks."""
+    add_tensors_remote(cli, repo, s3)
+    commit_all(repo, "tensors remote")
+    rng = np.random.default_rng(5)
+    tensors = {k: rng.standard_normal(s).astype(np.float32) for k, s in SHAPES.items()}
+    first = save(repo / "models" / "net.safetensors", tensors)
+    mvc.add(repo / "models" / "net.safetensors", repo=repo)
+    commit_all(repo, "v1")
+    assert cli("push", cwd=repo).exit_code == 0
+    tensors["enc.weight"] = tensors["enc.weight"] + np.float32(1e-3)  # the head stays frozen
+    md5 = save(repo / "models" / "net.safetensors", tensors)
+    mvc.add(repo / "models" / "net.safetensors", repo=repo)
+    commit_all(repo, "v2")
+    shared = next(p for p in recipe(s3, first).parts if p.tensor == "head.weight")
+    s3.fs().rm_file(chunk_path(s3, shared.id))
+
+    pushed = cli("push", cwd=repo)
+    other = clone(repo, tmp_path / "clone", with_local_config=True)
+    pulled = cli("pull", cwd=other)
+
+    assert pushed.exit_code == 0, pushed.stderr
+    assert s3.fs().exists(chunk_path(s3, shared.id)), "the lost chunk is uploaded again"
+    assert shared.id in {p.id for p in recipe(s3, md5).parts}
+    assert pulled.exit_code == 0, pulled.stderr
+    assert hashlib.md5(_head_file(other).read_bytes()).hexdigest() == md5
+
+
+@pytest.mark.servers
 @pytest.mark.parametrize("jobs", ["1", "3"])
 def test_pull_without_any_local_base_walks_the_whole_chain_in_stages(
     repo: Path, cli: Callable[..., Any], tmp_path: Path, s3: Bucket, jobs: str
