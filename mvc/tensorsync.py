@@ -270,7 +270,7 @@ def _workers(jobs: int | None) -> int:
     return max(1, jobs or min(8, 2 * (os.cpu_count() or 1)))
 
 
-IO_JOBS = 12  # requests in flight by default: a chunk's request mostly waits on the store
+IO_JOBS = 8  # requests in flight by default (DVC: 4 x cores): a chunk request mostly waits on the store
 
 
 def _io_jobs(jobs: int | None) -> int:
