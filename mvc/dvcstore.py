@@ -677,22 +677,24 @@ def _refuse_path_like_oids() -> None:
         cls.oid_to_path = oid_to_path  # type: ignore[method-assign]
 
 
-_cloud_bounded = False
+_cloud_bounded: set[str] = set()  # "s3" / "gs": the filesystems already bounded
 
 
 def _bound_cloud_waits_for(repo: Repo) -> None:
     """:func:`_bound_cloud_waits` once the repository names an S3 or GCS remote: importing
-    s3fs, gcsfs and their DVC plugins costs ~1 s, which a local-only command never pays."""
-    global _cloud_bounded
-    if _cloud_bounded:
-        return
+    s3fs, gcsfs and their DVC plugins costs ~1 s, which a local-only command never pays
+    (nor does an S3-only repository pay gcsfs's ~0.3 s, or the reverse)."""
     try:
         urls = [str(conf.get("url", "")) for conf in repo.config["remote"].values()]
     except Exception:  # noqa: BLE001 - an unreadable config fails later, with DVC's own message
         urls = []
-    if any(url.startswith(("s3://", "gs://", "gcs://")) for url in urls):
-        _bound_cloud_waits()
-        _cloud_bounded = True
+    wanted = {"s3"} if any(url.startswith("s3://") for url in urls) else set()
+    if any(url.startswith(("gs://", "gcs://")) for url in urls):
+        wanted.add("gs")
+    todo = wanted - _cloud_bounded
+    if todo:
+        _bound_cloud_waits(s3="s3" in todo, gs="gs" in todo)
+        _cloud_bounded.update(todo)
 
 
 # Network bounds for s3:// and gs:// remotes unless the remote's config (or AWS_MAX_ATTEMPTS)
@@ -707,8 +709,15 @@ GS_TRIES = 2  # gcsfs's own default is 6 tries with 1-16 s back-off: 2 min on a 
 STATUS_WAIT = 5.0
 
 
-def _bound_cloud_waits() -> None:
-    """Give DVC's S3 and GCS filesystems the timeouts and retry limits above."""
+def _bound_cloud_waits(*, s3: bool = True, gs: bool = True) -> None:
+    """Give DVC's S3 and GCS filesystems (those asked for) the timeouts and retry limits above."""
+    if s3:
+        _bound_s3_waits()
+    if gs:
+        _bound_gs_waits()
+
+
+def _bound_s3_waits() -> None:
     with contextlib.suppress(ImportError):
         import s3fs
         from dvc_s3 import S3FileSystem
@@ -726,6 +735,9 @@ def _bound_cloud_waits() -> None:
 
         S3FileSystem._prepare_credentials = s3_credentials
         s3fs.S3FileSystem.retries = S3_TRIES
+
+
+def _bound_gs_waits() -> None:
     with contextlib.suppress(ImportError):
         from dvc_gs import GSFileSystem
 

@@ -174,6 +174,16 @@ class _Remote:
         except FileNotFoundError:
             return None
 
+    def probe(self, rel: str, n: int) -> bytes | None:
+        """The first ``n`` bytes of an object, None when it does not exist (one request)."""
+        try:
+            if self.local:
+                with open(self.path(rel), "rb") as f:
+                    return f.read(n)
+            return bytes(self._guard(lambda: self.fs.cat_file(self.path(rel), start=0, end=n)))
+        except FileNotFoundError:
+            return None
+
     def put(self, rel: str, data: bytes) -> None:
         path = self.path(rel)
         if self.local:  # atomic: a reader never sees half a chunk
@@ -260,6 +270,20 @@ def _workers(jobs: int | None) -> int:
     return max(1, jobs or min(8, 2 * (os.cpu_count() or 1)))
 
 
+IO_JOBS = 8  # requests in flight by default (DVC: 4 x cores): a chunk request mostly waits on the store
+
+
+def _io_jobs(jobs: int | None) -> int:
+    """Requests in flight (probes, uploads, downloads): they hold only stored (compressed) chunks."""
+    return max(1, jobs or IO_JOBS)
+
+
+def _cpu_jobs(jobs: int | None) -> int:
+    """Parts encoded or decoded at once (numpy, zstd and blake3 release the GIL): one per core,
+    each holding a few part-sized buffers, so memory is bounded by the cores, not the model."""
+    return max(1, min(jobs or 64, os.cpu_count() or 1))
+
+
 # ---- push -----------------------------------------------------------------------------
 
 
@@ -319,7 +343,6 @@ def _push_one(root: Path, rem: _Remote, it: Item, jobs: int | None, progress: Pr
     size = src.stat().st_size
     fmt, segs = tensorstore.segments(src, size)
     plan = list(tensorstore.pieces(segs))
-    workers = _workers(jobs)
     # The delta base: the first parent whose recipe is on the remote and whose file is here.
     base_src: Path | None = None
     bases: dict[tuple[str, int], tuple[int, Part]] = {}
@@ -329,47 +352,54 @@ def _push_one(root: Path, rem: _Remote, it: Item, jobs: int | None, progress: Pr
         if precipe is not None:
             base_src, bases = psrc, tensorstore.parts_by_key(precipe)
             break
-    with ThreadPoolExecutor(workers) as pool:
-        ids = list(pool.map(lambda p: tensorstore.chunk_id(tensorstore.read_range(src, p[0], p[1])), plan))
+    # Two pools: requests (probe, upload) wait on the store, encoding keeps a core busy; an
+    # upload thread hands its part to the encoders and waits, so only encoded parts queue.
+    with ThreadPoolExecutor(_io_jobs(jobs)) as pool, ThreadPoolExecutor(_cpu_jobs(jobs)) as coder:
+        ids = list(coder.map(lambda p: tensorstore.chunk_id(tensorstore.read_range(src, p[0], p[1])), plan))
         unique = list(dict.fromkeys(ids))
-        present = dict(zip(unique, pool.map(lambda c: rem.exists(_chunk_rel(c)), unique), strict=True))
-        known_depth = {p.id: (p.depth, p.base) for _, p in bases.values()}
         depths: dict[str, tuple[int, str | None]] = {}
         lock = threading.Lock()
+        sent: list[str] = []
 
-        def upload(index: int) -> None:
+        def encode(index: int) -> tuple[bytes, int, str | None]:
             offset, n, seg, piece = plan[index]
-            cid = ids[index]
             raw = tensorstore.read_range(src, offset, n)
             base = bases.get((seg.tensor, piece)) if seg.tensor is not None else None
+            if base is not None and base[1].id == ids[index]:
+                base = None  # the parent's part itself (the remote lost it): stored whole, never a delta on itself
             base_raw = None
             if base is not None and base_src is not None and base[1].size == n:
                 candidate = tensorstore.read_range(base_src, base[0], n)
                 if tensorstore.chunk_id(candidate) == base[1].id:  # never delta against bytes the remote lacks
                     base_raw = candidate
+                del candidate
             stored, depth = tensorstore.encode(
                 raw, seg.width, base_raw, base[1].id if base else None, base[1].depth if base else 0
             )
+            return stored, depth, base[1].id if depth and base else None
+
+        def upload(index: int) -> None:
+            cid = ids[index]
+            # One ranged GET both tells whether the chunk is there and reads its delta depth.
+            head = rem.probe(_chunk_rel(cid), tensorstore.HEAD_BYTES)
+            if head is not None:
+                found = tensorstore.read_head(head, cid)
+                with lock:
+                    depths[cid] = (found.depth, found.base)
+                return
+            stored, depth, base_id = coder.submit(encode, index).result()
             rem.put(_chunk_rel(cid), stored)
+            del stored
             with lock:
-                depths[cid] = (depth, base[1].id if depth and base else None)
+                depths[cid] = (depth, base_id)
+                sent.append(cid)
             if progress is not None:
-                progress(it.label, n, size)
+                progress(it.label, plan[index][1], size)
 
         first = {cid: i for i, cid in reversed(list(enumerate(ids)))}
-        todo = [first[c] for c in unique if not present[c]]
-        for _ in pool.map(upload, todo):
+        # Every chunk is probed, those of the parent's recipe too: a push restores what the remote lost.
+        for _ in pool.map(upload, [first[c] for c in unique]):
             pass
-
-        def depth_of(cid: str) -> tuple[int, str | None]:
-            if cid in known_depth:
-                return known_depth[cid]
-            head = tensorstore.read_head(rem.get(_chunk_rel(cid), end=64) or b"", cid)
-            return head.depth, head.base
-
-        existing = [c for c in unique if c not in depths]
-        for cid, d in zip(existing, pool.map(depth_of, existing), strict=True):
-            depths[cid] = d
     parts = tuple(
         Part(id=cid, size=n, tensor=seg.tensor, piece=piece, width=seg.width, depth=depths[cid][0], base=depths[cid][1])
         for cid, (_, n, seg, piece) in zip(ids, plan, strict=True)
@@ -377,7 +407,7 @@ def _push_one(root: Path, rem: _Remote, it: Item, jobs: int | None, progress: Pr
     recipe = Recipe(md5=it.md5, size=size, format=fmt, parts=parts)
     rem.put(_recipe_rel(it.md5), recipe.to_bytes())  # last: the version is on the remote only now
     _save_local_recipe(root, recipe)
-    return len(todo) + 1
+    return len(sent) + 1
 
 
 # ---- pull -----------------------------------------------------------------------------
@@ -462,6 +492,25 @@ class _Decoder:
         self.touched: set[str] = set()
         self.downloaded = 0
         self._lock = threading.Lock()
+        self._fetched: dict[str, bytes] = {}  # stored chunks :meth:`prefetch` got, until decoded
+
+    def prefetch(self, cid: str, depth: int = 0) -> None:
+        """Get the stored chunk ``cid`` and its delta bases (those not in the local cache) ahead
+        of :meth:`buffer`, so requests run in many threads while decoding keeps to the cores.
+
+        A failure is left for :meth:`buffer` to meet again and report.
+        """
+        if cid in self.sources or depth > tensorstore.MAX_DEPTH + 1:
+            return
+        try:
+            blob = self.stored(cid)
+            head = tensorstore.read_head(blob, cid)
+        except (_ChunkError, IntegrityError):
+            return
+        with self._lock:
+            self._fetched[cid] = blob
+        if head.base is not None:
+            self.prefetch(head.base, depth + 1)
 
     def stored(self, cid: str) -> bytes:
         local = self.chunk_dir / tensorstore.chunk_key(cid)
@@ -481,6 +530,11 @@ class _Decoder:
         return data
 
     def raw(self, cid: str, depth: int = 0) -> bytes:
+        """The raw bytes of chunk ``cid``, checked against its id."""
+        return bytes(self.buffer(cid, depth))
+
+    def buffer(self, cid: str, depth: int = 0) -> bytes | memoryview:
+        """:meth:`raw` without a final copy (a read-only view)."""
         src = self.sources.get(cid)
         if src is not None:
             data = tensorstore.read_range(*src)
@@ -488,19 +542,22 @@ class _Decoder:
                 return data
         if depth > tensorstore.MAX_DEPTH + 1:
             raise _ChunkError(cid, "corrupt")
-        blob = self.stored(cid)
+        with self._lock:
+            blob = self._fetched.pop(cid, None)
+        if blob is None:
+            blob = self.stored(cid)
         try:
             head = tensorstore.read_head(blob, cid)
             base = None
             if head.codec in tensorstore.DELTAS:
                 assert head.base is not None
                 try:
-                    base = self.raw(head.base, depth + 1)
+                    base = self.buffer(head.base, depth + 1)
                 except _ChunkError as exc:
                     if exc.kind == "missing" and exc.cid == head.base:
                         raise _ChunkError(head.base, "base") from exc
                     raise
-            return tensorstore.decode(blob, cid, base)
+            return tensorstore.decode_buffer(blob, cid, base)
         except IntegrityError:
             with contextlib.suppress(FileNotFoundError):
                 (self.chunk_dir / tensorstore.chunk_key(cid)).unlink()
@@ -508,6 +565,7 @@ class _Decoder:
 
     def forget(self) -> None:
         """Drop the downloaded chunks: the caller has what it needed from them."""
+        self._fetched.clear()
         for cid in self.touched:
             with contextlib.suppress(FileNotFoundError):
                 (self.chunk_dir / tensorstore.chunk_key(cid)).unlink()
@@ -518,17 +576,45 @@ def _rebuild(root: Path, rem: _Remote, it: Item, recipe: Recipe, jobs: int | Non
     dest = dvcstore.cache_file(root, it.md5)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.parent / f".mvc-rebuild-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    workers = _workers(jobs)
     md5 = hashlib.md5()
+    parts = recipe.parts
+    io, cpu = _io_jobs(jobs), _cpu_jobs(jobs)
+    ahead = min(io, cpu + 2)  # decoded parts waiting for the writer: memory is a few parts, not the model
+
+    def decode(fetch: Future[None], cid: str) -> bytes | memoryview:
+        fetch.result()
+        return chunks.buffer(cid)
+
     try:
-        with open(tmp, "wb") as f, ThreadPoolExecutor(workers) as pool:
-            window: deque[Future[bytes]] = deque()
-            for part in recipe.parts:
-                window.append(pool.submit(chunks.raw, part.id))
-                if len(window) > workers:
-                    _write(f, md5, window.popleft().result(), it, progress, recipe.size)
-            while window:
-                _write(f, md5, window.popleft().result(), it, progress, recipe.size)
+        # Three stages: requests (many in flight, stored chunks only), decoding (one per
+        # core), then in file order the md5 here while the write before runs in its thread.
+        with (
+            open(tmp, "wb") as f,
+            ThreadPoolExecutor(io) as fetcher,
+            ThreadPoolExecutor(cpu) as coder,
+            ThreadPoolExecutor(1) as writer,
+        ):
+            fetched: dict[int, Future[None]] = {}
+            decoded: deque[Future[bytes | memoryview]] = deque()
+            nf = nd = 0
+            written: Future[Any] | None = None
+            for i in range(len(parts)):
+                while nf < len(parts) and nf < i + io:
+                    fetched[nf] = fetcher.submit(chunks.prefetch, parts[nf].id)
+                    nf += 1
+                while nd < len(parts) and nd < i + ahead:
+                    decoded.append(coder.submit(decode, fetched.pop(nd), parts[nd].id))
+                    nd += 1
+                data = decoded.popleft().result()
+                if written is not None:
+                    written.result()
+                written = writer.submit(f.write, data)
+                md5.update(data)
+                if progress is not None:
+                    progress(it.label, len(data), recipe.size)
+                del data
+            if written is not None:
+                written.result()
         if md5.hexdigest() != it.md5:
             raise IntegrityError(
                 f"the weights of {it.label} ({it.md5[:8]}) rebuilt from remote {rem.name!r} do not match their hash; "
@@ -544,13 +630,6 @@ def _rebuild(root: Path, rem: _Remote, it: Item, recipe: Recipe, jobs: int | Non
             tmp.unlink()
     _save_local_recipe(root, recipe)
     chunks.forget()  # the cache object now serves the parts; bases are fetched again if ever needed
-
-
-def _write(f: Any, md5: Any, data: bytes, it: Item, progress: Progress | None, total: int) -> None:
-    f.write(data)
-    md5.update(data)
-    if progress is not None:
-        progress(it.label, len(data), total)
 
 
 def _chunk_error(exc: _ChunkError, it: Item, remote: str) -> IntegrityError:

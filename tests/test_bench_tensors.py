@@ -100,3 +100,29 @@ def test_tensors_layout_column_reads_the_real_remote(bt, chains, tmp_path):
     assert scheme.reported is not None and len(scheme.reported) == len(paths), scheme.note
     assert sum(scheme.per_version[1:]) < sum(bt.full_sizes(paths)[1:]), "a child version costs less than a full copy"
     assert not (tmp_path / "store-fp32").exists() and not (tmp_path / "repo-fp32").exists()
+
+
+def test_wire_rows_report_each_file_size_with_its_own_dvc_baseline(bt):
+    seconds = {"dvc push": 10.0, "dvc pull": 5.0, "mvc push delta": 5.0, "mvc pull delta": 4.0, "mvc pull no base": 5.0}
+    rss = {k: 100.0 for k in seconds}
+    result = {
+        "chains": {},
+        "wire": [
+            {"label": "default fp32 chain", "seconds": seconds, "rss_mib": rss, "file_mib": 86.7, "repeat": 2},
+            {"label": "BERT-base fp32, 20 steps apart", "seconds": seconds, "rss_mib": rss, "file_mib": 417.7, "repeat": 2},
+            {"label": "BERT-base fp32", "failed": "training: out of memory"},
+        ],
+    }
+
+    rows = bt.rows(result)
+
+    names = [r["benchmark"] for r in rows]
+    assert names[:3] == [
+        "tensors wire 87 MiB: push delta version, local S3",
+        "tensors wire 87 MiB: pull delta version (base cached), local S3",
+        "tensors wire 87 MiB: pull, no local base, local S3",
+    ]
+    assert names[3].startswith("tensors wire 418 MiB: push delta version") and len(rows) == 7
+    assert [(r["ratio"], r["met"]) for r in rows[3:6]] == [(0.5, True), (0.8, False), (1.0, True)]
+    assert rows[6]["met"] is False and "out of memory" in rows[6]["note"]
+    assert set(rows[0]) == {"benchmark", "mvc", "baseline", "unit", "ratio", "target", "met", "note"}

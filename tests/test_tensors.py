@@ -135,6 +135,37 @@ def test_codec_round_trips_every_form_and_rejects_damage() -> None:
         tensorstore.decode(delta, cid, base[:-4] + b"\0\0\0\0")  # the wrong base
 
 
+def test_chunk_format_is_unchanged_by_the_fused_block_codec_and_older_chunks_decode() -> None:
+    """The block-wise delta passes store exactly zstd(group(sub or xor)): chunks pushed before decode."""
+    import zstandard
+
+    rng = np.random.default_rng(3)
+    count = 2 * tensorstore.BLOCK + 17  # several blocks and a partial one
+    for width, dtype in ((2, np.float16), (4, np.float32), (8, np.float64)):
+        base = rng.standard_normal(count).astype(dtype).tobytes()
+        child = (np.frombuffer(base, dtype) + dtype(1e-3) * rng.standard_normal(count).astype(dtype)).tobytes()
+        cid, bid = tensorstore.chunk_id(child), tensorstore.chunk_id(base)
+        stored, depth = tensorstore.encode(child, width, base, bid)
+        head = tensorstore.read_head(stored, cid)
+        assert (head.codec, depth) == (tensorstore.SUB, 1)
+        plain = zstandard.ZstdDecompressor().decompress(stored[head.payload_at :])
+        assert plain == tensorstore.group_bytes(tensorstore.sub_bytes(child, base, width), width)
+        assert tensorstore.decode(stored, cid, base) == child
+        # a chunk written the older way (whole-part passes, zstd level 3) decodes to the same bytes
+        older = stored[: head.payload_at] + zstandard.ZstdCompressor(level=3).compress(plain)
+        assert tensorstore.decode(older, cid, base) == child
+    # XOR for widths without an integer type or a part that is not whole elements: a 3-byte tail stays last
+    base = rng.integers(0, 255, 4 * count + 3, dtype=np.uint8).tobytes()
+    child = bytes(b ^ 1 if i % 7 == 0 else b for i, b in enumerate(base))
+    cid, bid = tensorstore.chunk_id(child), tensorstore.chunk_id(base)
+    stored, _ = tensorstore.encode(child, 4, base, bid)
+    head = tensorstore.read_head(stored, cid)
+    assert head.codec == tensorstore.XOR
+    plain = zstandard.ZstdDecompressor().decompress(stored[head.payload_at :])
+    assert plain == tensorstore.group_bytes(tensorstore.xor_bytes(child, base), 4)
+    assert tensorstore.decode(stored, cid, base) == child
+
+
 def test_segments_follow_the_safetensors_layout_and_group_small_tensors(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     path = tmp_path / "m.safetensors"
@@ -224,6 +255,59 @@ def test_pull_reuses_parts_of_versions_already_in_the_cache(repo: Path, cli: Cal
 
     assert pulled.exit_code == 0, pulled.stderr
     assert hashlib.md5((other / "models" / "net.safetensors").read_bytes()).hexdigest() == md5s[2]
+
+
+@pytest.mark.servers
+def test_push_restores_a_chunk_shared_with_the_parent_that_the_remote_lost(
+    repo: Path, cli: Callable[..., Any], tmp_path: Path, s3: Bucket
+) -> None:
+    """Each chunk is probed (one ranged GET), those the parent's recipe lists too: the remote gets back what it lacks."""
+    add_tensors_remote(cli, repo, s3)
+    commit_all(repo, "tensors remote")
+    rng = np.random.default_rng(5)
+    tensors = {k: rng.standard_normal(s).astype(np.float32) for k, s in SHAPES.items()}
+    first = save(repo / "models" / "net.safetensors", tensors)
+    mvc.add(repo / "models" / "net.safetensors", repo=repo)
+    commit_all(repo, "v1")
+    assert cli("push", cwd=repo).exit_code == 0
+    tensors["enc.weight"] = tensors["enc.weight"] + np.float32(1e-3)  # the head stays frozen
+    md5 = save(repo / "models" / "net.safetensors", tensors)
+    mvc.add(repo / "models" / "net.safetensors", repo=repo)
+    commit_all(repo, "v2")
+    shared = next(p for p in recipe(s3, first).parts if p.tensor == "head.weight")
+    s3.fs().rm_file(chunk_path(s3, shared.id))
+
+    pushed = cli("push", cwd=repo)
+    other = clone(repo, tmp_path / "clone", with_local_config=True)
+    pulled = cli("pull", cwd=other)
+
+    assert pushed.exit_code == 0, pushed.stderr
+    assert s3.fs().exists(chunk_path(s3, shared.id)), "the lost chunk is uploaded again"
+    assert shared.id in {p.id for p in recipe(s3, md5).parts}
+    assert pulled.exit_code == 0, pulled.stderr
+    assert hashlib.md5(_head_file(other).read_bytes()).hexdigest() == md5
+
+
+@pytest.mark.servers
+@pytest.mark.parametrize("jobs", ["1", "3"])
+def test_pull_without_any_local_base_walks_the_whole_chain_in_stages(
+    repo: Path, cli: Callable[..., Any], tmp_path: Path, s3: Bucket, jobs: str
+) -> None:
+    """v4 of a chain pulled into an empty cache: its deltas, their bases and theirs come from
+    the remote (requests, decoding and the ordered md5 run in separate stages), whatever --jobs."""
+    md5s, other = pushed_clone(cli, repo, tmp_path, s3, count=4)
+    depths = {p.depth for p in recipe(s3, md5s[3]).parts if p.tensor == "enc.weight"}
+    again = cli("push", "--jobs", jobs, cwd=repo)
+
+    pulled = cli("pull", "--jobs", jobs, cwd=other)
+
+    assert depths == {3}, "v4 is three deltas deep"
+    assert again.exit_code == 0 and again.stdout.startswith("pushed 0 objects"), again.stdout
+    assert pulled.exit_code == 0, pulled.stderr
+    assert hashlib.md5((other / "models" / "net.safetensors").read_bytes()).hexdigest() == md5s[3]
+    assert hashlib.md5(mvc.dvcstore.cache_file(other, md5s[3]).read_bytes()).hexdigest() == md5s[3]
+    assert not [p for p in (other / ".dvc" / "tmp" / "mvc-chunks").rglob("*") if p.is_file()], "the chunk cache is emptied"
+    assert not [p for p in mvc.dvcstore.cache_file(other, md5s[3]).parent.iterdir() if p.name.startswith(".mvc-rebuild")]
 
 
 # ---------------------------------------------------------------------------- bad input
