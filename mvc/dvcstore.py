@@ -648,22 +648,23 @@ def _register_cache(repo: Repo) -> None:
         LocalHashFileDB.check = check  # type: ignore[method-assign]
 
 
-_cloud_bounded = False
+_cloud_bounded: set[str] = set()  # "s3", "gs": the kinds bounded so far
 
 
 def _bound_cloud_waits_for(repo: Repo) -> None:
     """:func:`_bound_cloud_waits` once the repository names an S3 or GCS remote: importing
-    s3fs, gcsfs and their DVC plugins costs ~1 s, which a local-only command never pays."""
-    global _cloud_bounded
-    if _cloud_bounded:
+    s3fs, gcsfs and their DVC plugins costs ~1 s, which a local-only command never pays;
+    each kind only when a remote of that kind is named (gcsfs alone is ~0.5 s, issue 19)."""
+    if len(_cloud_bounded) == 2:
         return
     try:
         urls = [str(conf.get("url", "")) for conf in repo.config["remote"].values()]
     except Exception:  # noqa: BLE001 - an unreadable config fails later, with DVC's own message
         urls = []
-    if any(url.startswith(("s3://", "gs://", "gcs://")) for url in urls):
-        _bound_cloud_waits()
-        _cloud_bounded = True
+    kinds = {"s3" for url in urls if url.startswith("s3://")} | {"gs" for url in urls if url.startswith(("gs://", "gcs://"))}
+    if kinds - _cloud_bounded:
+        _bound_cloud_waits(s3="s3" in kinds - _cloud_bounded, gs="gs" in kinds - _cloud_bounded)
+        _cloud_bounded.update(kinds)
 
 
 # Network bounds for s3:// and gs:// remotes unless the remote's config (or AWS_MAX_ATTEMPTS)
@@ -678,8 +679,15 @@ GS_TRIES = 2  # gcsfs's own default is 6 tries with 1-16 s back-off: 2 min on a 
 STATUS_WAIT = 5.0
 
 
-def _bound_cloud_waits() -> None:
+def _bound_cloud_waits(*, s3: bool = True, gs: bool = True) -> None:
     """Give DVC's S3 and GCS filesystems the timeouts and retry limits above."""
+    if s3:
+        _bound_s3_waits()
+    if gs:
+        _bound_gs_waits()
+
+
+def _bound_s3_waits() -> None:
     with contextlib.suppress(ImportError):
         import s3fs
         from dvc_s3 import S3FileSystem
@@ -697,6 +705,9 @@ def _bound_cloud_waits() -> None:
 
         S3FileSystem._prepare_credentials = s3_credentials
         s3fs.S3FileSystem.retries = S3_TRIES
+
+
+def _bound_gs_waits() -> None:
     with contextlib.suppress(ImportError):
         from dvc_gs import GSFileSystem
 
@@ -742,6 +753,8 @@ class _VerifiedLog:
 
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         db = sqlite3.connect(self.path, timeout=10)
+        # A lost record only costs a re-hash: no fsync per write (it was ~15 ms per object, issue 19).
+        db.execute("PRAGMA synchronous=OFF")
         db.execute("CREATE TABLE IF NOT EXISTS verified (path TEXT PRIMARY KEY, ino INT, mtime INT, size INT)")
         return db
 
@@ -757,13 +770,22 @@ class _VerifiedLog:
             db.executemany("INSERT OR REPLACE INTO verified VALUES (?, ?, ?, ?)", rows)
 
     def knows(self, path: str) -> bool:
+        return path in self.known([path])
+
+    def known(self, paths: Iterable[str]) -> set[str]:
+        """The ``paths`` whose inode, mtime and size are those recorded (one query for all)."""
+        found = set()
         try:
-            st = os.stat(path)
             with contextlib.closing(self._connect()) as db:
-                row = db.execute("SELECT ino, mtime, size FROM verified WHERE path = ?", (os.path.abspath(path),)).fetchone()
+                for path in paths:
+                    with contextlib.suppress(OSError):
+                        st = os.stat(path)
+                        row = db.execute("SELECT ino, mtime, size FROM verified WHERE path = ?", (os.path.abspath(path),)).fetchone()
+                        if row is not None and tuple(row) == (st.st_ino, st.st_mtime_ns, st.st_size):
+                            found.add(path)
         except Exception:  # noqa: BLE001 - no record: re-hash
-            return False
-        return row is not None and tuple(row) == (st.st_ino, st.st_mtime_ns, st.st_size)
+            return found
+        return found
 
 
 def _unsafe_relpath(entries: Iterable[tuple[str, str]]) -> str | None:
@@ -823,9 +845,10 @@ def drop_corrupt(root: Path, md5s: Iterable[str]) -> list[str]:
                     bad.append(md5)
                     continue
                 oids = [oid for _, oid in _tree_entries(odb, md5) or []]
+            trusted = _VerifiedLog(repo).known([odb.oid_to_path(oid) for oid in oids])
             for oid in oids:
                 path = odb.oid_to_path(oid)
-                if os.path.isfile(path) and not _object_intact(repo, path, oid, use_state=True):
+                if path not in trusted and os.path.isfile(path) and not _object_intact(repo, path, oid, use_state=False):
                     bad.append(oid)
         for oid in bad:
             with contextlib.suppress(FileNotFoundError):
@@ -1010,6 +1033,7 @@ def _precache(repo: Repo, path: Path) -> None:
 
     files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file() and not p.is_symlink()]
     odb = repo.cache.local
+    _precache_small(repo, [f for f in files if f.stat().st_size < _PRECACHE_MIN])
     for file in files:
         before = file.stat()
         if before.st_size < _PRECACHE_MIN:
@@ -1035,6 +1059,46 @@ def _precache(repo: Repo, path: Path) -> None:
             repo.state.save(os.fspath(file), repo.fs, HashInfo("md5", md5))
         finally:
             tmp.unlink(missing_ok=True)
+
+
+def _precache_small(repo: Repo, files: list[Path]) -> None:
+    """Cache small files (a directory model's shards) from one read each, and record them.
+
+    DVC reads each file twice (md5, then the copy); here one read feeds both, and the
+    cache objects are recorded as verified, so a push does not re-hash them (issue 19).
+    A file that changes meanwhile is left to DVC.
+    """
+    import hashlib
+
+    from dvc_data.hashfile.hash_info import HashInfo
+
+    odb = repo.cache.local
+    cached: list[tuple[str, HashInfo, None]] = []
+    worked: list[tuple[str, HashInfo, None]] = []
+    for file in files:
+        before = file.stat()
+        data = file.read_bytes()
+        after = file.stat()
+        if len(data) != before.st_size or (before.st_size, before.st_mtime_ns, before.st_ino) != (after.st_size, after.st_mtime_ns, after.st_ino):
+            continue
+        md5 = hashlib.md5(data).hexdigest()  # noqa: S324 - DVC's content address, not security
+        dest = odb.oid_to_path(md5)
+        if not os.path.exists(dest):
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            tmp = os.path.join(os.path.dirname(dest), f".mvc-tmp-{os.getpid()}-{threading.get_ident()}")
+            try:
+                with open(tmp, "wb") as out:
+                    out.write(data)
+                os.chmod(tmp, 0o444)  # DVC keeps cache files read-only
+                os.replace(tmp, dest)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+            cached.append((dest, HashInfo("md5", md5), None))
+        worked.append((os.fspath(file), HashInfo("md5", md5), None))
+    repo.state.save_many(cached, odb.fs)
+    repo.state.save_many(worked, repo.fs)
+    _VerifiedLog(repo).record([path for path, _, _ in cached])
 
 
 def _copy(src: Path, dest: Path) -> None:
@@ -1134,7 +1198,7 @@ def fetch(
         try:
             with _progress_hook(meter):
                 if verify:
-                    _engine_fetch(repo, remote, hashes, jobs=jobs, progress=meter)
+                    _engine_fetch(repo, remote, hashes, jobs=jobs, progress=meter, sizes=_pointer_sizes(repo, targets))
                 # DVC's fetch only for what the engine left (other remotes, objects the remote lacks):
                 # run for nothing, it would list the remote and re-read the cache once more.
                 if not verify or not _present(odb, hashes) >= _all_ids(odb, hashes):
@@ -1768,12 +1832,13 @@ def check_cache(root: Path, md5: str, *, use_state: bool = False, progress: Prog
             entries = _tree_entries(odb, md5)
             oids += [oid for _, oid in entries or []]
         checks = []
+        trusted = _VerifiedLog(repo).known([odb.oid_to_path(oid) for oid in oids]) if use_state else set()
         for oid in oids:
             path = odb.oid_to_path(oid)
             if not os.path.isfile(path):
                 checks.append(ObjectCheck(oid, "missing"))
                 continue
-            ok = _object_intact(repo, path, oid, use_state)
+            ok = path in trusted or _object_intact(repo, path, oid, use_state=False)
             checks.append(ObjectCheck(oid, "ok" if ok else "corrupt", "" if ok else "bytes do not match the hash"))
             if progress is not None:
                 size = os.path.getsize(path)
@@ -2378,7 +2443,9 @@ def _versioned(repo: Repo, remote: str | None, command: str) -> bool:
     return bool(found.worktree or found.fs.version_aware)
 
 
-def _engine_fetch(repo: Repo, remote: str | None, md5s: list[str], *, jobs: int | None, progress: Progress | None) -> int:
+def _engine_fetch(
+    repo: Repo, remote: str | None, md5s: list[str], *, jobs: int | None, progress: Progress | None, sizes: dict[str, int | None] | None = None
+) -> int:
     """Download the objects of ``md5s`` missing from the cache with :mod:`mvc.transfer` (S3 / GCS only).
 
     A ``.dir`` listing comes first, then the files it names. Each object is verified
@@ -2411,7 +2478,8 @@ def _engine_fetch(repo: Repo, remote: str | None, md5s: list[str], *, jobs: int 
         _VerifiedLog(repo).record([cache.oid_to_path(o) for o in done])  # hashed on arrival: not again before a push
         return len(done)
 
-    count = pull(dict.fromkeys(md5s))
+    # a file's size as its pointer records it (no HEAD); a listing's is asked of the store
+    count = pull({m: None if m.endswith(".dir") else (sizes or {}).get(m) for m in md5s})
     files: dict[str, int | None] = {}
     for md5 in md5s:
         if md5.endswith(".dir") and cache.exists(md5):
