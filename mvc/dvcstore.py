@@ -2516,7 +2516,9 @@ def _engine_push(
     def push(oids: list[str]) -> int:
         from dvc.exceptions import UploadError
 
-        items = [transfer.Item(o, cache.oid_to_path(o), odb.oid_to_path(o)) for o in oids if cache.exists(o)]
+        paths = {o: cache.oid_to_path(o) for o in oids if cache.exists(o)}
+        verified = _VerifiedLog(repo).known(paths.values())  # hashed by mvc, unchanged since: not hashed again
+        items = [transfer.Item(o, path, odb.oid_to_path(o), verified=path in verified) for o, path in paths.items()]
         try:
             return len(transfer.push(odb.fs.fs, items, jobs=jobs, progress=progress, where=where).transferred) if items else 0
         except MvcError:

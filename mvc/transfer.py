@@ -70,12 +70,15 @@ class Item:
 
     ``local`` is its path in the DVC cache and ``remote`` its path in the store
     (``bucket/prefix/files/md5/xx/rest``); ``size`` is the recorded size when known.
+    ``verified``: the caller vouches that ``local`` hashes to ``oid`` (mvc hashed it and
+    its inode, mtime and size have not changed since); a push does not hash it again.
     """
 
     oid: str
     local: str
     remote: str
     size: int | None = None
+    verified: bool = False
 
 
 @dataclass(frozen=True)
@@ -714,8 +717,9 @@ class _Pusher:
         fail = _network_error(self.where, "uploading", up.item.oid)
         reply = await _retry(lambda: self.call("create_multipart_upload", Bucket=bucket, Key=key), fail)
         up.upload_id = reply["UploadId"]
-        loop = asyncio.get_running_loop()
-        up.md5 = asyncio.ensure_future(loop.run_in_executor(self.hashers, _file_md5, up.item.local, up.size))
+        if not up.item.verified:  # the md5 recorded when mvc hashed it, else taken now (issue 19)
+            loop = asyncio.get_running_loop()
+            up.md5 = asyncio.ensure_future(loop.run_in_executor(self.hashers, _file_md5, up.item.local, up.size))
 
     async def send(self, up: _Upload, index: int) -> None:
         offset, length = up.parts[index]
@@ -734,19 +738,21 @@ class _Pusher:
                 up.etags[number] = reply["ETag"]
                 last = len(up.etags) == len(up.parts)
             else:
-                data, digest = await self.thread(self._read_hashed, up)
+                if up.item.verified:  # the store checks the bytes against the md5 they are named by
+                    data, digest = await self.thread(up.read, 0, up.size), oid.split(".")[0]
+                else:
+                    data, digest = await self.thread(self._read_hashed, up)
                 if digest != oid.split(".")[0]:
                     raise _mismatch(oid)
                 content_md5 = base64.b64encode(bytes.fromhex(digest)).decode()
-                await _retry(lambda: self.call("put_object", Bucket=bucket, Key=key, Body=data, ContentMD5=content_md5), fail)
+                await _retry(partial(self._put, oid, Bucket=bucket, Key=key, Body=data, ContentMD5=content_md5), fail)
                 del data
                 last = True
         self.report(oid[:12], length, up.size)
         if not last:
             return
         if up.multipart:
-            assert up.md5 is not None
-            if await up.md5 != oid.split(".")[0]:
+            if up.md5 is not None and await up.md5 != oid.split(".")[0]:
                 raise _mismatch(oid)
             parts = [{"ETag": up.etags[n], "PartNumber": n} for n in sorted(up.etags)]
             await _retry(
@@ -757,6 +763,15 @@ class _Pusher:
             )
             up.upload_id = None
         self.done.append(oid)
+
+    async def _put(self, oid: str, **kwargs: Any) -> None:
+        """PutObject; the store's refusal of bytes that do not match their Content-MD5 is an integrity error."""
+        try:
+            await self.call("put_object", **kwargs)
+        except Exception as exc:  # noqa: BLE001 - s3fs wraps botocore's ClientError in OSError
+            if "BadDigest" in f"{exc} {exc.__cause__}" or "InvalidDigest" in f"{exc} {exc.__cause__}":
+                raise _mismatch(oid) from exc
+            raise
 
     @staticmethod
     def _read_hashed(up: _Upload) -> tuple[bytes, str]:

@@ -456,6 +456,37 @@ def test_a_pull_asks_no_object_size_its_pointer_records(
     assert (teammate / "models" / "big.bin").read_bytes() == data
 
 
+def test_a_push_takes_the_md5_mvc_recorded_and_the_store_checks_the_bytes(
+    repo: Path, cli: Callable[..., Any], s3: Bucket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An object mvc hashed (and unchanged since) is not hashed again on its way up; a
+    whole object is sent with that md5 as its Content-MD5, so bytes that rotted behind an
+    unchanged inode, mtime and size are refused by the store: exit 6, nothing stored."""
+    big_md5, _ = big_model(repo, cli, s3, s3.server.endpoint_url, size=transfer.MULTIPART_THRESHOLD + MiB)
+    (repo / "models" / "small.bin").write_bytes(os.urandom(MiB))
+    small_md5 = mvc.add(repo / "models" / "small.bin").version.hash
+    commit_all(repo, "small v1")
+    obj = cache_path(repo, small_md5)
+    before = obj.stat()
+    os.chmod(obj, 0o644)
+    with open(obj, "r+b") as f:  # the same size, inode and mtime: only the bytes differ
+        f.write(b"\0" * 16)
+    os.utime(obj, ns=(before.st_atime_ns, before.st_mtime_ns))
+    os.chmod(obj, 0o444)
+    hashed: list[str] = []
+    real = transfer._file_md5
+    monkeypatch.setattr(transfer, "_file_md5", lambda path, size, report=None: hashed.append(path) or real(path, size, report))
+
+    pushed = cli("push", "small")
+    whole = cli("push", "big", "--json")
+
+    assert_one_line_error(pushed, 6, f"cache object {small_md5[:8]} no longer matches its hash: refusing to push it")
+    assert small_md5 not in s3.objects()
+    assert whole.exit_code == 0, whole.stderr
+    assert json.loads(whole.stdout)["transferred"] == 1 and big_md5 in s3.objects()
+    assert hashed == []  # mvc add hashed the big object: the push trusts that record
+
+
 def test_an_s3_pull_does_not_load_the_gcs_client(repo: Path, cli: Callable[..., Any], s3: Bucket, tmp_path: Path) -> None:
     """gcsfs and its plugin take ~0.5 s to import: only a repository with a GCS remote pays it."""
     _, data = big_model(repo, cli, s3, s3.server.endpoint_url, size=MiB)
