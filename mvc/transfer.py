@@ -15,9 +15,11 @@ parts are still on the wire, so verification costs close to nothing:
   removes it.
 - :func:`push` uploads objects above :data:`MULTIPART_THRESHOLD` as parallel S3
   multipart parts, sized to the object and ``jobs``, while a hasher thread takes the
-  object's md5; the upload is completed only when the hash matches. A failure, an
-  interrupt, or (on the next run) a killed push's leftover upload is aborted. Smaller
-  objects go up in one PUT each (with Content-MD5), many at once.
+  object's md5 (unless mvc recorded it: :attr:`Item.verified`); the upload is completed
+  only when the hash matches. A failure, an interrupt, or (on the next run) a killed
+  push's leftover upload is aborted. Smaller objects go up in one PUT each with their
+  md5 as Content-MD5 (the store checks the bytes), many at once. Bodies are signed by
+  their headers: no SHA-256 of each body over plain http (:func:`_lean_checks`).
 
 Memory stays flat whatever the object size: a pull holds only the chunks on the wire
 and one read-back block per hasher; a push at most :data:`PUSH_MEMORY` of bodies.
@@ -638,6 +640,7 @@ class _Upload:
         self.multipart = size > MULTIPART_THRESHOLD
         self.parts = _parts(size, part_size(size, jobs)) if self.multipart else [(0, size)]
         self.upload_id: str | None = None
+        self.creating = False  # CreateMultipartUpload sent, its answer (the upload id) not read yet
         self.etags: dict[int, str] = {}
         self.md5: asyncio.Future[str] | None = None
 
@@ -715,8 +718,9 @@ class _Pusher:
                 if stale.get("Key") == key:
                     await self.call("abort_multipart_upload", Bucket=bucket, Key=key, UploadId=stale["UploadId"])
         fail = _network_error(self.where, "uploading", up.item.oid)
+        up.creating = True
         reply = await _retry(lambda: self.call("create_multipart_upload", Bucket=bucket, Key=key), fail)
-        up.upload_id = reply["UploadId"]
+        up.upload_id, up.creating = reply["UploadId"], False
         if not up.item.verified:  # the md5 recorded when mvc hashed it, else taken now (issue 19)
             loop = asyncio.get_running_loop()
             up.md5 = asyncio.ensure_future(loop.run_in_executor(self.hashers, _file_md5, up.item.local, up.size))
@@ -783,8 +787,15 @@ class _Pusher:
         for up in uploads:
             if up.md5 is not None and not up.md5.done():
                 up.md5.cancel()
+            bucket, key, _ = self.fs.split_path(up.item.remote)
+            if up.creating:  # interrupted before the store's answer: find the upload it may have started
+                with contextlib.suppress(Exception):
+                    listed = await self.call("list_multipart_uploads", Bucket=bucket, Prefix=key)
+                    for started in listed.get("Uploads", []):
+                        if started.get("Key") == key:
+                            await self.call("abort_multipart_upload", Bucket=bucket, Key=key, UploadId=started["UploadId"])
+                up.creating = False
             if up.upload_id is not None:
-                bucket, key, _ = self.fs.split_path(up.item.remote)
                 with contextlib.suppress(Exception):
                     await self.call("abort_multipart_upload", Bucket=bucket, Key=key, UploadId=up.upload_id)
                 up.upload_id = None
