@@ -15,9 +15,11 @@ parts are still on the wire, so verification costs close to nothing:
   removes it.
 - :func:`push` uploads objects above :data:`MULTIPART_THRESHOLD` as parallel S3
   multipart parts, sized to the object and ``jobs``, while a hasher thread takes the
-  object's md5; the upload is completed only when the hash matches. A failure, an
-  interrupt, or (on the next run) a killed push's leftover upload is aborted. Smaller
-  objects go up in one PUT each (with Content-MD5), many at once.
+  object's md5 (unless mvc recorded it: :attr:`Item.verified`); the upload is completed
+  only when the hash matches. A failure, an interrupt, or (on the next run) a killed
+  push's leftover upload is aborted. Smaller objects go up in one PUT each with their
+  md5 as Content-MD5 (the store checks the bytes), many at once. Bodies are signed by
+  their headers: no SHA-256 of each body over plain http (:func:`_lean_checks`).
 
 Memory stays flat whatever the object size: a pull holds only the chunks on the wire
 and one read-back block per hasher; a push at most :data:`PUSH_MEMORY` of bodies.
@@ -70,12 +72,15 @@ class Item:
 
     ``local`` is its path in the DVC cache and ``remote`` its path in the store
     (``bucket/prefix/files/md5/xx/rest``); ``size`` is the recorded size when known.
+    ``verified``: the caller vouches that ``local`` hashes to ``oid`` (mvc hashed it and
+    its inode, mtime and size have not changed since); a push does not hash it again.
     """
 
     oid: str
     local: str
     remote: str
     size: int | None = None
+    verified: bool = False
 
 
 @dataclass(frozen=True)
@@ -635,6 +640,7 @@ class _Upload:
         self.multipart = size > MULTIPART_THRESHOLD
         self.parts = _parts(size, part_size(size, jobs)) if self.multipart else [(0, size)]
         self.upload_id: str | None = None
+        self.creating = False  # CreateMultipartUpload sent, its answer (the upload id) not read yet
         self.etags: dict[int, str] = {}
         self.md5: asyncio.Future[str] | None = None
 
@@ -654,6 +660,35 @@ def _mismatch(oid: str) -> IntegrityError:
         f"cache object {oid[:8]} no longer matches its hash: refusing to push it",
         hint="re-add the weights with `mvc add`, or repair with `mvc verify --repair`",
     )
+
+
+def _lean_checks(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+    """One integrity check per body, not three (botocore ``before-parameter-build``, issue 19).
+
+    Over plain http botocore signs every body with a SHA-256 of it, and adds a CRC32 to
+    each PutObject / UploadPart: passes over the bytes on the event loop (~1.5 s and
+    ~0.7 s per GiB, and as much again on the server). A PutObject here carries its md5
+    (``Content-MD5``, checked by the store) and needs neither; a part keeps the CRC32
+    and is signed by its headers.
+    """
+    from botocore.config import Config
+
+    config = context.get("client_config")
+    if config is None:
+        return
+    extra: dict[str, Any] = {"s3": {**(config.s3 or {}), "payload_signing_enabled": False}}
+    if params.get("ContentMD5"):
+        extra["request_checksum_calculation"] = "when_required"
+    context["client_config"] = config.merge(Config(**extra))
+
+
+def _sign_headers_only(client: Any) -> None:
+    """Install :func:`_lean_checks` on an S3 client once."""
+    if getattr(client, "_mvc_lean", False):
+        return
+    for op in ("PutObject", "UploadPart"):
+        client.meta.events.register(f"before-parameter-build.s3.{op}", _lean_checks)
+    client._mvc_lean = True
 
 
 class _Pusher:
@@ -683,10 +718,12 @@ class _Pusher:
                 if stale.get("Key") == key:
                     await self.call("abort_multipart_upload", Bucket=bucket, Key=key, UploadId=stale["UploadId"])
         fail = _network_error(self.where, "uploading", up.item.oid)
+        up.creating = True
         reply = await _retry(lambda: self.call("create_multipart_upload", Bucket=bucket, Key=key), fail)
-        up.upload_id = reply["UploadId"]
-        loop = asyncio.get_running_loop()
-        up.md5 = asyncio.ensure_future(loop.run_in_executor(self.hashers, _file_md5, up.item.local, up.size))
+        up.upload_id, up.creating = reply["UploadId"], False
+        if not up.item.verified:  # the md5 recorded when mvc hashed it, else taken now (issue 19)
+            loop = asyncio.get_running_loop()
+            up.md5 = asyncio.ensure_future(loop.run_in_executor(self.hashers, _file_md5, up.item.local, up.size))
 
     async def send(self, up: _Upload, index: int) -> None:
         offset, length = up.parts[index]
@@ -705,19 +742,21 @@ class _Pusher:
                 up.etags[number] = reply["ETag"]
                 last = len(up.etags) == len(up.parts)
             else:
-                data, digest = await self.thread(self._read_hashed, up)
+                if up.item.verified:  # the store checks the bytes against the md5 they are named by
+                    data, digest = await self.thread(up.read, 0, up.size), oid.split(".")[0]
+                else:
+                    data, digest = await self.thread(self._read_hashed, up)
                 if digest != oid.split(".")[0]:
                     raise _mismatch(oid)
                 content_md5 = base64.b64encode(bytes.fromhex(digest)).decode()
-                await _retry(lambda: self.call("put_object", Bucket=bucket, Key=key, Body=data, ContentMD5=content_md5), fail)
+                await _retry(partial(self._put, oid, Bucket=bucket, Key=key, Body=data, ContentMD5=content_md5), fail)
                 del data
                 last = True
         self.report(oid[:12], length, up.size)
         if not last:
             return
         if up.multipart:
-            assert up.md5 is not None
-            if await up.md5 != oid.split(".")[0]:
+            if up.md5 is not None and await up.md5 != oid.split(".")[0]:
                 raise _mismatch(oid)
             parts = [{"ETag": up.etags[n], "PartNumber": n} for n in sorted(up.etags)]
             await _retry(
@@ -729,6 +768,15 @@ class _Pusher:
             up.upload_id = None
         self.done.append(oid)
 
+    async def _put(self, oid: str, **kwargs: Any) -> None:
+        """PutObject; the store's refusal of bytes that do not match their Content-MD5 is an integrity error."""
+        try:
+            await self.call("put_object", **kwargs)
+        except Exception as exc:  # noqa: BLE001 - s3fs wraps botocore's ClientError in OSError
+            if "BadDigest" in f"{exc} {exc.__cause__}" or "InvalidDigest" in f"{exc} {exc.__cause__}":
+                raise _mismatch(oid) from exc
+            raise
+
     @staticmethod
     def _read_hashed(up: _Upload) -> tuple[bytes, str]:
         data = up.read(0, up.size)
@@ -739,13 +787,21 @@ class _Pusher:
         for up in uploads:
             if up.md5 is not None and not up.md5.done():
                 up.md5.cancel()
+            bucket, key, _ = self.fs.split_path(up.item.remote)
+            if up.creating:  # interrupted before the store's answer: find the upload it may have started
+                with contextlib.suppress(Exception):
+                    listed = await self.call("list_multipart_uploads", Bucket=bucket, Prefix=key)
+                    for started in listed.get("Uploads", []):
+                        if started.get("Key") == key:
+                            await self.call("abort_multipart_upload", Bucket=bucket, Key=key, UploadId=started["UploadId"])
+                up.creating = False
             if up.upload_id is not None:
-                bucket, key, _ = self.fs.split_path(up.item.remote)
                 with contextlib.suppress(Exception):
                     await self.call("abort_multipart_upload", Bucket=bucket, Key=key, UploadId=up.upload_id)
                 up.upload_id = None
 
     async def run(self, uploads: list[_Upload]) -> None:
+        _sign_headers_only(await self.fs.set_session())
         try:
             await _each(self.jobs, (partial(self.begin, up) for up in uploads if up.multipart))
             await _each(self.jobs, (partial(self.send, up, i) for up in uploads for i in range(len(up.parts))))

@@ -8,6 +8,7 @@ mid-range or mid-part, wrong bytes, a request held open while the test kills mvc
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import http.client
 import json
@@ -58,6 +59,7 @@ class FaultProxy:
         self.held = threading.Event()
         self.release = threading.Event()
         self.log: list[tuple[str, str, str]] = []
+        self.headers: list[tuple[str, str, dict[str, str]]] = []  # (method, path, lower-cased headers)
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -112,6 +114,7 @@ class FaultProxy:
         rng = req.headers.get("Range", "")
         with self.lock:
             self.log.append((req.command, req.path, rng))
+            self.headers.append((req.command, req.path, {k.lower(): v for k, v in req.headers.items()}))
         is_part = req.command == "PUT" and "partNumber=" in req.path
         ranged = bool(rng) and req.command == "GET"
         if is_part and self._take("hold_part") or (ranged and not self._take("pass") and self._take("hold")):
@@ -373,6 +376,131 @@ def test_objects_the_engine_verified_are_not_hashed_again_before_a_push(
     corrupt = dvcstore.corrupt_in_cache(teammate, [md5])
 
     assert corrupt == [] and hashed == []
+
+
+def test_a_directory_model_mvc_added_is_not_hashed_again_before_a_push(
+    repo: Path, cli: Callable[..., Any], s3: Bucket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """mvc add reads each small file once into the cache and records it: the push trusts it."""
+    ckpt = repo / "models" / "ckpt"
+    ckpt.mkdir(parents=True)
+    files = {f"shard-{i}.bin": os.urandom(256 * 1024 + i) for i in range(6)}
+    for name, content in files.items():
+        (ckpt / name).write_bytes(content)
+    md5 = mvc.add(ckpt, name="ckpt").version.hash
+    add_remote(cli, repo, s3, s3.server.endpoint_url)
+    commit_all(repo, "ckpt v1")
+    from mvc import dvcstore
+
+    hashed: list[Path] = []
+    real = dvcstore.file_md5
+    monkeypatch.setattr(dvcstore, "file_md5", lambda path: hashed.append(path) or real(path))  # a spy
+
+    pushed = cli("push", "--json")
+    plain = clone(repo, tmp_path / "plain")
+    dvc = dvc_pull(plain, s3)
+
+    assert pushed.exit_code == 0, pushed.stderr
+    assert json.loads(pushed.stdout)["transferred"] == 7
+    assert [p for p in hashed if not str(p).endswith(".dir")] == []  # only the listing DVC wrote is re-read
+    assert sorted(s3.objects()) == sorted([md5, *(hashlib.md5(c).hexdigest() for c in files.values())])
+    assert dvc.returncode == 0, dvc.stderr
+    assert {p.name: p.read_bytes() for p in (plain / "models" / "ckpt").iterdir()} == files
+
+
+def test_uploads_carry_one_checksum_and_are_signed_by_their_headers(
+    repo: Path, cli: Callable[..., Any], s3: Bucket, tmp_path: Path, proxy: Callable[[Bucket], FaultProxy]
+) -> None:
+    """No SHA-256 of each body for the signature over http: a whole object carries its
+    Content-MD5 (no CRC32 besides), a part its CRC32; the store checks them."""
+    px = proxy(s3)
+    md5, data = big_model(repo, cli, s3, px.url, size=transfer.MULTIPART_THRESHOLD + MiB)
+    (repo / "models" / "small.bin").write_bytes(small := os.urandom(MiB + 7))
+    small_md5 = mvc.add(repo / "models" / "small.bin").version.hash
+    commit_all(repo, "small v1")
+    px.headers.clear()
+
+    pushed = cli("push", "--json")
+    plain = clone(repo, tmp_path / "plain", with_local_config=True)
+    dvc = dvc_pull(plain, s3)
+
+    assert pushed.exit_code == 0, pushed.stderr
+    puts = [(path, h) for m, path, h in px.headers if m == "PUT"]
+    whole = [h for path, h in puts if "partNumber=" not in path]
+    parts = [h for path, h in puts if "partNumber=" in path]
+    assert len(whole) == 1 and len(parts) > 1
+    assert whole[0]["content-md5"] == base64.b64encode(bytes.fromhex(small_md5)).decode()
+    assert not any(k.startswith("x-amz-checksum-") for k in whole[0])
+    assert all(any(k.startswith("x-amz-checksum-") for k in h) for h in parts)
+    assert {h["x-amz-content-sha256"] for h in whole + parts} == {"UNSIGNED-PAYLOAD"}
+    assert dvc.returncode == 0, dvc.stderr
+    assert (plain / "models" / "big.bin").read_bytes() == data and (plain / "models" / "small.bin").read_bytes() == small
+    assert md5 in s3.objects()
+
+
+def test_a_pull_asks_no_object_size_its_pointer_records(
+    repo: Path, cli: Callable[..., Any], s3: Bucket, tmp_path: Path, proxy: Callable[[Bucket], FaultProxy]
+) -> None:
+    """One listing (which names a missing bucket or rejected keys), then the bytes: no HEAD."""
+    px = proxy(s3)
+    _, data = big_model(repo, cli, s3, px.url, size=2 * MiB)
+    assert cli("push").exit_code == 0
+    teammate = clone(repo, tmp_path / "teammate", with_local_config=True)
+    px.log.clear()
+
+    pulled = cli("pull", "--json", cwd=teammate)
+
+    assert pulled.exit_code == 0, pulled.stderr
+    assert [(m, r) for m, _, r in px.log] == [("GET", ""), ("GET", "bytes=0-2097151")], px.log
+    assert "list-type=2" in px.log[0][1]
+    assert (teammate / "models" / "big.bin").read_bytes() == data
+
+
+def test_a_push_takes_the_md5_mvc_recorded_and_the_store_checks_the_bytes(
+    repo: Path, cli: Callable[..., Any], s3: Bucket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An object mvc hashed (and unchanged since) is not hashed again on its way up; a
+    whole object is sent with that md5 as its Content-MD5, so bytes that rotted behind an
+    unchanged inode, mtime and size are refused by the store: exit 6, nothing stored."""
+    big_md5, _ = big_model(repo, cli, s3, s3.server.endpoint_url, size=transfer.MULTIPART_THRESHOLD + MiB)
+    (repo / "models" / "small.bin").write_bytes(os.urandom(MiB))
+    small_md5 = mvc.add(repo / "models" / "small.bin").version.hash
+    commit_all(repo, "small v1")
+    obj = cache_path(repo, small_md5)
+    before = obj.stat()
+    os.chmod(obj, 0o644)
+    with open(obj, "r+b") as f:  # the same size, inode and mtime: only the bytes differ
+        f.write(b"\0" * 16)
+    os.utime(obj, ns=(before.st_atime_ns, before.st_mtime_ns))
+    os.chmod(obj, 0o444)
+    hashed: list[str] = []
+    real = transfer._file_md5
+    monkeypatch.setattr(transfer, "_file_md5", lambda path, size, report=None: hashed.append(path) or real(path, size, report))
+
+    pushed = cli("push", "small")
+    whole = cli("push", "big", "--json")
+
+    assert_one_line_error(pushed, 6, f"cache object {small_md5[:8]} no longer matches its hash: refusing to push it")
+    assert small_md5 not in s3.objects()
+    assert whole.exit_code == 0, whole.stderr
+    assert json.loads(whole.stdout)["transferred"] == 1 and big_md5 in s3.objects()
+    assert hashed == []  # mvc add hashed the big object: the push trusts that record
+
+
+def test_an_s3_pull_does_not_load_the_gcs_client(repo: Path, cli: Callable[..., Any], s3: Bucket, tmp_path: Path) -> None:
+    """gcsfs and its plugin take ~0.5 s to import: only a repository with a GCS remote pays it."""
+    _, data = big_model(repo, cli, s3, s3.server.endpoint_url, size=MiB)
+    assert cli("push").exit_code == 0
+    teammate = clone(repo, tmp_path / "teammate", with_local_config=True)
+    from tests.remote_servers import servers
+
+    script = "import sys, mvc; mvc.pull(repo='.'); print(sorted(m for m in ('gcsfs', 'dvc_gs', 's3fs') if m in sys.modules))"
+    env = {**os.environ, **servers.client_env(s3.server)}
+    run = subprocess.run([sys.executable, "-c", script], cwd=teammate, env=env, capture_output=True, text=True, check=False)
+
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split("\n")[-2] == "['s3fs']"
+    assert (teammate / "models" / "big.bin").read_bytes() == data
 
 
 def test_pulled_weights_are_a_writable_copy_of_the_cache_object(
