@@ -650,7 +650,7 @@ def _register_cache(repo: Repo) -> None:
         _refuse_path_like_oids()
 
 
-_OID = re.compile(r"[0-9a-f]{32}(\.dir)?")
+_ID_OR_PREFIX = re.compile(r"[0-9a-f]{0,32}(\.dir)?")  # whole object ids, and the prefixes DVC lists a store by
 
 
 def _refuse_path_like_oids() -> None:
@@ -667,7 +667,7 @@ def _refuse_path_like_oids() -> None:
         original = cls.oid_to_path
 
         def oid_to_path(self: Any, oid: str, _original: Any = original) -> str:
-            if not _OID.fullmatch(oid):
+            if not _ID_OR_PREFIX.fullmatch(oid):
                 raise IntegrityError(
                     f"refusing a directory listing that names object {oid!r}, which is not a hash; nothing was written",
                     hint="this version was crafted or corrupted: do not use it; ask its author, and check the commit that added it",
