@@ -100,7 +100,7 @@ class Chunks:
 
     def __init__(self, store: Store, root: Path | None = None) -> None:
         self.store = store
-        self.sources = local_sources(root) if root is not None else {}
+        self.sources = tensorsync.local_sources(root) if root is not None else {}
         self.downloaded = 0  # bytes of stored chunks read from the remote
         self.fetched: set[str] = set()  # ids of the chunks read from the remote
         self._kept: OrderedDict[str, bytes] = OrderedDict()
@@ -155,28 +155,6 @@ class Chunks:
                     _, old = self._kept.popitem(last=False)
                     self._kept_bytes -= len(old)
         return data
-
-
-def local_sources(root: Path) -> dict[str, tuple[Path, int, int]]:
-    """``chunk id -> (cache file, offset, size)`` of the parts of versions in the local cache
-    whose recipes a push or pull left in ``.dvc/tmp``."""
-    out: dict[str, tuple[Path, int, int]] = {}
-    top = dvcstore.tmp_dir(root) / tensorsync.LOCAL_RECIPES
-    if not top.is_dir():
-        return out
-    for path in top.iterdir():
-        if path.name.startswith("."):
-            continue
-        src = dvcstore.cache_file(root, path.name)
-        if not src.is_file():
-            continue
-        try:
-            recipe = Recipe.from_bytes(path.read_bytes(), path.name)
-        except IntegrityError:
-            continue
-        for offset, part in recipe.offsets():
-            out.setdefault(part.id, (src, offset, part.size))
-    return out
 
 
 # ---- sparse copies: only some tensors (mvc diff --stats) -------------------------------

@@ -453,8 +453,9 @@ def on_remote(root: Path, md5: str, *, remote: str) -> bool:
     return not dvcstore.missing_in_remote(root, [md5], remote=remote)
 
 
-def _local_sources(root: Path) -> dict[str, tuple[Path, int, int]]:
-    """``chunk id -> (cache file, offset, size)`` of every part of the versions in the local cache."""
+def local_sources(root: Path) -> dict[str, tuple[Path, int, int]]:
+    """``chunk id -> (cache file, offset, size)`` of the parts of versions in the local cache
+    whose recipes a push or pull left in ``.dvc/tmp``."""
     out: dict[str, tuple[Path, int, int]] = {}
     top = dvcstore.tmp_dir(root) / LOCAL_RECIPES
     if not top.is_dir():
@@ -487,7 +488,7 @@ class _Decoder:
 
     def __init__(self, root: Path, rem: _Remote) -> None:
         self.rem = rem
-        self.sources = _local_sources(root)
+        self.sources = local_sources(root)
         self.chunk_dir = dvcstore.tmp_dir(root) / LOCAL_CHUNKS
         self.touched: set[str] = set()
         self.downloaded = 0
