@@ -2295,6 +2295,21 @@ def modify_remote(root: Path, name: str, option: str, value: str | None = None, 
         return ".dvc/config.local" if level == "local" else ".dvc/config"
 
 
+def _named_remote(repo: Repo, remote: str | None) -> tuple[str, str | None]:
+    """``(name, url)`` of ``remote`` (the default when None) in another repository's config.
+
+    Raises:
+        RemoteNotFoundError: no default remote, or no remote of that name.
+    """
+    name, url = _remote_ref(repo, remote)
+    if name is None:
+        raise RemoteNotFoundError("the repository sets no default remote", hint="name one with --remote (see its .dvc/config)")
+    if name not in repo.config["remote"]:
+        names = ", ".join(sorted(repo.config["remote"])) or "none"
+        raise RemoteNotFoundError(f"the repository has no remote named {name!r} (remotes: {names})", hint="pick one with --remote")
+    return name, url
+
+
 def fetch_version(
     git_root: Path,
     rev: str,
@@ -2337,16 +2352,7 @@ def fetch_version(
             with Repo(os.fspath(git_root), rev=rev, config=config) as repo:
                 opened.append(repo)
                 _register_cache(repo)
-                name, url = _remote_ref(repo, remote)
-                if name is None:
-                    raise RemoteNotFoundError(
-                        "the repository sets no default remote", hint="name one with --remote (see its .dvc/config)"
-                    )
-                if name not in repo.config["remote"]:
-                    names = ", ".join(sorted(repo.config["remote"])) or "none"
-                    raise RemoteNotFoundError(
-                        f"the repository has no remote named {name!r} (remotes: {names})", hint="pick one with --remote"
-                    )
+                name, url = _named_remote(repo, remote)
                 odb = repo.cache.local
                 meter = ByteMeter(progress, label or md5[:8], _fetch_bytes(repo, name, {md5: size})) if progress else None
                 with _progress_hook(meter):
@@ -2376,8 +2382,8 @@ def fetch_version(
         except KeyboardInterrupt:
             raise
         except Exception as exc:
-            name, url = _remote_ref(opened[0] if opened else None, remote)
-            raise _translate(exc, captured, name, url) from exc
+            failed, where = _remote_ref(opened[0] if opened else None, remote)
+            raise _translate(exc, captured, failed, where) from exc
 
 
 
@@ -2909,16 +2915,7 @@ def remote_root_at(git_root: Path, rev: str, remote: str | None, *, cache_dir: P
         try:
             with Repo(os.fspath(git_root), rev=rev, config={"cache": {"dir": os.fspath(cache_dir)}}) as repo:
                 opened.append(repo)
-                name, url = _remote_ref(repo, remote)
-                if name is None:
-                    raise RemoteNotFoundError(
-                        "the repository sets no default remote", hint="name one with --remote (see its .dvc/config)"
-                    )
-                if name not in repo.config["remote"]:
-                    names = ", ".join(sorted(repo.config["remote"])) or "none"
-                    raise RemoteNotFoundError(
-                        f"the repository has no remote named {name!r} (remotes: {names})", hint="pick one with --remote"
-                    )
+                name, url = _named_remote(repo, remote)
                 odb = repo.cloud.get_remote_odb(name, "push")
                 path = str(odb.path)
                 for tail in ("/files/md5", "\\files\\md5"):
@@ -2930,8 +2927,8 @@ def remote_root_at(git_root: Path, rev: str, remote: str | None, *, cache_dir: P
         except KeyboardInterrupt:
             raise
         except Exception as exc:
-            name, url = _remote_ref(opened[0] if opened else None, remote)
-            raise _translate(exc, captured, name, url) from exc
+            failed, where = _remote_ref(opened[0] if opened else None, remote)
+            raise _translate(exc, captured, failed, where) from exc
 
 
 def remote_failure_at(exc: BaseException, remote: str, url: str | None) -> MvcError:
