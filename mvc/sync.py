@@ -152,8 +152,8 @@ def pull(
         ConflictError: work-tree weights hold changes no version records (without
             ``force``); nothing is downloaded or changed then (issue 14).
     """
-    rname = remote_name(ws, remote)
-    with dvcstore.lock(ws.root):  # one DVC repo for fetch, status and checkout
+    with dvcstore.lock(ws.root):  # one DVC repo for the remote's name, fetch, status and checkout
+        rname = remote_name(ws, remote)
         if not force:
             rollback.refuse_unsaved(ws, ptrs)
         # Cached objects mvc never verified (fetched by plain DVC, by an interrupted pull,
