@@ -329,7 +329,7 @@ def materialize(
 
 def storage(ws: Workspace, name: str | None, *, remote: str | None) -> tensorsync.StorageReport:
     """What each version costs on a ``tensors`` remote (issue 15)."""
-    return tensorsync.storage(ws, remote_name(ws, remote), name=name)
+    return tensordirs.storage(ws, remote_name(ws, remote), name=name)  # directory versions summed over their files
 
 
 def pull_tensors(

@@ -16,12 +16,17 @@ DVC's fetch; DVC's checkout then places the directory.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mvc import dvcstore, tensorsync
 from mvc.errors import MissingObjectError
 from mvc.progress import Progress
 from mvc.tensorsync import Item
+
+if TYPE_CHECKING:
+    from mvc.workspace import Workspace
 
 _OID = re.compile(r"[0-9a-f]{32}")
 
@@ -133,4 +138,77 @@ def file_hashes(root: Path, md5s: set[str]) -> set[str]:
     return out
 
 
-__all__ = ["expand", "fetch", "file_hashes", "listing", "on_remote", "push"]
+def storage(ws: Workspace, remote: str, *, name: str | None = None) -> tensorsync.StorageReport:
+    """:func:`mvc.tensorsync.storage` with each directory version listed once, summed over its files.
+
+    A file stored for an earlier version of the same model (an unchanged shard) counts as
+    shared by the later one. Files of no directory version this repository records stay
+    listed as they are.
+
+    Raises:
+        RemoteError: the remote failed. ModelNotFoundError: ``name`` has no version there.
+    """
+    from mvc import gitstore, history, pointer
+    from mvc.errors import ModelNotFoundError
+    from mvc.tensorsync import StorageTotals, VersionStorage
+
+    report = tensorsync.storage(ws, remote)
+    labels = history.version_labels(ws, gitstore.all_commits_touching(ws.root, f"*{pointer.SUFFIX}"))
+    dirs = sorted((m for m in labels if is_dir(m)), key=lambda m: _order(labels[m], m))
+    if dirs:
+        missing = [m for m in dirs if listing(ws.root, m) is None]
+        if missing:
+            dvcstore.fetch_listings(ws.root, missing, remote=remote)
+    by_md5 = {v.hash: v for v in report.versions}
+    claimed: set[str] = set()
+    counted: dict[str, set[str]] = {}  # model -> file md5s stored for an earlier version
+    combined: list[VersionStorage] = []
+    for md5 in dirs:
+        files = listing(ws.root, md5)
+        entries = [by_md5[oid] for oid in dict.fromkeys((files or {}).values()) if oid in by_md5]
+        if not entries:
+            continue
+        model, _, number = labels[md5].rpartition(" v")
+        seen = counted.setdefault(model, set())
+        logical = stored = shared = release = 0
+        for e in entries:
+            logical += e.logical_bytes
+            release += e.release_bytes
+            if e.hash in seen:
+                shared += e.logical_bytes
+            else:
+                stored, shared = stored + e.stored_bytes, shared + e.shared_bytes
+            seen.add(e.hash)
+            claimed.add(e.hash)
+        combined.append(
+            VersionStorage(
+                name=model, version=f"v{number}", hash=md5, logical_bytes=logical, stored_bytes=stored,
+                shared_bytes=shared, ratio=round(stored / logical, 4) if logical else 0.0, release_bytes=release,
+            )
+        )  # fmt: skip
+    versions = [v for v in report.versions if v.hash not in claimed] + combined
+    versions.sort(key=lambda v: (v.name, int(v.version[1:]) if v.version[1:].isdigit() else 0, v.hash))
+    if name is not None:
+        versions = [v for v in versions if v.name == name]
+        if not versions:
+            raise ModelNotFoundError(
+                f"remote {remote!r} holds no version of {name!r} in the tensors layout", hint="push it with `mvc push`"
+            )
+    logical = sum(v.logical_bytes for v in versions)
+    stored = sum(v.stored_bytes for v in versions)
+    totals = StorageTotals(
+        logical_bytes=logical,
+        stored_bytes=stored,
+        shared_bytes=sum(v.shared_bytes for v in versions),
+        ratio=round(stored / logical, 4) if logical else 0.0,
+        release_bytes=sum(v.release_bytes for v in versions),
+    )
+    return replace(report, versions=tuple(versions), totals=totals)
+
+
+def _order(label: str, md5: str) -> tuple[str, int, str]:
+    model, _, number = label.rpartition(" v")
+    return model, int(number) if number.isdigit() else 0, md5
+
+
+__all__ = ["expand", "fetch", "file_hashes", "listing", "on_remote", "push", "storage"]

@@ -94,6 +94,7 @@ def test_directory_version_stores_shards_as_chunks_and_v2_costs_what_changed(
     rolled = cli("checkout", "ckpt@v1", cwd=other)
     pulled_v1 = tree(other)
     again = cli("push", cwd=repo)
+    report = json.loads(cli("storage", "--json", cwd=repo).stdout)
 
     plain = {k for k in objects if k.startswith("files/")}
     listings = {f"files/md5/{d[:2]}/{d[2:]}" for d in dirs}
@@ -110,6 +111,12 @@ def test_directory_version_stores_shards_as_chunks_and_v2_costs_what_changed(
     assert rolled.exit_code == 0, rolled.stderr
     assert pulled_v1 == trees[0]
     assert again.exit_code == 0 and again.stdout.startswith("pushed 0 objects"), again.stdout
+    # mvc storage lists each directory version once, summed over its files
+    assert [(v["name"], v["version"], v["hash"]) for v in report["versions"]] == [("ckpt", "v1", dirs[0]), ("ckpt", "v2", dirs[1])]
+    first, second = report["versions"]
+    assert first["logical_bytes"] == second["logical_bytes"] > logical
+    assert second["stored_bytes"] < 0.25 * first["stored_bytes"]
+    assert second["shared_bytes"] > 0.6 * second["logical_bytes"]
 
 
 @pytest.mark.servers
