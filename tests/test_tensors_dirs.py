@@ -199,3 +199,24 @@ def test_push_by_ref_and_all_versions_store_directory_versions_as_deltas(
     assert pulled.exit_code == 0, pulled.stderr
     assert rolled.exit_code == 0, rolled.stderr
     assert {k: v for k, v in tree(other).items() if k != "config.json"} == trees[0]
+
+
+@pytest.mark.servers
+def test_gc_keeps_the_shard_recipes_of_kept_directory_versions(repo: Path, cli: Callable[..., Any], tmp_path: Path, s3: Bucket) -> None:
+    trees, _, _ = pushed_chain(cli, repo, s3)
+    # only v2 stays: history squashed into one commit
+    git(repo, "checkout", "-q", "--orphan", "squashed")
+    git(repo, "commit", "-q", "-m", "squash")
+    git(repo, "branch", "-q", "-D", "main")
+    git(repo, "reflog", "expire", "--expire=now", "--all")
+
+    plan = json.loads(cli("gc", "--no-cache", "--remote", "store", "--dry-run", "--older-than", "0", "--json", cwd=repo).stdout)
+    recipes_gone = {r["oid"] for r in plan["removed"] if r["oid"].startswith("recipe:")}
+    done = cli("gc", "--no-cache", "--remote", "store", "--older-than", "0", "--yes", cwd=repo)
+    other = clone(repo, tmp_path / "clone", with_local_config=True)
+    pulled = cli("pull", cwd=other)
+
+    assert recipes_gone == {f"recipe:{trees[0][shard_name(1)]}"}, "only v1's changed shard goes"
+    assert done.exit_code == 0, done.stderr
+    assert pulled.exit_code == 0, pulled.stderr
+    assert tree(other) == trees[1]
