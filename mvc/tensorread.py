@@ -425,12 +425,16 @@ def get_version(
     """
     from mvc import gitstore, settings
 
-    if it.md5.endswith(".dir") or not _tensors_layouts(gitstore.read_blob(git_root, "HEAD", settings.CONFIG_FILE), remote):
+    if not _tensors_layouts(gitstore.read_blob(git_root, "HEAD", settings.CONFIG_FILE), remote):
         return None
     fs, base, local, name, url = dvcstore.remote_root_at(git_root, "HEAD", remote, cache_dir=cache_dir)
     if not _tensors_layouts(gitstore.read_blob(git_root, "HEAD", settings.CONFIG_FILE), name):
         return None
     store = Store(fs, base, local, name, lambda exc: dvcstore.remote_failure_at(exc, name, url))
+    if it.md5.endswith(".dir"):  # each file of the listing from its recipe (issue 15)
+        from mvc import tensordirs
+
+        return name if tensordirs.get_files(store, it, dest, jobs=jobs, progress=progress) else None
     recipe = store.recipe(it.md5)
     if recipe is None:
         return None
@@ -466,8 +470,12 @@ def remote_checks(root: Path, md5: str, *, remote: str) -> list[dvcstore.ObjectC
     Raises:
         RemoteNotFoundError / RemoteError: unknown remote, or it failed.
     """
-    if md5.endswith(".dir") or tensorsync.layout(root, remote) != tensorsync.TENSORS:
+    if tensorsync.layout(root, remote) != tensorsync.TENSORS:
         return dvcstore.check_remote(root, md5, remote=remote)
+    if md5.endswith(".dir"):  # its listing, then each file as a version of its own
+        from mvc import tensordirs
+
+        return tensordirs.remote_checks(root, md5, remote=remote)
     store = Store.of(root, remote)
     try:
         recipe = store.recipe(md5)

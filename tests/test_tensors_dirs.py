@@ -25,6 +25,7 @@ from tests.remote_servers import servers
 from tests.test_cloud_remotes import Bucket, clone, commit_all
 from tests.test_tensors import add_tensors_remote, chunk_path, recipe, save, stored
 from tests.test_tensors import s3 as s3  # noqa: PLC0414 - the S3 prefix fixture
+from tests.test_tensors_routes import use_env_credentials
 
 SHARDS = 3
 SHAPES = {"a.weight": (512, 640), "a.bias": (640,), "b.weight": (300, 1000)}
@@ -220,3 +221,38 @@ def test_gc_keeps_the_shard_recipes_of_kept_directory_versions(repo: Path, cli: 
     assert done.exit_code == 0, done.stderr
     assert pulled.exit_code == 0, pulled.stderr
     assert tree(other) == trees[1]
+
+
+@pytest.mark.servers
+def test_verify_remote_checks_each_shard_of_a_directory_version(repo: Path, cli: Callable[..., Any], tmp_path: Path, s3: Bucket) -> None:
+    trees, _, _ = pushed_chain(cli, repo, s3)
+    ok = cli("verify", "ckpt@v1", "ckpt@v2", "--remote", "store", "--json", cwd=repo)
+    shard = trees[1][shard_name(1)]
+    lost = next(p.id for p in recipe(s3, shard).parts if p.tensor == "b.weight")
+    s3.fs().rm_file(chunk_path(s3, lost))
+    broken = cli("verify", "ckpt@v2", "--remote", "store", cwd=repo)
+    repaired = cli("verify", "ckpt@v2", "--remote", "store", "--repair", cwd=repo)
+    after = cli("verify", "ckpt@v2", "--remote", "store", cwd=repo)
+
+    assert ok.exit_code == 0, ok.stderr
+    assert [(c["version"], c["remote"]) for c in json.loads(ok.stdout)["checks"]] == [(1, "ok"), (2, "ok")]
+    assert broken.exit_code == 6, broken.stderr
+    assert f"remote 'store' holds a corrupt copy of object {shard[:8]} (chunk {lost[:12]} is missing)" in broken.stderr
+    assert repaired.exit_code == 0, repaired.stderr
+    assert after.exit_code == 0, after.stderr
+
+
+@pytest.mark.servers
+def test_get_rebuilds_a_directory_version_held_only_as_listing_and_chunks(
+    repo: Path, cli: Callable[..., Any], tmp_path: Path, s3: Bucket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trees, _, _ = pushed_chain(cli, repo, s3)
+    use_env_credentials(monkeypatch, s3)  # a deploy machine: no .dvc/config.local
+    deploy = tmp_path / "deploy"
+
+    got = cli("get", str(repo), "ckpt@v1", "-o", str(deploy))
+
+    assert got.exit_code == 0, got.stderr
+    out = deploy / "ckpt"
+    assert {str(p.relative_to(out)): hashlib.md5(p.read_bytes()).hexdigest() for p in out.rglob("*") if p.is_file()} == trees[0]
+    assert sorted(p.name for p in deploy.iterdir()) == ["ckpt"], "no staging left behind"
