@@ -256,3 +256,37 @@ def test_get_rebuilds_a_directory_version_held_only_as_listing_and_chunks(
     out = deploy / "ckpt"
     assert {str(p.relative_to(out)): hashlib.md5(p.read_bytes()).hexdigest() for p in out.rglob("*") if p.is_file()} == trees[0]
     assert sorted(p.name for p in deploy.iterdir()) == ["ckpt"], "no staging left behind"
+
+
+@pytest.mark.parametrize("route", ["ref", "refs-at-once", "all-versions", "hook"])
+def test_every_push_route_stores_a_directory_version_shard_by_shard_with_deltas(
+    repo: Path, cli: Callable[..., Any], tmp_path: Path, route: str
+) -> None:
+    from tests.test_tensors_routes import local_recipe, tensors_dir_remote
+
+    store = tmp_path / "store"
+    tensors_dir_remote(cli, repo, store)
+    trees = list(checkpoint_steps(repo))
+
+    if route == "ref":
+        results = [cli("push", "ckpt@v1", cwd=repo), cli("push", "ckpt@v2", cwd=repo)]
+    elif route == "refs-at-once":
+        results = [cli("push", "ckpt@v2", "ckpt@v1", cwd=repo)]  # the child named first: the parent still goes first
+    elif route == "all-versions":
+        results = [cli("push", "--all-versions", cwd=repo)]
+    else:
+        assert cli("install-hooks", cwd=repo).exit_code == 0
+        git(tmp_path, "init", "-q", "--bare", "origin.git")
+        git(repo, "remote", "add", "origin", str(tmp_path / "origin.git"))
+        pushed = subprocess.run(["git", "push", "-q", "origin", "HEAD"], cwd=repo, capture_output=True, text=True)
+        assert pushed.returncode == 0, pushed.stderr
+        results = []
+
+    assert all(r.exit_code == 0 for r in results), [r.stderr for r in results]
+    first, second = local_recipe(store, trees[0][shard_name(1)]), local_recipe(store, trees[1][shard_name(1)])
+    deltas = [p for p in second.parts if p.tensor is not None]
+    assert deltas and all(p.depth == 1 for p in deltas), [(p.tensor, p.depth) for p in second.parts]
+    assert {p.base for p in deltas} <= {p.id for p in first.parts}
+    for files in trees:
+        for md5 in files.values():
+            assert (store / "mvc" / "recipes" / md5[:2] / md5[2:]).is_file()
