@@ -26,7 +26,6 @@ from mvc.progress import Progress
 from mvc.tensorsync import Item
 
 if TYPE_CHECKING:
-    from mvc.tensorread import Store
     from mvc.workspace import Workspace
 
 _OID = re.compile(r"[0-9a-f]{32}")
@@ -130,80 +129,9 @@ def on_remote(root: Path, md5: str, *, remote: str) -> bool:
     return all(tensorsync.on_remote(root, oid, remote=remote) for oid in set(files.values()))
 
 
-def remote_checks(root: Path, md5: str, *, remote: str) -> list[dvcstore.ObjectCheck]:
-    """``mvc verify --remote`` of directory version ``md5`` on a tensors remote: its listing (a
-    plain object), then each file it lists, by :func:`mvc.tensorread.remote_checks` (a recipe
-    and its chunks, or the plain object).
-
-    Raises:
-        RemoteNotFoundError / RemoteError: unknown remote, or it failed.
-    """
-    from mvc import tensorread
-
-    if md5 not in dvcstore.listings_on_remote(root, [md5], remote=remote):
-        return [dvcstore.ObjectCheck(md5, "missing")]
-    files = listing(root, md5)
-    if files is None:
-        dvcstore.fetch_listings(root, [md5], remote=remote)
-        files = listing(root, md5)
-    if files is None:
-        return [dvcstore.ObjectCheck(md5, "corrupt", "its listing is unreadable")]
-    found = [dvcstore.ObjectCheck(md5, "ok")]
-    for oid in dict.fromkeys(files.values()):
-        found += tensorread.remote_checks(root, oid, remote=remote)
-    return found
-
-
-def get_files(store: Store, it: Item, dest: Path, *, jobs: int | None = None, progress: Progress | None = None) -> bool:
-    """``mvc get`` of directory version ``it`` from a tensors remote: rebuild every file its
-    listing names under ``dest`` (each md5 checked). False, writing nothing, when the
-    listing is absent or some file has no recipe (DVC fetches the plain objects then).
-
-    Raises:
-        IntegrityError: the listing is corrupt or names a path outside the directory, or a
-            file's chunk is missing or corrupt (and the remote holds no plain copy of it).
-    """
-    import hashlib
-    import json
-    import shutil
-
-    from mvc import tensorread
-    from mvc.errors import IntegrityError
-
-    raw = store.get(f"files/md5/{it.md5[:2]}/{it.md5[2:]}")
-    if raw is None:
-        return False
-    bad = IntegrityError(
-        f"the listing of {it.label} ({it.md5[:8]}) on remote {store.name!r} is corrupt; nothing was written",
-        hint="push the version again from a machine that has its weights (`mvc push`)",
-    )
-    if hashlib.md5(raw).hexdigest() != it.md5[: -len(".dir")]:
-        raise bad
-    try:
-        entries = [(str(e["relpath"]), str(e["md5"])) for e in json.loads(raw)]
-    except (ValueError, TypeError, KeyError):
-        raise bad from None
-    for rel, oid in entries:
-        parts = rel.split("/")
-        if not _OID.fullmatch(oid) or rel.startswith("/") or "\\" in rel or any(p in ("", ".", "..") for p in parts):
-            raise IntegrityError(
-                f"refusing the listing of {it.label} ({it.md5[:8]}): it names {rel!r}, outside its directory; nothing was written",
-                hint="this version was crafted or corrupted: do not use it; ask its author",
-            )
-    recipes = {oid: store.recipe(oid) for _, oid in entries}
-    if any(r is None for r in recipes.values()):
-        return False
-    for rel, oid in entries:
-        recipe = recipes[oid]
-        assert recipe is not None
-        try:
-            tensorread.rebuild(tensorread.Chunks(store), Item(oid, f"{it.label} file {rel}"), recipe, dest / rel, jobs=jobs, progress=progress)
-        except IntegrityError:
-            if store.get(f"files/md5/{oid[:2]}/{oid[2:]}", end=1) is not None:
-                shutil.rmtree(dest, ignore_errors=True)  # mvc get's own staging directory
-                return False  # a release also kept whole: DVC fetches that
-            raise
-    return True
+def is_file_oid(oid: str) -> bool:
+    """True when ``oid`` (a listing entry's id) is a plain md5, never a path."""
+    return bool(_OID.fullmatch(oid))
 
 
 def file_hashes(root: Path, md5s: set[str]) -> set[str]:
@@ -288,4 +216,4 @@ def _order(label: str, md5: str) -> tuple[str, int, str]:
     return model, int(number) if number.isdigit() else 0, md5
 
 
-__all__ = ["expand", "fetch", "file_hashes", "get_files", "listing", "on_remote", "push", "remote_checks", "storage"]
+__all__ = ["expand", "fetch", "file_hashes", "is_file_oid", "listing", "on_remote", "push", "storage"]
