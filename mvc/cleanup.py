@@ -185,10 +185,10 @@ def collect(
                 for u in dvcstore.remote_uploads(ws.root, remote)
                 if u.initiated < cutoff
             ]
-            if tensorsync.layout(ws.root, remote) == tensorsync.TENSORS:  # issue 15: recipes and chunks
-                removals += [
+            if tensorsync.layout(ws.root, remote) == tensorsync.TENSORS and not unknown:  # issue 15: recipes and chunks
+                removals += [  # the files of kept directory versions keep their recipes too
                     Removal("remote", "object", g.path, f"{g.kind}:{g.id}", g.size)
-                    for g in tensorsync.garbage(ws.root, remote, hashes, cutoff=cutoff)
+                    for g in tensorsync.garbage(ws.root, remote, keep, cutoff=cutoff)
                 ]
         plan = GcResult(
             dry_run=True,

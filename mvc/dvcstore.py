@@ -2934,3 +2934,90 @@ def remote_root_at(git_root: Path, rev: str, remote: str | None, *, cache_dir: P
 def remote_failure_at(exc: BaseException, remote: str, url: str | None) -> MvcError:
     """:func:`remote_failure` when the remote's URL is known (no repository to look it up in)."""
     return _translate(exc, None, remote, url)
+
+
+# ---- directory versions on a tensors remote: the listing alone (issue 15) ------------------
+
+
+def push_listings(root: Path, md5s: Iterable[str], *, remote: str) -> int:
+    """Upload the ``.dir`` listing objects ``md5s`` the remote lacks, without their files.
+
+    Raises:
+        MissingObjectError: a listing is not in the local cache.
+        RemoteNotFoundError / RemoteError: the remote is unknown, or refused or failed.
+    """
+    from dvc_data.hashfile.hash_info import HashInfo
+    from dvc_data.hashfile.transfer import transfer
+
+    wanted = sorted(set(md5s))
+    if not wanted:
+        return 0
+    try:
+        with _repo(root, remote) as repo:
+            cache = repo.cache.local
+            lost = [m for m in wanted if not cache.exists(m)]
+            if lost:
+                raise MissingObjectError(f"the listing {lost[0][:8]}.dir is not in the local cache", hint="re-add the weights with `mvc add`")
+            odb = repo.cloud.get_remote_odb(remote, "push")
+            absent = [m for m in wanted if m not in set(odb.oids_exist(wanted))]
+            if not absent:
+                return 0
+            result = transfer(cache, odb, [HashInfo("md5", m) for m in absent], cache_odb=cache)
+    except MvcError:
+        raise
+    except Exception as exc:
+        raise _translate(exc, None, remote) from exc
+    if result.failed:
+        raise RemoteError(f"{counted(len(result.failed), 'listing')} failed to upload to remote {remote!r}", hint="run `mvc push` again")
+    return len(result.transferred)
+
+
+def fetch_listings(root: Path, md5s: Iterable[str], *, remote: str) -> None:
+    """Download the ``.dir`` listing objects ``md5s`` the local cache lacks (not their files);
+    a listing the remote lacks, or whose bytes do not match its hash, is left out.
+
+    Raises:
+        RemoteNotFoundError / RemoteError: the remote is unknown, or failed.
+    """
+    import hashlib
+
+    from dvc_data.hashfile.hash_info import HashInfo
+
+    try:
+        with _repo(root, remote) as repo:
+            cache = repo.cache.local
+            wanted = [m for m in sorted(set(md5s)) if m.endswith(".dir") and not cache.exists(m)]
+            if not wanted:
+                return
+            odb = repo.cloud.get_remote_odb(remote, "fetch")
+            there = set(odb.oids_exist(wanted))
+            todo = [HashInfo("md5", m) for m in wanted if m in there]
+            if todo:
+                repo.cloud.pull(todo, remote=remote)
+            for m in wanted:  # a listing is trusted only when its bytes hash to its name
+                path = Path(cache.oid_to_path(m))
+                if path.is_file() and hashlib.md5(path.read_bytes()).hexdigest() != m[: -len(".dir")]:
+                    os.chmod(path, 0o644)  # DVC keeps cache files read-only
+                    path.unlink()
+    except MvcError:
+        raise
+    except Exception as exc:
+        raise _translate(exc, None, remote) from exc
+
+
+def listings_on_remote(root: Path, md5s: Iterable[str], *, remote: str) -> set[str]:
+    """Those ``.dir`` listing objects of ``md5s`` that ``remote`` holds (their files are not asked).
+
+    Raises:
+        RemoteNotFoundError / RemoteError: the remote is unknown, or failed.
+    """
+    wanted = sorted(set(md5s))
+    if not wanted:
+        return set()
+    try:
+        with _repo(root, remote) as repo:
+            return set(repo.cloud.get_remote_odb(remote, "status").oids_exist(wanted))
+    except MvcError:
+        raise
+    except Exception as exc:
+        raise _translate(exc, None, remote) from exc

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from mvc import dvcstore, gitstore, history, pointer, rollback, tensorsync
+from mvc import dvcstore, gitstore, history, pointer, rollback, tensordirs, tensorsync
 from mvc.errors import IntegrityError, MissingObjectError, RemoteError, RemoteNotFoundError, UsageError
 from mvc.pointer import Pointer
 from mvc.progress import Progress, models_label
@@ -78,7 +78,7 @@ def _status(ws: Workspace, ptrs: list[Pointer], *, remote: str | None, check_rem
         if presence.error is not None and remote is not None:
             raise presence.error
         if presence.state == "ok" and tensorsync.layout(ws.root, rname) == tensorsync.TENSORS:  # issue 15
-            held = {p.md5 for p in ptrs if p.md5 and p.md5 not in presence.present and tensorsync.on_remote(ws.root, p.md5, remote=rname)}
+            held = {p.md5 for p in ptrs if p.md5 and p.md5 not in presence.present and tensordirs.on_remote(ws.root, p.md5, remote=rname)}
             presence = replace(presence, present=presence.present | held)
     head = gitstore.head_commit(ws.root)
     conflicted = set(gitstore.unmerged_paths(ws.root)) if head is not None else set()
@@ -128,7 +128,7 @@ def push(ws: Workspace, ptrs: list[Pointer], *, remote: str | None, jobs: int | 
     if tensorsync.layout(ws.root, rname) == tensorsync.TENSORS:  # issue 15
         released = tensorsync.released_hashes(ws)
         items = [tensorsync.item(p, released) for p in ptrs if p.md5]
-        return rname, tensorsync.push(ws.root, items, remote=rname, jobs=jobs, progress=progress)
+        return rname, tensordirs.push(ws.root, items, remote=rname, jobs=jobs, progress=progress)  # directories file by file
     result = dvcstore.push(ws.root, [p.path for p in ptrs], remote=rname, jobs=jobs, progress=progress, label=_bar_label(ptrs))
     return rname, result.transferred
 
@@ -161,7 +161,7 @@ def pull(
         dropped = set(dvcstore.drop_corrupt(ws.root, [p.md5 for p in ptrs if p.md5])) if verify else set()
         rebuilt = 0
         if tensorsync.layout(ws.root, rname) == tensorsync.TENSORS:  # issue 15: chunks first, DVC for the rest
-            rebuilt = tensorsync.fetch(ws.root, [tensorsync.item(p) for p in ptrs], remote=rname, jobs=jobs, progress=progress)
+            rebuilt = tensordirs.fetch(ws.root, [tensorsync.item(p) for p in ptrs], remote=rname, jobs=jobs, progress=progress)
         fetched = dvcstore.fetch(
             ws.root, [p.path for p in ptrs], remote=rname, jobs=jobs, progress=progress, verify=verify, label=_bar_label(ptrs)
         )
@@ -264,10 +264,10 @@ def push_versions(
         from mvc import tensorplan
 
         released = tensorsync.released_hashes(ws)
-        here = [m for m in sorted(labels) if m.endswith(".dir") or dvcstore.has_object(ws.root, m)]
+        here = [m for m in sorted(labels) if dvcstore.has_object(ws.root, m)]
         items = tensorplan.push_items(ws, here, labels, released)  # with their parents: stored as deltas
-        gone = tuple(f"{labels[m]} ({m[:8]})" for m in sorted(set(labels) - set(here)) if not tensorsync.on_remote(ws.root, m, remote=rname))
-        return PushedVersions(remote=rname, transferred=tensorsync.push(ws.root, items, remote=rname, jobs=jobs), missing=gone)
+        gone = tuple(f"{labels[m]} ({m[:8]})" for m in sorted(set(labels) - set(here)) if not tensordirs.on_remote(ws.root, m, remote=rname))
+        return PushedVersions(remote=rname, transferred=tensordirs.push(ws.root, items, remote=rname, jobs=jobs), missing=gone)
     absent = dvcstore.missing_in_remote(ws.root, labels, remote=rname) if labels else set()
     local = [m for m in sorted(absent) if dvcstore.has_object(ws.root, m)]
     lost = tuple(f"{labels[m]} ({m[:8]})" for m in sorted(absent - set(local)))
@@ -294,7 +294,7 @@ def ensure_cached(
     except RemoteNotFoundError:
         rname = None
     if rname is not None and tensorsync.layout(ws.root, rname) == tensorsync.TENSORS:  # issue 15
-        tensorsync.fetch(ws.root, [tensorsync.item(ptr)], remote=rname, progress=progress)
+        tensordirs.fetch(ws.root, [tensorsync.item(ptr)], remote=rname, progress=progress)
     if rname is not None and not dvcstore.has_object(ws.root, ptr.md5):
         if commit is not None:
             dvcstore.fetch_at(ws.root, ptr.path, commit, remote=rname, progress=progress, label=_label(ptr))
@@ -329,7 +329,7 @@ def materialize(
 
 def storage(ws: Workspace, name: str | None, *, remote: str | None) -> tensorsync.StorageReport:
     """What each version costs on a ``tensors`` remote (issue 15)."""
-    return tensorsync.storage(ws, remote_name(ws, remote), name=name)
+    return tensordirs.storage(ws, remote_name(ws, remote), name=name)  # directory versions summed over their files
 
 
 def pull_tensors(

@@ -403,12 +403,14 @@ def get_version(
     """
     from mvc import gitstore, settings
 
-    if it.md5.endswith(".dir") or not _tensors_layouts(gitstore.read_blob(git_root, "HEAD", settings.CONFIG_FILE), remote):
+    if not _tensors_layouts(gitstore.read_blob(git_root, "HEAD", settings.CONFIG_FILE), remote):
         return None
     fs, base, local, name, url = dvcstore.remote_root_at(git_root, "HEAD", remote, cache_dir=cache_dir)
     if not _tensors_layouts(gitstore.read_blob(git_root, "HEAD", settings.CONFIG_FILE), name):
         return None
     store = Store(fs, base, local, name, lambda exc: dvcstore.remote_failure_at(exc, name, url))
+    if it.md5.endswith(".dir"):  # each file of the listing from its recipe (issue 15)
+        return name if _get_dir_files(store, it, dest, jobs=jobs, progress=progress) else None
     recipe = store.recipe(it.md5)
     if recipe is None:
         return None
@@ -419,6 +421,82 @@ def get_version(
             return None  # a release also kept whole: DVC fetches that
         raise
     return name
+
+
+# ---- directory versions (issue 15): the listing, then each file as a version of its own
+
+
+def _dir_remote_checks(root: Path, md5: str, *, remote: str) -> list[dvcstore.ObjectCheck]:
+    """``mvc verify --remote`` of directory version ``md5`` on a tensors remote: its listing (a
+    plain object), then each file it lists, by :func:`remote_checks` (a recipe
+    and its chunks, or the plain object).
+
+    Raises:
+        RemoteNotFoundError / RemoteError: unknown remote, or it failed.
+    """
+    from mvc import tensordirs
+
+    if md5 not in dvcstore.listings_on_remote(root, [md5], remote=remote):
+        return [dvcstore.ObjectCheck(md5, "missing")]
+    files = tensordirs.listing(root, md5)
+    if files is None:
+        dvcstore.fetch_listings(root, [md5], remote=remote)
+        files = tensordirs.listing(root, md5)
+    if files is None:
+        return [dvcstore.ObjectCheck(md5, "corrupt", "its listing is unreadable")]
+    found = [dvcstore.ObjectCheck(md5, "ok")]
+    for oid in dict.fromkeys(files.values()):
+        found += remote_checks(root, oid, remote=remote)
+    return found
+
+
+def _get_dir_files(store: Store, it: tensorsync.Item, dest: Path, *, jobs: int | None = None, progress: Progress | None = None) -> bool:
+    """``mvc get`` of directory version ``it`` from a tensors remote: rebuild every file its
+    listing names under ``dest`` (each md5 checked). False, writing nothing, when the
+    listing is absent or some file has no recipe (DVC fetches the plain objects then).
+
+    Raises:
+        IntegrityError: the listing is corrupt or names a path outside the directory, or a
+            file's chunk is missing or corrupt (and the remote holds no plain copy of it).
+    """
+    import shutil
+
+    from mvc import tensordirs
+
+    raw = store.get(f"files/md5/{it.md5[:2]}/{it.md5[2:]}")
+    if raw is None:
+        return False
+    bad = IntegrityError(
+        f"the listing of {it.label} ({it.md5[:8]}) on remote {store.name!r} is corrupt; nothing was written",
+        hint="push the version again from a machine that has its weights (`mvc push`)",
+    )
+    if hashlib.md5(raw).hexdigest() != it.md5[: -len(".dir")]:
+        raise bad
+    try:
+        entries = [(str(e["relpath"]), str(e["md5"])) for e in json.loads(raw)]
+    except (ValueError, TypeError, KeyError):
+        raise bad from None
+    for rel, oid in entries:
+        parts = rel.split("/")
+        if not tensordirs.is_file_oid(oid) or rel.startswith("/") or "\\" in rel or any(p in ("", ".", "..") for p in parts):
+            raise IntegrityError(
+                f"refusing the listing of {it.label} ({it.md5[:8]}): it names {rel!r}, outside its directory; nothing was written",
+                hint="this version was crafted or corrupted: do not use it; ask its author",
+            )
+    recipes = {oid: store.recipe(oid) for _, oid in entries}
+    if any(r is None for r in recipes.values()):
+        return False
+    for rel, oid in entries:
+        recipe = recipes[oid]
+        assert recipe is not None
+        try:
+            rebuild(Chunks(store), tensorsync.Item(oid, f"{it.label} file {rel}"), recipe, dest / rel, jobs=jobs, progress=progress)
+        except IntegrityError:
+            if store.get(f"files/md5/{oid[:2]}/{oid[2:]}", end=1) is not None:
+                shutil.rmtree(dest, ignore_errors=True)  # mvc get's own staging directory
+                return False  # a release also kept whole: DVC fetches that
+            raise
+    return True
 
 
 def _tensors_layouts(config: bytes | None, remote: str | None) -> bool:
@@ -444,8 +522,10 @@ def remote_checks(root: Path, md5: str, *, remote: str) -> list[dvcstore.ObjectC
     Raises:
         RemoteNotFoundError / RemoteError: unknown remote, or it failed.
     """
-    if md5.endswith(".dir") or tensorsync.layout(root, remote) != tensorsync.TENSORS:
+    if tensorsync.layout(root, remote) != tensorsync.TENSORS:
         return dvcstore.check_remote(root, md5, remote=remote)
+    if md5.endswith(".dir"):  # its listing, then each file as a version of its own
+        return _dir_remote_checks(root, md5, remote=remote)
     store = Store.of(root, remote)
     try:
         recipe = store.recipe(md5)

@@ -248,8 +248,13 @@ def test_verify_remote_re_decodes_chunks_on_a_directory_remote(repo: Path, cli: 
 # ---------------------------------------------------------------------------- directory versions
 
 
+def _dir_md5(root: Path) -> str:
+    text = (root / "ckpt.dvc").read_text()
+    return next(line.split("md5:")[1].strip() for line in text.splitlines() if "md5:" in line)
+
+
 @pytest.mark.parametrize("layout", ["tensors", "full"])
-def test_a_directory_version_pushed_by_ref_brings_its_files_and_stays_plain_dvc_objects(
+def test_a_directory_version_pushed_by_ref_brings_its_files_as_recipes_or_plain_objects(
     repo: Path, cli: Callable[..., Any], tmp_path: Path, layout: str
 ) -> None:
     from tests.conftest import write_safetensors
@@ -271,11 +276,16 @@ def test_a_directory_version_pushed_by_ref_brings_its_files_and_stays_plain_dvc_
     report = cli("storage", "--json", cwd=repo)
 
     assert pushed.exit_code == 0, pushed.stderr
-    assert (store / "files" / "md5").is_dir() and not (store / "mvc" / "recipes").exists(), "whole objects, no recipe"
+    if layout == "tensors":  # the listing as a plain object, each shard as a recipe and chunks
+        assert (store / "mvc" / "recipes").is_dir()
+        assert [p.name for p in (store / "files" / "md5").rglob("*") if p.is_file()] == [f"{md5[2:]}" for md5 in [_dir_md5(repo)]]
+    else:
+        assert (store / "files" / "md5").is_dir() and not (store / "mvc" / "recipes").exists(), "whole objects, no recipe"
     assert pulled.exit_code == 0, pulled.stderr
     assert {p.name: p.read_bytes() for p in (other / "ckpt").iterdir()} == {p.name: p.read_bytes() for p in ckpt.iterdir()}
     assert [c["remote"] for c in json.loads(checked.stdout)["checks"]] == ["ok"]
     assert got.exit_code == 0, got.stderr
     assert sorted(p.name for p in (tmp_path / "out" / "ckpt").iterdir()) == sorted(p.name for p in ckpt.iterdir())
     if layout == "tensors":
-        assert report.exit_code == 0 and json.loads(report.stdout)["versions"] == []
+        assert report.exit_code == 0, report.stderr
+        assert [(v["name"], v["version"]) for v in json.loads(report.stdout)["versions"]] == [("llm", "v1")]
