@@ -2856,11 +2856,16 @@ def remote_root(root: Path, remote: str) -> tuple[Any, str, bool]:
     """
     with _repo(root, remote) as repo:
         odb = repo.cloud.get_remote_odb(remote, "push")
-        path = str(odb.path)
-        for tail in ("/files/md5", "\\files\\md5"):
-            if path.endswith(tail):
-                path = path[: -len(tail)]
-        return odb.fs.fs, path, odb.fs.protocol == "local"
+        return odb.fs.fs, _odb_root(odb), odb.fs.protocol == "local"
+
+
+def _odb_root(odb: Any) -> str:
+    """The remote's root path: its object store's path above DVC's ``files/md5``."""
+    path = str(odb.path)
+    for tail in ("/files/md5", "\\files\\md5"):
+        if path.endswith(tail):
+            path = path[: -len(tail)]
+    return path
 
 
 def remote_failure(exc: BaseException, remote: str, root: Path) -> MvcError:
@@ -2917,11 +2922,7 @@ def remote_root_at(git_root: Path, rev: str, remote: str | None, *, cache_dir: P
                 opened.append(repo)
                 name, url = _named_remote(repo, remote)
                 odb = repo.cloud.get_remote_odb(name, "push")
-                path = str(odb.path)
-                for tail in ("/files/md5", "\\files\\md5"):
-                    if path.endswith(tail):
-                        path = path[: -len(tail)]
-                return odb.fs.fs, path, odb.fs.protocol == "local", name, url
+                return odb.fs.fs, _odb_root(odb), odb.fs.protocol == "local", name, url
         except MvcError:
             raise
         except KeyboardInterrupt:

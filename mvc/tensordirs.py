@@ -199,16 +199,7 @@ def storage(ws: Workspace, remote: str, *, name: str | None = None) -> tensorsyn
             raise ModelNotFoundError(
                 f"remote {remote!r} holds no version of {name!r} in the tensors layout", hint="push it with `mvc push`"
             )
-    logical = sum(v.logical_bytes for v in versions)
-    stored = sum(v.stored_bytes for v in versions)
-    totals = StorageTotals(
-        logical_bytes=logical,
-        stored_bytes=stored,
-        shared_bytes=sum(v.shared_bytes for v in versions),
-        ratio=round(stored / logical, 4) if logical else 0.0,
-        release_bytes=sum(v.release_bytes for v in versions),
-    )
-    return replace(report, versions=tuple(versions), totals=totals)
+    return replace(report, versions=tuple(versions), totals=StorageTotals.of(versions))
 
 
 def _order(label: str, md5: str) -> tuple[str, int, str]:

@@ -678,6 +678,19 @@ class StorageTotals:
     ratio: float
     release_bytes: int = 0
 
+    @staticmethod
+    def of(versions: Iterable[VersionStorage]) -> StorageTotals:
+        """The sums over ``versions`` (the ratio of the sums)."""
+        vs = list(versions)
+        logical, stored = sum(v.logical_bytes for v in vs), sum(v.stored_bytes for v in vs)
+        return StorageTotals(
+            logical_bytes=logical,
+            stored_bytes=stored,
+            shared_bytes=sum(v.shared_bytes for v in vs),
+            ratio=round(stored / logical, 4) if logical else 0.0,
+            release_bytes=sum(v.release_bytes for v in vs),
+        )
+
 
 @dataclass(frozen=True)
 class StorageReport:
@@ -748,16 +761,7 @@ def storage(ws: Workspace, remote: str, *, name: str | None = None) -> StorageRe
         raise ModelNotFoundError(
             f"remote {remote!r} holds no version of {name!r} in the tensors layout", hint="push it with `mvc push`"
         )
-    logical = sum(v.logical_bytes for v in out)
-    stored_total = sum(v.stored_bytes for v in out)
-    totals = StorageTotals(
-        logical_bytes=logical,
-        stored_bytes=stored_total,
-        shared_bytes=sum(v.shared_bytes for v in out),
-        ratio=round(stored_total / logical, 4) if logical else 0.0,
-        release_bytes=sum(v.release_bytes for v in out),
-    )
-    return StorageReport(remote=remote, layout=layout(ws.root, remote), versions=tuple(out), totals=totals)
+    return StorageReport(remote=remote, layout=layout(ws.root, remote), versions=tuple(out), totals=StorageTotals.of(out))
 
 
 # ---- gc of a tensors remote ------------------------------------------------------------
