@@ -97,6 +97,7 @@ def add(
     if missing:  # before any is added: all or nothing, as `git add` does
         raise PathNotFoundError.weights(missing[0])
     password = read_password(sign_password_env)
+    params, metrics = api.parse_pairs(param, option="--param"), api.parse_pairs(metric, option="--metric")
     results = []
     staged: list[str] = []
     for one in path:
@@ -105,9 +106,9 @@ def add(
                 one,
                 repo=repo,
                 name=name,
-                params=api.parse_pairs(param, option="--param"),
+                params=params,
                 params_files=params_file,
-                metrics=api.parse_pairs(metric, option="--metric"),
+                metrics=metrics,
                 metrics_files=metrics_file,
                 datasets=dataset,
                 message=message,
