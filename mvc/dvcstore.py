@@ -635,7 +635,7 @@ def _register_cache(repo: Repo) -> None:
     with _patch_lock:
         for odb in (repo.cache.local, repo.cache.legacy):
             _cache_paths.add(os.fspath(odb.path))
-        _bound_cloud_waits_for(repo)
+        _bound_cloud_waits_on_use()
         if getattr(LocalHashFileDB.check, "_mvc", False):
             return
         original = LocalHashFileDB.check
@@ -680,21 +680,32 @@ def _refuse_path_like_oids() -> None:
 _cloud_bounded: set[str] = set()  # "s3" / "gs": the filesystems already bounded
 
 
-def _bound_cloud_waits_for(repo: Repo) -> None:
-    """:func:`_bound_cloud_waits` once the repository names an S3 or GCS remote: importing
-    s3fs, gcsfs and their DVC plugins costs ~1 s, which a local-only command never pays
-    (nor does an S3-only repository pay gcsfs's ~0.3 s, or the reverse)."""
-    try:
-        urls = [str(conf.get("url", "")) for conf in repo.config["remote"].values()]
-    except Exception:  # noqa: BLE001 - an unreadable config fails later, with DVC's own message
-        urls = []
-    wanted = {"s3"} if any(url.startswith("s3://") for url in urls) else set()
-    if any(url.startswith(("gs://", "gcs://")) for url in urls):
-        wanted.add("gs")
-    todo = wanted - _cloud_bounded
-    if todo:
-        _bound_cloud_waits(s3="s3" in todo, gs="gs" in todo)
-        _cloud_bounded.update(todo)
+def _bound_cloud_waits_on_use() -> None:
+    """Bound the waits of an S3 or GCS filesystem when DVC first resolves one (not when the
+    repository opens): importing s3fs, gcsfs and their DVC plugins costs ~1 s, which a
+    command that never touches the remote (status, log, add) does not pay."""
+    import dvc.fs
+
+    if getattr(dvc.fs.get_fs_cls, "_mvc", False):
+        return
+    original = dvc.fs.get_fs_cls
+
+    def get_fs_cls(*args: Any, **kwargs: Any) -> Any:
+        cls = original(*args, **kwargs)
+        module = getattr(cls, "__module__", "")
+        todo = {scheme for scheme in ("s3", "gs") if module.startswith(f"dvc_{scheme}")} - _cloud_bounded
+        if todo:
+            with _bound_lock:
+                todo -= _cloud_bounded
+                _bound_cloud_waits(s3="s3" in todo, gs="gs" in todo)
+                _cloud_bounded.update(todo)
+        return cls
+
+    get_fs_cls._mvc = True  # type: ignore[attr-defined]
+    dvc.fs.get_fs_cls = get_fs_cls
+
+
+_bound_lock = threading.Lock()
 
 
 # Network bounds for s3:// and gs:// remotes unless the remote's config (or AWS_MAX_ATTEMPTS)

@@ -140,6 +140,10 @@ class _Remote:
         self.root = root
         self.name = name
         self.fs, self.base, self.local = dvcstore.remote_root(root, name)
+        # s3fs asks for an object's size (a HEAD request) before every whole-object read
+        # unless it is told to read in one stream: one request per chunk, not two.
+        protocols = getattr(self.fs, "protocol", ())
+        self._whole: dict[str, Any] = {"max_concurrency": 1} if "s3" in protocols else {}
         if not self.local:
             import warnings
 
@@ -169,7 +173,7 @@ class _Remote:
             if self.local:
                 with open(self.path(rel), "rb") as f:
                     return f.read(end) if end is not None else f.read()
-            data = self._guard(lambda: self.fs.cat_file(self.path(rel), start=0 if end else None, end=end))
+            data = self._guard(lambda: self.fs.cat_file(self.path(rel), start=0 if end else None, end=end, **self._whole))
             return bytes(data)
         except FileNotFoundError:
             return None
