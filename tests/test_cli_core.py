@@ -349,3 +349,14 @@ def test_api_names_stay_callable_after_importing_every_module():
             importlib.import_module(info.name)
     for name in mvc._API:
         assert callable(getattr(mvc, name)), name
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_the_mvc_process_keeps_freed_part_buffers_for_reuse(monkeypatch):
+    from mvc.cli import _memory, main
+
+    calls = []
+    monkeypatch.setattr(main, "keep_freed_buffers", lambda: calls.append(_memory.keep_freed_buffers()))
+    monkeypatch.setattr(main, "app", lambda: None)
+    main.run()
+    assert calls == [True]

@@ -14,10 +14,12 @@ from mvc.cli import run as _run  # noqa: F401  (registers `mvc run`)
 from mvc.cli import storage as _storage  # noqa: F401  (registers `mvc storage`)
 from mvc.cli import verify as _verify  # noqa: F401  (registers `mvc verify`, `mvc sign`)
 from mvc.cli._app import app
+from mvc.cli._memory import keep_freed_buffers
 
 
 def run() -> None:
     """Run the CLI."""
+    keep_freed_buffers()
     app()
 
 
