@@ -23,14 +23,15 @@ import struct
 import threading
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mvc import dvcstore, tensorstore, tensorsync
-from mvc.errors import IntegrityError, MvcError
+from mvc.chunkstore import ChunkProblem, ChunkStore, decode_chunk
+from mvc.errors import IntegrityError
 from mvc.progress import Progress
 from mvc.refs import Resolved
 from mvc.tensorstore import Part, Recipe
@@ -39,66 +40,11 @@ from mvc.workspace import Workspace
 _KEEP_BYTES = 64 * 2**20  # decoded parts kept for reuse (a child's delta base, small tensors sharing a part)
 
 
-class Store:
-    """The tensors area of one remote, read only; failures become mvc errors."""
-
-    def __init__(self, fs: Any, base: str, local: bool, name: str, fail: Callable[[BaseException], MvcError]) -> None:
-        self.fs = fs
-        self.base = base
-        self.local = local
-        self.name = name
-        self._fail = fail
-
-    @staticmethod
-    def of(root: Path, remote: str) -> Store:
-        """The remote ``remote`` of the repository at ``root``."""
-        fs, base, local = dvcstore.remote_root(root, remote)
-        return Store(fs, base, local, remote, lambda exc: dvcstore.remote_failure(exc, remote, root))
-
-    def path(self, rel: str) -> str:
-        return os.path.join(self.base, *rel.split("/")) if self.local else f"{self.base.rstrip('/')}/{rel}"
-
-    def get(self, rel: str, end: int | None = None) -> bytes | None:
-        """The object's bytes (``end``: only the first bytes), None when it does not exist."""
-        try:
-            if self.local:
-                with open(self.path(rel), "rb") as f:
-                    return f.read(end) if end is not None else f.read()
-            return bytes(self.fs.cat_file(self.path(rel), start=0 if end else None, end=end))
-        except FileNotFoundError:
-            return None
-        except MvcError:
-            raise
-        except Exception as exc:
-            raise self._fail(exc) from exc
-
-    def recipe(self, md5: str) -> Recipe | None:
-        """The recipe of version ``md5``, None when the remote has none.
-
-        Raises:
-            IntegrityError: the recipe is unreadable or describes another version.
-        """
-        raw = self.get(f"{tensorsync.RECIPES}/{md5[:2]}/{md5[2:]}")
-        return Recipe.from_bytes(raw, md5) if raw is not None else None
-
-    def chunk(self, cid: str, end: int | None = None) -> bytes | None:
-        return self.get(f"{tensorsync.CHUNKS}/{tensorstore.chunk_key(cid)}", end)
-
-
-class ChunkProblem(Exception):
-    """A chunk is ``missing``, ``corrupt``, or the deleted delta ``base`` of another."""
-
-    def __init__(self, cid: str, kind: str) -> None:
-        super().__init__(cid, kind)
-        self.cid = cid
-        self.kind = kind
-
-
 class Chunks:
     """Raw bytes of chunks: from versions in the local cache when ``root`` is a repository,
     else downloaded and decoded (delta bases first), the last few kept in memory."""
 
-    def __init__(self, store: Store, root: Path | None = None) -> None:
+    def __init__(self, store: ChunkStore, root: Path | None = None) -> None:
         self.store = store
         self.sources = tensorsync.local_sources(root) if root is not None else {}
         self.downloaded = 0  # bytes of stored chunks read from the remote
@@ -132,19 +78,7 @@ class Chunks:
         with self._lock:
             self.downloaded += len(blob)
             self.fetched.add(cid)
-        try:
-            head = tensorstore.read_head(blob, cid)
-            base = None
-            if head.codec in tensorstore.DELTAS and head.base is not None:
-                try:
-                    base = self.raw(head.base, depth + 1)
-                except ChunkProblem as exc:
-                    if exc.kind == "missing" and exc.cid == head.base:
-                        raise ChunkProblem(head.base, "base") from exc
-                    raise
-            return self._keep(cid, tensorstore.decode(blob, cid, base))
-        except IntegrityError:
-            raise ChunkProblem(cid, "corrupt") from None
+        return self._keep(cid, bytes(decode_chunk(blob, cid, lambda base: self.raw(base, depth + 1))))
 
     def _keep(self, cid: str, data: bytes) -> bytes:
         with self._lock:
@@ -287,7 +221,7 @@ def rebuild(chunks: Chunks, it: tensorsync.Item, recipe: Recipe, dest: Path, *, 
 # ---- is a version whole on the remote? (mvc verify --remote) ----------------------------
 
 
-def check(store: Store, md5: str, recipe: Recipe, *, deep: bool) -> list[dvcstore.ObjectCheck]:
+def check(store: ChunkStore, md5: str, recipe: Recipe, *, deep: bool) -> list[dvcstore.ObjectCheck]:
     """The recipe's chunks and their delta bases as ``dvcstore.ObjectCheck``s (``oid``: the chunk id).
 
     Every chunk must exist and carry a readable header naming its part's size; with
@@ -352,7 +286,7 @@ def stats_inputs(
 
     dests = [tmp / "ab"[i] / Path(res.pointer.out).name for i, res in enumerate(sides)]
     sparse: dict[int, Wanted] = {}
-    store: Store | None = None
+    store: ChunkStore | None = None
     try:
         rname: str | None = sync.remote_name(ws, remote)
     except RemoteNotFoundError:
@@ -364,7 +298,7 @@ def stats_inputs(
             md5 = res.pointer.md5
             if not md5 or md5.endswith(".dir") or dvcstore.has_object(ws.root, md5):
                 continue
-            store = store or Store.of(ws.root, rname)
+            store = store or ChunkStore.of(ws.root, rname)
             recipe = store.recipe(md5)
             if recipe is not None and recipe.format == "safetensors":
                 item = tensorsync.Item(md5, f"{res.name} v{res.version}")
@@ -408,7 +342,7 @@ def get_version(
     fs, base, local, name, url = dvcstore.remote_root_at(git_root, "HEAD", remote, cache_dir=cache_dir)
     if not _tensors_layouts(gitstore.read_blob(git_root, "HEAD", settings.CONFIG_FILE), name):
         return None
-    store = Store(fs, base, local, name, lambda exc: dvcstore.remote_failure_at(exc, name, url))
+    store = ChunkStore(fs, base, local, name, lambda exc: dvcstore.remote_failure_at(exc, name, url))
     if it.md5.endswith(".dir"):  # each file of the listing from its recipe (issue 15)
         return name if _get_dir_files(store, it, dest, jobs=jobs, progress=progress) else None
     recipe = store.recipe(it.md5)
@@ -450,7 +384,7 @@ def _dir_remote_checks(root: Path, md5: str, *, remote: str) -> list[dvcstore.Ob
     return found
 
 
-def _get_dir_files(store: Store, it: tensorsync.Item, dest: Path, *, jobs: int | None = None, progress: Progress | None = None) -> bool:
+def _get_dir_files(store: ChunkStore, it: tensorsync.Item, dest: Path, *, jobs: int | None = None, progress: Progress | None = None) -> bool:
     """``mvc get`` of directory version ``it`` from a tensors remote: rebuild every file its
     listing names under ``dest`` (each md5 checked). False, writing nothing, when the
     listing is absent or some file has no recipe (DVC fetches the plain objects then).
@@ -526,7 +460,7 @@ def remote_checks(root: Path, md5: str, *, remote: str) -> list[dvcstore.ObjectC
         return dvcstore.check_remote(root, md5, remote=remote)
     if md5.endswith(".dir"):  # its listing, then each file as a version of its own
         return _dir_remote_checks(root, md5, remote=remote)
-    store = Store.of(root, remote)
+    store = ChunkStore.of(root, remote)
     try:
         recipe = store.recipe(md5)
     except IntegrityError:

@@ -30,14 +30,15 @@ import os
 import threading
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mvc import documents, dvcstore, history, settings, tensorstore
-from mvc.errors import ConflictError, IntegrityError, MissingObjectError, MvcError, UsageError
+from mvc.chunkstore import CHUNKS, MARKER, RECIPES, ChunkProblem, ChunkStore, chunk_rel, decode_chunk, recipe_rel
+from mvc.errors import ConflictError, IntegrityError, MissingObjectError, UsageError
 from mvc.pointer import Pointer
 from mvc.progress import Progress
 from mvc.tensorstore import Part, Recipe
@@ -45,10 +46,6 @@ from mvc.workspace import Workspace
 
 FULL, TENSORS = "full", "tensors"
 LAYOUTS = (FULL, TENSORS)
-ROOT = "mvc"
-MARKER = f"{ROOT}/layout.json"
-CHUNKS = f"{ROOT}/chunks"
-RECIPES = f"{ROOT}/recipes"
 LOCAL_CHUNKS = "mvc-chunks"  # under .dvc/tmp: downloaded chunks of versions not yet rebuilt
 LOCAL_RECIPES = "mvc-recipes"  # under .dvc/tmp: recipes of versions in the local cache
 _SETTING = "remotes"
@@ -133,125 +130,16 @@ def released_hashes(ws: Workspace) -> set[str]:
 # ---- the remote -----------------------------------------------------------------------
 
 
-class _Remote:
-    """The tensors area of one remote: small reads and writes, failures translated."""
+class _Remote(ChunkStore):
+    """:meth:`ChunkStore.of`, for the callers here that name the remote by repository and name."""
 
     def __init__(self, root: Path, name: str) -> None:
-        self.root = root
-        self.name = name
-        self.fs, self.base, self.local = dvcstore.remote_root(root, name)
-        # s3fs asks for an object's size (a HEAD request) before every whole-object read
-        # unless it is told to read in one stream: one request per chunk, not two.
-        protocols = getattr(self.fs, "protocol", ())
-        self._whole: dict[str, Any] = {"max_concurrency": 1} if "s3" in protocols else {}
-        if not self.local:
-            import warnings
-
-            # aiohttp (under gcsfs) warns on every upload body over 1 MiB given as bytes; the
-            # upload runs on fsspec's own event loop thread, which nothing else waits on.
-            warnings.filterwarnings("ignore", message="Sending a large body directly", category=ResourceWarning)
-
-    def path(self, rel: str) -> str:
-        return os.path.join(self.base, *rel.split("/")) if self.local else f"{self.base.rstrip('/')}/{rel}"
-
-    def _guard(self, fn: Callable[[], Any]) -> Any:
-        try:
-            return fn()
-        except (MvcError, FileNotFoundError):
-            raise
-        except Exception as exc:
-            raise dvcstore.remote_failure(exc, self.name, self.root) from exc
-
-    def exists(self, rel: str) -> bool:
-        if self.local:
-            return os.path.isfile(self.path(rel))
-        return bool(self._guard(lambda: self.fs.exists(self.path(rel))))
-
-    def get(self, rel: str, end: int | None = None) -> bytes | None:
-        """The object's bytes (``end``: only the first bytes), None when it does not exist."""
-        try:
-            if self.local:
-                with open(self.path(rel), "rb") as f:
-                    return f.read(end) if end is not None else f.read()
-            data = self._guard(lambda: self.fs.cat_file(self.path(rel), start=0 if end else None, end=end, **self._whole))
-            return bytes(data)
-        except FileNotFoundError:
-            return None
+        store = ChunkStore.of(root, name)
+        super().__init__(store.fs, store.base, store.local, name, store._fail)
 
     def probe(self, rel: str, n: int) -> bytes | None:
         """The first ``n`` bytes of an object, None when it does not exist (one request)."""
-        try:
-            if self.local:
-                with open(self.path(rel), "rb") as f:
-                    return f.read(n)
-            return bytes(self._guard(lambda: self.fs.cat_file(self.path(rel), start=0, end=n)))
-        except FileNotFoundError:
-            return None
-
-    def put(self, rel: str, data: bytes) -> None:
-        path = self.path(rel)
-        if self.local:  # atomic: a reader never sees half a chunk
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            tmp = f"{path}.{uuid.uuid4().hex}.tmp"
-            try:
-                with open(tmp, "wb") as f:
-                    f.write(data)
-                os.replace(tmp, path)
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
-            return
-        self._guard(lambda: self.fs.pipe_file(path, data))
-
-    def remove_path(self, path: str) -> None:
-        if self.local:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-            return
-        with contextlib.suppress(FileNotFoundError):
-            self._guard(lambda: self.fs.rm_file(path))
-
-    def listing(self, rel: str) -> dict[str, tuple[int, float | None]]:
-        """``{path below rel: (size, modified time or None)}`` of every object under ``rel``."""
-        top = self.path(rel)
-        out: dict[str, tuple[int, float | None]] = {}
-        if self.local:
-            for dirpath, _, files in os.walk(top):
-                for f in files:
-                    if not f.endswith(".tmp"):
-                        full = os.path.join(dirpath, f)
-                        st = os.stat(full)
-                        out[os.path.relpath(full, top).replace(os.sep, "/")] = (st.st_size, st.st_mtime)
-            return out
-        with contextlib.suppress(FileNotFoundError):
-            self.fs.invalidate_cache()
-            found = self._guard(lambda: self.fs.find(top, detail=True))
-            for path, info in found.items():
-                out[path[len(top.rstrip("/")) + 1 :]] = (int(info.get("size") or 0), _mtime(info))
-        return out
-
-
-def _mtime(info: dict[str, Any]) -> float | None:
-    """An object's modified time from an s3fs (``LastModified``) or gcsfs (``updated``) listing."""
-    import datetime as dt
-
-    value = info.get("LastModified") or info.get("updated") or info.get("mtime")
-    if isinstance(value, dt.datetime):
-        return value.timestamp()
-    if isinstance(value, str):
-        with contextlib.suppress(ValueError):
-            return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    if isinstance(value, int | float):
-        return float(value)
-    return None
-
-
-def _chunk_rel(cid: str) -> str:
-    return f"{CHUNKS}/{tensorstore.chunk_key(cid)}"
-
-
-def _recipe_rel(md5: str) -> str:
-    return f"{RECIPES}/{md5[:2]}/{md5[2:]}"
+        return self.get(rel, end=n)
 
 
 def refuse_tensors_remote(root: Path, remote: str) -> None:
@@ -331,13 +219,8 @@ def _save_local_recipe(root: Path, recipe: Recipe) -> None:
     os.replace(tmp, path)
 
 
-def _remote_recipe(rem: _Remote, md5: str) -> Recipe | None:
-    raw = rem.get(_recipe_rel(md5))
-    return Recipe.from_bytes(raw, md5) if raw is not None else None
-
-
 def _push_one(root: Path, rem: _Remote, it: Item, jobs: int | None, progress: Progress | None) -> int:
-    if rem.exists(_recipe_rel(it.md5)):
+    if rem.exists(recipe_rel(it.md5)):
         return 0
     src = dvcstore.cache_file(root, it.md5)
     if not src.is_file():
@@ -352,7 +235,7 @@ def _push_one(root: Path, rem: _Remote, it: Item, jobs: int | None, progress: Pr
     bases: dict[tuple[str, int], tuple[int, Part]] = {}
     for pmd5, _ in it.parents:
         psrc = dvcstore.cache_file(root, pmd5)
-        precipe = _remote_recipe(rem, pmd5) if psrc.is_file() and not pmd5.endswith(".dir") else None
+        precipe = rem.recipe(pmd5) if psrc.is_file() and not pmd5.endswith(".dir") else None
         if precipe is not None:
             base_src, bases = psrc, tensorstore.parts_by_key(precipe)
             break
@@ -385,14 +268,14 @@ def _push_one(root: Path, rem: _Remote, it: Item, jobs: int | None, progress: Pr
         def upload(index: int) -> None:
             cid = ids[index]
             # One ranged GET both tells whether the chunk is there and reads its delta depth.
-            head = rem.probe(_chunk_rel(cid), tensorstore.HEAD_BYTES)
+            head = rem.probe(chunk_rel(cid), tensorstore.HEAD_BYTES)
             if head is not None:
                 found = tensorstore.read_head(head, cid)
                 with lock:
                     depths[cid] = (found.depth, found.base)
                 return
             stored, depth, base_id = coder.submit(encode, index).result()
-            rem.put(_chunk_rel(cid), stored)
+            rem.put(chunk_rel(cid), stored)
             del stored
             with lock:
                 depths[cid] = (depth, base_id)
@@ -409,7 +292,7 @@ def _push_one(root: Path, rem: _Remote, it: Item, jobs: int | None, progress: Pr
         for cid, (_, n, seg, piece) in zip(ids, plan, strict=True)
     )
     recipe = Recipe(md5=it.md5, size=size, format=fmt, parts=parts)
-    rem.put(_recipe_rel(it.md5), recipe.to_bytes())  # last: the version is on the remote only now
+    rem.put(recipe_rel(it.md5), recipe.to_bytes())  # last: the version is on the remote only now
     _save_local_recipe(root, recipe)
     return len(sent) + 1
 
@@ -437,7 +320,7 @@ def fetch(root: Path, items: list[Item], *, remote: str, jobs: int | None = None
     rem = _Remote(root, remote)
     count = 0
     for it in todo:
-        recipe = _remote_recipe(rem, it.md5)
+        recipe = rem.recipe(it.md5)
         if recipe is None:
             continue
         try:
@@ -452,7 +335,7 @@ def fetch(root: Path, items: list[Item], *, remote: str, jobs: int | None = None
 
 def on_remote(root: Path, md5: str, *, remote: str) -> bool:
     """True when a tensors remote holds version ``md5`` (its recipe, or the plain DVC object)."""
-    if not md5.endswith(".dir") and _Remote(root, remote).exists(_recipe_rel(md5)):
+    if not md5.endswith(".dir") and _Remote(root, remote).exists(recipe_rel(md5)):
         return True
     return not dvcstore.missing_in_remote(root, [md5], remote=remote)
 
@@ -479,13 +362,6 @@ def local_sources(root: Path) -> dict[str, tuple[Path, int, int]]:
     return out
 
 
-class _ChunkError(Exception):
-    def __init__(self, cid: str, kind: str) -> None:  # kind: missing | corrupt
-        super().__init__(cid, kind)
-        self.cid = cid
-        self.kind = kind
-
-
 class _Decoder:
     """Raw bytes of chunks: from versions in the local cache, else downloaded (kept in the
     chunk cache until the caller is done) and decoded, delta bases first."""
@@ -510,7 +386,7 @@ class _Decoder:
         try:
             blob = self.stored(cid)
             head = tensorstore.read_head(blob, cid)
-        except (_ChunkError, IntegrityError):
+        except (ChunkProblem, IntegrityError):
             return
         with self._lock:
             self._fetched[cid] = blob
@@ -523,9 +399,9 @@ class _Decoder:
             self.touched.add(cid)
         with contextlib.suppress(FileNotFoundError):
             return local.read_bytes()
-        data = self.rem.get(_chunk_rel(cid))
+        data = self.rem.chunk(cid)
         if data is None:
-            raise _ChunkError(cid, "missing")
+            raise ChunkProblem(cid, "missing")
         local.parent.mkdir(parents=True, exist_ok=True)
         part = local.with_name(f".{local.name}.{uuid.uuid4().hex}")
         part.write_bytes(data)
@@ -546,27 +422,18 @@ class _Decoder:
             if tensorstore.chunk_id(data) == cid:
                 return data
         if depth > tensorstore.MAX_DEPTH + 1:
-            raise _ChunkError(cid, "corrupt")
+            raise ChunkProblem(cid, "corrupt")
         with self._lock:
             blob = self._fetched.pop(cid, None)
         if blob is None:
             blob = self.stored(cid)
         try:
-            head = tensorstore.read_head(blob, cid)
-            base = None
-            if head.codec in tensorstore.DELTAS:
-                assert head.base is not None
-                try:
-                    base = self.buffer(head.base, depth + 1)
-                except _ChunkError as exc:
-                    if exc.kind == "missing" and exc.cid == head.base:
-                        raise _ChunkError(head.base, "base") from exc
-                    raise
-            return tensorstore.decode_buffer(blob, cid, base)
-        except IntegrityError:
-            with contextlib.suppress(FileNotFoundError):
-                (self.chunk_dir / tensorstore.chunk_key(cid)).unlink()
-            raise _ChunkError(cid, "corrupt") from None
+            return decode_chunk(blob, cid, lambda base: self.buffer(base, depth + 1))
+        except ChunkProblem as exc:
+            if exc.cid == cid and exc.kind == "corrupt":  # not kept for a resume
+                with contextlib.suppress(FileNotFoundError):
+                    (self.chunk_dir / tensorstore.chunk_key(cid)).unlink()
+            raise
 
     def forget(self) -> None:
         """Drop the downloaded chunks: the caller has what it needed from them."""
@@ -628,7 +495,7 @@ def _rebuild(root: Path, rem: _Remote, it: Item, recipe: Recipe, jobs: int | Non
                 "(`mvc push --full`)",
             )
         dvcstore.adopt_cache_file(root, it.md5, tmp)
-    except _ChunkError as exc:
+    except ChunkProblem as exc:
         raise _chunk_error(exc, it, rem.name) from None
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -637,7 +504,7 @@ def _rebuild(root: Path, rem: _Remote, it: Item, recipe: Recipe, jobs: int | Non
     chunks.forget()  # the cache object now serves the parts; bases are fetched again if ever needed
 
 
-def _chunk_error(exc: _ChunkError, it: Item, remote: str) -> IntegrityError:
+def _chunk_error(exc: ChunkProblem, it: Item, remote: str) -> IntegrityError:
     what = f"{it.label} ({it.md5[:8]})"
     if exc.kind == "base":
         parent = it.parents[0][1] if it.parents else "its parent version"
@@ -724,7 +591,7 @@ def storage(ws: Workspace, remote: str, *, name: str | None = None) -> StorageRe
     labels = history.version_labels(ws, gitstore.all_commits_touching(ws.root, f"*{pointer.SUFFIX}"))
     md5s = [k.replace("/", "") for k in recipes_listing]
     with ThreadPoolExecutor(_workers(None)) as pool:
-        raws = list(pool.map(lambda m: rem.get(_recipe_rel(m)), md5s))
+        raws = list(pool.map(lambda m: rem.get(recipe_rel(m)), md5s))
     full = set(md5s) - dvcstore.missing_in_remote(ws.root, md5s, remote=remote) if md5s else set()
 
     def key(md5: str) -> tuple[str, int, str]:
@@ -793,7 +660,7 @@ def garbage(root: Path, remote: str, keep: set[str], *, cutoff: float) -> list[G
     chunks = {k.replace("/", ""): v for k, v in rem.listing(CHUNKS).items()}
     md5s = sorted(recipes)
     with ThreadPoolExecutor(_workers(None)) as pool:
-        raws = dict(zip(md5s, pool.map(lambda m: rem.get(_recipe_rel(m)), md5s), strict=True))
+        raws = dict(zip(md5s, pool.map(lambda m: rem.get(recipe_rel(m)), md5s), strict=True))
     base_of: dict[str, str | None] = {}
     needed: list[str] = []
     keep_all = False
@@ -807,7 +674,7 @@ def garbage(root: Path, remote: str, keep: set[str], *, cutoff: float) -> list[G
             base_of.setdefault(part.id, part.base)
             if md5 in keep:
                 needed.append(part.id)
-    out = [Garbage(rem.path(_recipe_rel(m)), "recipe", m, recipes[m][0]) for m in md5s if m not in keep]
+    out = [Garbage(rem.path(recipe_rel(m)), "recipe", m, recipes[m][0]) for m in md5s if m not in keep]
     if keep_all:
         return out
     kept: set[str] = set()
@@ -817,7 +684,7 @@ def garbage(root: Path, remote: str, keep: set[str], *, cutoff: float) -> list[G
             continue
         kept.add(cid)
         if cid not in base_of and cid in chunks:
-            head = rem.get(_chunk_rel(cid), end=64)
+            head = rem.get(chunk_rel(cid), end=64)
             with contextlib.suppress(IntegrityError):
                 base_of[cid] = tensorstore.read_head(head or b"", cid).base
         base = base_of.get(cid)
@@ -825,7 +692,7 @@ def garbage(root: Path, remote: str, keep: set[str], *, cutoff: float) -> list[G
             needed.append(base)
     for cid, (size, mtime) in sorted(chunks.items()):
         if cid not in kept and mtime is not None and mtime < cutoff:
-            out.append(Garbage(rem.path(_chunk_rel(cid)), "chunk", cid, size))
+            out.append(Garbage(rem.path(chunk_rel(cid)), "chunk", cid, size))
     return out
 
 
@@ -868,7 +735,7 @@ def pull_tensors(root: Path, it: Item, patterns: list[str], dest: Path, *, remot
     from mvc.errors import NotFoundError
 
     rem = _Remote(root, remote)
-    recipe = _remote_recipe(rem, it.md5)
+    recipe = rem.recipe(it.md5)
     if recipe is None:
         raise NotFoundError(
             f"remote {remote!r} holds no tensor recipe of {it.label} ({it.md5[:8]})", hint="push it with `mvc push` first"
@@ -924,7 +791,7 @@ def pull_tensors(root: Path, it: Item, patterns: list[str], dest: Path, *, remot
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
-    except _ChunkError as exc:
+    except ChunkProblem as exc:
         raise _chunk_error(exc, it, rem.name) from None
     finally:
         chunks.forget()
@@ -934,4 +801,4 @@ def pull_tensors(root: Path, it: Item, patterns: list[str], dest: Path, *, remot
 def chunk_error(cid: str, kind: str, it: Item, remote: str) -> IntegrityError:
     """The error for chunk ``cid`` of version ``it`` being ``kind`` ("missing", "corrupt" or
     "base": a delta base that was deleted) on ``remote``: one wording for every reader."""
-    return _chunk_error(_ChunkError(cid, kind), it, remote)
+    return _chunk_error(ChunkProblem(cid, kind), it, remote)

@@ -1,0 +1,192 @@
+"""The ``mvc/`` area of a remote with the ``tensors`` layout, and reading chunks from it (issue 15).
+
+One class, :class:`ChunkStore`, does every request a tensors remote gets (small reads and
+writes, listings), with failures translated into mvc errors; :func:`decode_chunk` turns
+a stored chunk into its raw bytes given a way to get its delta base; :class:`ChunkProblem`
+says which chunk failed and how. :mod:`mvc.tensorsync` (push, pull, gc) and
+:mod:`mvc.tensorread` (sparse reads, get, verify) both build on them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mvc import dvcstore, tensorstore
+from mvc.errors import IntegrityError, MvcError
+from mvc.tensorstore import Recipe
+
+ROOT = "mvc"
+MARKER = f"{ROOT}/layout.json"
+CHUNKS = f"{ROOT}/chunks"
+RECIPES = f"{ROOT}/recipes"
+
+
+def chunk_rel(cid: str) -> str:
+    """A chunk's path below the remote's root."""
+    return f"{CHUNKS}/{tensorstore.chunk_key(cid)}"
+
+
+def recipe_rel(md5: str) -> str:
+    """A version's recipe path below the remote's root."""
+    return f"{RECIPES}/{md5[:2]}/{md5[2:]}"
+
+
+class ChunkStore:
+    """The tensors area of one remote: small reads and writes, failures translated."""
+
+    def __init__(self, fs: Any, base: str, local: bool, name: str, fail: Callable[[BaseException], MvcError]) -> None:
+        self.fs = fs
+        self.base = base
+        self.local = local
+        self.name = name
+        self._fail = fail
+        # s3fs asks for an object's size (a HEAD request) before every whole-object read
+        # unless it is told to read in one stream: one request per chunk, not two.
+        protocols = getattr(fs, "protocol", ())
+        self._whole: dict[str, Any] = {"max_concurrency": 1} if "s3" in protocols else {}
+        if not local:
+            import warnings
+
+            # aiohttp (under gcsfs) warns on every upload body over 1 MiB given as bytes; the
+            # upload runs on fsspec's own event loop thread, which nothing else waits on.
+            warnings.filterwarnings("ignore", message="Sending a large body directly", category=ResourceWarning)
+
+    @staticmethod
+    def of(root: Path, remote: str) -> ChunkStore:
+        """The remote ``remote`` of the repository at ``root``."""
+        fs, base, local = dvcstore.remote_root(root, remote)
+        return ChunkStore(fs, base, local, remote, lambda exc: dvcstore.remote_failure(exc, remote, root))
+
+    def path(self, rel: str) -> str:
+        return os.path.join(self.base, *rel.split("/")) if self.local else f"{self.base.rstrip('/')}/{rel}"
+
+    def _guard(self, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except (MvcError, FileNotFoundError):
+            raise
+        except Exception as exc:
+            raise self._fail(exc) from exc
+
+    def exists(self, rel: str) -> bool:
+        if self.local:
+            return os.path.isfile(self.path(rel))
+        return bool(self._guard(lambda: self.fs.exists(self.path(rel))))
+
+    def get(self, rel: str, end: int | None = None) -> bytes | None:
+        """The object's bytes (``end``: only the first bytes, one request), None when it does not exist."""
+        try:
+            if self.local:
+                with open(self.path(rel), "rb") as f:
+                    return f.read(end) if end is not None else f.read()
+            options = {"start": 0, "end": end} if end is not None else self._whole
+            return bytes(self._guard(lambda: self.fs.cat_file(self.path(rel), **options)))
+        except FileNotFoundError:
+            return None
+
+    def put(self, rel: str, data: bytes) -> None:
+        path = self.path(rel)
+        if self.local:  # atomic: a reader never sees half a chunk
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+            try:
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                os.replace(tmp, path)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+            return
+        self._guard(lambda: self.fs.pipe_file(path, data))
+
+    def remove_path(self, path: str) -> None:
+        if self.local:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            return
+        with contextlib.suppress(FileNotFoundError):
+            self._guard(lambda: self.fs.rm_file(path))
+
+    def listing(self, rel: str) -> dict[str, tuple[int, float | None]]:
+        """``{path below rel: (size, modified time or None)}`` of every object under ``rel``."""
+        top = self.path(rel)
+        out: dict[str, tuple[int, float | None]] = {}
+        if self.local:
+            for dirpath, _, files in os.walk(top):
+                for f in files:
+                    if not f.endswith(".tmp"):
+                        full = os.path.join(dirpath, f)
+                        st = os.stat(full)
+                        out[os.path.relpath(full, top).replace(os.sep, "/")] = (st.st_size, st.st_mtime)
+            return out
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.invalidate_cache()
+            found = self._guard(lambda: self.fs.find(top, detail=True))
+            for path, info in found.items():
+                out[path[len(top.rstrip("/")) + 1 :]] = (int(info.get("size") or 0), _mtime(info))
+        return out
+
+    def recipe(self, md5: str) -> Recipe | None:
+        """The recipe of version ``md5``, None when the remote has none.
+
+        Raises:
+            IntegrityError: the recipe is unreadable or describes another version.
+        """
+        raw = self.get(recipe_rel(md5))
+        return Recipe.from_bytes(raw, md5) if raw is not None else None
+
+    def chunk(self, cid: str, end: int | None = None) -> bytes | None:
+        """The stored chunk ``cid`` (``end``: its first bytes), None when it is missing."""
+        return self.get(chunk_rel(cid), end)
+
+
+def _mtime(info: dict[str, Any]) -> float | None:
+    """An object's modified time from an s3fs (``LastModified``) or gcsfs (``updated``) listing."""
+    import datetime as dt
+
+    value = info.get("LastModified") or info.get("updated") or info.get("mtime")
+    if isinstance(value, dt.datetime):
+        return value.timestamp()
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    if isinstance(value, int | float):
+        return float(value)
+    return None
+
+
+class ChunkProblem(Exception):
+    """A chunk is ``missing``, ``corrupt``, or the deleted delta ``base`` of another."""
+
+    def __init__(self, cid: str, kind: str) -> None:
+        super().__init__(cid, kind)
+        self.cid = cid
+        self.kind = kind
+
+
+def decode_chunk(blob: bytes, cid: str, base_of: Callable[[str], bytes | memoryview]) -> memoryview:
+    """The raw bytes of the stored chunk ``blob`` (id ``cid``), checked; ``base_of`` gives a
+    delta base's raw bytes (raising :class:`ChunkProblem`).
+
+    Raises:
+        ChunkProblem: the chunk is corrupt (``corrupt``), or its delta base is gone
+            (``base``) or itself bad.
+    """
+    try:
+        head = tensorstore.read_head(blob, cid)
+        base = None
+        if head.codec in tensorstore.DELTAS and head.base is not None:
+            try:
+                base = base_of(head.base)
+            except ChunkProblem as exc:
+                if exc.kind == "missing" and exc.cid == head.base:
+                    raise ChunkProblem(head.base, "base") from exc
+                raise
+        return tensorstore.decode_buffer(blob, cid, base)
+    except IntegrityError:
+        raise ChunkProblem(cid, "corrupt") from None
