@@ -205,12 +205,7 @@ def rebuild(chunks: Chunks, it: tensorsync.Item, recipe: Recipe, dest: Path, *, 
             while window:
                 take()
         if md5.hexdigest() != it.md5:
-            raise IntegrityError(
-                f"the weights of {it.label} ({it.md5[:8]}) rebuilt from remote {chunks.store.name!r} do not match their hash; "
-                "nothing was written",
-                hint="the recipe on the remote is wrong: push the version again from a machine that has its weights "
-                "(`mvc push --full`)",
-            )
+            raise tensorsync.rebuilt_mismatch(it, chunks.store.name)
         os.replace(tmp, dest)
     finally:
         with contextlib.suppress(FileNotFoundError):

@@ -488,12 +488,7 @@ def _rebuild(root: Path, rem: _Remote, it: Item, recipe: Recipe, jobs: int | Non
             if written is not None:
                 written.result()
         if md5.hexdigest() != it.md5:
-            raise IntegrityError(
-                f"the weights of {it.label} ({it.md5[:8]}) rebuilt from remote {rem.name!r} do not match their hash; "
-                "nothing was written",
-                hint="the recipe on the remote is wrong: push the version again from a machine that has its weights "
-                "(`mvc push --full`)",
-            )
+            raise rebuilt_mismatch(it, rem.name)
         dvcstore.adopt_cache_file(root, it.md5, tmp)
     except ChunkProblem as exc:
         raise _chunk_error(exc, it, rem.name) from None
@@ -502,6 +497,14 @@ def _rebuild(root: Path, rem: _Remote, it: Item, recipe: Recipe, jobs: int | Non
             tmp.unlink()
     _save_local_recipe(root, recipe)
     chunks.forget()  # the cache object now serves the parts; bases are fetched again if ever needed
+
+
+def rebuilt_mismatch(it: Item, remote: str) -> IntegrityError:
+    """The error for a version whose rebuilt bytes do not hash to its md5 (a wrong recipe)."""
+    return IntegrityError(
+        f"the weights of {it.label} ({it.md5[:8]}) rebuilt from remote {remote!r} do not match their hash; nothing was written",
+        hint="the recipe on the remote is wrong: push the version again from a machine that has its weights (`mvc push --full`)",
+    )
 
 
 def _chunk_error(exc: ChunkProblem, it: Item, remote: str) -> IntegrityError:
