@@ -682,8 +682,8 @@ def _lean_checks(params: dict[str, Any], context: dict[str, Any], **_: Any) -> N
     context["client_config"] = config.merge(Config(**extra))
 
 
-def _sign_headers_only(client: Any) -> None:
-    """Install :func:`_lean_checks` on an S3 client once."""
+def sign_headers_only(client: Any) -> None:
+    """Install :func:`_lean_checks` on an S3 client once (mvc's own uploads, and tensor chunks)."""
     if getattr(client, "_mvc_lean", False):
         return
     for op in ("PutObject", "UploadPart"):
@@ -801,7 +801,7 @@ class _Pusher:
                 up.upload_id = None
 
     async def run(self, uploads: list[_Upload]) -> None:
-        _sign_headers_only(await self.fs.set_session())
+        sign_headers_only(await self.fs.set_session())
         try:
             await _each(self.jobs, (partial(self.begin, up) for up in uploads if up.multipart))
             await _each(self.jobs, (partial(self.send, up, i) for up in uploads for i in range(len(up.parts))))

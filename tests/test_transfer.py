@@ -652,3 +652,35 @@ def test_kill_9_mid_push_stores_nothing_and_the_next_push_completes(
     assert uploads(s3, s3.prefix) == []  # the killed push's upload was aborted
     assert dvc.returncode == 0, dvc.stderr
     assert (plain / "models" / "big.bin").read_bytes() == data
+
+
+def test_tensor_chunks_go_up_signed_by_their_headers_and_come_down_in_one_get_each(
+    repo: Path, cli: Callable[..., Any], s3: Bucket, tmp_path: Path, proxy: Callable[[Bucket], FaultProxy]
+) -> None:
+    """A tensors remote: each chunk PUT carries a CRC32 the store checks and no SHA-256 of
+    its body in the signature; a pull reads each chunk with one GET (s3fs asks for the
+    size first unless told to read in one stream)."""
+    px = proxy(s3)
+    data = os.urandom(3 * MiB + 11)
+    (repo / "models").mkdir(exist_ok=True)
+    (repo / "models" / "opaque.bin").write_bytes(data)
+    mvc.add(repo / "models" / "opaque.bin")
+    creds = ["--access-key-id", s3.server.access_key, "--secret-access-key", s3.server.secret_key]
+    assert cli("remote", "add", "store", s3.url, "--layout", "tensors", "--endpoint-url", px.url, "--default", *creds).exit_code == 0
+    commit_all(repo, "opaque v1")
+    px.headers.clear()
+
+    pushed = cli("push")
+    puts = [(path, h) for m, path, h in px.headers if m == "PUT" and "/mvc/chunks/" in path]
+    teammate = clone(repo, tmp_path / "teammate", with_local_config=True)
+    px.log.clear()
+    pulled = cli("pull", cwd=teammate)
+
+    assert pushed.exit_code == 0, pushed.stderr
+    assert puts, px.headers
+    assert {h["x-amz-content-sha256"] for _, h in puts} == {"UNSIGNED-PAYLOAD"}
+    assert all(any(k.startswith("x-amz-checksum-") for k in h) for _, h in puts)
+    assert pulled.exit_code == 0, pulled.stderr
+    chunk_requests = [(m, r) for m, path, r in px.log if "/mvc/chunks/" in path]
+    assert chunk_requests and {m for m, _ in chunk_requests} == {"GET"}, px.log
+    assert (teammate / "models" / "opaque.bin").read_bytes() == data
