@@ -369,14 +369,21 @@ class _Landing:
             self.fd = -1
 
 
-class _Puller:
-    """One :func:`pull`: the event-loop side (requests, writes) and the hasher side."""
+class _Transfer:
+    """What a push and a pull both hold: the store, requests in flight, progress, the remote's name."""
 
     def __init__(self, fs: Any, jobs: int, report: _Reporter, where: str) -> None:
         self.fs = fs
         self.jobs = jobs
         self.report = report
         self.where = where
+
+
+class _Puller(_Transfer):
+    """One :func:`pull`: the event-loop side (requests, writes) and the hasher side."""
+
+    def __init__(self, fs: Any, jobs: int, report: _Reporter, where: str) -> None:
+        super().__init__(fs, jobs, report, where)
         self.s3 = is_s3(fs)
         self.hashers = ThreadPoolExecutor(max_workers=HASHERS, thread_name_prefix="mvc-hash")
         self.lock = threading.Lock()
@@ -691,14 +698,11 @@ def sign_headers_only(client: Any) -> None:
     client._mvc_lean = True
 
 
-class _Pusher:
+class _Pusher(_Transfer):
     """One :func:`push` on the event loop."""
 
     def __init__(self, fs: Any, jobs: int, report: _Reporter, where: str) -> None:
-        self.fs = fs
-        self.jobs = jobs
-        self.report = report
-        self.where = where
+        super().__init__(fs, jobs, report, where)
         self.budget = _Budget(PUSH_MEMORY)
         self.readers = ThreadPoolExecutor(max_workers=max(2, HASHERS), thread_name_prefix="mvc-read")
         self.hashers = ThreadPoolExecutor(max_workers=HASHERS, thread_name_prefix="mvc-hash")
