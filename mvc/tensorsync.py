@@ -1027,9 +1027,12 @@ def remove_garbage(root: Path, remote: str, items: Iterable[Garbage], *, kept: I
     Returns:
         The chunks spared.
 
+    Raises:
+        RemoteError: the remote failed.
+
     What stays open (an object store has no lock): a push whose recipe lands after that
-    second listing, reusing a chunk this call then deletes, loses it if its own check after
-    the recipe ran before the deletion; the next ``mvc push`` of the version restores it.
+    second listing, and whose own check of its chunks runs before this call deletes one it
+    reused, loses that chunk; the next ``mvc push`` of the version restores it.
     """
     rem = _Remote(root, remote)
     todo = list(items)
@@ -1038,10 +1041,11 @@ def remove_garbage(root: Path, remote: str, items: Iterable[Garbage], *, kept: I
         chunks = [g for g in todo if g.kind == "chunk"]
         if not chunks:
             return []
-        needed = _needed_since(rem, frozenset(kept) if kept is not None else frozenset(), pool)
-        spared = [g for g in chunks if needed is None or g.id in needed]
-        list(pool.map(lambda g: rem.remove_path(g.path), [g for g in chunks if not (needed is None or g.id in needed)]))
-    return spared
+        needed = _needed_since(rem, frozenset(kept or ()), pool)
+        if needed is None:
+            return chunks
+        list(pool.map(lambda g: rem.remove_path(g.path), [g for g in chunks if g.id not in needed]))
+    return [g for g in chunks if g.id in needed]
 
 
 def _needed_since(rem: _Remote, kept: frozenset[str], pool: ThreadPoolExecutor) -> set[str] | None:

@@ -268,3 +268,24 @@ def test_mvc_gc_spares_what_a_clone_pushes_while_it_asks_and_reports_only_what_i
     git(other, "push", "-q", str(repo), "exp:exp")
     git(repo, "checkout", "-q", "exp")
     _pulls(cli, repo, tmp_path, v2)
+
+
+def test_push_again_cuts_a_chain_whose_deepest_base_was_deleted(repo: Path, cli: Callable[..., Any], tmp_path: Path) -> None:
+    """v3's part is a delta on v2's, itself a delta on v1's: the check follows the chain past
+    what v3's recipe names (by the chunks' headers) and uploads v3's part whole."""
+    store = _store(cli, repo, None)
+    v1, tensors = _two_versions(cli, repo)
+    v2 = _version(repo, tensors, "v2")
+    assert cli("push", cwd=repo).exit_code == 0
+    v3 = _version(repo, {**tensors, "enc.weight": tensors["enc.weight"] * np.float32(1.001)}, "v3")
+    assert cli("push", cwd=repo).exit_code == 0
+    deepest = _part(store, v1, "enc.weight").id
+    part = _part(store, v3, "enc.weight")
+    store.delete(deepest)
+
+    again = cli("push", cwd=repo)
+
+    assert (part.depth, _part(store, v2, "enc.weight").base) == (2, deepest)
+    assert again.exit_code == 0 and again.stdout.startswith("pushed 1 object"), again.stdout
+    assert not store.has(deepest), "the base is not needed any more"
+    _pulls(cli, repo, tmp_path, v3)
