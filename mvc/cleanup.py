@@ -170,6 +170,7 @@ def collect(
         LockedError: another mvc or dvc process holds the repository.
     """
     cutoff = time.time() - older_than * 3600
+    kept_recipes: frozenset[str] = frozenset()
     with dvcstore.lock(ws.root):
         hashes = kept_hashes(ws)
         files, unknown = dvcstore.listing_files(ws.root, hashes, remote=remote)
@@ -186,9 +187,10 @@ def collect(
                 if u.initiated < cutoff
             ]
             if tensorsync.layout(ws.root, remote) == tensorsync.TENSORS and not unknown:  # issue 15: recipes and chunks
+                tensors = tensorsync.garbage(ws.root, remote, keep, cutoff=cutoff)
+                kept_recipes = tensors.kept
                 removals += [  # the files of kept directory versions keep their recipes too
-                    Removal("remote", "object", g.path, f"{g.kind}:{g.id}", g.size)
-                    for g in tensorsync.garbage(ws.root, remote, keep, cutoff=cutoff)
+                    Removal("remote", "object", g.path, f"{g.kind}:{g.id}", g.size) for g in tensors.items
                 ]
         plan = GcResult(
             dry_run=True,
@@ -201,13 +203,15 @@ def collect(
         )
         if dry_run or (removals and confirm is not None and not confirm(plan)):
             return plan
-        _apply(ws, plan)
-        return replace(plan, dry_run=False)
+        spared = _apply(ws, plan, kept_recipes)
+        done = tuple(r for r in plan.removed if r not in spared)
+        return replace(plan, dry_run=False, removed=done, removed_bytes=sum(r.size for r in done))
 
 
-def _apply(ws: Workspace, plan: GcResult) -> None:
+def _apply(ws: Workspace, plan: GcResult, kept_recipes: frozenset[str] = frozenset()) -> set[Removal]:
     """Remove what ``plan`` lists: directory listings last, so an interrupted gc leaves none
-    whose files are gone while it remains."""
+    whose files are gone while it remains. Returns the removals skipped: tensor chunks that a
+    version pushed since the plan needs (``kept_recipes``: the recipes the plan read and kept)."""
     removed = sorted(plan.removed, key=lambda r: bool(r.oid and r.oid.endswith(".dir")))
     cache = [r.path for r in removed if r.where == "cache"]
     dvcstore.remove_from_cache(ws.root, cache)
@@ -218,12 +222,15 @@ def _apply(ws: Workspace, plan: GcResult) -> None:
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 path.unlink(missing_ok=True)
+    spared: set[Removal] = set()
     if plan.remote is not None:
         tensors = [r for r in removed if r.oid and r.oid.startswith(("recipe:", "chunk:"))]
         if tensors:
-            garbage = [tensorsync.Garbage(r.path, r.oid.partition(":")[0], r.oid.partition(":")[2], r.size) for r in tensors if r.oid]
-            tensorsync.remove_garbage(ws.root, plan.remote, garbage)
+            garbage = {tensorsync.Garbage(r.path, r.oid.partition(":")[0], r.oid.partition(":")[2], r.size): r for r in tensors if r.oid}
+            kept = tensorsync.remove_garbage(ws.root, plan.remote, list(garbage), kept=kept_recipes)
+            spared = {garbage[g] for g in kept}
         removed = [r for r in removed if r not in tensors]
         dvcstore.remove_from_remote(ws.root, plan.remote, [r.path for r in removed if r.where == "remote" and r.kind != "upload"])
         uploads = [dvcstore.Upload(r.path, r.oid or "", 0.0) for r in removed if r.kind == "upload"]
         dvcstore.abort_uploads(ws.root, plan.remote, uploads)
+    return spared

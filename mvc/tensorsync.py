@@ -130,25 +130,13 @@ def released_hashes(ws: Workspace) -> set[str]:
 # ---- the remote -----------------------------------------------------------------------
 
 
-class _Remote(ChunkStore):
-    """:meth:`ChunkStore.of`, for the callers here that name the remote by repository and name."""
-
-    def __init__(self, root: Path, name: str) -> None:
-        store = ChunkStore.of(root, name)
-        super().__init__(store.fs, store.base, store.local, name, store._fail)
-
-    def probe(self, rel: str, n: int) -> bytes | None:
-        """The first ``n`` bytes of an object, None when it does not exist (one request)."""
-        return self.get(rel, end=n)
-
-
 def refuse_tensors_remote(root: Path, remote: str) -> None:
     """Refuse to use a remote holding the tensors layout as a ``full`` one (mixed layouts).
 
     Raises:
         ConflictError: the remote has mvc's tensors marker.
     """
-    rem = _Remote(root, remote)
+    rem = ChunkStore.of(root, remote)
     if rem.exists(MARKER):
         raise ConflictError(
             f"remote {remote!r} holds the tensors layout but this repository uses it with the full layout",
@@ -182,22 +170,40 @@ def _cpu_jobs(jobs: int | None) -> int:
 def push(root: Path, items: list[Item], *, remote: str, jobs: int | None = None, progress: Progress | None = None) -> int:
     """Upload the versions of ``items`` a tensors remote lacks; returns the objects uploaded.
 
+    Once every recipe is written, every chunk those versions need (delta bases to the end of
+    each chain) that this call did not upload is checked, and a missing one is uploaded again
+    whole from the local cache: a concurrent ``mvc gc --remote`` that planned to delete a
+    chunk a push then reused, or a chunk lost by hand, is restored. A version the remote
+    already has is checked too when its weights are in the local cache (the recipe is read
+    instead of probed: same one request), so ``mvc push`` repairs it; one without local
+    weights is not (``mvc verify --remote`` reports it). The check reads the header of every
+    chunk down each chain (a ranged GET each, 8 in flight; a small file read on a directory
+    remote), or, for more than :data:`LIST_ABOVE` chunks on a cloud remote, takes one
+    listing of the chunks (its cost grows with the remote, a GET's with the version) and
+    reads only the headers of links no recipe at hand names.
+
     Raises:
         MissingObjectError: a version's weights are not in the local cache.
+        IntegrityError: a chunk was deleted again while it was restored (a gc still running).
         RemoteError: the remote failed.
     """
-    rem = _Remote(root, remote)
+    rem = ChunkStore.of(root, remote)
     if items and not rem.exists(MARKER):
         rem.put(MARKER, json.dumps({"layout": TENSORS, "schema": tensorstore.RECIPE_SCHEMA}).encode())
     count = 0
     full: list[str] = []
+    checks: list[_Check] = []
     for it in items:
         if it.md5.endswith(".dir"):  # directory versions keep plain DVC objects (issue 15: files first)
             full.append(it.md5)
             continue
-        count += _push_one(root, rem, it, jobs, progress)
+        sent, check = _push_one(root, rem, it, jobs, progress)
+        count += sent
+        if check is not None:
+            checks.append(check)
         if it.released:
             full.append(it.md5)
+    count += _ensure(rem, checks, jobs)  # after every recipe: a chunk deleted before it is seen gone
     if full:
         absent = sorted(dvcstore.missing_in_remote(root, full, remote=remote))
         if absent:
@@ -219,10 +225,41 @@ def _save_local_recipe(root: Path, recipe: Recipe) -> None:
     os.replace(tmp, path)
 
 
-def _push_one(root: Path, rem: _Remote, it: Item, jobs: int | None, progress: Progress | None) -> int:
-    if rem.exists(recipe_rel(it.md5)):
-        return 0
+@dataclass(frozen=True)
+class _Check:
+    """What :func:`_ensure` needs of one version pushed (or found on the remote)."""
+
+    it: Item
+    src: Path  # its weights in the local cache: where a lost chunk is restored from
+    recipe: Recipe
+    sent: frozenset[str]  # chunks this push uploaded: there, no request needed
+    bases: dict[str, str | None]  # chunk -> its delta base (None: stored whole), known without a request
+
+
+def _known_bases(entries: Iterable[tuple[str, str | None, int]]) -> dict[str, str | None]:
+    """``chunk -> base`` from ``(chunk, base, depth)`` records (probes, encodings, recipe parts):
+    the base of a depth-1 chunk is whole. A delta whose base is not recorded stays unknown."""
+    out: dict[str, str | None] = {}
+    records = list(entries)
+    for cid, base, depth in records:
+        if depth == 0 or base:
+            out.setdefault(cid, base if depth else None)
+    for _, base, depth in records:
+        if base and depth == 1:
+            out.setdefault(base, None)
+    return out
+
+
+def _push_one(root: Path, rem: ChunkStore, it: Item, jobs: int | None, progress: Progress | None) -> tuple[int, _Check | None]:
+    """Push one file version; returns the objects uploaded and what :func:`_ensure` must check."""
     src = dvcstore.cache_file(root, it.md5)
+    raw_recipe = rem.get(recipe_rel(it.md5))  # one request, as an existence probe would be
+    if raw_recipe is not None:
+        if not src.is_file():
+            return 0, None  # nothing here to restore from: `mvc verify --remote` reports a loss
+        with contextlib.suppress(IntegrityError):  # an unreadable recipe is pushed again below
+            there = Recipe.from_bytes(raw_recipe, it.md5)
+            return 0, _Check(it, src, there, frozenset(), _known_bases((p.id, p.base, p.depth) for p in there.parts))
     if not src.is_file():
         raise MissingObjectError(
             f"the weights of {it.label} ({it.md5[:8]}) are not in the local cache", hint="pull them first, or re-add them with `mvc add`"
@@ -268,7 +305,7 @@ def _push_one(root: Path, rem: _Remote, it: Item, jobs: int | None, progress: Pr
         def upload(index: int) -> None:
             cid = ids[index]
             # One ranged GET both tells whether the chunk is there and reads its delta depth.
-            head = rem.probe(chunk_rel(cid), tensorstore.HEAD_BYTES)
+            head = rem.chunk(cid, end=tensorstore.HEAD_BYTES)
             if head is not None:
                 found = tensorstore.read_head(head, cid)
                 with lock:
@@ -294,7 +331,134 @@ def _push_one(root: Path, rem: _Remote, it: Item, jobs: int | None, progress: Pr
     recipe = Recipe(md5=it.md5, size=size, format=fmt, parts=parts)
     rem.put(recipe_rel(it.md5), recipe.to_bytes())  # last: the version is on the remote only now
     _save_local_recipe(root, recipe)
-    return len(sent) + 1
+    known = _known_bases(
+        [(cid, base, depth) for cid, (depth, base) in depths.items()]
+        + [(p.id, p.base, p.depth) for _, p in bases.values()]  # the parent's parts: one more link of each chain
+    )
+    return len(sent) + 1, _Check(it, src, recipe, frozenset(sent), known)
+
+
+LIST_ABOVE = 1000  # chunks to check on a cloud remote above which one listing (1000 keys a page) beats a GET each
+
+
+def _head(rem: ChunkStore, cid: str) -> tuple[bool, str | None]:
+    """(whether chunk ``cid`` is there and readable, its delta base): one ranged GET."""
+    head = rem.chunk(cid, end=tensorstore.HEAD_BYTES)
+    if head is None:
+        return False, None
+    try:
+        return True, tensorstore.read_head(head, cid).base
+    except IntegrityError:
+        return False, None  # a damaged chunk is as good as a missing one
+
+
+def _walk(
+    rem: ChunkStore,
+    roots: Iterable[str],
+    known: dict[str, str | None],
+    pool: ThreadPoolExecutor,
+    *,
+    check: bool = False,
+    there: frozenset[str] = frozenset(),
+    listed: set[str] | None = None,
+) -> tuple[dict[str, str | None], set[str]]:
+    """Follow the delta chains of the chunks ``roots`` to their ends, a level at a time.
+
+    A chunk's base comes from ``known`` or else from its header (one ranged GET each, in
+    ``pool``: never a cached listing). With ``check`` every chunk not in ``there`` is also
+    checked for presence: by its header, or in ``listed`` (a fresh listing of the chunks)
+    when that is given and its base is known.
+
+    Returns:
+        ``chunk -> base`` of every chunk reached, and the chunks found missing or damaged.
+    """
+    bases: dict[str, str | None] = {}
+    missing: set[str] = set()
+    level = set(roots)
+    for _ in range(tensorstore.MAX_DEPTH + 2):  # a chain is never longer: a loop ends here too
+        if not level:
+            break
+        asked = check and listed is None
+        read = sorted(c for c in level if c not in known or (asked and c not in there))
+        heads = dict(zip(read, pool.map(lambda c: _head(rem, c), read), strict=True))
+        following: set[str] = set()
+        for cid in level:
+            if cid in heads:
+                found, base = heads[cid]
+            else:
+                found, base = cid in there or not check or listed is None or cid in listed, known[cid]
+            bases[cid] = base
+            if not found:
+                missing.add(cid)
+            if base and base not in bases:
+                following.add(base)
+        level = following
+    return bases, missing
+
+
+def _ensure(rem: ChunkStore, checks: list[_Check], jobs: int | None) -> int:
+    """Upload again, whole, every chunk of ``checks`` whose chain lacks a chunk on the remote;
+    returns the chunks uploaded.
+
+    A missing chunk of the version is restored from the local weights; a missing delta base
+    (whose bytes need not be here) is cut out of the chain: the chunk that needs it is
+    uploaded whole instead, under the same id, so it no longer needs it.
+
+    Raises:
+        IntegrityError: a restored chunk is gone again at once (a gc still deleting).
+    """
+    where: dict[str, tuple[_Check, int, Part]] = {}
+    known: dict[str, str | None] = {}
+    there: set[str] = set()
+    for check in checks:
+        for offset, part in check.recipe.offsets():
+            where.setdefault(part.id, (check, offset, part))
+        for cid, base in check.bases.items():
+            known.setdefault(cid, base)
+        there |= check.sent
+    if not where:
+        return 0
+    listed = None
+    if not rem.local and len(set(where) - there) > LIST_ABOVE:  # taken after every recipe write
+        listed = {k.replace("/", "") for k in rem.listing(CHUNKS)}
+    with ThreadPoolExecutor(_io_jobs(jobs)) as pool:
+        bases, missing = _walk(rem, where, known, pool, check=True, there=frozenset(there), listed=listed)
+        if not missing:
+            return 0
+        broken = [cid for cid in where if _chain_lacks(cid, bases, missing)]
+
+        def restore(cid: str) -> bool:
+            check, offset, part = where[cid]
+            raw = tensorstore.read_range(check.src, offset, part.size)
+            if tensorstore.chunk_id(raw) != cid:
+                raise IntegrityError(
+                    f"the weights of {check.it.label} ({check.it.md5[:8]}) in the local cache do not match their recipe",
+                    hint="pull them again or re-add them with `mvc add`, then push",
+                )
+            rem.put(chunk_rel(cid), tensorstore.encode(raw, part.width)[0])  # whole: no base to lose
+            return _head(rem, cid)[0]
+
+        gone = [cid for cid, ok in zip(broken, pool.map(restore, broken), strict=True) if not ok]
+    if gone:
+        it = where[gone[0]][0].it
+        raise IntegrityError(
+            f"chunk {gone[0][:12]} of {it.label} ({it.md5[:8]}) was deleted from remote {rem.name!r} while it was pushed "
+            "(a `mvc gc --remote` running elsewhere?); the version on the remote is incomplete",
+            hint="run `mvc push` again once that gc is done",
+        )
+    return len(broken)
+
+
+def _chain_lacks(cid: str, bases: dict[str, str | None], missing: set[str]) -> bool:
+    """True when chunk ``cid`` or a chunk down its delta chain is in ``missing``."""
+    seen: set[str] = set()
+    at: str | None = cid
+    while at is not None and at not in seen:
+        if at in missing:
+            return True
+        seen.add(at)
+        at = bases.get(at)
+    return False
 
 
 # ---- pull -----------------------------------------------------------------------------
@@ -317,7 +481,7 @@ def fetch(root: Path, items: list[Item], *, remote: str, jobs: int | None = None
     todo = [it for it in items if it.md5 and not it.md5.endswith(".dir") and not dvcstore.cache_file(root, it.md5).is_file()]
     if not todo:
         return 0
-    rem = _Remote(root, remote)
+    rem = ChunkStore.of(root, remote)
     count = 0
     for it in todo:
         recipe = rem.recipe(it.md5)
@@ -335,7 +499,7 @@ def fetch(root: Path, items: list[Item], *, remote: str, jobs: int | None = None
 
 def on_remote(root: Path, md5: str, *, remote: str) -> bool:
     """True when a tensors remote holds version ``md5`` (its recipe, or the plain DVC object)."""
-    if not md5.endswith(".dir") and _Remote(root, remote).exists(recipe_rel(md5)):
+    if not md5.endswith(".dir") and ChunkStore.of(root, remote).exists(recipe_rel(md5)):
         return True
     return not dvcstore.missing_in_remote(root, [md5], remote=remote)
 
@@ -366,7 +530,7 @@ class _Decoder:
     """Raw bytes of chunks: from versions in the local cache, else downloaded (kept in the
     chunk cache until the caller is done) and decoded, delta bases first."""
 
-    def __init__(self, root: Path, rem: _Remote) -> None:
+    def __init__(self, root: Path, rem: ChunkStore) -> None:
         self.rem = rem
         self.sources = local_sources(root)
         self.chunk_dir = dvcstore.tmp_dir(root) / LOCAL_CHUNKS
@@ -443,7 +607,7 @@ class _Decoder:
                 (self.chunk_dir / tensorstore.chunk_key(cid)).unlink()
 
 
-def _rebuild(root: Path, rem: _Remote, it: Item, recipe: Recipe, jobs: int | None, progress: Progress | None) -> None:
+def _rebuild(root: Path, rem: ChunkStore, it: Item, recipe: Recipe, jobs: int | None, progress: Progress | None) -> None:
     chunks = _Decoder(root, rem)
     dest = dvcstore.cache_file(root, it.md5)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -588,7 +752,7 @@ def storage(ws: Workspace, remote: str, *, name: str | None = None) -> StorageRe
     from mvc import gitstore, pointer
     from mvc.errors import ModelNotFoundError
 
-    rem = _Remote(ws.root, remote)
+    rem = ChunkStore.of(ws.root, remote)
     recipes_listing = rem.listing(RECIPES)
     chunk_sizes = {k.replace("/", ""): v[0] for k, v in rem.listing(CHUNKS).items()}
     labels = history.version_labels(ws, gitstore.all_commits_touching(ws.root, f"*{pointer.SUFFIX}"))
@@ -651,14 +815,23 @@ class Garbage:
     size: int
 
 
-def garbage(root: Path, remote: str, keep: set[str], *, cutoff: float) -> list[Garbage]:
+@dataclass(frozen=True)
+class GarbagePlan:
+    """What :func:`garbage` found to remove, and the recipes it read to decide."""
+
+    items: tuple[Garbage, ...]
+    kept: frozenset[str]  # md5s of the recipes listed and kept: their chunks are out of ``items`` already
+
+
+def garbage(root: Path, remote: str, keep: set[str], *, cutoff: float) -> GarbagePlan:
     """The recipes of versions not in ``keep`` and the chunks no kept recipe needs (delta bases
     included, to the end of each chain) on a tensors remote.
 
     Chunks written after ``cutoff`` (a timestamp) stay: a push under way uploads its chunks
-    before its recipe. A kept recipe that cannot be read keeps every chunk.
+    before its recipe. A kept recipe that cannot be read keeps every chunk. A push may still
+    reuse a listed chunk after this listing: :func:`remove_garbage` lists the recipes again.
     """
-    rem = _Remote(root, remote)
+    rem = ChunkStore.of(root, remote)
     recipes = {k.replace("/", ""): v for k, v in rem.listing(RECIPES).items()}
     chunks = {k.replace("/", ""): v for k, v in rem.listing(CHUNKS).items()}
     md5s = sorted(recipes)
@@ -678,34 +851,77 @@ def garbage(root: Path, remote: str, keep: set[str], *, cutoff: float) -> list[G
             if md5 in keep:
                 needed.append(part.id)
     out = [Garbage(rem.path(recipe_rel(m)), "recipe", m, recipes[m][0]) for m in md5s if m not in keep]
+    kept = frozenset(m for m in md5s if m in keep)
     if keep_all:
-        return out
-    kept: set[str] = set()
+        return GarbagePlan(tuple(out), kept)
+    held: set[str] = set()
     while needed:
         cid = needed.pop()
-        if cid in kept:
+        if cid in held:
             continue
-        kept.add(cid)
+        held.add(cid)
         if cid not in base_of and cid in chunks:
-            head = rem.get(chunk_rel(cid), end=64)
+            head = rem.chunk(cid, end=64)
             with contextlib.suppress(IntegrityError):
                 base_of[cid] = tensorstore.read_head(head or b"", cid).base
         base = base_of.get(cid)
         if base:
             needed.append(base)
     for cid, (size, mtime) in sorted(chunks.items()):
-        if cid not in kept and mtime is not None and mtime < cutoff:
+        if cid not in held and mtime is not None and mtime < cutoff:
             out.append(Garbage(rem.path(chunk_rel(cid)), "chunk", cid, size))
-    return out
+    return GarbagePlan(tuple(out), kept)
 
 
-def remove_garbage(root: Path, remote: str, items: list[Garbage]) -> None:
-    """Remove ``items``: recipes first, so an interrupted gc never leaves a recipe whose chunks are gone."""
-    rem = _Remote(root, remote)
-    for kind in ("recipe", "chunk"):
-        paths = [g.path for g in items if g.kind == kind]
-        with ThreadPoolExecutor(_workers(None)) as pool:
-            list(pool.map(lambda p: rem.remove_path(p), paths))
+def remove_garbage(root: Path, remote: str, items: Iterable[Garbage], *, kept: Iterable[str] | None = None) -> list[Garbage]:
+    """Remove ``items``: recipes first, so an interrupted gc never leaves a recipe whose chunks
+    are gone; then the recipes are listed again, and a chunk that a recipe written since the
+    plan needs (a push that reused it, delta bases to the end of each chain) is spared.
+
+    Args:
+        kept: the recipes the plan read and kept (:attr:`GarbagePlan.kept`): only the others
+            are read again. None reads every recipe left.
+
+    Returns:
+        The chunks spared.
+
+    Raises:
+        RemoteError: the remote failed.
+
+    What stays open (an object store has no lock): a push whose recipe lands after that
+    second listing, and whose own check of its chunks runs before this call deletes one it
+    reused, loses that chunk; the next ``mvc push`` of the version restores it.
+    """
+    rem = ChunkStore.of(root, remote)
+    todo = list(items)
+    with ThreadPoolExecutor(_workers(None)) as pool:
+        list(pool.map(lambda g: rem.remove_path(g.path), [g for g in todo if g.kind == "recipe"]))
+        chunks = [g for g in todo if g.kind == "chunk"]
+        if not chunks:
+            return []
+        needed = _needed_since(rem, frozenset(kept or ()), pool)
+        if needed is None:
+            return chunks
+        list(pool.map(lambda g: rem.remove_path(g.path), [g for g in chunks if g.id not in needed]))
+    return [g for g in chunks if g.id in needed]
+
+
+def _needed_since(rem: ChunkStore, kept: frozenset[str], pool: ThreadPoolExecutor) -> set[str] | None:
+    """Every chunk (delta bases to the end of each chain) a recipe on the remote now needs,
+    the recipes in ``kept`` aside (one listing, then one read per other recipe); None when
+    one of them cannot be read (then every chunk is needed)."""
+    md5s = sorted(m for m in (k.replace("/", "") for k in rem.listing(RECIPES)) if m not in kept)
+    raws = list(pool.map(lambda m: rem.get(recipe_rel(m)), md5s))
+    parts: list[Part] = []
+    for md5, raw in zip(md5s, raws, strict=True):
+        if raw is None:
+            continue  # removed since the listing
+        try:
+            parts += Recipe.from_bytes(raw, md5).parts
+        except IntegrityError:
+            return None
+    bases, _ = _walk(rem, {p.id for p in parts}, _known_bases((p.id, p.base, p.depth) for p in parts), pool)
+    return set(bases)
 
 
 # ---- a partial safetensors file (mvc pull NAME@REF --tensors PATTERN) -------------------
@@ -737,7 +953,7 @@ def pull_tensors(root: Path, it: Item, patterns: list[str], dest: Path, *, remot
 
     from mvc.errors import NotFoundError
 
-    rem = _Remote(root, remote)
+    rem = ChunkStore.of(root, remote)
     recipe = rem.recipe(it.md5)
     if recipe is None:
         raise NotFoundError(
