@@ -143,7 +143,7 @@ _REEXPORTS: dict[str, tuple[str, str]] = {
     "Release": ("mvc.registry", "Release"),
     "Removal": ("mvc.cleanup", "Removal"),
     "PartialFile": ("mvc.tensorsync", "PartialFile"),
-    "StorageReport": ("mvc.tensorsync", "StorageReport"),
+    "StorageReport": ("mvc.tensorspace", "StorageReport"),
     "PromoteResult": ("mvc.publishing", "PromoteResult"),
     "PushResult": ("mvc.publishing", "PushResult"),
     "RegistryPushResult": ("mvc.publishing", "RegistryPushResult"),
@@ -1798,7 +1798,8 @@ def gc(
 # ---- the tensors remote layout (issue 15) ----------------------------------------------
 
 if TYPE_CHECKING:
-    from mvc.tensorsync import PartialFile, StorageReport
+    from mvc.tensorspace import StorageReport
+    from mvc.tensorsync import PartialFile
 
 
 def push_full(

@@ -13,7 +13,8 @@ import contextlib
 import os
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -208,3 +209,75 @@ def decode_chunk(blob: bytes, cid: str, base_of: Callable[[str], bytes | memoryv
         return tensorstore.decode_buffer(blob, cid, base)
     except IntegrityError:
         raise ChunkProblem(cid, "corrupt") from None
+
+
+# ---- delta chains on the remote (push's check, gc) --------------------------------------
+
+
+def known_bases(entries: Iterable[tuple[str, str | None, int]]) -> dict[str, str | None]:
+    """``chunk -> base`` from ``(chunk, base, depth)`` records (probes, encodings, recipe parts):
+    the base of a depth-1 chunk is whole. A delta whose base is not recorded stays unknown."""
+    out: dict[str, str | None] = {}
+    records = list(entries)
+    for cid, base, depth in records:
+        if depth == 0 or base:
+            out.setdefault(cid, base if depth else None)
+    for _, base, depth in records:
+        if base and depth == 1:
+            out.setdefault(base, None)
+    return out
+
+
+def chunk_there(rem: ChunkStore, cid: str) -> tuple[bool, str | None]:
+    """(whether chunk ``cid`` is there and readable, its delta base): one ranged GET."""
+    head = rem.chunk(cid, end=tensorstore.HEAD_BYTES)
+    if head is None:
+        return False, None
+    try:
+        return True, tensorstore.read_head(head, cid).base
+    except IntegrityError:
+        return False, None  # a damaged chunk is as good as a missing one
+
+
+def walk_chains(
+    rem: ChunkStore,
+    roots: Iterable[str],
+    known: dict[str, str | None],
+    pool: ThreadPoolExecutor,
+    *,
+    check: bool = False,
+    there: frozenset[str] = frozenset(),
+    listed: set[str] | None = None,
+) -> tuple[dict[str, str | None], set[str]]:
+    """Follow the delta chains of the chunks ``roots`` to their ends, a level at a time.
+
+    A chunk's base comes from ``known`` or else from its header (one ranged GET each, in
+    ``pool``: never a cached listing). With ``check`` every chunk not in ``there`` is also
+    checked for presence: by its header, or in ``listed`` (a fresh listing of the chunks)
+    when that is given and its base is known.
+
+    Returns:
+        ``chunk -> base`` of every chunk reached, and the chunks found missing or damaged.
+    """
+    bases: dict[str, str | None] = {}
+    missing: set[str] = set()
+    level = set(roots)
+    for _ in range(tensorstore.MAX_DEPTH + 2):  # a chain is never longer: a loop ends here too
+        if not level:
+            break
+        asked = check and listed is None
+        read = sorted(c for c in level if c not in known or (asked and c not in there))
+        heads = dict(zip(read, pool.map(lambda c: chunk_there(rem, c), read), strict=True))
+        following: set[str] = set()
+        for cid in level:
+            if cid in heads:
+                found, base = heads[cid]
+            else:
+                found, base = cid in there or not check or listed is None or cid in listed, known[cid]
+            bases[cid] = base
+            if not found:
+                missing.add(cid)
+            if base and base not in bases:
+                following.add(base)
+        level = following
+    return bases, missing

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from mvc import documents, dvcstore, gitstore, rollback, tensorsync
+from mvc import documents, dvcstore, gitstore, rollback, tensorspace, tensorsync
 from mvc.workspace import Workspace
 
 # The hashes a pointer (``*.dvc``) or ``dvc.lock`` names: every ``md5:`` value, read as text so
@@ -187,7 +187,7 @@ def collect(
                 if u.initiated < cutoff
             ]
             if tensorsync.layout(ws.root, remote) == tensorsync.TENSORS and not unknown:  # issue 15: recipes and chunks
-                tensors = tensorsync.garbage(ws.root, remote, keep, cutoff=cutoff)
+                tensors = tensorspace.garbage(ws.root, remote, keep, cutoff=cutoff)
                 kept_recipes = tensors.kept
                 removals += [  # the files of kept directory versions keep their recipes too
                     Removal("remote", "object", g.path, f"{g.kind}:{g.id}", g.size) for g in tensors.items
@@ -226,8 +226,8 @@ def _apply(ws: Workspace, plan: GcResult, kept_recipes: frozenset[str] = frozens
     if plan.remote is not None:
         tensors = [r for r in removed if r.oid and r.oid.startswith(("recipe:", "chunk:"))]
         if tensors:
-            garbage = {tensorsync.Garbage(r.path, r.oid.partition(":")[0], r.oid.partition(":")[2], r.size): r for r in tensors if r.oid}
-            kept = tensorsync.remove_garbage(ws.root, plan.remote, list(garbage), kept=kept_recipes)
+            garbage = {tensorspace.Garbage(r.path, r.oid.partition(":")[0], r.oid.partition(":")[2], r.size): r for r in tensors if r.oid}
+            kept = tensorspace.remove_garbage(ws.root, plan.remote, list(garbage), kept=kept_recipes)
             spared = {garbage[g] for g in kept}
         removed = [r for r in removed if r not in tensors]
         dvcstore.remove_from_remote(ws.root, plan.remote, [r.path for r in removed if r.where == "remote" and r.kind != "upload"])

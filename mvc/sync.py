@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from mvc import dvcstore, gitstore, history, pointer, rollback, tensordirs, tensorsync
+from mvc import dvcstore, gitstore, history, pointer, rollback, tensordirs, tensorspace, tensorsync
 from mvc.errors import IntegrityError, MissingObjectError, RemoteError, RemoteNotFoundError, UsageError
 from mvc.pointer import Pointer
 from mvc.progress import Progress, models_label
@@ -327,7 +327,7 @@ def materialize(
     return dvcstore.export(ws.root, ptr.md5, dest, verify=verify)
 
 
-def storage(ws: Workspace, name: str | None, *, remote: str | None) -> tensorsync.StorageReport:
+def storage(ws: Workspace, name: str | None, *, remote: str | None) -> tensorspace.StorageReport:
     """What each version costs on a ``tensors`` remote (issue 15)."""
     return tensordirs.storage(ws, remote_name(ws, remote), name=name)  # directory versions summed over their files
 

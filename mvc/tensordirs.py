@@ -20,7 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mvc import dvcstore, tensorsync
+from mvc import dvcstore, tensorspace, tensorsync
 from mvc.errors import MissingObjectError
 from mvc.progress import Progress
 from mvc.tensorsync import Item
@@ -143,8 +143,8 @@ def file_hashes(root: Path, md5s: set[str]) -> set[str]:
     return out
 
 
-def storage(ws: Workspace, remote: str, *, name: str | None = None) -> tensorsync.StorageReport:
-    """:func:`mvc.tensorsync.storage` with each directory version listed once, summed over its files.
+def storage(ws: Workspace, remote: str, *, name: str | None = None) -> tensorspace.StorageReport:
+    """:func:`mvc.tensorspace.storage` with each directory version listed once, summed over its files.
 
     A file stored for an earlier version of the same model (an unchanged shard) counts as
     shared by the later one. Files of no directory version this repository records stay
@@ -155,9 +155,9 @@ def storage(ws: Workspace, remote: str, *, name: str | None = None) -> tensorsyn
     """
     from mvc import gitstore, history, pointer
     from mvc.errors import ModelNotFoundError
-    from mvc.tensorsync import StorageTotals, VersionStorage
+    from mvc.tensorspace import StorageTotals, VersionStorage
 
-    report = tensorsync.storage(ws, remote)
+    report = tensorspace.storage(ws, remote)
     labels = history.version_labels(ws, gitstore.all_commits_touching(ws.root, f"*{pointer.SUFFIX}"))
     dirs = sorted((m for m in labels if is_dir(m)), key=lambda m: _order(labels[m], m))
     if dirs:

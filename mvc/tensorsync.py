@@ -37,7 +37,18 @@ from pathlib import Path
 from typing import Any
 
 from mvc import documents, dvcstore, history, settings, tensorstore
-from mvc.chunkstore import CHUNKS, MARKER, RECIPES, ChunkProblem, ChunkStore, chunk_rel, decode_chunk, recipe_rel
+from mvc.chunkstore import (
+    CHUNKS,
+    MARKER,
+    ChunkProblem,
+    ChunkStore,
+    chunk_rel,
+    chunk_there,
+    decode_chunk,
+    known_bases,
+    recipe_rel,
+    walk_chains,
+)
 from mvc.errors import ConflictError, IntegrityError, MissingObjectError, UsageError
 from mvc.pointer import Pointer
 from mvc.progress import Progress
@@ -144,7 +155,7 @@ def refuse_tensors_remote(root: Path, remote: str) -> None:
         )
 
 
-def _workers(jobs: int | None) -> int:
+def workers(jobs: int | None) -> int:
     """Parts in flight: each holds up to a part, its base and its encoding (8 MiB each at most),
     so memory stays a few parts per core, not the model."""
     return max(1, jobs or min(8, 2 * (os.cpu_count() or 1)))
@@ -236,20 +247,6 @@ class _Check:
     bases: dict[str, str | None]  # chunk -> its delta base (None: stored whole), known without a request
 
 
-def _known_bases(entries: Iterable[tuple[str, str | None, int]]) -> dict[str, str | None]:
-    """``chunk -> base`` from ``(chunk, base, depth)`` records (probes, encodings, recipe parts):
-    the base of a depth-1 chunk is whole. A delta whose base is not recorded stays unknown."""
-    out: dict[str, str | None] = {}
-    records = list(entries)
-    for cid, base, depth in records:
-        if depth == 0 or base:
-            out.setdefault(cid, base if depth else None)
-    for _, base, depth in records:
-        if base and depth == 1:
-            out.setdefault(base, None)
-    return out
-
-
 def _push_one(root: Path, rem: ChunkStore, it: Item, jobs: int | None, progress: Progress | None) -> tuple[int, _Check | None]:
     """Push one file version; returns the objects uploaded and what :func:`_ensure` must check."""
     src = dvcstore.cache_file(root, it.md5)
@@ -259,7 +256,7 @@ def _push_one(root: Path, rem: ChunkStore, it: Item, jobs: int | None, progress:
             return 0, None  # nothing here to restore from: `mvc verify --remote` reports a loss
         with contextlib.suppress(IntegrityError):  # an unreadable recipe is pushed again below
             there = Recipe.from_bytes(raw_recipe, it.md5)
-            return 0, _Check(it, src, there, frozenset(), _known_bases((p.id, p.base, p.depth) for p in there.parts))
+            return 0, _Check(it, src, there, frozenset(), known_bases((p.id, p.base, p.depth) for p in there.parts))
     if not src.is_file():
         raise MissingObjectError(
             f"the weights of {it.label} ({it.md5[:8]}) are not in the local cache", hint="pull them first, or re-add them with `mvc add`"
@@ -331,7 +328,7 @@ def _push_one(root: Path, rem: ChunkStore, it: Item, jobs: int | None, progress:
     recipe = Recipe(md5=it.md5, size=size, format=fmt, parts=parts)
     rem.put(recipe_rel(it.md5), recipe.to_bytes())  # last: the version is on the remote only now
     _save_local_recipe(root, recipe)
-    known = _known_bases(
+    known = known_bases(
         [(cid, base, depth) for cid, (depth, base) in depths.items()]
         + [(p.id, p.base, p.depth) for _, p in bases.values()]  # the parent's parts: one more link of each chain
     )
@@ -339,61 +336,6 @@ def _push_one(root: Path, rem: ChunkStore, it: Item, jobs: int | None, progress:
 
 
 LIST_ABOVE = 1000  # chunks to check on a cloud remote above which one listing (1000 keys a page) beats a GET each
-
-
-def _head(rem: ChunkStore, cid: str) -> tuple[bool, str | None]:
-    """(whether chunk ``cid`` is there and readable, its delta base): one ranged GET."""
-    head = rem.chunk(cid, end=tensorstore.HEAD_BYTES)
-    if head is None:
-        return False, None
-    try:
-        return True, tensorstore.read_head(head, cid).base
-    except IntegrityError:
-        return False, None  # a damaged chunk is as good as a missing one
-
-
-def _walk(
-    rem: ChunkStore,
-    roots: Iterable[str],
-    known: dict[str, str | None],
-    pool: ThreadPoolExecutor,
-    *,
-    check: bool = False,
-    there: frozenset[str] = frozenset(),
-    listed: set[str] | None = None,
-) -> tuple[dict[str, str | None], set[str]]:
-    """Follow the delta chains of the chunks ``roots`` to their ends, a level at a time.
-
-    A chunk's base comes from ``known`` or else from its header (one ranged GET each, in
-    ``pool``: never a cached listing). With ``check`` every chunk not in ``there`` is also
-    checked for presence: by its header, or in ``listed`` (a fresh listing of the chunks)
-    when that is given and its base is known.
-
-    Returns:
-        ``chunk -> base`` of every chunk reached, and the chunks found missing or damaged.
-    """
-    bases: dict[str, str | None] = {}
-    missing: set[str] = set()
-    level = set(roots)
-    for _ in range(tensorstore.MAX_DEPTH + 2):  # a chain is never longer: a loop ends here too
-        if not level:
-            break
-        asked = check and listed is None
-        read = sorted(c for c in level if c not in known or (asked and c not in there))
-        heads = dict(zip(read, pool.map(lambda c: _head(rem, c), read), strict=True))
-        following: set[str] = set()
-        for cid in level:
-            if cid in heads:
-                found, base = heads[cid]
-            else:
-                found, base = cid in there or not check or listed is None or cid in listed, known[cid]
-            bases[cid] = base
-            if not found:
-                missing.add(cid)
-            if base and base not in bases:
-                following.add(base)
-        level = following
-    return bases, missing
 
 
 def _ensure(rem: ChunkStore, checks: list[_Check], jobs: int | None) -> int:
@@ -422,7 +364,7 @@ def _ensure(rem: ChunkStore, checks: list[_Check], jobs: int | None) -> int:
     if not rem.local and len(set(where) - there) > LIST_ABOVE:  # taken after every recipe write
         listed = {k.replace("/", "") for k in rem.listing(CHUNKS)}
     with ThreadPoolExecutor(_io_jobs(jobs)) as pool:
-        bases, missing = _walk(rem, where, known, pool, check=True, there=frozenset(there), listed=listed)
+        bases, missing = walk_chains(rem, where, known, pool, check=True, there=frozenset(there), listed=listed)
         if not missing:
             return 0
         broken = [cid for cid in where if _chain_lacks(cid, bases, missing)]
@@ -436,7 +378,7 @@ def _ensure(rem: ChunkStore, checks: list[_Check], jobs: int | None) -> int:
                     hint="pull them again or re-add them with `mvc add`, then push",
                 )
             rem.put(chunk_rel(cid), tensorstore.encode(raw, part.width)[0])  # whole: no base to lose
-            return _head(rem, cid)[0]
+            return chunk_there(rem, cid)[0]
 
         gone = [cid for cid, ok in zip(broken, pool.map(restore, broken), strict=True) if not ok]
     if gone:
@@ -689,239 +631,6 @@ def _chunk_error(exc: ChunkProblem, it: Item, remote: str) -> IntegrityError:
         f"chunk {exc.cid[:12]} of {what} on remote {remote!r} is corrupt; nothing was written",
         hint="push the version again from a machine that has its weights (`mvc push`)",
     )
-
-
-# ---- what a tensors remote stores (mvc storage) ---------------------------------------
-
-
-@dataclass(frozen=True)
-class VersionStorage:
-    """What one version costs on the remote."""
-
-    name: str
-    version: str  # "vN" ("?" when no commit of this repository records the hash)
-    hash: str
-    logical_bytes: int  # the file's size
-    stored_bytes: int  # chunks this version brought (not in a version listed before it) + its recipe
-    shared_bytes: int  # raw bytes of its parts stored already for a version listed before it
-    ratio: float  # stored / logical
-    release_bytes: int = 0  # the plain DVC object kept beside the chunks (releases, `push --full`)
-
-
-@dataclass(frozen=True)
-class StorageTotals:
-    logical_bytes: int
-    stored_bytes: int
-    shared_bytes: int
-    ratio: float
-    release_bytes: int = 0
-
-    @staticmethod
-    def of(versions: Iterable[VersionStorage]) -> StorageTotals:
-        """The sums over ``versions`` (the ratio of the sums)."""
-        vs = list(versions)
-        logical, stored = sum(v.logical_bytes for v in vs), sum(v.stored_bytes for v in vs)
-        return StorageTotals(
-            logical_bytes=logical,
-            stored_bytes=stored,
-            shared_bytes=sum(v.shared_bytes for v in vs),
-            ratio=round(stored / logical, 4) if logical else 0.0,
-            release_bytes=sum(v.release_bytes for v in vs),
-        )
-
-
-@dataclass(frozen=True)
-class StorageReport:
-    """Per version, oldest first per model, and the totals."""
-
-    remote: str
-    layout: str
-    versions: tuple[VersionStorage, ...]
-    totals: StorageTotals
-
-
-def storage(ws: Workspace, remote: str, *, name: str | None = None) -> StorageReport:
-    """Storage of every version a tensors remote holds (``name``: one model's).
-
-    Versions are ordered per model by version number; a chunk counts as stored by the
-    first version that uses it and as shared by every later one.
-
-    Raises:
-        RemoteError: the remote failed. ModelNotFoundError: ``name`` has no version there.
-    """
-    from mvc import gitstore, pointer
-    from mvc.errors import ModelNotFoundError
-
-    rem = ChunkStore.of(ws.root, remote)
-    recipes_listing = rem.listing(RECIPES)
-    chunk_sizes = {k.replace("/", ""): v[0] for k, v in rem.listing(CHUNKS).items()}
-    labels = history.version_labels(ws, gitstore.all_commits_touching(ws.root, f"*{pointer.SUFFIX}"))
-    md5s = [k.replace("/", "") for k in recipes_listing]
-    with ThreadPoolExecutor(_workers(None)) as pool:
-        raws = list(pool.map(lambda m: rem.get(recipe_rel(m)), md5s))
-    full = set(md5s) - dvcstore.missing_in_remote(ws.root, md5s, remote=remote) if md5s else set()
-
-    def key(md5: str) -> tuple[str, int, str]:
-        label = labels.get(md5, "? v0")
-        model, _, number = label.rpartition(" v")
-        return model, int(number) if number.isdigit() else 0, md5
-
-    entries = sorted(
-        ((md5, Recipe.from_bytes(raw, md5), len(raw)) for md5, raw in zip(md5s, raws, strict=True) if raw is not None),
-        key=lambda e: key(e[0]),
-    )
-    seen: set[str] = set()
-    out = []
-    for md5, recipe, recipe_size in entries:
-        model, number, _ = key(md5)
-        stored, shared = recipe_size, 0
-        for part in recipe.parts:
-            if part.id in seen:
-                shared += part.size
-            else:
-                seen.add(part.id)
-                stored += chunk_sizes.get(part.id, 0)
-        if name is not None and model != name:
-            continue
-        out.append(
-            VersionStorage(
-                name=model,
-                version=f"v{number}" if md5 in labels else "?",
-                hash=md5,
-                logical_bytes=recipe.size,
-                stored_bytes=stored,
-                shared_bytes=shared,
-                ratio=round(stored / recipe.size, 4) if recipe.size else 0.0,
-                release_bytes=recipe.size if md5 in full else 0,
-            )
-        )
-    if name is not None and not out:
-        raise ModelNotFoundError(
-            f"remote {remote!r} holds no version of {name!r} in the tensors layout", hint="push it with `mvc push`"
-        )
-    return StorageReport(remote=remote, layout=layout(ws.root, remote), versions=tuple(out), totals=StorageTotals.of(out))
-
-
-# ---- gc of a tensors remote ------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Garbage:
-    """A recipe or chunk no kept version needs."""
-
-    path: str  # as the remote's filesystem names it
-    kind: str  # "recipe" | "chunk"
-    id: str  # the md5 of a recipe, the chunk id of a chunk
-    size: int
-
-
-@dataclass(frozen=True)
-class GarbagePlan:
-    """What :func:`garbage` found to remove, and the recipes it read to decide."""
-
-    items: tuple[Garbage, ...]
-    kept: frozenset[str]  # md5s of the recipes listed and kept: their chunks are out of ``items`` already
-
-
-def garbage(root: Path, remote: str, keep: set[str], *, cutoff: float) -> GarbagePlan:
-    """The recipes of versions not in ``keep`` and the chunks no kept recipe needs (delta bases
-    included, to the end of each chain) on a tensors remote.
-
-    Chunks written after ``cutoff`` (a timestamp) stay: a push under way uploads its chunks
-    before its recipe. A kept recipe that cannot be read keeps every chunk. A push may still
-    reuse a listed chunk after this listing: :func:`remove_garbage` lists the recipes again.
-    """
-    rem = ChunkStore.of(root, remote)
-    recipes = {k.replace("/", ""): v for k, v in rem.listing(RECIPES).items()}
-    chunks = {k.replace("/", ""): v for k, v in rem.listing(CHUNKS).items()}
-    md5s = sorted(recipes)
-    with ThreadPoolExecutor(_workers(None)) as pool:
-        raws = dict(zip(md5s, pool.map(lambda m: rem.get(recipe_rel(m)), md5s), strict=True))
-    base_of: dict[str, str | None] = {}
-    needed: list[str] = []
-    keep_all = False
-    for md5 in md5s:
-        try:
-            recipe = Recipe.from_bytes(raws[md5] or b"", md5)
-        except IntegrityError:
-            keep_all = keep_all or md5 in keep
-            continue
-        for part in recipe.parts:
-            base_of.setdefault(part.id, part.base)
-            if md5 in keep:
-                needed.append(part.id)
-    out = [Garbage(rem.path(recipe_rel(m)), "recipe", m, recipes[m][0]) for m in md5s if m not in keep]
-    kept = frozenset(m for m in md5s if m in keep)
-    if keep_all:
-        return GarbagePlan(tuple(out), kept)
-    held: set[str] = set()
-    while needed:
-        cid = needed.pop()
-        if cid in held:
-            continue
-        held.add(cid)
-        if cid not in base_of and cid in chunks:
-            head = rem.chunk(cid, end=64)
-            with contextlib.suppress(IntegrityError):
-                base_of[cid] = tensorstore.read_head(head or b"", cid).base
-        base = base_of.get(cid)
-        if base:
-            needed.append(base)
-    for cid, (size, mtime) in sorted(chunks.items()):
-        if cid not in held and mtime is not None and mtime < cutoff:
-            out.append(Garbage(rem.path(chunk_rel(cid)), "chunk", cid, size))
-    return GarbagePlan(tuple(out), kept)
-
-
-def remove_garbage(root: Path, remote: str, items: Iterable[Garbage], *, kept: Iterable[str] | None = None) -> list[Garbage]:
-    """Remove ``items``: recipes first, so an interrupted gc never leaves a recipe whose chunks
-    are gone; then the recipes are listed again, and a chunk that a recipe written since the
-    plan needs (a push that reused it, delta bases to the end of each chain) is spared.
-
-    Args:
-        kept: the recipes the plan read and kept (:attr:`GarbagePlan.kept`): only the others
-            are read again. None reads every recipe left.
-
-    Returns:
-        The chunks spared.
-
-    Raises:
-        RemoteError: the remote failed.
-
-    What stays open (an object store has no lock): a push whose recipe lands after that
-    second listing, and whose own check of its chunks runs before this call deletes one it
-    reused, loses that chunk; the next ``mvc push`` of the version restores it.
-    """
-    rem = ChunkStore.of(root, remote)
-    todo = list(items)
-    with ThreadPoolExecutor(_workers(None)) as pool:
-        list(pool.map(lambda g: rem.remove_path(g.path), [g for g in todo if g.kind == "recipe"]))
-        chunks = [g for g in todo if g.kind == "chunk"]
-        if not chunks:
-            return []
-        needed = _needed_since(rem, frozenset(kept or ()), pool)
-        if needed is None:
-            return chunks
-        list(pool.map(lambda g: rem.remove_path(g.path), [g for g in chunks if g.id not in needed]))
-    return [g for g in chunks if g.id in needed]
-
-
-def _needed_since(rem: ChunkStore, kept: frozenset[str], pool: ThreadPoolExecutor) -> set[str] | None:
-    """Every chunk (delta bases to the end of each chain) a recipe on the remote now needs,
-    the recipes in ``kept`` aside (one listing, then one read per other recipe); None when
-    one of them cannot be read (then every chunk is needed)."""
-    md5s = sorted(m for m in (k.replace("/", "") for k in rem.listing(RECIPES)) if m not in kept)
-    raws = list(pool.map(lambda m: rem.get(recipe_rel(m)), md5s))
-    parts: list[Part] = []
-    for md5, raw in zip(md5s, raws, strict=True):
-        if raw is None:
-            continue  # removed since the listing
-        try:
-            parts += Recipe.from_bytes(raw, md5).parts
-        except IntegrityError:
-            return None
-    bases, _ = _walk(rem, {p.id for p in parts}, _known_bases((p.id, p.base, p.depth) for p in parts), pool)
-    return set(bases)
 
 
 # ---- a partial safetensors file (mvc pull NAME@REF --tensors PATTERN) -------------------

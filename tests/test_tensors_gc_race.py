@@ -1,8 +1,8 @@
 """`mvc push` to a tensors remote racing `mvc gc --remote` from another machine (issue 15).
 
 An object store has no lock, so each interleaving is replayed deterministically, step by
-step, through the library: gc plans (:func:`tensorsync.garbage`), the push runs, gc
-removes (:func:`tensorsync.remove_garbage`); then a fresh clone pulls and the md5 is
+step, through the library: gc plans (:func:`tensorspace.garbage`), the push runs, gc
+removes (:func:`tensorspace.remove_garbage`); then a fresh clone pulls and the md5 is
 checked. A deletion landing between push's probe and its recipe write is injected by
 wrapping ``ChunkStore.put``: that is a concurrent actor deleting a real chunk from the real
 store (a local directory, or the local S3 server), not a mock of the store.
@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import mvc
-from mvc import tensorsync
+from mvc import chunkstore, tensorspace
 from mvc.chunkstore import ChunkStore
 from tests.conftest import assert_one_line_error, git
 from tests.test_cloud_remotes import Bucket, clone, commit_all
@@ -103,17 +103,17 @@ def _pulls(cli: Callable[..., Any], repo: Path, tmp_path: Path, md5: str) -> Non
     assert hashlib.md5(_weights(other).read_bytes()).hexdigest() == md5
 
 
-def _gc_plan(repo: Path, keep: set[str]) -> tensorsync.GarbagePlan:
+def _gc_plan(repo: Path, keep: set[str]) -> tensorspace.GarbagePlan:
     """gc's first half: the listing and the plan (every chunk counts as old)."""
-    return tensorsync.garbage(repo, REMOTE, keep, cutoff=time.time() + 3600)
+    return tensorspace.garbage(repo, REMOTE, keep, cutoff=time.time() + 3600)
 
 
-def _gc_remove(repo: Path, plan: tensorsync.GarbagePlan) -> None:
+def _gc_remove(repo: Path, plan: tensorspace.GarbagePlan) -> None:
     """gc's second half: the removals, after whatever ran in between."""
-    tensorsync.remove_garbage(repo, REMOTE, plan.items, kept=plan.kept)
+    tensorspace.remove_garbage(repo, REMOTE, plan.items, kept=plan.kept)
 
 
-def _planned_chunks(plan: tensorsync.GarbagePlan) -> set[str]:
+def _planned_chunks(plan: tensorspace.GarbagePlan) -> set[str]:
     return {g.id for g in plan.items if g.kind == "chunk"}
 
 
@@ -222,14 +222,14 @@ def _deleting_on_recipe_write(monkeypatch: pytest.MonkeyPatch, store: Store, md5
     """A concurrent gc: deletes chunk ``cid`` just before the recipe of ``md5`` is written
     (``again``: and every time the chunk is written back)."""
     put = ChunkStore.put
-    recipe_rel = f"{tensorsync.RECIPES}/{md5[:2]}/{md5[2:]}"
-    chunk_rel = f"{tensorsync.CHUNKS}/{cid[:2]}/{cid[2:]}"
+    recipe_at = chunkstore.recipe_rel(md5)
+    chunk_at = chunkstore.chunk_rel(cid)
 
     def racing_put(self: Any, rel: str, data: bytes) -> None:
-        if rel == recipe_rel and store.has(cid):
+        if rel == recipe_at and store.has(cid):
             store.delete(cid)
         put(self, rel, data)
-        if again and rel == chunk_rel:
+        if again and rel == chunk_at:
             store.delete(cid)
 
     monkeypatch.setattr(ChunkStore, "put", racing_put)
