@@ -335,7 +335,11 @@ def _push_one(root: Path, rem: ChunkStore, it: Item, jobs: int | None, progress:
     return len(sent) + 1, _Check(it, src, recipe, frozenset(sent), known)
 
 
-LIST_ABOVE = 1000  # chunks to check on a cloud remote above which one listing (1000 keys a page) beats a GET each
+# Chunks to check on a cloud remote above which one fresh listing of the chunks (1,000 keys a
+# page) replaces a ranged GET each: a no-op `mvc push` of a 187-part version on local S3 took
+# 2.3 s with GETs and 1.25 s (as before the check) with the listing. A remote of many
+# thousand chunks pays a page per thousand, once per push, however many versions it checks.
+LIST_ABOVE = 64
 
 
 def _ensure(rem: ChunkStore, checks: list[_Check], jobs: int | None) -> int:
