@@ -5,7 +5,8 @@ several threads. glibc serves such blocks with a fresh ``mmap`` each time (its d
 threshold caps at 32 MiB only after a free), so every part paid its page faults again:
 a 418 MiB tensors pull took ~200,000 minor faults and 1.4 s of system time. With blocks
 up to 32 MiB served from the heaps and freed memory kept for reuse, the same pull takes
-~45,000 faults (issue 19). Peak memory is unchanged: it is bounded by the parts in flight.
+~50,000 faults (issue 19). Peak memory stays bounded by the parts in flight: up to 64 MiB
+freed at the top of a heap is kept (measured peak RSS of a 1 GiB push: 280 -> 290 MiB).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 32 * 2**20  # glibc's largest allowed value on 64-bit
-TRIM_THRESHOLD = 512 * 2**20
+TRIM_THRESHOLD = 64 * 2**20
 
 
 def keep_freed_buffers() -> bool:
