@@ -549,6 +549,8 @@ class _Puller(_Transfer):
 
     async def run(self, items: list[Item], landings: list[_Landing]) -> None:
         """Land ``items``; each object's :class:`_Landing` goes into ``landings`` (for the clean-up)."""
+        if self.s3:
+            sign_headers_only(await self.fs.set_session())
         sizes: dict[str, int] = {}
         unknown = [i for i in items if i.size is None or i.size == 0]  # 0: only check that it is there
         await _each(self.jobs, (partial(self.size_of, i, sizes) for i in unknown))
@@ -689,12 +691,26 @@ def _lean_checks(params: dict[str, Any], context: dict[str, Any], **_: Any) -> N
     context["client_config"] = config.merge(Config(**extra))
 
 
+def _no_response_crc(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+    """No CRC32 of each downloaded body (botocore ``before-parameter-build``, issue 19): every
+    byte mvc downloads is hashed anyway (md5 of an object, blake3 of a tensor chunk), and
+    botocore's CRC ran on the event loop in small pieces (~0.6 s of a 500 MB tensors pull)."""
+    from botocore.config import Config
+
+    config = context.get("client_config")
+    if config is not None:
+        context["client_config"] = config.merge(Config(response_checksum_validation="when_required"))
+    params.pop("ChecksumMode", None)  # set by botocore's own handler if it ran first
+
+
 def sign_headers_only(client: Any) -> None:
-    """Install :func:`_lean_checks` on an S3 client once (mvc's own uploads, and tensor chunks)."""
+    """Install :func:`_lean_checks` and :func:`_no_response_crc` on an S3 client once (mvc's
+    own transfers, and tensor chunks)."""
     if getattr(client, "_mvc_lean", False):
         return
     for op in ("PutObject", "UploadPart"):
         client.meta.events.register(f"before-parameter-build.s3.{op}", _lean_checks)
+    client.meta.events.register("before-parameter-build.s3.GetObject", _no_response_crc)
     client._mvc_lean = True
 
 

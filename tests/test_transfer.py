@@ -447,12 +447,14 @@ def test_a_pull_asks_no_object_size_its_pointer_records(
     assert cli("push").exit_code == 0
     teammate = clone(repo, tmp_path / "teammate", with_local_config=True)
     px.log.clear()
+    px.headers.clear()
 
     pulled = cli("pull", "--json", cwd=teammate)
 
     assert pulled.exit_code == 0, pulled.stderr
     assert [(m, r) for m, _, r in px.log] == [("GET", ""), ("GET", "bytes=0-2097151")], px.log
     assert "list-type=2" in px.log[0][1]
+    assert not any("x-amz-checksum-mode" in h for m, _, h in px.headers if m == "GET")  # the md5 checks the bytes
     assert (teammate / "models" / "big.bin").read_bytes() == data
 
 
@@ -659,7 +661,7 @@ def test_tensor_chunks_go_up_signed_by_their_headers_and_come_down_in_one_get_ea
 ) -> None:
     """A tensors remote: each chunk PUT carries a CRC32 the store checks and no SHA-256 of
     its body in the signature; a pull reads each chunk with one GET (s3fs asks for the
-    size first unless told to read in one stream)."""
+    size first unless told to read in one stream) and asks for no response checksum."""
     px = proxy(s3)
     data = os.urandom(3 * MiB + 11)
     (repo / "models").mkdir(exist_ok=True)
@@ -674,10 +676,13 @@ def test_tensor_chunks_go_up_signed_by_their_headers_and_come_down_in_one_get_ea
     puts = [(path, h) for m, path, h in px.headers if m == "PUT" and "/mvc/chunks/" in path]
     teammate = clone(repo, tmp_path / "teammate", with_local_config=True)
     px.log.clear()
+    px.headers.clear()
     pulled = cli("pull", cwd=teammate)
+    gets = [h for m, path, h in px.headers if m == "GET" and "/mvc/chunks/" in path]
 
     assert pushed.exit_code == 0, pushed.stderr
     assert puts, px.headers
+    assert gets and not any("x-amz-checksum-mode" in h for h in gets)  # blake3 checks each chunk, not a CRC too
     assert {h["x-amz-content-sha256"] for _, h in puts} == {"UNSIGNED-PAYLOAD"}
     assert all(any(k.startswith("x-amz-checksum-") for k in h) for _, h in puts)
     assert pulled.exit_code == 0, pulled.stderr
