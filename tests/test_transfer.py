@@ -689,3 +689,23 @@ def test_tensor_chunks_go_up_signed_by_their_headers_and_come_down_in_one_get_ea
     chunk_requests = [(m, r) for m, path, r in px.log if "/mvc/chunks/" in path]
     assert chunk_requests and {m for m, _ in chunk_requests} == {"GET"}, px.log
     assert (teammate / "models" / "opaque.bin").read_bytes() == data
+
+
+def test_a_command_that_never_reaches_the_s3_remote_does_not_load_its_client(
+    repo: Path, cli: Callable[..., Any], s3: Bucket, tmp_path: Path
+) -> None:
+    """s3fs, aiobotocore and DVC's S3 plugin take ~0.7 s to import: `mvc add` and `mvc commit`
+    in a repository whose default remote is on S3 do not pay it (the remote's time-outs are
+    set when DVC first resolves its filesystem, as the dead-endpoint tests check)."""
+    add_remote(cli, repo, s3, s3.server.endpoint_url)
+    (repo / "models").mkdir(exist_ok=True)
+    (repo / "models" / "w.bin").write_bytes(os.urandom(4096))
+    script = (
+        "import sys, mvc; mvc.add('models/w.bin', repo='.'); mvc.commit(repo='.', message='w v1'); "
+        "print(sorted(m for m in ('s3fs', 'dvc_s3', 'aiobotocore') if m in sys.modules))"
+    )
+    run = subprocess.run([sys.executable, "-c", script], cwd=repo, capture_output=True, text=True, check=False)
+
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split("\n")[-2] == "[]"
+    assert cli("push").exit_code == 0  # and the remote still works when it is used
