@@ -527,33 +527,6 @@ def _cache_object(root: Path, pointer: Path) -> Path:
 # Runs a command and reports (seconds, peak RSS KiB, exit code) into a file. A child forked from
 # this (large) bench process would count the bench's own RSS in its ru_maxrss (Linux records the
 # old image's high-water mark at exec), so the command is forked from this small launcher.
-_LAUNCH = """
-import os, sys, time
-out, cmd = sys.argv[1], sys.argv[2:]
-start = time.perf_counter()
-pid = os.fork()
-if pid == 0:
-    try:
-        os.execv(cmd[0], cmd)
-    finally:
-        os._exit(127)
-_, status, usage = os.wait4(pid, 0)
-with open(out, "w") as f:
-    f.write(f"{time.perf_counter() - start} {usage.ru_maxrss} {os.waitstatus_to_exitcode(status)}")
-"""
-
-
-def _timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float]:
-    """Run ``cmd``; return (seconds, peak RSS of the process and its children in MiB)."""
-    with tempfile.TemporaryDirectory(prefix="mvc-bench-timed-") as tmp:
-        report = Path(tmp) / "report"
-        proc = subprocess.run([sys.executable, "-c", _LAUNCH, str(report), *cmd], cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        seconds, rss_kib, code = report.read_text().split() if report.exists() else ("0", "0", str(proc.returncode))
-    if int(code) != 0 or proc.returncode != 0:
-        raise RuntimeError(f"{Path(cmd[0]).name} {' '.join(cmd[1:])} failed ({code}): {proc.stderr.strip()[-400:]}")
-    return float(seconds), int(rss_kib) / 1024
-
-
 def measure_wire(parent: Path, child: Path, work: Path, env: dict[str, str], *, repeat: int = 1) -> dict:
     """mvc push/pull of ``child`` as a delta of ``parent`` (tensors remote) vs dvc push/pull of ``child``.
 
@@ -565,12 +538,15 @@ def measure_wire(parent: Path, child: Path, work: Path, env: dict[str, str], *, 
     """
     servers = _load("servers", HERE / "servers.py")
     server = servers.start_s3(work / "s3")
+    measured = _load("main", HERE / "bench.py")._measured  # this process tree's wall, peak RSS, CPU
     t: dict[str, float] = {}
     rss: dict[str, float] = {}
+    cpu: dict[str, float] = {}
 
     def timed(key: str, cmd: list[str], cwd: Path, senv: dict[str, str]) -> None:
-        seconds, peak = _timed(cmd, cwd, senv)
-        t[key] = min(t.get(key, seconds), seconds)
+        seconds, peak, used = measured(cmd, cwd, senv)
+        if seconds < t.get(key, float("inf")):
+            t[key], cpu[key] = seconds, used  # the CPU of the run that counts
         rss[key] = max(rss.get(key, peak), peak)
 
     try:
@@ -613,7 +589,7 @@ def measure_wire(parent: Path, child: Path, work: Path, env: dict[str, str], *, 
             model.unlink()
             timed("mvc pull no base", [MVC, "pull", "--quiet", "-r", "s3"], root, senv)
             shutil.rmtree(root)
-        return {"seconds": t, "rss_mib": rss, "file_mib": child.stat().st_size / MiB, "repeat": repeat}
+        return {"seconds": t, "rss_mib": rss, "cpu_seconds": cpu, "file_mib": child.stat().st_size / MiB, "repeat": repeat}
     finally:
         servers.stop(server)
 
@@ -781,6 +757,8 @@ def render(result: dict) -> str:
         else:
             lines.append(f"wire (local S3, {wire['label']}, {wire['file_mib']:.0f} MiB file), seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in wire["seconds"].items()))
             lines.append("  peak RSS MiB: " + ", ".join(f"{k} {v:.0f}" for k, v in wire["rss_mib"].items()))
+            if wire.get("cpu_seconds"):  # 2 cores, shared with the server: a CPU-bound tool cannot beat its CPU / 2
+                lines.append("  CPU seconds (user + system): " + ", ".join(f"{k} {v:.2f}" for k, v in wire["cpu_seconds"].items()))
     return "\n".join(lines)
 
 
