@@ -385,6 +385,7 @@ class _Puller:
         self.done: list[str] = []
         self.missing: list[str] = []
         self.bad: list[str] = []
+        self.sizes: dict[str, tuple[int, int]] = {}  # oid -> (size recorded, size in the store) when they differ
         self.failed: BaseException | None = None  # a hasher's own error (disk full ...)
 
     # ---- the hasher side (threads)
@@ -498,14 +499,19 @@ class _Puller:
 
             try:
                 await self._read(dl, pos, end, sink)
+            except (_Cancelled, IntegrityError, FileNotFoundError, PermissionError):
+                raise
+            except Exception:
+                # A range past the store's end (416) when the recorded size is larger: a
+                # size problem, which no retry fixes; anything else is retried.
+                await self._check_size(dl, quiet=True)
+                raise
             finally:
                 if unreported:
                     self.report(task, unreported, dl.size)
                     self.poke(dl)
             if pos < end:
-                self.fs.invalidate_cache(dl.item.remote)
-                if int((await self.fs._info(dl.item.remote))["size"]) != dl.size:
-                    raise IntegrityError(f"object {dl.item.oid[:8]} in {self.where} has the wrong size")
+                await self._check_size(dl)
                 raise _Short(f"asked for {end - start} bytes at offset {start}, got {pos - start}")
 
         try:
@@ -516,6 +522,24 @@ class _Puller:
             self.gone(dl, self.missing)
         except IntegrityError:
             self.gone(dl, self.bad)
+
+    def _wrong_size(self, dl: _Landing, stored: int) -> IntegrityError:
+        with self.lock:
+            self.sizes[dl.item.oid] = (dl.size, stored)
+        return IntegrityError(f"object {dl.item.oid[:8]} in {self.where} has the wrong size")
+
+    async def _check_size(self, dl: _Landing, *, quiet: bool = False) -> None:
+        """Raise :class:`IntegrityError` when the store's size of ``dl`` is not the recorded one
+        (``quiet``: a failure to ask is the caller's error to raise, not this one)."""
+        try:
+            self.fs.invalidate_cache(dl.item.remote)
+            stored = int((await self.fs._info(dl.item.remote))["size"])
+        except Exception:
+            if quiet:
+                return
+            raise
+        if stored != dl.size:
+            raise self._wrong_size(dl, stored)
 
     async def _read(self, dl: _Landing, start: int, end: int, sink: Callable[[bytes | memoryview], bool]) -> None:
         """Stream bytes ``[start, end)`` of the object into ``sink`` as they arrive."""
@@ -529,7 +553,7 @@ class _Puller:
         try:
             total = _CONTENT_RANGE.match(reply.get("ContentRange") or "")
             if total is not None and int(total.group(1)) != dl.size:
-                raise IntegrityError(f"object {dl.item.oid[:8]} in {self.where} has the wrong size")
+                raise self._wrong_size(dl, int(total.group(1)))
             stream = getattr(getattr(body, "raw_stream", None), "content", None)
             if stream is not None and hasattr(stream, "readany"):  # aiohttp: take the chunks as they come
                 while chunk := await stream.readany():
@@ -601,6 +625,13 @@ def pull(
         puller.hashers.shutdown(wait=True, cancel_futures=True)
         for dl in landings:
             dl.close()
+    if puller.sizes:
+        oid, (recorded, stored) = sorted(puller.sizes.items())[0]
+        raise IntegrityError(
+            f"object {oid[:8]} in {where} holds {stored} bytes but its .dvc file records {recorded}; nothing was written",
+            hint="if the .dvc file was edited, restore it (`git checkout -- FILE.dvc`); else the remote copy is damaged: "
+            "upload a good one with `mvc verify --repair`",
+        )
     if puller.bad:
         raise _corrupt(where, sorted(puller.bad))
     return Outcome(transferred=puller.done, missing=puller.missing)
