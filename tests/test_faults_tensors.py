@@ -1,0 +1,519 @@
+"""Faults a user causes around a ``tensors`` remote (issue 15): ``kill -9`` at each step of a
+push, pull, partial pull and remote gc; plain ``dvc``/``git`` between mvc steps; a hostile
+or hand-edited remote and ``.dvc/tmp``.
+
+Each kill runs the real CLI in a subprocess that SIGKILLs itself at a chosen call (the
+step), so the state left is exactly what a killed process leaves; then the next command
+must complete, nothing half-written may look complete and no weights are lost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mvc import dvcstore
+from tests.conftest import assert_one_line_error, git
+from tests.test_cloud_remotes import clone, commit_all
+from tests.test_tensors import _head_file, chain_steps
+
+# Runs ``mvc ARGS`` with ``MODULE:ATTR`` wrapped so the process SIGKILLs itself ``before`` or
+# ``after`` the N-th call whose repr of arguments holds MATCH (empty: any call), or (``pause``)
+# creates $MVC_TEST_PAUSED there and waits for $MVC_TEST_RESUME to exist.
+KILLER = r"""
+import importlib, os, select, signal, sys
+spec, when, n, match = sys.argv[1:5]
+args = sys.argv[sys.argv.index("--") + 1 :]
+modname, _, attr = spec.partition(":")
+owner = importlib.import_module(modname)
+*path, last = attr.split(".")
+for p in path:
+    owner = getattr(owner, p)
+real = getattr(owner, last)
+seen = [0]
+def wrapper(*a, **k):
+    hit = match in repr(a) + repr(k)
+    if hit:
+        seen[0] += 1
+    if hit and when == "pause" and seen[0] == int(n):
+        open(os.environ["MVC_TEST_PAUSED"], "w").close()
+        while not os.path.exists(os.environ["MVC_TEST_RESUME"]):
+            select.select([], [], [], 0.01)
+    if hit and when == "before" and seen[0] >= int(n):
+        os.kill(os.getpid(), signal.SIGKILL)
+    out = real(*a, **k)
+    if hit and when == "after" and seen[0] >= int(n):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return out
+setattr(owner, last, wrapper)
+sys.argv = ["mvc", *args]
+from mvc.cli.main import run
+run()
+"""
+
+
+def killed(root: Path, step: str, when: str, *args: str, n: int = 1, match: str = "") -> subprocess.CompletedProcess[str]:
+    """``mvc ARGS`` in ``root``, SIGKILLed at ``step``; asserts it died there."""
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLER, step, when, str(n), match, "--", *args],
+        cwd=root, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stdout, proc.stderr)
+    return proc
+
+
+def paused(root: Path, step: str, *args: str, markers: Path, n: int = 1, match: str = "") -> subprocess.Popen[str]:
+    """``mvc ARGS`` in ``root`` stopped at ``step`` (returns once it is there); ``resume(markers)`` lets it go on."""
+    markers.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "MVC_TEST_PAUSED": str(markers / "paused"), "MVC_TEST_RESUME": str(markers / "resume")}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLER, step, "pause", str(n), match, "--", *args],
+        cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    while not (markers / "paused").exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"ended before {step}: {proc.returncode} {proc.communicate()}")
+        select.select([], [], [], 0.01)
+    return proc
+
+
+def resume(proc: subprocess.Popen[str], markers: Path) -> tuple[int, str, str]:
+    (markers / "resume").touch()
+    out, err = proc.communicate(timeout=60)
+    return proc.returncode, out, err
+
+
+def md5_of(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def tensors_repo(
+    cli: Callable[..., Any], repo: Path, tmp_path: Path, count: int = 2, *, push_last: bool = True
+) -> tuple[Path, list[str]]:
+    """A chain of ``count`` versions, each pushed as it was made to a local-directory tensors
+    remote (the last one only with ``push_last``)."""
+    store = tmp_path / "store"
+    assert cli("remote", "add", "shared", str(store), "--layout", "tensors", "--default").exit_code == 0
+    commit_all(repo, "tensors remote")
+    md5s = []
+    for i, md5 in enumerate(chain_steps(repo, count)):
+        md5s.append(md5)
+        if push_last or i < count - 1:
+            result = cli("push")
+            assert result.exit_code == 0, result.stderr
+    return store, md5s
+
+
+def recipe_file(store: Path, md5: str) -> Path:
+    return store / "mvc" / "recipes" / md5[:2] / md5[2:]
+
+
+def chunk_files(store: Path) -> dict[str, bytes]:
+    top = store / "mvc" / "chunks"
+    return {p.relative_to(top).as_posix(): p.read_bytes() for p in top.rglob("*") if p.is_file()}
+
+
+# ---------------------------------------------------------------------------- kill -9: push
+
+
+def test_push_killed_after_its_chunks_before_the_recipe_resumes(repo: Path, cli: Callable[..., Any], tmp_path: Path) -> None:
+    store, md5s = tensors_repo(cli, repo, tmp_path, 2, push_last=False)
+    killed(repo, "mvc.tensorsync:_Remote.put", "before", "push", match="mvc/recipes/")
+    left, half = chunk_files(store), recipe_file(store, md5s[1]).exists()
+    status = json.loads(cli("status", "--json").stdout)
+    again = cli("push", "--json")
+    other = clone(repo, tmp_path / "clone")
+    pulled = cli("pull", cwd=other)
+
+    assert left and not half
+    assert [s["remote"] for s in status] == ["missing"], status
+    assert again.exit_code == 0, again.stderr
+    assert json.loads(again.stdout)["transferred"] == 1, again.stdout  # the recipe only: its chunks are there
+    assert chunk_files(store) == left
+    assert pulled.exit_code == 0, pulled.stderr
+    assert md5_of(_head_file(other)) == md5s[1]
+
+
+def test_push_killed_after_the_recipe_before_its_local_copy_is_complete(repo: Path, cli: Callable[..., Any], tmp_path: Path) -> None:
+    store, md5s = tensors_repo(cli, repo, tmp_path, 2, push_last=False)
+    killed(repo, "mvc.tensorsync:_save_local_recipe", "before", "push")
+    on_remote = recipe_file(store, md5s[1]).exists()
+    status = json.loads(cli("status", "--json").stdout)
+    again = cli("push", "--json")
+
+    assert on_remote
+    assert [s["remote"] for s in status] == ["ok"], status
+    assert again.exit_code == 0 and json.loads(again.stdout)["transferred"] == 0, again.stdout + again.stderr
+
+
+# ---------------------------------------------------------------------------- kill -9: pull
+
+
+def test_pull_killed_mid_download_leaves_nothing_complete_and_resumes(repo: Path, cli: Callable[..., Any], tmp_path: Path) -> None:
+    store, md5s = tensors_repo(cli, repo, tmp_path, 2)
+    other = clone(repo, tmp_path / "clone")
+    killed(other, "mvc.tensorsync:_Decoder.stored", "after", "pull", "--jobs", "1", n=3)
+    cache = dvcstore.cache_file(other, md5s[1])
+    half = (cache.exists(), _head_file(other).exists())
+    kept_chunks = list((other / ".dvc" / "tmp" / "mvc-chunks").rglob("*"))
+    again = cli("pull", cwd=other)
+
+    assert half == (False, False)
+    assert kept_chunks, "the downloaded chunks stay for the next pull"
+    assert again.exit_code == 0, again.stderr
+    assert md5_of(_head_file(other)) == md5s[1]
+    leftovers = [p.name for p in cache.parent.parent.rglob(".*")]
+    assert not leftovers, leftovers
+
+
+def test_pull_killed_after_the_cache_object_before_the_work_tree_file(repo: Path, cli: Callable[..., Any], tmp_path: Path) -> None:
+    store, md5s = tensors_repo(cli, repo, tmp_path, 2)
+    other = clone(repo, tmp_path / "clone")
+    killed(other, "mvc.dvcstore:adopt_cache_file", "after", "pull")
+    in_cache = md5_of(dvcstore.cache_file(other, md5s[1]))
+    status = json.loads(cli("status", "--no-remote", "--json", cwd=other).stdout)
+    again = cli("pull", cwd=other)
+
+    assert in_cache == md5s[1]
+    assert status[0]["workspace"] != "ok", status
+    assert again.exit_code == 0, again.stderr
+    assert md5_of(_head_file(other)) == md5s[1]
+
+
+# ---------------------------------------------------------------------------- kill -9: pull --tensors
+
+
+def test_partial_pull_killed_while_writing_leaves_no_file_and_the_next_one_completes(
+    repo: Path, cli: Callable[..., Any], tmp_path: Path
+) -> None:
+    from safetensors.numpy import load_file
+
+    store, md5s = tensors_repo(cli, repo, tmp_path, 2)
+    other = clone(repo, tmp_path / "clone")
+    dest = other / "models" / "net.partial.safetensors"
+    killed(other, "mvc.tensorsync:_Decoder.raw", "after", "pull", "net@v2", "--tensors", "*", n=3)
+    half = dest.exists()
+    left = sorted(p.name for p in dest.parent.iterdir())
+    again = cli("pull", "net@v2", "--tensors", "*", cwd=other)
+
+    assert not half, "a killed partial pull never leaves a file under the final name"
+    assert again.exit_code == 0, again.stderr
+    whole = load_file(str(dvcstore.cache_file(repo, md5s[1])))
+    got = load_file(str(dest))
+    assert set(got) == set(whole)
+    assert any(name.endswith(".tmp") for name in left)
+    assert not list(dest.parent.glob("*.tmp")), "the next partial pull removes what the killed one left"
+
+
+@pytest.mark.parametrize("out", ["models/net.safetensors", "models/net.safetensors.dvc", "models/net.safetensors/", "shards/a.safetensors"])
+def test_partial_pull_never_writes_over_tracked_weights_or_their_pointer(
+    repo: Path, cli: Callable[..., Any], tmp_path: Path, out: str
+) -> None:
+    from tests.conftest import write_safetensors
+
+    store, md5s = tensors_repo(cli, repo, tmp_path, 2)
+    write_safetensors(repo / "shards" / "a.safetensors", seed=3)
+    assert cli("add", "shards").exit_code == 0
+    weights = _head_file(repo)
+    weights.write_bytes(weights.read_bytes()[:-4] + b"\1\2\3\4")  # unrecorded work
+    before = _files(repo)
+
+    result = cli("pull", "net@v1", "--tensors", "enc.*", "--out", out)
+
+    assert_one_line_error(result, 4, "error: --out", "hint: write it elsewhere with `--out PATH`")
+    assert _files(repo) == before
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    """The bytes of every file of the work tree and the DVC cache (not .git, not .dvc/tmp)."""
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in root.rglob("*")
+        if p.is_file() and ".git" not in p.parts and "tmp" not in p.relative_to(root).parts[:2]
+    }
+
+
+def test_partial_pull_into_a_directory_is_a_usage_error(repo: Path, cli: Callable[..., Any], tmp_path: Path) -> None:
+    store, md5s = tensors_repo(cli, repo, tmp_path, 1)
+    (repo / "out").mkdir()
+    result = cli("pull", "net@v1", "--tensors", "enc.*", "--out", "out")
+
+    assert_one_line_error(result, 2, "error: --out out is a directory", "hint: ")
+    assert list((repo / "out").iterdir()) == []
+
+
+# ---------------------------------------------------------------------------- kill -9: gc --remote
+
+
+def _garbage_versions(cli: Callable[..., Any], repo: Path, tmp_path: Path) -> tuple[Path, list[str], list[str]]:
+    """v1, v2 kept on main; v3, v4 pushed from a branch that is then deleted (garbage)."""
+    store, kept = tensors_repo(cli, repo, tmp_path, 2)
+    git(repo, "checkout", "-q", "-b", "exp")
+    import numpy as np
+
+    import mvc
+    from tests.test_tensors import SHAPES, save
+
+    rng = np.random.default_rng(7)
+    gone = []
+    for i in range(2):
+        md5 = save(repo / "models" / "net.safetensors", {k: rng.standard_normal(s).astype(np.float32) for k, s in SHAPES.items()})
+        mvc.add(repo / "models" / "net.safetensors", repo=repo)
+        commit_all(repo, f"exp {i}")
+        assert cli("push").exit_code == 0
+        gone.append(md5)
+    git(repo, "checkout", "-q", "main")
+    git(repo, "branch", "-q", "-D", "exp")
+    return store, kept, gone
+
+
+@pytest.mark.parametrize("step", ["first-recipe", "first-chunk"])
+def test_gc_remote_killed_mid_removal_keeps_every_kept_version_and_finishes_next_time(
+    repo: Path, cli: Callable[..., Any], tmp_path: Path, step: str
+) -> None:
+    store, kept, gone = _garbage_versions(cli, repo, tmp_path)
+    match = "recipes" if step == "first-recipe" else "chunks"
+    killed(repo, "mvc.tensorsync:_Remote.remove_path", "after", "gc", "--remote", "shared", "--older-than", "0", "--yes", match=match)
+    other = clone(repo, tmp_path / "clone")
+    pulled = cli("pull", cwd=other, )
+    old = clone(repo, tmp_path / "old")
+    git(old, "checkout", "-q", "HEAD~1")
+    pulled_old = cli("pull", cwd=old)
+    again = cli("gc", "--remote", "shared", "--older-than", "0", "--yes", "--json")
+
+    assert pulled.exit_code == 0, pulled.stderr
+    assert md5_of(_head_file(other)) == kept[1]
+    assert pulled_old.exit_code == 0, pulled_old.stderr
+    assert md5_of(_head_file(old)) == kept[0]
+    assert again.exit_code == 0, again.stderr
+    assert not any(recipe_file(store, m).exists() for m in gone)
+    assert all(recipe_file(store, m).exists() for m in kept)
+
+
+# ---------------------------------------------------------------------------- two commands at once
+
+
+def test_add_and_commit_of_another_model_while_a_pull_rebuilds(repo: Path, cli: Callable[..., Any], tmp_path: Path) -> None:
+    from tests.conftest import write_safetensors
+
+    store, md5s = tensors_repo(cli, repo, tmp_path, 2)
+    other = clone(repo, tmp_path / "clone")
+    proc = paused(other, "mvc.dvcstore:adopt_cache_file", "pull", markers=tmp_path / "m")
+    write_safetensors(other / "models" / "other.safetensors", seed=5)
+    added = cli("add", "models/other.safetensors", cwd=other)
+    committed = cli("commit", "-m", "other", cwd=other)
+    code, out, err = resume(proc, tmp_path / "m")
+    status = json.loads(cli("status", "--no-remote", "--json", cwd=other).stdout)
+
+    print(added.exit_code, added.stderr, committed.exit_code, committed.stderr, code, err, status)
+    assert code == 0, err
+    assert md5_of(_head_file(other)) == md5s[1]
+    assert added.exit_code in (0, 4), added.stderr
+
+
+# ---------------------------------------------------------------------------- a damaged or hostile remote
+
+
+def _recipe(store: Path, md5: str):  # noqa: ANN202
+    from mvc import tensorstore
+
+    return tensorstore.Recipe.from_bytes(recipe_file(store, md5).read_bytes(), md5)
+
+
+def _chunk(store: Path, cid: str) -> Path:
+    return store / "mvc" / "chunks" / cid[:2] / cid[2:]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "deleted"])
+def test_a_damaged_chunk_is_repaired_by_the_command_the_error_names(
+    repo: Path, cli: Callable[..., Any], tmp_path: Path, damage: str
+) -> None:
+    store, md5s = tensors_repo(cli, repo, tmp_path, 1)
+    victim = next(p for p in _recipe(store, md5s[0]).parts if p.tensor == "head.weight")
+    path = _chunk(store, victim.id)
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    else:
+        path.unlink()
+    other = clone(repo, tmp_path / "clone")
+
+    failed = cli("pull", cwd=other)
+    written = _head_file(other).exists()
+    hint = failed.stderr.split("hint: ", 1)[-1]
+    command = hint.split("`")[1].split()
+    fixed = cli(*command[1:], cwd=repo)
+    pulled = cli("pull", cwd=other)
+
+    assert failed.exit_code == 6 and not written, failed.stderr
+    assert command == ["mvc", "push", "--full", "net@v1"], hint
+    assert fixed.exit_code == 0, fixed.stderr
+    assert pulled.exit_code == 0, (hint, pulled.stderr)
+    assert md5_of(_head_file(other)) == md5s[0]
+
+
+@pytest.mark.parametrize("damage", ["garbage", "another version's"])
+def test_a_damaged_recipe_is_repaired_by_the_command_the_error_names(
+    repo: Path, cli: Callable[..., Any], tmp_path: Path, damage: str
+) -> None:
+    store, md5s = tensors_repo(cli, repo, tmp_path, 2)
+    target = recipe_file(store, md5s[1])
+    target.write_bytes(b"{not a recipe" if damage == "garbage" else recipe_file(store, md5s[0]).read_bytes())
+    other = clone(repo, tmp_path / "clone")
+
+    failed = cli("pull", cwd=other)
+    written = _head_file(other).exists()
+    command = failed.stderr.split("hint: ", 1)[-1].split("`")[1].split()
+    fixed = cli(*command[1:], cwd=repo)
+    pulled = cli("pull", cwd=other)
+
+    assert_one_line_error(failed, 6, f"error: the tensor recipe of {md5s[1][:8]} on the remote")
+    assert not written
+    assert fixed.exit_code == 0, fixed.stderr
+    assert pulled.exit_code == 0, (command, pulled.stderr)
+    assert md5_of(_head_file(other)) == md5s[1]
+
+
+def test_a_recipe_lying_about_a_part_size_never_yields_a_partial_file(repo: Path, cli: Callable[..., Any], tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    store, md5s = tensors_repo(cli, repo, tmp_path, 1)
+    good = _recipe(store, md5s[0])
+    parts = list(good.parts)
+    # two neighbouring parts trade 4 bytes: the sizes still add up, every chunk is intact
+    i = next(i for i, p in enumerate(parts) if p.tensor == "enc.weight")
+    parts[i], parts[i + 1] = replace(parts[i], size=parts[i].size - 4), replace(parts[i + 1], size=parts[i + 1].size + 4)
+    recipe_file(store, md5s[0]).write_bytes(replace(good, parts=tuple(parts)).to_bytes())
+    other = clone(repo, tmp_path / "clone")
+
+    partial = cli("pull", "net@v1", "--tensors", "enc.*", cwd=other)
+
+    assert_one_line_error(
+        partial, 6, f"error: the recipe of net v1 ({md5s[0][:8]}) on remote 'shared' gives chunk {parts[i].id[:12]} "
+        f"{parts[i].size} bytes, but it holds {parts[i].size + 4}; nothing was written",
+        "hint: the remote's recipe is wrong: pull the whole version (`mvc pull net@v1`) after `mvc push --full net@v1`",
+    )
+    assert not list((other / "models").glob("*partial*"))
+
+
+def test_a_recipe_of_another_version_never_yields_a_partial_file(repo: Path, cli: Callable[..., Any], tmp_path: Path) -> None:
+    """Every chunk intact and every size right, but v2's recipe lists v1's parts: only the
+    tensor index git records for v2 tells the tensors apart."""
+    from dataclasses import replace
+
+    store, md5s = tensors_repo(cli, repo, tmp_path, 2)
+    old, new = _recipe(store, md5s[0]), _recipe(store, md5s[1])
+    recipe_file(store, md5s[1]).write_bytes(replace(new, parts=old.parts).to_bytes())
+    other = clone(repo, tmp_path / "clone")
+
+    partial = cli("pull", "net@v2", "--tensors", "enc.*", cwd=other)
+    whole = cli("pull", cwd=other)
+
+    assert_one_line_error(
+        partial, 6, f"error: tensor 'enc.bias' of net v2 ({md5s[1][:8]}) on remote 'shared' does not match the version's "
+        "tensor index; nothing was written",
+    )
+    assert not list((other / "models").glob("*partial*"))
+    assert whole.exit_code == 6 and not _head_file(other).exists()
+    assert cli("push", "--full", "net@v2").exit_code == 0  # the hint's way out
+    assert cli("pull", cwd=other).exit_code == 0 and md5_of(_head_file(other)) == md5s[1]
+
+
+def test_a_hand_edited_local_recipe_is_never_trusted_as_a_source_of_bytes(repo: Path, cli: Callable[..., Any], tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from mvc import tensorsync
+
+    store, md5s = tensors_repo(cli, repo, tmp_path, 2)
+    other = clone(repo, tmp_path / "clone")
+    git(other, "checkout", "-q", "HEAD~1")
+    assert cli("pull", cwd=other).exit_code == 0  # v1 rebuilt: its recipe is kept in .dvc/tmp
+    git(other, "checkout", "-q", "main")
+    local = other / ".dvc" / "tmp" / tensorsync.LOCAL_RECIPES / md5s[0]
+    v1, v2 = _recipe(store, md5s[0]), _recipe(store, md5s[1])
+    # v1's local recipe now claims every part of v2 lives in v1's file at v1's offsets
+    forged = [replace(p1, id=p2.id) for p1, p2 in zip(v1.parts, v2.parts, strict=False)]
+    local.write_bytes(replace(v1, parts=tuple(forged)).to_bytes())
+
+    pulled = cli("pull", cwd=other)
+    part = cli("pull", "net@v2", "--tensors", "enc.*", cwd=other)
+
+    assert pulled.exit_code == 0, pulled.stderr
+    assert md5_of(_head_file(other)) == md5s[1]
+    assert part.exit_code == 0, part.stderr
+
+
+def test_dvc_gc_and_git_checkout_between_mvc_steps(repo: Path, cli: Callable[..., Any], tmp_path: Path) -> None:
+    store, md5s = tensors_repo(cli, repo, tmp_path, 3)
+    dvc = str(Path(sys.executable).parent / "dvc")
+    gc = subprocess.run([dvc, "gc", "-w", "-f"], cwd=repo, capture_output=True, text=True, check=False)
+    assert gc.returncode == 0, gc.stderr
+    assert not dvcstore.cache_file(repo, md5s[0]).exists()
+    git(repo, "checkout", "-q", "HEAD~2")
+    pulled = cli("pull")
+    v1 = md5_of(_head_file(repo))
+    git(repo, "checkout", "-q", "main")
+    back = cli("checkout")
+    status = cli("status", "--json")
+
+    assert pulled.exit_code == 0, pulled.stderr
+    assert v1 == md5s[0]
+    assert back.exit_code == 0, back.stderr
+    assert md5_of(_head_file(repo)) == md5s[2], status.stdout
+
+
+def test_plain_dvc_push_to_a_tensors_remote_then_mvc_pull(repo: Path, cli: Callable[..., Any], tmp_path: Path) -> None:
+    store, md5s = tensors_repo(cli, repo, tmp_path, 2)
+    dvc = str(Path(sys.executable).parent / "dvc")
+    pushed = subprocess.run([dvc, "push"], cwd=repo, capture_output=True, text=True, check=False)
+    other = clone(repo, tmp_path / "clone")
+    pulled = cli("pull", cwd=other)
+    storage = cli("storage", "--json", cwd=other)
+    dvc_only = clone(repo, tmp_path / "dvc-only")
+    plain = subprocess.run([dvc, "pull"], cwd=dvc_only, capture_output=True, text=True, check=False)
+
+    assert pushed.returncode == 0, pushed.stderr
+    assert pulled.exit_code == 0, pulled.stderr
+    assert md5_of(_head_file(other)) == md5s[1]
+    assert storage.exit_code == 0, storage.stderr
+    assert plain.returncode == 0, plain.stderr
+    assert md5_of(_head_file(dvc_only)) == md5s[1]
+
+
+# ---------------------------------------------------------------------------- mvc add PATH...
+
+
+@pytest.mark.parametrize("json_flag", [[], ["--json"]])
+def test_add_of_several_paths_with_a_corrupt_one_records_none(repo: Path, cli: Callable[..., Any], json_flag: list[str]) -> None:
+    from tests.conftest import write_safetensors
+
+    write_safetensors(repo / "models" / "a.safetensors", seed=1)
+    bad = repo / "models" / "b.safetensors"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}......")
+    result = cli("add", "models/a.safetensors", "models/b.safetensors", *json_flag)
+    staged = git(repo, "status", "--porcelain", "--untracked-files=no")
+
+    assert_one_line_error(result, 6, "error: models/b.safetensors is not a valid safetensors file")
+    assert result.stdout == "" and staged == ""
+    assert not (repo / "models" / "a.safetensors.dvc").exists()
+
+
+def test_what_a_killed_rebuild_leaves_in_the_cache_goes_with_gc(repo: Path, cli: Callable[..., Any], tmp_path: Path) -> None:
+    store, md5s = tensors_repo(cli, repo, tmp_path, 1)
+    other = clone(repo, tmp_path / "clone")
+    killed(other, "mvc.tensorsync:_Decoder.stored", "after", "pull", "--jobs", "1", n=3)
+    left = [p for p in (other / ".dvc" / "cache").rglob(".mvc-rebuild-*")]
+    gc = cli("gc", "--older-than", "0", "--yes", cwd=other)
+
+    assert left
+    assert gc.exit_code == 0, gc.stderr
+    assert not [p for p in (other / ".dvc" / "cache").rglob(".mvc-rebuild-*")]
