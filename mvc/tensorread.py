@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mvc import dvcstore, tensorstore, tensorsync
 from mvc.errors import IntegrityError, MvcError
@@ -35,6 +35,9 @@ from mvc.progress import Progress
 from mvc.refs import Resolved
 from mvc.tensorstore import Part, Recipe
 from mvc.workspace import Workspace
+
+if TYPE_CHECKING:
+    from mvc.formats import TensorIndex
 
 _KEEP_BYTES = 64 * 2**20  # decoded parts kept for reuse (a child's delta base, small tensors sharing a part)
 
@@ -167,6 +170,7 @@ class Wanted:
     item: tensorsync.Item
     recipe: Recipe
     dest: Path
+    index: TensorIndex | None = None  # the version's tensor index (from git): each copied tensor must match it
 
 
 def sparse_copies(chunks: Chunks, wanted: Sequence[Wanted], names: Iterable[str]) -> None:
@@ -193,7 +197,8 @@ def sparse_copies(chunks: Chunks, wanted: Sequence[Wanted], names: Iterable[str]
                 entry = header.get(name)
                 if isinstance(entry, dict) and "data_offsets" in entry:
                     b, e = entry["data_offsets"]
-                    _copy_range(chunks, w, f, data_start + int(b), data_start + int(e))
+                    data = _copy_range(chunks, w, f, data_start + int(b), data_start + int(e))
+                    tensorsync.check_tensor(name, entry, data, w.index, w.item, chunks.store.name)
     finally:
         for f in files:
             f.close()
@@ -360,6 +365,9 @@ def stats_inputs(
             raise
         rname = None
     if rname is not None and tensorsync.layout(ws.root, rname) == tensorsync.TENSORS:
+        from mvc import comparison
+
+        indexes = comparison.load_indexes(ws, list(sides))  # from git: what each copied tensor must be
         for i, res in enumerate(sides):
             md5 = res.pointer.md5
             if not md5 or md5.endswith(".dir") or dvcstore.has_object(ws.root, md5):
@@ -368,7 +376,7 @@ def stats_inputs(
             recipe = store.recipe(md5)
             if recipe is not None and recipe.format == "safetensors":
                 item = tensorsync.Item(md5, f"{res.name} v{res.version}")
-                sparse[i] = Wanted(item, recipe, dests[i])
+                sparse[i] = Wanted(item, recipe, dests[i], indexes[i])
     if store is not None and sparse:
         sparse_copies(Chunks(store, ws.root), list(sparse.values()), names)
     return [

@@ -28,6 +28,7 @@ import glob
 import hashlib
 import json
 import os
+import re
 import threading
 import uuid
 from collections import deque
@@ -56,6 +57,7 @@ RECIPES = f"{ROOT}/recipes"
 LOCAL_CHUNKS = "mvc-chunks"  # under .dvc/tmp: downloaded chunks of versions not yet rebuilt
 LOCAL_RECIPES = "mvc-recipes"  # under .dvc/tmp: recipes of versions in the local cache
 _SETTING = "remotes"
+_MD5 = re.compile(r"[0-9a-f]{32}")
 
 
 # ---- the layout setting ---------------------------------------------------------------
@@ -743,7 +745,8 @@ def storage(ws: Workspace, remote: str, *, name: str | None = None) -> StorageRe
     recipes_listing = rem.listing(RECIPES)
     chunk_sizes = {k.replace("/", ""): v[0] for k, v in rem.listing(CHUNKS).items()}
     labels = history.version_labels(ws, gitstore.all_commits_touching(ws.root, f"*{pointer.SUFFIX}"))
-    md5s = [k.replace("/", "") for k in recipes_listing]
+    # Only recipe names: a stray file there (a README, a Finder .DS_Store) is no version.
+    md5s = [m for m in (k.replace("/", "") for k in recipes_listing) if _MD5.fullmatch(m)]
     with ThreadPoolExecutor(_workers(None)) as pool:
         raws = list(pool.map(lambda m: rem.get(_recipe_rel(m)), md5s))
     full = set(md5s) - dvcstore.missing_in_remote(ws.root, md5s, remote=remote) if md5s else set()
@@ -898,18 +901,9 @@ def pull_tensors(
     import fnmatch
     import struct
 
-    import xxhash
-
     from mvc.errors import NotFoundError
-    from mvc.formats import dtypes
-
-    ref = it.label.replace(" v", "@v", 1)
-    wrong_hint = f"the remote's recipe is wrong: pull the whole version (`mvc pull {ref}`) after `mvc push --full {ref}` from a machine that has its weights"
 
     what = f"{it.label} ({it.md5[:8]}) on remote {remote!r}"
-
-    def wrong(problem: str) -> IntegrityError:
-        return IntegrityError(f"{problem}; nothing was written", hint=wrong_hint)
 
     rem = _Remote(root, remote)
     recipe = _remote_recipe(rem, it.md5)
@@ -934,7 +928,7 @@ def pull_tensors(
                 last[part.id] = chunks.raw(part.id)
             raw = last[part.id]
             if len(raw) != part.size:
-                raise wrong(f"the recipe of {what} gives chunk {part.id[:12]} {part.size} bytes, but it holds {len(raw)}")
+                raise wrong_recipe(it, f"the recipe of {what} gives chunk {part.id[:12]} {part.size} bytes, but it holds {len(raw)}")
             out += raw[max(start - offset, 0) : min(end - offset, part.size)]
         return bytes(out)
 
@@ -967,7 +961,7 @@ def pull_tensors(
                 for k in chosen:
                     b, e = header[k]["data_offsets"]
                     data = read(8 + n + b, 8 + n + e)
-                    _check_tensor(k, header[k], data, index, what, dtypes.SAFETENSORS_DTYPES, xxhash.xxh3_128, wrong)
+                    check_tensor(k, header[k], data, index, it, remote)
                     f.write(data)
             os.replace(tmp, dest)
         finally:
@@ -991,31 +985,42 @@ def _drop_dead_partials(dest: Path) -> None:
                 entry.unlink()
 
 
-def _check_tensor(
-    name: str,
-    entry: dict[str, Any],
-    data: bytes,
-    index: TensorIndex | None,
-    what: str,
-    codes: dict[str, tuple[str, int]],
-    hasher: Callable[[bytes], Any],
-    wrong: Callable[[str], IntegrityError],
-) -> None:
-    """Refuse tensor ``name`` (its header ``entry`` and ``data`` as the remote rebuilt them)
-    unless it is whole and, when the version's tensor ``index`` is known, is what it records."""
-    begin, end = entry["data_offsets"]
+def wrong_recipe(it: Item, problem: str) -> IntegrityError:
+    """The error for a recipe that does not rebuild version ``it`` (``problem`` says how)."""
+    ref = it.label.split(" file ", 1)[0].replace(" v", "@v", 1)
+    return IntegrityError(
+        f"{problem}; nothing was written",
+        hint=f"the remote's recipe is wrong: pull the whole version (`mvc pull {ref}`) after `mvc push --full {ref}` "
+        "from a machine that has its weights",
+    )
+
+
+def check_tensor(name: str, entry: Any, data: bytes, index: TensorIndex | None, it: Item, remote: str) -> None:
+    """Refuse tensor ``name`` of version ``it`` (its safetensors header ``entry`` and ``data``
+    as rebuilt from a tensors remote) unless it is whole and, when the version's tensor
+    ``index`` is known, has the dtype, shape and xxh3 hash the index records.
+
+    Raises:
+        IntegrityError: the remote's recipe or chunks describe other bytes.
+    """
+    import xxhash
+
+    from mvc.formats import dtypes
+
+    what = f"{it.label} ({it.md5[:8]}) on remote {remote!r}"
+    begin, end = entry["data_offsets"] if isinstance(entry, dict) else (0, -1)
     if len(data) != end - begin:
-        raise wrong(f"tensor {name!r} of {what} rebuilt to {len(data)} bytes, not the {end - begin} its header gives")
+        raise wrong_recipe(it, f"tensor {name!r} of {what} rebuilt to {len(data)} bytes, not the {end - begin} its header gives")
     if index is None:
         return
     info = index.by_name.get(name)
     if (
         info is None
-        or codes.get(str(entry.get("dtype")), ("?",))[0] != info.dtype
+        or dtypes.SAFETENSORS_DTYPES.get(str(entry.get("dtype")), ("?",))[0] != info.dtype
         or tuple(entry.get("shape") or ()) != tuple(info.shape)
-        or hasher(data).hexdigest() != info.hash
+        or xxhash.xxh3_128(data).hexdigest() != info.hash
     ):
-        raise wrong(f"tensor {name!r} of {what} does not match the version's tensor index")
+        raise wrong_recipe(it, f"tensor {name!r} of {what} does not match the version's tensor index")
 
 
 def chunk_error(cid: str, kind: str, it: Item, remote: str) -> IntegrityError:

@@ -23,9 +23,12 @@ from typing import Any
 import pytest
 
 from mvc import dvcstore
+from tests import test_cloud_remotes as cloud
 from tests.conftest import assert_one_line_error, git
 from tests.test_cloud_remotes import clone, commit_all
 from tests.test_tensors import _head_file, chain_steps
+
+s3 = cloud.s3  # the S3 prefix fixture, shared with the cloud remote tests
 
 # Runs ``mvc ARGS`` with ``MODULE:ATTR`` wrapped so the process SIGKILLs itself ``before`` or
 # ``after`` the N-th call whose repr of arguments holds MATCH (empty: any call), or (``pause``)
@@ -311,14 +314,17 @@ def test_add_and_commit_of_another_model_while_a_pull_rebuilds(repo: Path, cli: 
     proc = paused(other, "mvc.dvcstore:adopt_cache_file", "pull", markers=tmp_path / "m")
     write_safetensors(other / "models" / "other.safetensors", seed=5)
     added = cli("add", "models/other.safetensors", cwd=other)
+    code, _, err = resume(proc, tmp_path / "m")
+    again = cli("add", "models/other.safetensors", cwd=other)
     committed = cli("commit", "-m", "other", cwd=other)
-    code, out, err = resume(proc, tmp_path / "m")
-    status = json.loads(cli("status", "--no-remote", "--json", cwd=other).stdout)
+    status = {s["name"]: s for s in json.loads(cli("status", "--no-remote", "--json", cwd=other).stdout)}
 
-    print(added.exit_code, added.stderr, committed.exit_code, committed.stderr, code, err, status)
+    # the add waits for nobody: it refuses while the pull holds the lock, and records nothing
+    assert_one_line_error(added, 4, "another mvc or dvc process is working in this repository", "hint: wait for it to finish")
     assert code == 0, err
     assert md5_of(_head_file(other)) == md5s[1]
-    assert added.exit_code in (0, 4), added.stderr
+    assert again.exit_code == 0 and committed.exit_code == 0, again.stderr + committed.stderr
+    assert {n: (s["version"], s["workspace"]) for n, s in status.items()} == {"net": (2, "ok"), "other": (1, "ok")}
 
 
 # ---------------------------------------------------------------------------- a damaged or hostile remote
@@ -517,3 +523,166 @@ def test_what_a_killed_rebuild_leaves_in_the_cache_goes_with_gc(repo: Path, cli:
     assert left
     assert gc.exit_code == 0, gc.stderr
     assert not [p for p in (other / ".dvc" / "cache").rglob(".mvc-rebuild-*")]
+
+
+def test_two_clones_pushing_children_of_one_version_at_once(repo: Path, cli: Callable[..., Any], tmp_path: Path) -> None:
+    """Clone A stops between its chunks and its recipe while clone B pushes its own v3 whole."""
+    import numpy as np
+
+    import mvc
+    from tests.test_tensors import SHAPES, save
+
+    store, md5s = tensors_repo(cli, repo, tmp_path, 2)
+    a, b = clone(repo, tmp_path / "a"), clone(repo, tmp_path / "b")
+    assert cli("pull", cwd=a).exit_code == 0 and cli("pull", cwd=b).exit_code == 0
+    made = {}
+    for root, seed in ((a, 1), (b, 2)):
+        rng = np.random.default_rng(seed)
+        made[root] = save(root / "models" / "net.safetensors", {k: rng.standard_normal(s).astype(np.float32) for k, s in SHAPES.items()})
+        mvc.add(root / "models" / "net.safetensors", repo=root)
+        commit_all(root, "v3")
+    proc = paused(a, "mvc.tensorsync:_Remote.put", "push", markers=tmp_path / "m", match="mvc/recipes/")
+    pushed_b = cli("push", cwd=b)
+    gc = cli("gc", "--remote", "shared", "--yes", cwd=b)  # the default: chunks younger than an hour stay
+    code, _, err = resume(proc, tmp_path / "m")
+    pulls = {}
+    for root in (a, b):
+        fresh = clone(root, tmp_path / f"fresh-{root.name}")
+        pulls[root] = (cli("pull", cwd=fresh).exit_code, md5_of(_head_file(fresh)))
+
+    assert pushed_b.exit_code == 0, pushed_b.stderr
+    assert gc.exit_code == 0, gc.stderr
+    assert code == 0, err
+    assert pulls == {a: (0, made[a]), b: (0, made[b])}
+
+
+def test_two_pulls_at_once_in_one_repository(repo: Path, cli: Callable[..., Any], tmp_path: Path) -> None:
+    store, md5s = tensors_repo(cli, repo, tmp_path, 2)
+    other = clone(repo, tmp_path / "clone")
+    proc = paused(other, "mvc.tensorsync:_Decoder.stored", "pull", markers=tmp_path / "m", n=2)
+    second = cli("pull", cwd=other)
+    code, _, err = resume(proc, tmp_path / "m")
+
+    assert code == 0, err
+    assert second.exit_code in (0, 4), second.stderr
+    assert "Traceback" not in second.stderr
+    assert md5_of(_head_file(other)) == md5s[1]
+
+
+def test_a_directory_version_push_killed_before_its_listing_resumes(repo: Path, cli: Callable[..., Any], tmp_path: Path) -> None:
+    from tests.conftest import write_safetensors
+
+    store = tmp_path / "store"
+    assert cli("remote", "add", "shared", str(store), "--layout", "tensors", "--default").exit_code == 0
+    for i in range(2):
+        write_safetensors(repo / "ckpt" / f"shard{i}.safetensors", seed=i, shapes={"w": (64, 64), "b": (64,)})
+    assert cli("add", "ckpt").exit_code == 0
+    commit_all(repo, "ckpt v1")
+    killed(repo, "mvc.dvcstore:push_listings", "before", "push")
+    status = json.loads(cli("status", "--json").stdout)
+    again = cli("push")
+    other = clone(repo, tmp_path / "clone")
+    pulled = cli("pull", cwd=other)
+
+    assert [s["remote"] for s in status] == ["missing"], status
+    assert again.exit_code == 0, again.stderr
+    assert pulled.exit_code == 0, pulled.stderr
+    assert all((other / "ckpt" / f"shard{i}.safetensors").read_bytes() == (repo / "ckpt" / f"shard{i}.safetensors").read_bytes() for i in range(2))
+
+
+def test_a_version_tagged_after_its_push_reaches_a_dvc_only_teammate(repo: Path, cli: Callable[..., Any], tmp_path: Path) -> None:
+    store, md5s = tensors_repo(cli, repo, tmp_path, 2)
+    tagged = cli("tag", "net@v1", "v1.0.0")
+    pushed = cli("push", "--all-versions")
+    teammate = clone(repo, tmp_path / "teammate")
+    git(teammate, "checkout", "-q", "HEAD~1")  # the commit of v1
+    dvc = str(Path(sys.executable).parent / "dvc")
+    plain = subprocess.run([dvc, "pull"], cwd=teammate, capture_output=True, text=True, check=False)
+
+    assert tagged.exit_code == 0, tagged.stderr
+    assert pushed.exit_code == 0, pushed.stderr
+    assert plain.returncode == 0, plain.stderr
+    assert md5_of(_head_file(teammate)) == md5s[0]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="_Decoder.buffer blames the remote for its own damaged .dvc/tmp/mvc-chunks copy (it drops it, so "
+    "only the next pull works): it should fetch the chunk from the remote once before reporting it corrupt",
+)
+def test_a_damaged_chunk_in_the_local_chunk_cache_is_fetched_again(repo: Path, cli: Callable[..., Any], tmp_path: Path) -> None:
+    store, md5s = tensors_repo(cli, repo, tmp_path, 1)
+    other = clone(repo, tmp_path / "clone")
+    killed(other, "mvc.tensorsync:_Decoder.stored", "after", "pull", "--jobs", "1", n=3)
+    cached = [p for p in (other / ".dvc" / "tmp" / "mvc-chunks").rglob("*") if p.is_file()]
+    cached[0].write_bytes(cached[0].read_bytes()[:-10])  # a disk error, a hand edit
+
+    pulled = cli("pull", cwd=other)
+
+    assert pulled.exit_code == 0, pulled.stderr
+    assert md5_of(_head_file(other)) == md5s[0]
+
+
+@pytest.mark.parametrize("stray", ["README", ".DS_Store", "ab/.DS_Store"])
+def test_storage_and_gc_ignore_stray_files_beside_the_recipes(repo: Path, cli: Callable[..., Any], tmp_path: Path, stray: str) -> None:
+    """A file nobody's mvc wrote (a Finder .DS_Store in a shared directory remote, a README)."""
+    store, md5s = tensors_repo(cli, repo, tmp_path, 2)
+    (store / "mvc" / "recipes" / stray).parent.mkdir(parents=True, exist_ok=True)
+    (store / "mvc" / "recipes" / stray).write_text("hello")
+
+    storage = cli("storage", "--json")
+    gc = cli("gc", "--remote", "shared", "--older-than", "0", "--yes")
+    verify = cli("verify", "net@v2", "--remote", "shared")
+
+    assert storage.exit_code == 0, storage.stderr
+    assert [v["version"] for v in json.loads(storage.stdout)["versions"]] == ["v1", "v2"]
+    assert gc.exit_code == 0, gc.stderr
+    assert verify.exit_code == 0, verify.stdout + verify.stderr
+    assert all(recipe_file(store, m).exists() for m in md5s)
+
+
+# ---------------------------------------------------------------------------- on the real local S3
+
+
+@pytest.mark.servers
+def test_s3_push_and_partial_pull_killed_mid_transfer_then_completed(repo: Path, cli: Callable[..., Any], tmp_path: Path, s3: Any) -> None:
+    from safetensors.numpy import load_file
+
+    from tests.test_tensors import add_tensors_remote, stored
+
+    add_tensors_remote(cli, repo, s3)
+    commit_all(repo, "tensors remote")
+    md5s = list(chain_steps(repo, 2))
+    killed(repo, "mvc.tensorsync:_Remote.put", "after", "push", n=3, match="mvc/chunks/")
+    half = sorted(stored(s3))
+    gc = cli("gc", "--remote", "store", "--yes")
+    again = cli("push")
+    other = clone(repo, tmp_path / "clone", with_local_config=True)
+    dest = other / "models" / "net.partial.safetensors"
+    killed(other, "mvc.tensorsync:_Decoder.raw", "after", "pull", "net@v2", "--tensors", "head.*", n=2)
+    half_partial = dest.exists()
+    partial = cli("pull", "net@v2", "--tensors", "head.*", cwd=other)
+    pulled = cli("pull", cwd=other)
+
+    assert not [p for p in half if p.startswith("mvc/recipes/")] and len([p for p in half if p.startswith("mvc/chunks/")]) >= 3
+    assert gc.exit_code == 0 and again.exit_code == 0, gc.stderr + again.stderr
+    assert not half_partial and partial.exit_code == 0, partial.stderr
+    assert set(load_file(str(dest))) == {"head.bias", "head.weight"}
+    assert pulled.exit_code == 0, pulled.stderr
+    assert md5_of(_head_file(other)) == md5s[1]
+
+
+def test_diff_stats_through_another_versions_recipe_is_refused(repo: Path, cli: Callable[..., Any], tmp_path: Path) -> None:
+    """It reported every tensor unchanged (l2_diff 0.0) though the tensor indexes differ."""
+    from dataclasses import replace
+
+    store, md5s = tensors_repo(cli, repo, tmp_path, 2)
+    old, new = _recipe(store, md5s[0]), _recipe(store, md5s[1])
+    recipe_file(store, md5s[1]).write_bytes(replace(new, parts=old.parts).to_bytes())
+    other = clone(repo, tmp_path / "clone")
+
+    stats = cli("diff", "net@v1", "net@v2", "--stats", "--json", cwd=other)
+
+    assert_one_line_error(
+        stats, 6, f"error: tensor 'enc.bias' of net v2 ({md5s[1][:8]}) on remote 'shared' does not match the version's tensor index"
+    )
