@@ -129,7 +129,16 @@ def push(ws: Workspace, ptrs: list[Pointer], *, remote: str | None, jobs: int | 
         released = tensorsync.released_hashes(ws)
         items = [tensorsync.item(p, released) for p in ptrs if p.md5]
         return rname, tensordirs.push(ws.root, items, remote=rname, jobs=jobs, progress=progress)  # directories file by file
+    uncached = [p for p in ptrs if p.md5 and not dvcstore.has_object(ws.root, p.md5)]
     result = dvcstore.push(ws.root, [p.path for p in ptrs], remote=rname, jobs=jobs, progress=progress, label=_bar_label(ptrs))
+    # DVC skips (with a warning nobody sees) weights it cannot find: neither here nor there is a failure.
+    lost = dvcstore.missing_in_remote(ws.root, [p.md5 for p in uncached], remote=rname) if uncached else set()
+    if lost:
+        listing = ", ".join(f"{_label(p)} ({p.md5[:8]})" for p in uncached if p.md5 in lost)
+        raise MissingObjectError(
+            f"the weights of {listing} are in neither the local cache nor remote {rname!r}; the others were pushed",
+            hint="pull them from a remote that has them (`mvc pull --remote R`), or re-add the weights with `mvc add PATH`",
+        )
     return rname, result.transferred
 
 

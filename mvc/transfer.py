@@ -245,7 +245,17 @@ def _network_error(where: str, verb: str, oid: str) -> Callable[[BaseException],
     return make
 
 
-def _corrupt(where: str, bad: list[str]) -> IntegrityError:
+def _corrupt(where: str, bad: list[str], sizes: dict[str, tuple[int, int]] | None = None) -> IntegrityError:
+    """``bad`` objects came down wrong; ``sizes``: (recorded, stored) sizes of those whose size differs."""
+    if sizes:
+        # The store's copy or the size a .dvc file records is wrong: either may have been edited.
+        oid, (recorded, stored) = sorted(sizes.items())[0]
+        return IntegrityError(
+            f"{counted(len(bad), 'object')} downloaded from {where}: the bytes do not match their hash (first: "
+            f"{oid[:8]}, {stored} bytes stored, {recorded} recorded in its .dvc file); nothing was written from them",
+            hint="if the .dvc file was edited, restore it (`git checkout -- FILE.dvc`); else the remote copy is damaged: "
+            "upload a good one with `mvc verify --repair`",
+        )
     return IntegrityError(
         f"{counted(len(bad), 'object')} downloaded from {where}: the bytes do not match their hash "
         f"(first: {bad[0][:8]}); the bad bytes were deleted and nothing was written from them",
@@ -625,15 +635,8 @@ def pull(
         puller.hashers.shutdown(wait=True, cancel_futures=True)
         for dl in landings:
             dl.close()
-    if puller.sizes:
-        oid, (recorded, stored) = sorted(puller.sizes.items())[0]
-        raise IntegrityError(
-            f"object {oid[:8]} in {where} holds {stored} bytes but its .dvc file records {recorded}; nothing was written",
-            hint="if the .dvc file was edited, restore it (`git checkout -- FILE.dvc`); else the remote copy is damaged: "
-            "upload a good one with `mvc verify --repair`",
-        )
-    if puller.bad:
-        raise _corrupt(where, sorted(puller.bad))
+    if puller.bad or puller.sizes:
+        raise _corrupt(where, sorted(set(puller.bad) | set(puller.sizes)), puller.sizes)
     return Outcome(transferred=puller.done, missing=puller.missing)
 
 

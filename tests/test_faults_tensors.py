@@ -686,3 +686,63 @@ def test_diff_stats_through_another_versions_recipe_is_refused(repo: Path, cli: 
     assert_one_line_error(
         stats, 6, f"error: tensor 'enc.bias' of net v2 ({md5s[1][:8]}) on remote 'shared' does not match the version's tensor index"
     )
+
+
+@pytest.mark.parametrize("relpath", ["../../../escaped.txt", "/tmp/mvc-faults-escaped.txt"])
+def test_a_directory_listing_climbing_out_is_refused_on_a_tensors_remote(
+    repo: Path, cli: Callable[..., Any], tmp_path: Path, relpath: str
+) -> None:
+    import mvc
+
+    store = tmp_path / "store"
+    assert cli("remote", "add", "shared", str(store), "--layout", "tensors", "--default").exit_code == 0
+    ckpt = repo / "models" / "ckpt"
+    ckpt.mkdir(parents=True)
+    (ckpt / "a.bin").write_bytes(b"honest shard")
+    assert cli("add", "models/ckpt", "--name", "ckpt").exit_code == 0
+    assert cli("commit", "-m", "ckpt v1").exit_code == 0
+    honest = mvc.status(repo=repo)[0].hash
+    payload = b"owned"
+    oid = hashlib.md5(payload).hexdigest()
+    listing = json.dumps([{"md5": oid, "relpath": relpath}], sort_keys=True).encode()
+    dir_oid = hashlib.md5(listing).hexdigest() + ".dir"
+    for data, name in ((payload, oid), (listing, dir_oid)):
+        path = dvcstore.cache_file(repo, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        os.chmod(path, 0o444)
+    pointer = repo / "models" / "ckpt.dvc"
+    pointer.write_text(pointer.read_text().replace(honest, dir_oid))
+    git(repo, "commit", "-q", "-am", "ckpt v2 (crafted)")
+    pushed = cli("push")
+    teammate = clone(repo, tmp_path / "teammate")
+    Path("/tmp/mvc-faults-escaped.txt").unlink(missing_ok=True)
+
+    pulled = cli("pull", cwd=teammate)
+    got = cli("get", str(repo), "ckpt", "-o", str(tmp_path / "deploy" / "out"))
+
+    assert pushed.exit_code == 0, pushed.stderr  # the crafter's own push stores it as chunks
+    for result in (pulled, got):
+        assert_one_line_error(result, 6, "error: refusing ", "ckpt v1", repr(relpath), "nothing was written")
+    assert not list(tmp_path.rglob("escaped.txt")) and not Path("/tmp/mvc-faults-escaped.txt").exists()
+    assert not (teammate / "models" / "ckpt").exists()
+
+
+def test_add_of_several_paths_killed_at_the_second_leaves_the_first_whole_and_reruns(repo: Path, cli: Callable[..., Any]) -> None:
+    from tests.conftest import write_safetensors
+
+    for name, seed in (("a", 1), ("b", 2)):
+        write_safetensors(repo / "models" / f"{name}.safetensors", seed=seed)
+    killed(repo, "mvc.pointer:write_manifest", "before", "add", "models/a.safetensors", "models/b.safetensors", n=2)
+    status = {s["name"]: s for s in json.loads(cli("status", "--no-remote", "--json").stdout)}
+    half = (repo / "models" / "b.safetensors.dvc").exists()
+    dvc = str(Path(sys.executable).parent / "dvc")
+    plain = subprocess.run([dvc, "status"], cwd=repo, capture_output=True, text=True, check=False)
+    again = cli("add", "models/a.safetensors", "models/b.safetensors", "--json")
+
+    assert set(status) == {"a"} and status["a"]["version"] == 1, status
+    assert not half, "the journal of the killed add put b back as it was"
+    assert plain.returncode == 0, plain.stderr
+    assert again.exit_code == 0, again.stderr
+    assert [(r["version"]["name"], r["version"]["version"], r["created"]) for r in json.loads(again.stdout)] == [
+        ("a", 1, False), ("b", 1, True)]  # fmt: skip

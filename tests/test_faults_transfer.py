@@ -52,7 +52,8 @@ def test_a_pointer_lying_about_the_size_fails_as_integrity_and_writes_nothing(
     pulled = cli("pull", cwd=other)
 
     assert_one_line_error(
-        pulled, 6, f"holds {len(data)} bytes but its .dvc file records {len(data) + delta}; nothing was written",
+        pulled, 6, f"the bytes do not match their hash (first: {md5[:8]}, {len(data)} bytes stored, {len(data) + delta} "
+        "recorded in its .dvc file); nothing was written",
         "hint: if the .dvc file was edited, restore it (`git checkout -- FILE.dvc`)",
     )
     assert not (other / "models" / "big.bin").exists()
@@ -69,3 +70,33 @@ def test_what_a_killed_pull_leaves_in_the_cache_goes_with_gc(repo: Path, cli: Ca
     assert len(left) == 1 and not cache_path(other, md5).exists()
     assert gc.exit_code == 0, gc.stderr
     assert not temps(other), json.loads(gc.stdout)
+
+
+@pytest.mark.parametrize("field", ["size", "md5"])
+def test_a_push_through_a_pointer_that_lies_stores_nothing_wrong_and_says_so(
+    repo: Path, cli: Callable[..., Any], s3: Bucket, field: str
+) -> None:
+    """A hand-edited .dvc file: a wrong size still pushes the real object (whose md5 the
+    store checks); an md5 no cache or remote holds was 'pushed 0 objects', exit 0."""
+    data = os.urandom(17 * MiB + 5)  # multipart
+    (repo / "models").mkdir(exist_ok=True)
+    (repo / "models" / "big.bin").write_bytes(data)
+    md5 = mvc.add(repo / "models" / "big.bin").version.hash
+    add_remote(cli, repo, s3, s3.server.endpoint_url)
+    ptr = repo / "models" / "big.bin.dvc"
+    doc = yaml.safe_load(ptr.read_text())
+    doc["outs"][0][field] = len(data) + 1 if field == "size" else "0" * 32
+    ptr.write_text(yaml.safe_dump(doc, sort_keys=False))
+    commit_all(repo, "big v1")
+
+    pushed = cli("push")
+
+    if field == "size":
+        assert pushed.exit_code == 0, pushed.stderr
+        assert list(s3.objects()) == [md5]
+    else:
+        assert_one_line_error(
+            pushed, 3, "error: the weights of big v1 (00000000) are in neither the local cache nor remote 'store'",
+            "hint: pull them from a remote that has them",
+        )
+        assert s3.objects() == {}
