@@ -21,7 +21,6 @@ import json
 import os
 import struct
 import threading
-import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -255,8 +254,7 @@ def rebuild(chunks: Chunks, it: tensorsync.Item, recipe: Recipe, dest: Path, *, 
             file does not match its md5 (nothing is left at ``dest`` then).
     """
     workers = max(1, jobs or min(8, 2 * (os.cpu_count() or 1)))
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp = tensorsync.temp_beside(dest)
     md5 = hashlib.md5()  # DVC's content address, not security
     try:
         with open(tmp, "wb") as f, ThreadPoolExecutor(workers) as pool:
@@ -419,14 +417,16 @@ def get_version(
     store = Store(fs, base, local, name, lambda exc: dvcstore.remote_failure_at(exc, name, url))
     if it.md5.endswith(".dir"):  # each file of the listing from its recipe (issue 15)
         return name if _get_dir_files(store, it, dest, jobs=jobs, progress=progress) else None
-    recipe = store.recipe(it.md5)
-    if recipe is None:
-        return None
     try:
+        recipe = store.recipe(it.md5)
+        if recipe is None:
+            return None
         rebuild(Chunks(store), it, recipe, dest, jobs=jobs, progress=progress)
-    except IntegrityError:
+    except IntegrityError as exc:  # an unreadable recipe, a bad chunk, a rebuild of other bytes
         if store.get(f"files/md5/{it.md5[:2]}/{it.md5[2:]}", end=1) is not None:
             return None  # a release also kept whole: DVC fetches that
+        if exc.hint == tensorstore.RECIPE_FIX:  # the recipe names no version: this one does
+            raise IntegrityError(exc.message, hint=tensorsync.full_push_fix(it), remote=name) from exc
         raise
     return name
 

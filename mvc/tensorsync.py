@@ -452,7 +452,7 @@ def fetch(root: Path, items: list[Item], *, remote: str, jobs: int | None = None
         except IntegrityError as exc:  # an unreadable recipe, a bad chunk, a rebuild of other bytes
             if dvcstore.missing_in_remote(root, [it.md5], remote=remote):
                 if exc.hint == tensorstore.RECIPE_FIX:  # the recipe names no version: this one does
-                    raise IntegrityError(exc.message, hint=_full_push_fix(it), remote=remote) from exc
+                    raise IntegrityError(exc.message, hint=full_push_fix(it), remote=remote) from exc
                 raise
             continue  # the full object is there too (a release, `mvc push --full`): DVC fetches it next
         count += 1
@@ -659,7 +659,7 @@ def _rebuild(root: Path, rem: _Remote, it: Item, recipe: Recipe, jobs: int | Non
     chunks.forget()  # the cache object now serves the parts; bases are fetched again if ever needed
 
 
-def _full_push_fix(it: Item) -> str:
+def full_push_fix(it: Item) -> str:
     """The hint for a version a tensors remote holds badly: a plain `mvc push` skips a version
     whose recipe is there, so it repairs nothing; the whole file beside the chunks does."""
     version = it.label.split(" file ", 1)[0]  # a directory version's file: "NAME vN file REL"
@@ -669,7 +669,7 @@ def _full_push_fix(it: Item) -> str:
 
 def _chunk_error(exc: _ChunkError, it: Item, remote: str) -> IntegrityError:
     what = f"{it.label} ({it.md5[:8]})"
-    fix = _full_push_fix(it)
+    fix = full_push_fix(it)
     if exc.kind == "base":
         return IntegrityError(
             f"the delta base chunk {exc.cid[:12]} of {what} was deleted from remote {remote!r}; nothing was written",
@@ -952,9 +952,7 @@ def pull_tensors(
             at += e - b
         text = json.dumps(out_header, separators=(",", ":")).encode()
         text += b" " * (-len(text) % 8)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        _drop_dead_partials(dest)
-        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        tmp = temp_beside(dest)
         try:
             with open(tmp, "wb") as f:
                 f.write(struct.pack("<Q", len(text)) + text)
@@ -974,15 +972,19 @@ def pull_tensors(
     return PartialFile(path=str(dest), tensors=tuple(chosen), bytes=dest.stat().st_size, downloaded=chunks.downloaded)
 
 
-def _drop_dead_partials(dest: Path) -> None:
-    """Remove the temp files of ``dest`` (``.<name>.<pid>.<hex8>.tmp``) a killed partial pull left."""
+def temp_beside(dest: Path) -> Path:
+    """A fresh temp file name for ``dest`` in its directory (created if needed),
+    ``.<name>.<pid>.<hex8>.tmp`` (gc's temp pattern); the temp files of ``dest`` that a
+    killed process left are removed first, so a rerun leaves none behind."""
     from mvc import journal
 
+    dest.parent.mkdir(parents=True, exist_ok=True)
     for entry in dest.parent.glob(f".{glob.escape(dest.name)}.*.tmp"):
         pid = entry.name[len(dest.name) + 2 :].split(".")[0]
         if pid.isdigit() and int(pid) != os.getpid() and not journal.alive(int(pid)):
             with contextlib.suppress(FileNotFoundError):
                 entry.unlink()
+    return dest.with_name(f".{dest.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
 
 
 def wrong_recipe(it: Item, problem: str) -> IntegrityError:

@@ -746,3 +746,35 @@ def test_add_of_several_paths_killed_at_the_second_leaves_the_first_whole_and_re
     assert again.exit_code == 0, again.stderr
     assert [(r["version"]["name"], r["version"]["version"], r["created"]) for r in json.loads(again.stdout)] == [
         ("a", 1, False), ("b", 1, True)]  # fmt: skip
+
+
+# ---------------------------------------------------------------------------- mvc get
+
+
+def test_get_killed_mid_rebuild_leaves_no_file_and_the_next_get_completes(repo: Path, cli: Callable[..., Any], tmp_path: Path) -> None:
+    store, md5s = tensors_repo(cli, repo, tmp_path, 2)
+    deploy = tmp_path / "deploy"
+    killed(tmp_path, "mvc.tensorread:_raw", "after", "get", str(repo), "net", "-o", str(deploy), n=3)
+    left = sorted(p.name for p in deploy.rglob("*") if p.is_file())
+    again = cli("get", str(repo), "net", "-o", str(deploy), cwd=tmp_path)
+    files = [p.relative_to(deploy).as_posix() for p in deploy.rglob("*")]
+
+    assert left and "net.safetensors" not in left, left  # only a temp file, never the final name
+    assert again.exit_code == 0, again.stderr
+    assert files == ["net.safetensors"] and md5_of(deploy / "net.safetensors") == md5s[1], files
+
+
+def test_get_through_an_unreadable_recipe_uses_the_whole_file_the_hint_uploads(
+    repo: Path, cli: Callable[..., Any], tmp_path: Path
+) -> None:
+    store, md5s = tensors_repo(cli, repo, tmp_path, 1)
+    recipe_file(store, md5s[0]).write_bytes(b"{broken")
+    failed = cli("get", str(repo), "net", "-o", str(tmp_path / "first"), cwd=tmp_path)
+    command = failed.stderr.split("hint: ", 1)[-1].split("`")[1].split()
+    fixed = cli(*command[1:])
+    got = cli("get", str(repo), "net", "-o", str(tmp_path / "deploy"), cwd=tmp_path)
+
+    assert failed.exit_code == 6, failed.stderr
+    assert fixed.exit_code == 0, (command, fixed.stderr)
+    assert got.exit_code == 0, got.stderr
+    assert [md5_of(p) for p in (tmp_path / "deploy").rglob("*") if p.is_file()] == [md5s[0]]
