@@ -778,3 +778,73 @@ def test_get_through_an_unreadable_recipe_uses_the_whole_file_the_hint_uploads(
     assert fixed.exit_code == 0, (command, fixed.stderr)
     assert got.exit_code == 0, got.stderr
     assert [md5_of(p) for p in (tmp_path / "deploy").rglob("*") if p.is_file()] == [md5s[0]]
+
+
+def test_a_push_from_a_corrupt_cache_object_never_stores_a_recipe_of_other_bytes(
+    repo: Path, cli: Callable[..., Any], tmp_path: Path
+) -> None:
+    store, md5s = tensors_repo(cli, repo, tmp_path, 2, push_last=False)
+    cached = dvcstore.cache_file(repo, md5s[1])
+    os.chmod(cached, 0o644)
+    data = bytearray(cached.read_bytes())
+    data[-100] ^= 0xFF  # a bit flip on disk after mvc add
+    cached.write_bytes(bytes(data))
+    os.utime(cached, (1_600_000_000, 1_600_000_000))
+
+    pushed = cli("push")
+    other = clone(repo, tmp_path / "clone")
+    pulled = cli("pull", cwd=other)
+
+    assert_one_line_error(pushed, 6, f"error: cache object {md5s[1][:8]} of net v2 no longer matches its hash: refusing to push it")
+    assert not recipe_file(store, md5s[1]).exists()
+    assert pulled.exit_code == 3 and not _head_file(other).exists(), pulled.stderr
+
+
+def test_verify_repair_mends_a_truncated_chunk_for_the_next_pull(repo: Path, cli: Callable[..., Any], tmp_path: Path) -> None:
+    store, md5s = tensors_repo(cli, repo, tmp_path, 1)
+    victim = next(p for p in _recipe(store, md5s[0]).parts if p.tensor == "enc.weight")
+    path = _chunk(store, victim.id)
+    path.write_bytes(path.read_bytes()[:-100])
+
+    before = cli("verify", "net", "--remote", "shared", "--json")
+    repaired = cli("verify", "net", "--remote", "shared", "--repair", "--json")
+    other = clone(repo, tmp_path / "clone")
+    pulled = cli("pull", cwd=other)
+
+    assert before.exit_code == 6 and json.loads(before.stdout)["checks"][0]["remote"] == "corrupt", before.stdout
+    assert repaired.exit_code == 0, repaired.stdout + repaired.stderr
+    assert pulled.exit_code == 0, pulled.stderr
+    assert md5_of(_head_file(other)) == md5s[0]
+
+
+def test_a_pointer_lying_about_the_size_still_pulls_the_verified_version_from_chunks(
+    repo: Path, cli: Callable[..., Any], tmp_path: Path
+) -> None:
+    import yaml
+
+    store, md5s = tensors_repo(cli, repo, tmp_path, 1)
+    other = clone(repo, tmp_path / "clone")
+    ptr = other / "models" / "net.safetensors.dvc"
+    doc = yaml.safe_load(ptr.read_text())
+    doc["outs"][0]["size"] += 1
+    ptr.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+    pulled = cli("pull", cwd=other)
+
+    assert pulled.exit_code == 0, pulled.stderr
+    assert md5_of(_head_file(other)) == md5s[0]
+
+
+def test_a_hand_edited_tensor_index_stops_a_partial_pull_with_its_fix(repo: Path, cli: Callable[..., Any], tmp_path: Path) -> None:
+    store, md5s = tensors_repo(cli, repo, tmp_path, 1)
+    other = clone(repo, tmp_path / "clone")
+    sidecar = next((other / ".mvc" / "index").rglob("*.json"))
+    doc = json.loads(sidecar.read_text())
+    doc["tensors"][0][4] = "0" * 32  # enc.bias's xxh3
+    sidecar.write_text(json.dumps(doc))
+    commit_all(other, "edited by hand")
+
+    partial = cli("pull", "net@HEAD", "--tensors", "enc.*", cwd=other)
+
+    assert_one_line_error(partial, 6, "does not match the hash its manifest records", "hint: restore it with `git checkout")
+    assert not list((other / "models").glob("*partial*"))
