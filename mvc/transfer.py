@@ -245,6 +245,12 @@ def _network_error(where: str, verb: str, oid: str) -> Callable[[BaseException],
     return make
 
 
+async def _quietly(check: Callable[[_Landing], Awaitable[None]], dl: _Landing) -> None:
+    """``check(dl)``, whose :class:`IntegrityError` has recorded what it found."""
+    with contextlib.suppress(IntegrityError):
+        await check(dl)
+
+
 def _corrupt(where: str, bad: list[str], sizes: dict[str, tuple[int, int]] | None = None) -> IntegrityError:
     """``bad`` objects came down wrong; ``sizes``: (recorded, stored) sizes of those whose size differs."""
     if sizes:
@@ -636,6 +642,12 @@ def pull(
         for dl in landings:
             dl.close()
     if puller.bad or puller.sizes:
+        # Bytes that do not hash to their id: a store size other than the recorded one (a
+        # range past the end is caught on the way; a shorter recorded size is not) tells
+        # the user which of the two to suspect.
+        with contextlib.suppress(Exception):
+            unsized = [dl for dl in landings if dl.item.oid in set(puller.bad) - set(puller.sizes)]
+            _run(fs.loop, _each(puller.jobs, (partial(_quietly, puller._check_size, dl) for dl in unsized)))
         raise _corrupt(where, sorted(set(puller.bad) | set(puller.sizes)), puller.sizes)
     return Outcome(transferred=puller.done, missing=puller.missing)
 

@@ -848,3 +848,19 @@ def test_a_hand_edited_tensor_index_stops_a_partial_pull_with_its_fix(repo: Path
 
     assert_one_line_error(partial, 6, "does not match the hash its manifest records", "hint: restore it with `git checkout")
     assert not list((other / "models").glob("*partial*"))
+
+
+def test_git_checkout_while_a_pull_rebuilds(repo: Path, cli: Callable[..., Any], tmp_path: Path) -> None:
+    store, md5s = tensors_repo(cli, repo, tmp_path, 2)
+    other = clone(repo, tmp_path / "clone")
+    proc = paused(other, "mvc.dvcstore:adopt_cache_file", "pull", markers=tmp_path / "m")
+    git(other, "checkout", "-q", "HEAD~1")  # the pointer now names v1
+    code, out, err = resume(proc, tmp_path / "m")
+    state = _head_file(other).exists() and md5_of(_head_file(other))
+    again = cli("pull", cwd=other)
+
+    # the pull fetched v2, then found v1's pointer: it names the fix, and the fix works
+    assert (code, err.splitlines()[-1]) == (3, "hint: run `mvc pull` to fetch them from the remote"), err
+    assert state in (False, md5s[0]), "never v2's bytes under v1's pointer"
+    assert again.exit_code == 0, again.stderr
+    assert md5_of(_head_file(other)) == md5s[0]
