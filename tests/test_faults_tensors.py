@@ -280,13 +280,16 @@ def _garbage_versions(cli: Callable[..., Any], repo: Path, tmp_path: Path) -> tu
     return store, kept, gone
 
 
-@pytest.mark.parametrize("step", ["first-recipe", "first-chunk"])
+@pytest.mark.parametrize("step", ["after-the-cache", "first-recipe", "first-chunk"])
 def test_gc_remote_killed_mid_removal_keeps_every_kept_version_and_finishes_next_time(
     repo: Path, cli: Callable[..., Any], tmp_path: Path, step: str
 ) -> None:
     store, kept, gone = _garbage_versions(cli, repo, tmp_path)
-    match = "recipes" if step == "first-recipe" else "chunks"
-    killed(repo, "mvc.tensorsync:_Remote.remove_path", "after", "gc", "--remote", "shared", "--older-than", "0", "--yes", match=match)
+    gc = ("gc", "--remote", "shared", "--older-than", "0", "--yes")
+    if step == "after-the-cache":
+        killed(repo, "mvc.tensorsync:remove_garbage", "before", *gc)
+    else:
+        killed(repo, "mvc.tensorsync:_Remote.remove_path", "after", *gc, match="recipes" if step == "first-recipe" else "chunks")
     other = clone(repo, tmp_path / "clone")
     pulled = cli("pull", cwd=other, )
     old = clone(repo, tmp_path / "old")
@@ -653,7 +656,7 @@ def test_s3_push_and_partial_pull_killed_mid_transfer_then_completed(repo: Path,
     add_tensors_remote(cli, repo, s3)
     commit_all(repo, "tensors remote")
     md5s = list(chain_steps(repo, 2))
-    killed(repo, "mvc.tensorsync:_Remote.put", "after", "push", n=3, match="mvc/chunks/")
+    killed(repo, "mvc.tensorsync:_Remote.put", "after", "push", "--jobs", "1", n=3, match="mvc/chunks/")
     half = sorted(stored(s3))
     gc = cli("gc", "--remote", "store", "--yes")
     again = cli("push")
@@ -754,7 +757,7 @@ def test_add_of_several_paths_killed_at_the_second_leaves_the_first_whole_and_re
 def test_get_killed_mid_rebuild_leaves_no_file_and_the_next_get_completes(repo: Path, cli: Callable[..., Any], tmp_path: Path) -> None:
     store, md5s = tensors_repo(cli, repo, tmp_path, 2)
     deploy = tmp_path / "deploy"
-    killed(tmp_path, "mvc.tensorread:_raw", "after", "get", str(repo), "net", "-o", str(deploy), n=3)
+    killed(tmp_path, "mvc.tensorread:_raw", "after", "get", str(repo), "net", "-o", str(deploy), "--jobs", "1", n=3)
     left = sorted(p.name for p in deploy.rglob("*") if p.is_file())
     again = cli("get", str(repo), "net", "-o", str(deploy), cwd=tmp_path)
     files = [p.relative_to(deploy).as_posix() for p in deploy.rglob("*")]
