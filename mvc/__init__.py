@@ -54,6 +54,7 @@ _API = {
     "gc",
     "run",
     "check_weights_path",
+    "check_addable",
     "push_full",
     "storage",
     "pull_tensors",

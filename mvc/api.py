@@ -333,6 +333,22 @@ def add(
     return _sign_added(ws, result, sign_key, sign_password) if sign_key is not None else result
 
 
+def check_addable(paths: Sequence[PathLike]) -> None:
+    """Refuse damaged weights among ``paths`` before any is added (``mvc add A B``: all or nothing).
+
+    Reads only headers (safetensors, gguf, npz; each such file of a directory).
+
+    Example::
+
+        mvc.check_addable(["models/net.safetensors"])  # CorruptFileError names a damaged file
+        print("every header reads")
+
+    Raises:
+        CorruptFileError: a weight file is damaged.
+    """
+    versioning.check_readable([Path(p) for p in paths])
+
+
 def commit(message: str, *, repo: PathLike = ".") -> CommitResult:
     """Commit the model changes (pointers, their .gitignore files, mvc's own files).
 
@@ -1709,6 +1725,7 @@ __all__ = [
     "UploadFailure",
     "UploadReport",
     "check_weights_path",
+    "check_addable",
     "log_model",
     "run",
     "wait",

@@ -31,7 +31,7 @@ _MD5 = re.compile(rb"\bmd5:[ \t]*['\"]?([0-9a-f]{32}(?:\.dir)?)(?![0-9a-zA-Z.])"
 # files.replace_atomic: tempfile.mkstemp(prefix=".<name>.", suffix=files.TEMP_SUFFIX)
 _MKSTEMP = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
 # Directories mvc stages weights in next to their target (rollback, get) and sign views in .dvc/tmp.
-_STAGING_DIR = re.compile(r"^\.mvc-(checkout|get)-[a-z0-9_]{8}$")
+_STAGING_DIR = re.compile(r"^\.mvc-(checkout|get)-(\d+-)?[a-z0-9_]{8}$")  # get: .mvc-get-<pid>-<random>
 _SIGN_DIR = re.compile(r"^mvc-sign-[a-z0-9_]{8}$")
 DEFAULT_OLDER_THAN = 1.0  # hours
 

@@ -2680,8 +2680,10 @@ _OID = re.compile(r"^[0-9a-f]{32}(\.dir)?$")
 # dvc_objects.fs.utils.tmp_fname: f"{prefix}.{token_urlsafe(16)}.tmp" (22 url-safe characters);
 # DVC writes every download, cache copy and local-remote upload under such a name first.
 DVC_TEMP = re.compile(r"^.*\.[A-Za-z0-9_-]{22}\.tmp$")
-# :func:`_precache`'s ".mvc-tmp-<pid>-<thread>" in the cache's files/md5 directory.
-_MVC_CACHE_TEMP = re.compile(r"^\.mvc-tmp-\d+-\d+$")
+# mvc's own temp files in the cache's files/md5 directories: :func:`_precache`'s
+# ".mvc-tmp-<pid>-<thread>", a tensors-remote rebuild's ".mvc-rebuild-<pid>-<hex8>" and the
+# transfer engine's ".<name>.<token>.mvc.tmp" (mvc.transfer.TMP_SUFFIX): what a killed pull leaves.
+_MVC_CACHE_TEMP = re.compile(r"^\.(mvc-tmp-\d+-\d+|mvc-rebuild-\d+-[0-9a-f]{8}|.+\.[A-Za-z0-9_-]{11}\.mvc\.tmp)$")
 
 
 @dataclass(frozen=True)

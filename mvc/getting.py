@@ -91,7 +91,8 @@ def get(
         out.mkdir(parents=True, exist_ok=True)
         # Download next to the target, then rename: a failed or interrupted get leaves
         # no half-written weights under the real name.
-        staging = Path(tempfile.mkdtemp(prefix=".mvc-get-", dir=out))
+        _drop_dead_staging(out)
+        staging = Path(tempfile.mkdtemp(prefix=f".mvc-get-{os.getpid()}-", dir=out))
         try:
             # A tensors remote rebuilds the version from its chunks (issue 15); else DVC fetches it.
             label = f"{resolved.name} v{resolved.version}"
@@ -192,3 +193,14 @@ def _replace(src: Path, target: Path) -> None:
 
 
 __all__ = ["GetResult", "get"]
+
+
+def _drop_dead_staging(out: Path) -> None:
+    """Remove the ``.mvc-get-<pid>-*`` staging directories a killed ``mvc get`` left in ``out``
+    (each may hold a model-sized partial file; a deploy directory has no ``mvc gc``)."""
+    from mvc import journal
+
+    for entry in out.glob(".mvc-get-*-*"):
+        pid = entry.name.split("-")[2]
+        if entry.is_dir() and pid.isdigit() and int(pid) != os.getpid() and not journal.alive(int(pid)):
+            shutil.rmtree(entry, ignore_errors=True)

@@ -46,7 +46,8 @@ def fault(step: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """True while process ``pid`` runs (so its temp files and journal are still its own)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -71,7 +72,7 @@ def recover(root: Path) -> list[str]:
             with contextlib.suppress(OSError):
                 entry.unlink()
             continue
-        if pid == os.getpid() or _alive(pid):
+        if pid == os.getpid() or alive(pid):
             continue
         for rel, data in files.items():
             target = root / rel

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mvc import dvcstore, gitstore, history, pointer, rollback, tensordirs, tensorspace, tensorsync
-from mvc.errors import IntegrityError, MissingObjectError, RemoteError, RemoteNotFoundError, UsageError
+from mvc.errors import ConflictError, IntegrityError, MissingObjectError, RemoteError, RemoteNotFoundError, UsageError
 from mvc.pointer import Pointer
 from mvc.progress import Progress, models_label
 from mvc.workspace import Workspace
@@ -129,7 +129,16 @@ def push(ws: Workspace, ptrs: list[Pointer], *, remote: str | None, jobs: int | 
         released = tensorsync.released_hashes(ws)
         items = [tensorsync.item(p, released) for p in ptrs if p.md5]
         return rname, tensordirs.push(ws.root, items, remote=rname, jobs=jobs, progress=progress)  # directories file by file
+    uncached = [p for p in ptrs if p.md5 and not dvcstore.has_object(ws.root, p.md5)]
     result = dvcstore.push(ws.root, [p.path for p in ptrs], remote=rname, jobs=jobs, progress=progress, label=_bar_label(ptrs))
+    # DVC skips (with a warning nobody sees) weights it cannot find: neither here nor there is a failure.
+    lost = dvcstore.missing_in_remote(ws.root, [p.md5 for p in uncached], remote=rname) if uncached else set()
+    if lost:
+        listing = ", ".join(f"{_label(p)} ({p.md5[:8]})" for p in uncached if p.md5 in lost)
+        raise MissingObjectError(
+            f"the weights of {listing} are in neither the local cache nor remote {rname!r}; the others were pushed",
+            hint="pull them from a remote that has them (`mvc pull --remote R`), or re-add the weights with `mvc add PATH`",
+        )
     return rname, result.transferred
 
 
@@ -352,4 +361,30 @@ def pull_tensors(
     item = replace(tensorsync.item(res.pointer), label=f"{res.name} v{res.version}")
     weights = ws.root / res.pointer.out
     dest = out if out is not None else weights.with_name(f"{weights.stem}.partial.safetensors")
-    return tensorsync.pull_tensors(ws.root, item, list(patterns), dest, remote=rname, jobs=jobs)
+    _check_partial_dest(ws, dest, f"--out {out}" if out is not None else f"the partial file {dest}")
+    from mvc import comparison
+
+    index = comparison.load_indexes(ws, [res])[0]  # from git: what each tensor must be
+    return tensorsync.pull_tensors(ws.root, item, list(patterns), dest, remote=rname, jobs=jobs, index=index)
+
+
+def _check_partial_dest(ws: Workspace, dest: Path, shown: str) -> None:
+    """Refuse to write a partial file over a directory, tracked weights, a pointer or mvc's,
+    DVC's or git's own files: a partial file there would replace (and lose) what they hold.
+
+    Raises:
+        UsageError: ``dest`` is a directory. ConflictError: ``dest`` is something mvc keeps.
+    """
+    if dest.is_dir():
+        raise UsageError(f"{shown} is a directory", hint="name the file to write, e.g. `--out DIR/part.safetensors`")
+    try:
+        rel = dest.resolve().relative_to(ws.root.resolve())
+    except ValueError:
+        return  # outside the repository: the user's own file
+    hint = "write it elsewhere with `--out PATH` (the default is WEIGHTS.partial.safetensors)"
+    if rel.parts[0] in (".git", ".dvc", ".mvc") or rel.name.endswith(pointer.SUFFIX):
+        raise ConflictError(f"{shown} is a file git, DVC or mvc keeps", hint=hint)
+    for i in range(1, len(rel.parts) + 1):
+        outer = "/".join(rel.parts[:i])
+        if (ws.root / pointer.pointer_path(outer)).is_file():
+            raise ConflictError(f"{shown} would overwrite the tracked weights {outer}", hint=hint)

@@ -21,13 +21,12 @@ import json
 import os
 import struct
 import threading
-import uuid
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mvc import dvcstore, tensorstore, tensorsync
 from mvc.chunkstore import ChunkProblem, ChunkStore, decode_chunk
@@ -36,6 +35,9 @@ from mvc.progress import Progress
 from mvc.refs import Resolved
 from mvc.tensorstore import Part, Recipe
 from mvc.workspace import Workspace
+
+if TYPE_CHECKING:
+    from mvc.formats import TensorIndex
 
 _KEEP_BYTES = 64 * 2**20  # decoded parts kept for reuse (a child's delta base, small tensors sharing a part)
 
@@ -101,6 +103,7 @@ class Wanted:
     item: tensorsync.Item
     recipe: Recipe
     dest: Path
+    index: TensorIndex | None = None  # the version's tensor index (from git): each copied tensor must match it
 
 
 def sparse_copies(chunks: Chunks, wanted: Sequence[Wanted], names: Iterable[str]) -> None:
@@ -127,7 +130,8 @@ def sparse_copies(chunks: Chunks, wanted: Sequence[Wanted], names: Iterable[str]
                 entry = header.get(name)
                 if isinstance(entry, dict) and "data_offsets" in entry:
                     b, e = entry["data_offsets"]
-                    _copy_range(chunks, w, f, data_start + int(b), data_start + int(e))
+                    data = _copy_range(chunks, w, f, data_start + int(b), data_start + int(e))
+                    tensorsync.check_tensor(name, entry, data, w.index, w.item, chunks.store.name)
     finally:
         for f in files:
             f.close()
@@ -184,8 +188,7 @@ def rebuild(chunks: Chunks, it: tensorsync.Item, recipe: Recipe, dest: Path, *, 
             file does not match its md5 (nothing is left at ``dest`` then).
     """
     workers = max(1, jobs or min(8, 2 * (os.cpu_count() or 1)))
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp = tensorsync.temp_beside(dest)
     md5 = hashlib.md5()  # DVC's content address, not security
     try:
         with open(tmp, "wb") as f, ThreadPoolExecutor(workers) as pool:
@@ -289,6 +292,9 @@ def stats_inputs(
             raise
         rname = None
     if rname is not None and tensorsync.layout(ws.root, rname) == tensorsync.TENSORS:
+        from mvc import comparison
+
+        indexes = comparison.load_indexes(ws, list(sides))  # from git: what each copied tensor must be
         for i, res in enumerate(sides):
             md5 = res.pointer.md5
             if not md5 or md5.endswith(".dir") or dvcstore.has_object(ws.root, md5):
@@ -297,7 +303,7 @@ def stats_inputs(
             recipe = store.recipe(md5)
             if recipe is not None and recipe.format == "safetensors":
                 item = tensorsync.Item(md5, f"{res.name} v{res.version}")
-                sparse[i] = Wanted(item, recipe, dests[i])
+                sparse[i] = Wanted(item, recipe, dests[i], indexes[i])
     if store is not None and sparse:
         sparse_copies(Chunks(store, ws.root), list(sparse.values()), names)
     return [
@@ -340,14 +346,16 @@ def get_version(
     store = ChunkStore(fs, base, local, name, lambda exc: dvcstore.remote_failure_at(exc, name, url))
     if it.md5.endswith(".dir"):  # each file of the listing from its recipe (issue 15)
         return name if _get_dir_files(store, it, dest, jobs=jobs, progress=progress) else None
-    recipe = store.recipe(it.md5)
-    if recipe is None:
-        return None
     try:
+        recipe = store.recipe(it.md5)
+        if recipe is None:
+            return None
         rebuild(Chunks(store), it, recipe, dest, jobs=jobs, progress=progress)
-    except IntegrityError:
+    except IntegrityError as exc:  # an unreadable recipe, a bad chunk, a rebuild of other bytes
         if store.get(f"files/md5/{it.md5[:2]}/{it.md5[2:]}", end=1) is not None:
             return None  # a release also kept whole: DVC fetches that
+        if exc.hint == tensorstore.RECIPE_FIX:  # the recipe names no version: this one does
+            raise IntegrityError(exc.message, hint=tensorsync.full_push_fix(it), remote=name) from exc
         raise
     return name
 

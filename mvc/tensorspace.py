@@ -9,6 +9,7 @@ just before it deletes chunks so a push that lands meanwhile keeps its chunks.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from mvc.chunkstore import CHUNKS, RECIPES, ChunkStore, chunk_rel, known_bases, 
 from mvc.errors import IntegrityError
 from mvc.tensorstore import Part, Recipe
 from mvc.workspace import Workspace
+
+_MD5 = re.compile(r"[0-9a-f]{32}")  # a recipe's name
 
 # ---- what a tensors remote stores (mvc storage) ---------------------------------------
 
@@ -85,7 +88,8 @@ def storage(ws: Workspace, remote: str, *, name: str | None = None) -> StorageRe
     recipes_listing = rem.listing(RECIPES)
     chunk_sizes = {k.replace("/", ""): v[0] for k, v in rem.listing(CHUNKS).items()}
     labels = history.version_labels(ws, gitstore.all_commits_touching(ws.root, f"*{pointer.SUFFIX}"))
-    md5s = [k.replace("/", "") for k in recipes_listing]
+    # Only recipe names: a stray file there (a README, a Finder .DS_Store) is no version.
+    md5s = [m for m in (k.replace("/", "") for k in recipes_listing) if _MD5.fullmatch(m)]
     with ThreadPoolExecutor(tensorsync.workers(None)) as pool:
         raws = list(pool.map(lambda m: rem.get(recipe_rel(m)), md5s))
     full = set(md5s) - dvcstore.missing_in_remote(ws.root, md5s, remote=remote) if md5s else set()

@@ -60,6 +60,11 @@ DELTA_SURE = 0.7
 DELTA_GAIN = 0.9
 
 
+# A plain `mvc push` skips a version whose recipe is on the remote; the whole file beside
+# the chunks repairs it (a pull falls back to it).
+RECIPE_FIX = "upload the whole file from a machine that has the weights (`mvc push --full NAME@vN`): pull then uses it"
+
+
 @dataclass(frozen=True)
 class Part:
     """One part of a recipe: ``size`` bytes of the file, stored as chunk ``id``."""
@@ -117,12 +122,12 @@ class Recipe:
         except (ValueError, KeyError, TypeError, IndexError) as exc:
             raise IntegrityError(
                 f"the tensor recipe of {md5[:8]} on the remote is unreadable",
-                hint="push the version again from a machine that has its weights (`mvc push`)",
+                hint=RECIPE_FIX,
             ) from exc
         if recipe.md5 != md5 or sum(p.size for p in parts) != recipe.size or any(p.size < 0 for p in parts):
             raise IntegrityError(
                 f"the tensor recipe of {md5[:8]} on the remote does not describe that version",
-                hint="push the version again from a machine that has its weights (`mvc push`)",
+                hint=RECIPE_FIX,
             )
         return recipe
 

@@ -24,6 +24,7 @@ deploy job with only ``dvc pull`` can fetch them.
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -34,7 +35,7 @@ from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mvc import documents, dvcstore, history, settings, tensorstore
 from mvc.chunkstore import (
@@ -54,6 +55,9 @@ from mvc.pointer import Pointer
 from mvc.progress import Progress
 from mvc.tensorstore import Part, Recipe
 from mvc.workspace import Workspace
+
+if TYPE_CHECKING:
+    from mvc.formats import TensorIndex
 
 FULL, TENSORS = "full", "tensors"
 LAYOUTS = (FULL, TENSORS)
@@ -430,17 +434,33 @@ def fetch(root: Path, items: list[Item], *, remote: str, jobs: int | None = None
     rem = ChunkStore.of(root, remote)
     count = 0
     for it in todo:
-        recipe = rem.recipe(it.md5)
-        if recipe is None:
-            continue
         try:
+            recipe = rem.recipe(it.md5)
+            if recipe is None:
+                continue
+            _drop_dead_rebuilds(dvcstore.cache_file(root, it.md5).parent)
             _rebuild(root, rem, it, recipe, jobs, progress)
-        except IntegrityError:
+        except IntegrityError as exc:  # an unreadable recipe, a bad chunk, a rebuild of other bytes
             if dvcstore.missing_in_remote(root, [it.md5], remote=remote):
+                if exc.hint == tensorstore.RECIPE_FIX:  # the recipe names no version: this one does
+                    raise IntegrityError(exc.message, hint=full_push_fix(it), remote=remote) from exc
                 raise
             continue  # the full object is there too (a release, `mvc push --full`): DVC fetches it next
         count += 1
     return count
+
+
+def _drop_dead_rebuilds(folder: Path) -> None:
+    """Remove the half-rebuilt files a killed pull left in ``folder`` (``.mvc-rebuild-<pid>-*``
+    of a process that is gone): each can be as large as a model, and nothing else reads them."""
+    from mvc import journal
+
+    with contextlib.suppress(OSError):
+        for entry in folder.glob(".mvc-rebuild-*"):
+            pid = entry.name.split("-")[2]
+            if pid.isdigit() and int(pid) != os.getpid() and not journal.alive(int(pid)):
+                with contextlib.suppress(FileNotFoundError):
+                    entry.unlink()
 
 
 def on_remote(root: Path, md5: str, *, remote: str) -> bool:
@@ -617,24 +637,25 @@ def rebuilt_mismatch(it: Item, remote: str) -> IntegrityError:
     )
 
 
+def full_push_fix(it: Item) -> str:
+    """The hint for a version a tensors remote holds badly: a plain `mvc push` skips a version
+    whose recipe is there, so it repairs nothing; the whole file beside the chunks does."""
+    version = it.label.split(" file ", 1)[0]  # a directory version's file: "NAME vN file REL"
+    ref = version.replace(" v", "@v", 1) if " v" in version else ""
+    return tensorstore.RECIPE_FIX.replace(" NAME@vN", f" {ref}" if ref else "")
+
+
 def _chunk_error(exc: ChunkProblem, it: Item, remote: str) -> IntegrityError:
     what = f"{it.label} ({it.md5[:8]})"
+    fix = full_push_fix(it)
     if exc.kind == "base":
-        parent = it.parents[0][1] if it.parents else "its parent version"
-        ref = parent.replace(" v", "@v", 1) if it.parents else "NAME@vN"
         return IntegrityError(
             f"the delta base chunk {exc.cid[:12]} of {what} was deleted from remote {remote!r}; nothing was written",
-            hint=f"push {parent} again from a machine that has it (`mvc push {ref}`): that restores the base",
+            hint=fix,
         )
     if exc.kind == "missing":
-        return IntegrityError(
-            f"chunk {exc.cid[:12]} of {what} is missing from remote {remote!r}; nothing was written",
-            hint="push the version again from a machine that has its weights (`mvc push`)",
-        )
-    return IntegrityError(
-        f"chunk {exc.cid[:12]} of {what} on remote {remote!r} is corrupt; nothing was written",
-        hint="push the version again from a machine that has its weights (`mvc push`)",
-    )
+        return IntegrityError(f"chunk {exc.cid[:12]} of {what} is missing from remote {remote!r}; nothing was written", hint=fix)
+    return IntegrityError(f"chunk {exc.cid[:12]} of {what} on remote {remote!r} is corrupt; nothing was written", hint=fix)
 
 
 # ---- a partial safetensors file (mvc pull NAME@REF --tensors PATTERN) -------------------
@@ -650,21 +671,35 @@ class PartialFile:
     downloaded: int  # bytes read from the remote
 
 
-def pull_tensors(root: Path, it: Item, patterns: list[str], dest: Path, *, remote: str, jobs: int | None = None) -> PartialFile:
+def pull_tensors(
+    root: Path,
+    it: Item,
+    patterns: list[str],
+    dest: Path,
+    *,
+    remote: str,
+    jobs: int | None = None,
+    index: TensorIndex | None = None,
+) -> PartialFile:
     """Write ``dest``, a safetensors file with only the tensors of version ``it`` whose names
     match ``patterns`` (shell-style), downloading only the chunks that hold them.
 
-    Each chunk is checked against its id; there is no md5 for a partial file.
+    There is no md5 for a partial file: each chunk is checked against its id and the size
+    its recipe gives it, and each tensor against ``index`` (the version's tensor index,
+    from git: its dtype, shape and xxh3 hash), so a wrong recipe never yields a file.
 
     Raises:
         UsageError: the version is not a safetensors file on the remote.
         NotFoundError: no tensor matches; the version is not on the remote.
-        IntegrityError: a chunk is missing or corrupt.
+        IntegrityError: a chunk is missing or corrupt; the recipe or a tensor does not
+            match what the version records. Nothing is written then.
     """
     import fnmatch
     import struct
 
     from mvc.errors import NotFoundError
+
+    what = f"{it.label} ({it.md5[:8]}) on remote {remote!r}"
 
     rem = ChunkStore.of(root, remote)
     recipe = rem.recipe(it.md5)
@@ -688,6 +723,8 @@ def pull_tensors(root: Path, it: Item, patterns: list[str], dest: Path, *, remot
                 last.clear()
                 last[part.id] = chunks.raw(part.id)
             raw = last[part.id]
+            if len(raw) != part.size:
+                raise wrong_recipe(it, f"the recipe of {what} gives chunk {part.id[:12]} {part.size} bytes, but it holds {len(raw)}")
             out += raw[max(start - offset, 0) : min(end - offset, part.size)]
         return bytes(out)
 
@@ -711,14 +748,15 @@ def pull_tensors(root: Path, it: Item, patterns: list[str], dest: Path, *, remot
             at += e - b
         text = json.dumps(out_header, separators=(",", ":")).encode()
         text += b" " * (-len(text) % 8)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.tmp")
+        tmp = temp_beside(dest)
         try:
             with open(tmp, "wb") as f:
                 f.write(struct.pack("<Q", len(text)) + text)
                 for k in chosen:
                     b, e = header[k]["data_offsets"]
-                    f.write(read(8 + n + b, 8 + n + e))
+                    data = read(8 + n + b, 8 + n + e)
+                    check_tensor(k, header[k], data, index, it, remote)
+                    f.write(data)
             os.replace(tmp, dest)
         finally:
             with contextlib.suppress(FileNotFoundError):
@@ -728,6 +766,59 @@ def pull_tensors(root: Path, it: Item, patterns: list[str], dest: Path, *, remot
     finally:
         chunks.forget()
     return PartialFile(path=str(dest), tensors=tuple(chosen), bytes=dest.stat().st_size, downloaded=chunks.downloaded)
+
+
+def temp_beside(dest: Path) -> Path:
+    """A fresh temp file name for ``dest`` in its directory (created if needed),
+    ``.<name>.<pid>.<hex8>.tmp`` (gc's temp pattern); the temp files of ``dest`` that a
+    killed process left are removed first, so a rerun leaves none behind."""
+    from mvc import journal
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    for entry in dest.parent.glob(f".{glob.escape(dest.name)}.*.tmp"):
+        pid = entry.name[len(dest.name) + 2 :].split(".")[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not journal.alive(int(pid)):
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
+    return dest.with_name(f".{dest.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def wrong_recipe(it: Item, problem: str) -> IntegrityError:
+    """The error for a recipe that does not rebuild version ``it`` (``problem`` says how)."""
+    ref = it.label.split(" file ", 1)[0].replace(" v", "@v", 1)
+    return IntegrityError(
+        f"{problem}; nothing was written",
+        hint=f"the remote's recipe is wrong: pull the whole version (`mvc pull {ref}`) after `mvc push --full {ref}` "
+        "from a machine that has its weights",
+    )
+
+
+def check_tensor(name: str, entry: Any, data: bytes, index: TensorIndex | None, it: Item, remote: str) -> None:
+    """Refuse tensor ``name`` of version ``it`` (its safetensors header ``entry`` and ``data``
+    as rebuilt from a tensors remote) unless it is whole and, when the version's tensor
+    ``index`` is known, has the dtype, shape and xxh3 hash the index records.
+
+    Raises:
+        IntegrityError: the remote's recipe or chunks describe other bytes.
+    """
+    import xxhash
+
+    from mvc.formats import dtypes
+
+    what = f"{it.label} ({it.md5[:8]}) on remote {remote!r}"
+    begin, end = entry["data_offsets"] if isinstance(entry, dict) else (0, -1)
+    if len(data) != end - begin:
+        raise wrong_recipe(it, f"tensor {name!r} of {what} rebuilt to {len(data)} bytes, not the {end - begin} its header gives")
+    if index is None:
+        return
+    info = index.by_name.get(name)
+    if (
+        info is None
+        or dtypes.SAFETENSORS_DTYPES.get(str(entry.get("dtype")), ("?",))[0] != info.dtype
+        or tuple(entry.get("shape") or ()) != tuple(info.shape)
+        or xxhash.xxh3_128(data).hexdigest() != info.hash
+    ):
+        raise wrong_recipe(it, f"tensor {name!r} of {what} does not match the version's tensor index")
 
 
 def chunk_error(cid: str, kind: str, it: Item, remote: str) -> IntegrityError:

@@ -245,7 +245,23 @@ def _network_error(where: str, verb: str, oid: str) -> Callable[[BaseException],
     return make
 
 
-def _corrupt(where: str, bad: list[str]) -> IntegrityError:
+async def _quietly(check: Callable[[_Landing], Awaitable[None]], dl: _Landing) -> None:
+    """``check(dl)``, whose :class:`IntegrityError` has recorded what it found."""
+    with contextlib.suppress(IntegrityError):
+        await check(dl)
+
+
+def _corrupt(where: str, bad: list[str], sizes: dict[str, tuple[int, int]] | None = None) -> IntegrityError:
+    """``bad`` objects came down wrong; ``sizes``: (recorded, stored) sizes of those whose size differs."""
+    if sizes:
+        # The store's copy or the size a .dvc file records is wrong: either may have been edited.
+        oid, (recorded, stored) = sorted(sizes.items())[0]
+        return IntegrityError(
+            f"{counted(len(bad), 'object')} downloaded from {where}: the bytes do not match their hash (first: "
+            f"{oid[:8]}, {stored} bytes stored, {recorded} recorded in its .dvc file); nothing was written from them",
+            hint="if the .dvc file was edited, restore it (`git checkout -- FILE.dvc`); else the remote copy is damaged: "
+            "upload a good one with `mvc verify --repair`",
+        )
     return IntegrityError(
         f"{counted(len(bad), 'object')} downloaded from {where}: the bytes do not match their hash "
         f"(first: {bad[0][:8]}); the bad bytes were deleted and nothing was written from them",
@@ -392,6 +408,7 @@ class _Puller(_Transfer):
         self.done: list[str] = []
         self.missing: list[str] = []
         self.bad: list[str] = []
+        self.sizes: dict[str, tuple[int, int]] = {}  # oid -> (size recorded, size in the store) when they differ
         self.failed: BaseException | None = None  # a hasher's own error (disk full ...)
 
     # ---- the hasher side (threads)
@@ -505,14 +522,19 @@ class _Puller(_Transfer):
 
             try:
                 await self._read(dl, pos, end, sink)
+            except (_Cancelled, IntegrityError, FileNotFoundError, PermissionError):
+                raise
+            except Exception:
+                # A range past the store's end (416) when the recorded size is larger: a
+                # size problem, which no retry fixes; anything else is retried.
+                await self._check_size(dl, quiet=True)
+                raise
             finally:
                 if unreported:
                     self.report(task, unreported, dl.size)
                     self.poke(dl)
             if pos < end:
-                self.fs.invalidate_cache(dl.item.remote)
-                if int((await self.fs._info(dl.item.remote))["size"]) != dl.size:
-                    raise IntegrityError(f"object {dl.item.oid[:8]} in {self.where} has the wrong size")
+                await self._check_size(dl)
                 raise _Short(f"asked for {end - start} bytes at offset {start}, got {pos - start}")
 
         try:
@@ -523,6 +545,24 @@ class _Puller(_Transfer):
             self.gone(dl, self.missing)
         except IntegrityError:
             self.gone(dl, self.bad)
+
+    def _wrong_size(self, dl: _Landing, stored: int) -> IntegrityError:
+        with self.lock:
+            self.sizes[dl.item.oid] = (dl.size, stored)
+        return IntegrityError(f"object {dl.item.oid[:8]} in {self.where} has the wrong size")
+
+    async def _check_size(self, dl: _Landing, *, quiet: bool = False) -> None:
+        """Raise :class:`IntegrityError` when the store's size of ``dl`` is not the recorded one
+        (``quiet``: a failure to ask is the caller's error to raise, not this one)."""
+        try:
+            self.fs.invalidate_cache(dl.item.remote)
+            stored = int((await self.fs._info(dl.item.remote))["size"])
+        except Exception:
+            if quiet:
+                return
+            raise
+        if stored != dl.size:
+            raise self._wrong_size(dl, stored)
 
     async def _read(self, dl: _Landing, start: int, end: int, sink: Callable[[bytes | memoryview], bool]) -> None:
         """Stream bytes ``[start, end)`` of the object into ``sink`` as they arrive."""
@@ -536,7 +576,7 @@ class _Puller(_Transfer):
         try:
             total = _CONTENT_RANGE.match(reply.get("ContentRange") or "")
             if total is not None and int(total.group(1)) != dl.size:
-                raise IntegrityError(f"object {dl.item.oid[:8]} in {self.where} has the wrong size")
+                raise self._wrong_size(dl, int(total.group(1)))
             stream = getattr(getattr(body, "raw_stream", None), "content", None)
             if stream is not None and hasattr(stream, "readany"):  # aiohttp: take the chunks as they come
                 while chunk := await stream.readany():
@@ -610,8 +650,14 @@ def pull(
         puller.hashers.shutdown(wait=True, cancel_futures=True)
         for dl in landings:
             dl.close()
-    if puller.bad:
-        raise _corrupt(where, sorted(puller.bad))
+    if puller.bad or puller.sizes:
+        # Bytes that do not hash to their id: a store size other than the recorded one (a
+        # range past the end is caught on the way; a shorter recorded size is not) tells
+        # the user which of the two to suspect.
+        with contextlib.suppress(Exception):
+            unsized = [dl for dl in landings if dl.item.oid in set(puller.bad) - set(puller.sizes)]
+            _run(fs.loop, _each(puller.jobs, (partial(_quietly, puller._check_size, dl) for dl in unsized)))
+        raise _corrupt(where, sorted(set(puller.bad) | set(puller.sizes)), puller.sizes)
     return Outcome(transferred=puller.done, missing=puller.missing)
 
 

@@ -371,6 +371,28 @@ def _adopted(md5: str, current: Pointer | None, head: Pointer | None) -> Pointer
     return None
 
 
+_HEADER_FORMATS = ("safetensors", "gguf", "npz")  # formats whose reader opens only a header
+
+
+def check_readable(paths: list[str | Path]) -> None:
+    """Open the header of every safetensors, gguf and npz file among ``paths`` (and in the
+    directories among them), so ``mvc add A B`` refuses a damaged ``B`` before ``A`` is
+    recorded: all or nothing, as ``git add`` does.
+
+    Raises:
+        CorruptFileError: a weight file is damaged.
+    """
+    from mvc.formats import detect, reader
+
+    for given in paths:
+        full = Path(given).expanduser()
+        found = [(full, detect.sniff(full))] if full.is_file() else [(f.path, f.format) for f in detect.walk(full)]
+        for file, fmt in found:
+            if fmt in _HEADER_FORMATS:
+                with reader.open_file(file, fmt, str(given) if file == full else f"{given}/{file.relative_to(full)}"):
+                    pass
+
+
 def _refuse_inside_tracked_dir(root: Path, rel: str, given: str | Path) -> None:
     """Refuse a file inside a directory model: its pointer would be rewritten (issue 14)."""
     parts = PurePosixPath(rel).parts

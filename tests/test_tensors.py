@@ -334,7 +334,7 @@ def test_missing_chunk_fails_naming_the_version_writes_nothing_and_a_retry_resum
 
     assert_one_line_error(
         failed, 6, f"error: chunk {victim.id[:12]} of net v1 ({md5s[0][:8]}) is missing from remote 'store'; nothing was written",
-        "hint: push the version again from a machine that has its weights",
+        "hint: upload the whole file from a machine that has the weights (`mvc push --full net@v1`)",
     )
     assert kept, "chunks downloaded before the failure stay for the retry"
     assert retried.exit_code == 0, retried.stderr
@@ -389,10 +389,10 @@ def test_deleted_delta_base_fails_with_a_hint_to_push_the_parent(repo: Path, cli
 
     assert_one_line_error(
         failed, 6, f"error: the delta base chunk {base[:12]} of net v2 ({md5s[1][:8]}) was deleted from remote 'store'",
-        "hint: push net v1 again from a machine that has it (`mvc push net@v1`): that restores the base",
+        "hint: upload the whole file from a machine that has the weights (`mvc push --full net@v2`): pull then uses it",
     )
     assert not _head_file(other).exists()
-    # the hint's command does restore it only when the parent's recipe is gone too; the full copy always works
+    # pushing the parent again restores nothing (its recipe is there); the full copy the hint names does
     assert repaired.exit_code == 0
     assert cli("push", "--full", "net@v2", cwd=repo).exit_code == 0
     assert cli("pull", cwd=other).exit_code == 0

@@ -151,7 +151,7 @@ def test_missing_chunk_of_one_shard_fails_with_exit_6_naming_the_version_and_wri
         failed, 6,
         f"error: chunk {victim.id[:12]} of ckpt v2 file {shard_name(2)} ({shard[:8]}) is missing from remote 'store'; "
         "nothing was written",
-        "hint: push the version again from a machine that has its weights",
+        "hint: upload the whole file from a machine that has the weights (`mvc push --full ckpt@v2`)",
     )  # fmt: skip
     assert not (other / CKPT).exists(), "nothing reaches the work tree"
 

@@ -98,6 +98,8 @@ def add(
         raise PathNotFoundError.weights(missing[0])
     password = read_password(sign_password_env)
     params, metrics = api.parse_pairs(param, option="--param"), api.parse_pairs(metric, option="--metric")
+    if len(path) > 1:
+        api.check_addable(path)
     results = []
     staged: list[str] = []
     for one in path:
