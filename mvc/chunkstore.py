@@ -134,14 +134,15 @@ class ChunkStore:
         with contextlib.suppress(FileNotFoundError):
             self._guard(lambda: self.fs.rm_file(path))
 
-    def listing(self, rel: str) -> dict[str, tuple[int, float | None]]:
-        """``{path below rel: (size, modified time or None)}`` of every object under ``rel``."""
+    def listing(self, rel: str, *, temps: bool = False) -> dict[str, tuple[int, float | None]]:
+        """``{path below rel: (size, modified time or None)}`` of every object under ``rel``
+        (``temps``: on a directory remote also the ``*.tmp`` files of writes under way or killed)."""
         top = self.path(rel)
         out: dict[str, tuple[int, float | None]] = {}
         if self.local:
             for dirpath, _, files in os.walk(top):
                 for f in files:
-                    if not f.endswith(".tmp"):
+                    if temps or not f.endswith(".tmp"):
                         full = os.path.join(dirpath, f)
                         st = os.stat(full)
                         out[os.path.relpath(full, top).replace(os.sep, "/")] = (st.st_size, st.st_mtime)

@@ -22,6 +22,7 @@ from mvc.tensorstore import Part, Recipe
 from mvc.workspace import Workspace
 
 _MD5 = re.compile(r"[0-9a-f]{32}")  # a recipe's name
+_CHUNK = re.compile(r"[0-9a-f]{64}")  # a chunk's name
 
 # ---- what a tensors remote stores (mvc storage) ---------------------------------------
 
@@ -129,9 +130,7 @@ def storage(ws: Workspace, remote: str, *, name: str | None = None) -> StorageRe
             )
         )
     if name is not None and not out:
-        raise ModelNotFoundError(
-            f"remote {remote!r} holds no version of {name!r} in the tensors layout", hint="push it with `mvc push`"
-        )
+        raise ModelNotFoundError(f"remote {remote!r} holds no version of {name!r} in the tensors layout", hint="push it with `mvc push`")
     return StorageReport(remote=remote, layout=tensorsync.layout(ws.root, remote), versions=tuple(out), totals=StorageTotals.of(out))
 
 
@@ -165,8 +164,20 @@ def garbage(root: Path, remote: str, keep: set[str], *, cutoff: float) -> Garbag
     reuse a listed chunk after this listing: :func:`remove_garbage` lists the recipes again.
     """
     rem = ChunkStore.of(root, remote)
-    recipes = {k.replace("/", ""): v for k, v in rem.listing(RECIPES).items()}
-    chunks = {k.replace("/", ""): v for k, v in rem.listing(CHUNKS).items()}
+    listed = {f"{top}/{k}": v for top in (RECIPES, CHUNKS) for k, v in rem.listing(top, temps=True).items()}
+    # Only what mvc names so: a stray file (a README, a Finder .DS_Store) is neither kept nor removed.
+    recipes = {
+        m: v for k, v in listed.items() if k.startswith(f"{RECIPES}/") and _MD5.fullmatch(m := k[len(RECIPES) + 1 :].replace("/", ""))
+    }
+    chunks = {
+        c: v for k, v in listed.items() if k.startswith(f"{CHUNKS}/") and _CHUNK.fullmatch(c := k[len(CHUNKS) + 1 :].replace("/", ""))
+    }
+    # The temporary files of a write killed on a directory remote (a finished write renames its own).
+    temps = [
+        Garbage(rem.path(k), "chunk", k, size)
+        for k, (size, mtime) in listed.items()
+        if k.endswith(".tmp") and mtime is not None and mtime < cutoff
+    ]
     md5s = sorted(recipes)
     with ThreadPoolExecutor(tensorsync.workers(None)) as pool:
         raws = dict(zip(md5s, pool.map(lambda m: rem.get(recipe_rel(m)), md5s), strict=True))
@@ -183,7 +194,7 @@ def garbage(root: Path, remote: str, keep: set[str], *, cutoff: float) -> Garbag
             base_of.setdefault(part.id, part.base)
             if md5 in keep:
                 needed.append(part.id)
-    out = [Garbage(rem.path(recipe_rel(m)), "recipe", m, recipes[m][0]) for m in md5s if m not in keep]
+    out = [Garbage(rem.path(recipe_rel(m)), "recipe", m, recipes[m][0]) for m in md5s if m not in keep] + temps
     kept = frozenset(m for m in md5s if m in keep)
     if keep_all:
         return GarbagePlan(tuple(out), kept)

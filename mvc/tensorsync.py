@@ -504,6 +504,7 @@ class _Decoder:
         self.downloaded = 0
         self._lock = threading.Lock()
         self._fetched: dict[str, bytes] = {}  # stored chunks :meth:`prefetch` got, until decoded
+        self._cached: set[str] = set()  # chunks read from the chunk cache (a resumed pull), not the remote
 
     def prefetch(self, cid: str, depth: int = 0) -> None:
         """Get the stored chunk ``cid`` and its delta bases (those not in the local cache) ahead
@@ -528,7 +529,10 @@ class _Decoder:
         with self._lock:
             self.touched.add(cid)
         with contextlib.suppress(FileNotFoundError):
-            return local.read_bytes()
+            kept = local.read_bytes()
+            with self._lock:
+                self._cached.add(cid)
+            return kept
         data = self.rem.chunk(cid)
         if data is None:
             raise ChunkProblem(cid, "missing")
@@ -555,15 +559,23 @@ class _Decoder:
             raise ChunkProblem(cid, "corrupt")
         with self._lock:
             blob = self._fetched.pop(cid, None)
-        if blob is None:
-            blob = self.stored(cid)
-        try:
-            return decode_chunk(blob, cid, lambda base: self.buffer(base, depth + 1))
-        except ChunkProblem as exc:
-            if exc.cid == cid and exc.kind == "corrupt":  # not kept for a resume
+        for attempt in range(2):
+            if blob is None:
+                blob = self.stored(cid)
+            try:
+                return decode_chunk(blob, cid, lambda base: self.buffer(base, depth + 1))
+            except ChunkProblem as exc:
+                if exc.cid != cid or exc.kind != "corrupt":
+                    raise
+                with self._lock:
+                    kept = cid in self._cached  # the bytes came from the chunk cache: a disk error, a hand edit
+                    self._cached.discard(cid)
                 with contextlib.suppress(FileNotFoundError):
-                    (self.chunk_dir / tensorstore.chunk_key(cid)).unlink()
-            raise
+                    (self.chunk_dir / tensorstore.chunk_key(cid)).unlink()  # never kept for a resume
+                if not kept or attempt:
+                    raise
+                blob = None  # once more, from the remote
+        raise AssertionError("unreachable")
 
     def forget(self) -> None:
         """Drop the downloaded chunks: the caller has what it needed from them."""
