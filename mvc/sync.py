@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from mvc import dvcstore, gitstore, history, pointer, rollback, tensordirs, tensorspace, tensorsync
+from mvc import dvcpush, dvcstore, gitstore, history, pointer, rollback, tensordirs, tensorspace, tensorsync
 from mvc.errors import ConflictError, IntegrityError, MissingObjectError, RemoteError, RemoteNotFoundError, UsageError
 from mvc.pointer import Pointer
 from mvc.progress import Progress, models_label
@@ -281,7 +281,7 @@ def push_versions(
     local = [m for m in sorted(absent) if dvcstore.has_object(ws.root, m)]
     lost = tuple(f"{labels[m]} ({m[:8]})" for m in sorted(absent - set(local)))
     label = models_label([labels[m] for m in local])
-    count = dvcstore.push_objects(ws.root, local, remote=rname, jobs=jobs, progress=progress, label=label).transferred if local else 0
+    count = dvcpush.push_objects(ws.root, local, remote=rname, jobs=jobs, progress=progress, label=label).transferred if local else 0
     return PushedVersions(remote=rname, transferred=count, missing=lost)
 
 

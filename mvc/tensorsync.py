@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mvc import documents, dvcstore, history, settings, tensorstore
+from mvc import documents, dvcpush, dvcstore, history, settings, tensorstore
 from mvc.chunkstore import (
     CHUNKS,
     MARKER,
@@ -222,14 +222,14 @@ def push(root: Path, items: list[Item], *, remote: str, jobs: int | None = None,
     if full:
         absent = sorted(dvcstore.missing_in_remote(root, full, remote=remote))
         if absent:
-            count += dvcstore.push_objects(root, absent, remote=remote, jobs=jobs).transferred
+            count += dvcpush.push_objects(root, absent, remote=remote, jobs=jobs).transferred
     return count
 
 
 def push_full(root: Path, md5s: list[str], *, remote: str, jobs: int | None = None) -> int:
     """Upload the plain DVC objects of ``md5s`` the remote lacks (``mvc push --full``)."""
     absent = sorted(dvcstore.missing_in_remote(root, md5s, remote=remote)) if md5s else []
-    return dvcstore.push_objects(root, absent, remote=remote, jobs=jobs).transferred if absent else 0
+    return dvcpush.push_objects(root, absent, remote=remote, jobs=jobs).transferred if absent else 0
 
 
 def _save_local_recipe(root: Path, recipe: Recipe) -> None:

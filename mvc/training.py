@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from mvc import dvcstore, gitstore, lineage, sync, versioning, workspace
+from mvc import dvcpush, gitstore, lineage, sync, versioning, workspace
 from mvc.errors import (
     LockedError,
     MvcError,
@@ -263,14 +263,14 @@ class _Uploader:
         self._queue.put((ws.root, version, remote, problem))
 
     def _work(self) -> None:
-        # Only dvcstore.push_objects runs here: other dvcstore calls swap process-wide
+        # Only dvcpush.push_objects runs here: dvcstore calls swap process-wide
         # state (DVC's log levels, sys.stdout) and must stay on the training thread.
         while True:
             root, version, remote, problem = self._queue.get()
             try:
                 if remote is None:
                     raise RemoteNotFoundError(problem or "no remote")
-                dvcstore.push_objects(root, [version.hash], remote=remote)
+                dvcpush.push_objects(root, [version.hash], remote=remote)
                 with self._lock:
                     self._uploaded.append(version)
             except Exception as exc:  # every failure is reported by wait(), none kills the worker

@@ -53,7 +53,7 @@ def bench(*, work: Path, env: dict[str, str], quick: bool = False) -> list[dict]
     from safetensors.numpy import save_file
 
     import mvc
-    from mvc import dvcstore
+    from mvc import dvcpush
 
     servers = _load_servers()
     s3 = servers.start_s3(work / "s3")
@@ -78,7 +78,7 @@ def bench(*, work: Path, env: dict[str, str], quick: bool = False) -> list[dict]
             mvc.commit(repo=repo, message=f"v{i + 1}")
         mvc.remote_add("s3", f"s3://{s3.bucket}/bench", repo=repo, default=True, options={
             "endpointurl": s3.endpoint_url, "access_key_id": s3.access_key, "secret_access_key": s3.secret_key})  # fmt: skip
-        dvcstore.push_objects(repo, hashes, remote="s3")
+        dvcpush.push_objects(repo, hashes, remote="s3")
         refs = [f"m@v{i + 1}" for i in range(VERSIONS)]
         cmd = f"{sys.executable} eval.py {{weights}} {{fold}}"
 

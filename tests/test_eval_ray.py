@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import mvc
-from mvc import dvcstore
+from mvc import dvcpush
 from tests.conftest import assert_one_line_error, git
 from tests.test_cloud_remotes import Bucket, add_remote
 from tests.test_eval import (  # noqa: F401 - logreg_repo and restore_import_state (autouse) are fixtures
@@ -41,7 +41,7 @@ def s3_repo(repo: Path, logreg_repo, s3_server, ray_cluster, cli):  # noqa: F811
     """The three logistic-regression versions pushed to a fresh S3 prefix, then gone from the local cache."""
     bucket = Bucket("s3", s3_server, f"{s3_server.bucket}/{repo.parent.name}-{uuid.uuid4().hex[:8]}")
     add_remote(cli, repo, bucket)
-    pushed = dvcstore.push_objects(repo, logreg_repo["hashes"].values(), remote="store")  # every version, not just v3
+    pushed = dvcpush.push_objects(repo, logreg_repo["hashes"].values(), remote="store")  # every version, not just v3
     assert pushed.transferred == 3
     return {**logreg_repo, "bucket": bucket}
 

@@ -2,9 +2,10 @@
 
 Every module under ``mvc/`` is parsed with ``ast``; imports inside functions count (a lazy
 import is still a dependency), imports under ``if TYPE_CHECKING:`` do not (they never run).
-Layers: cli -> api -> domain -> formats -> dvcstore / gitstore; only ``mvc/dvcstore.py``
-imports dvc, only ``mvc/gitstore.py`` imports git, and the CLI talks to the library through
-``mvc.api`` (plus ``mvc.errors`` and ``mvc.progress``) only.
+Layers: cli -> api -> domain -> formats -> dvcstore / gitstore; only the DVC adapter
+(``mvc/dvcstore.py`` and the ``mvc/dvc*.py`` modules built on it) imports dvc, only
+``mvc/gitstore.py`` imports git, and the CLI talks to the library through ``mvc.api`` (plus
+``mvc.errors`` and ``mvc.progress``) only.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ def module_name(path: Path) -> str:
 
 
 MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+# The DVC adapter: its core, mvc/dvcstore.py, and the modules that build on it (mvc/dvc*.py).
+DVC_ADAPTER = tuple(m for m in MODULES if m.startswith("mvc.dvc"))
 
 
 def _is_type_checking(test: ast.expr) -> bool:
@@ -191,11 +194,29 @@ def test_cli_modules_import_only_the_api_errors_progress_and_the_cli(module: str
     assert bad == [], f"{module} imports {bad}: go through mvc.api"
 
 
-@pytest.mark.parametrize(("library", "owner"), [("dvc", "mvc.dvcstore"), ("dvc_data", "mvc.dvcstore"), ("dvc_objects", "mvc.dvcstore"), ("git", "mvc.gitstore")])
-def test_only_the_adapter_imports_its_library(library: str, owner: str) -> None:
+@pytest.mark.parametrize(
+    ("library", "owners"), [("dvc", DVC_ADAPTER), ("dvc_data", DVC_ADAPTER), ("dvc_objects", DVC_ADAPTER), ("git", ("mvc.gitstore",))]
+)
+def test_only_the_adapter_imports_its_library(library: str, owners: tuple[str, ...]) -> None:
     users = sorted(m for m in MODULES if any(n == library or n.startswith(library + ".") for n in imports(m)))
 
-    assert users in ([owner], []), f"{library} is imported by {users}; only {owner} may"
+    assert set(users) <= set(owners), f"{library} is imported by {users}; only {list(owners)} may"
+
+
+def test_the_dvc_adapters_core_imports_none_of_the_modules_built_on_it() -> None:
+    """``mvc/dvcstore.py`` (open, lock, translate errors, add, push, pull) is the adapter's
+    ground floor: the other ``mvc/dvc*.py`` modules import it, never the reverse."""
+    upward = sorted(n for n in imports("mvc.dvcstore") if n in DVC_ADAPTER and n != "mvc.dvcstore")
+
+    assert "mvc.dvcstore" in DVC_ADAPTER and upward == [], f"mvc.dvcstore imports {upward}"
+
+
+@pytest.mark.parametrize("module", DVC_ADAPTER)
+def test_the_dvc_adapter_imports_no_mvc_module_above_it(module: str) -> None:
+    below = ("mvc.documents", "mvc.errors", "mvc.progress", "mvc.transfer", *DVC_ADAPTER)
+    bad = sorted(n for n in internal_imports(module) if n not in below)
+
+    assert bad == [], f"{module} imports {bad}: an adapter serves the domain modules, never calls them"
 
 
 @pytest.mark.parametrize("module", sorted(m for m in MODULES if layer(m) == "domain"))
@@ -207,7 +228,7 @@ def test_domain_modules_never_import_the_cli_or_the_api(module: str) -> None:
 
 def test_the_api_makes_domain_calls_never_store_calls() -> None:
     """``mvc/api.py`` opens the workspace and makes one domain call (issue 18): the stores
-    (``dvcstore``, ``gitstore``) are the domain modules' business."""
-    stores = sorted(n for n in imports("mvc.api") if n in ("mvc.dvcstore", "mvc.gitstore"))
+    (the ``dvc*`` modules, ``gitstore``) are the domain modules' business."""
+    stores = sorted(n for n in imports("mvc.api") if n in (*DVC_ADAPTER, "mvc.gitstore"))
 
     assert stores == [], f"mvc.api imports {stores}: move the call into a domain module"
