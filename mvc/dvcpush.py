@@ -11,12 +11,12 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from mvc.dvcintegrity import _object_intact
 from mvc.dvcstore import (
     TransferResult,
     _branching,
     _cache_has,
     _object_ids,
-    _object_intact,
     _progress_hook,
     _push_bytes,
     _register_cache,

@@ -14,7 +14,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from mvc import dvcstore, gitstore, pointer, refs, tensorread, tensorsync
+from mvc import dvcintegrity, dvcstore, gitstore, pointer, refs, tensorread, tensorsync
 from mvc.errors import ConflictError, IntegrityError, ModelNotFoundError, SchemaError, UsageError
 from mvc.progress import Progress
 from mvc.workspace import Workspace
@@ -149,10 +149,10 @@ def _require_signature(root: Path, resolved: refs.Resolved, weights: Path, trust
             found = signing.parse_signatures(blob, resolved.hash)
             break
     if weights.is_file():
-        files = [dvcstore.CachedFile(None, resolved.hash, weights, True)]
+        files = [dvcintegrity.CachedFile(None, resolved.hash, weights, True)]
     else:
         files = [
-            dvcstore.CachedFile(p.relative_to(weights).as_posix(), "", p, True) for p in sorted(weights.rglob("*")) if p.is_file()
+            dvcintegrity.CachedFile(p.relative_to(weights).as_posix(), "", p, True) for p in sorted(weights.rglob("*")) if p.is_file()
         ]
     verdict = signing.verify(root, name=resolved.name, md5=resolved.hash, trusted=trusted, found=found, files=files)
     if verdict.status != "ok":

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mvc import dvcstore, files, gitstore, pointer, refs, sync, versioning, workspace
+from mvc import dvcintegrity, files, gitstore, pointer, refs, sync, versioning, workspace
 from mvc.comparison import load_indexes
 from mvc.errors import ConflictError, UsageError, counted
 from mvc.manifest import Parent
@@ -613,7 +613,7 @@ def _open(ws: Workspace, res: Resolved, index: TensorIndex | None, scratch: Path
     from mvc.formats import detect, open_tensors
     from mvc.formats.reader import open_file
 
-    files = dvcstore.cache_files(ws.root, res.hash)
+    files = dvcintegrity.cache_files(ws.root, res.hash)
     if not res.pointer.isdir:
         path = files[0].path
         fmt = detect.sniff(path)

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mvc import documents, dvcstore, gitstore
+from mvc import documents, dvcintegrity, gitstore
 from mvc.errors import IntegrityError, MissingObjectError, PathNotFoundError, SchemaError, UsageError
 from mvc.files import utc_now, write_atomic
 
@@ -223,14 +223,14 @@ def trusted_keys(directory: str | Path) -> dict[str, TrustedKey]:
 
 
 @contextlib.contextmanager
-def _view(root: Path, name: str, md5: str, files: list[dvcstore.CachedFile] | None = None) -> Iterator[Path]:
+def _view(root: Path, name: str, md5: str, files: list[dvcintegrity.CachedFile] | None = None) -> Iterator[Path]:
     """A directory laid out as the module docstring says, hard-linked to the cache objects
     (or to ``files``).
 
     Raises:
         MissingObjectError: the version is not (wholly) in the local cache.
     """
-    files = dvcstore.cache_files(root, md5) if files is None else files
+    files = dvcintegrity.cache_files(root, md5) if files is None else files
     absent = [f for f in files if not f.present]
     if absent:
         raise MissingObjectError(
@@ -292,7 +292,7 @@ def sign(
         # pass: a valid signature then proves the bytes match the pointer, and corrupt bytes
         # are never signed. (model-signing prints only when verifying: no stdout swap here,
         # which would race with the one DVC's calls make in the thread.)
-        checking = pool.submit(dvcstore.check_cache, root, md5)
+        checking = pool.submit(dvcintegrity.check_cache, root, md5)
         bundle_path = model.parent / "bundle.json"
         config = ms_signing.Config().set_hashing_config(_hashing_config())
         config.use_elliptic_key_signer(private_key=Path(key_path), password=password)  # type: ignore[arg-type]
@@ -316,7 +316,7 @@ def sign(
     return sig, rel
 
 
-def _require_intact(name: str, md5: str, checks: list[dvcstore.ObjectCheck]) -> None:
+def _require_intact(name: str, md5: str, checks: list[dvcintegrity.ObjectCheck]) -> None:
     if any(c.state == "missing" for c in checks):
         raise MissingObjectError(
             f"the weights of {name} ({md5[:8]}) are not in the local cache",
@@ -344,7 +344,7 @@ def verify(
     md5: str,
     trusted: dict[str, TrustedKey],
     found: list[Signature] | None = None,
-    files: list[dvcstore.CachedFile] | None = None,
+    files: list[dvcintegrity.CachedFile] | None = None,
 ) -> SignatureCheck:
     """Check that a trusted key signed exactly the cached bytes of version ``md5`` of ``name``.
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from mvc import dvcpush, dvcstore, gitstore, history, pointer, rollback, tensordirs, tensorspace, tensorsync
+from mvc import dvcintegrity, dvcpush, dvcstore, gitstore, history, pointer, rollback, tensordirs, tensorspace, tensorsync
 from mvc.errors import ConflictError, IntegrityError, MissingObjectError, RemoteError, RemoteNotFoundError, UsageError
 from mvc.pointer import Pointer
 from mvc.progress import Progress, models_label
@@ -167,7 +167,7 @@ def pull(
             rollback.refuse_unsaved(ws, ptrs)
         # Cached objects mvc never verified (fetched by plain DVC, by an interrupted pull,
         # or changed since) are re-hashed; bad ones go, so the fetch brings good copies.
-        dropped = set(dvcstore.drop_corrupt(ws.root, [p.md5 for p in ptrs if p.md5])) if verify else set()
+        dropped = set(dvcintegrity.drop_corrupt(ws.root, [p.md5 for p in ptrs if p.md5])) if verify else set()
         rebuilt = 0
         if tensorsync.layout(ws.root, rname) == tensorsync.TENSORS:  # issue 15: chunks first, DVC for the rest
             rebuilt = tensordirs.fetch(ws.root, [tensorsync.item(p) for p in ptrs], remote=rname, jobs=jobs, progress=progress)
@@ -235,7 +235,7 @@ def checkout(ws: Workspace, ptrs: list[Pointer]) -> dict[str, list[str]]:
     """
     _refuse_unsafe_listings(ws, ptrs)
     for ptr in ptrs:
-        bad = dvcstore.corrupt_in_cache(ws.root, [ptr.md5]) if ptr.md5 else []
+        bad = dvcintegrity.corrupt_in_cache(ws.root, [ptr.md5]) if ptr.md5 else []
         if bad:
             raise IntegrityError(
                 f"cache object {bad[0][:8]} of {_label(ptr)} no longer matches its hash; nothing was checked out",

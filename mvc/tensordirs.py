@@ -20,7 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mvc import dvcstore, tensorspace, tensorsync
+from mvc import dvcintegrity, dvcstore, tensorspace, tensorsync
 from mvc.errors import MissingObjectError
 from mvc.progress import Progress
 from mvc.tensorsync import Item
@@ -39,7 +39,7 @@ def listing(root: Path, md5: str) -> dict[str, str] | None:
     """``relpath -> file md5`` of directory version ``md5`` from the local cache; None when its
     listing is not cached. Entries whose id is not a plain md5 are left out (never a path)."""
     try:
-        files = dvcstore.cache_files(root, md5)
+        files = dvcintegrity.cache_files(root, md5)
     except MissingObjectError:
         return None
     return {f.relpath: f.oid for f in files if f.relpath is not None and _OID.fullmatch(f.oid)}

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mvc import dvcstore, tensorstore, tensorsync
+from mvc import dvcintegrity, dvcstore, tensorstore, tensorsync
 from mvc.chunkstore import ChunkProblem, ChunkStore, decode_chunk
 from mvc.errors import IntegrityError
 from mvc.progress import Progress
@@ -219,14 +219,14 @@ def rebuild(chunks: Chunks, it: tensorsync.Item, recipe: Recipe, dest: Path, *, 
 # ---- is a version whole on the remote? (mvc verify --remote) ----------------------------
 
 
-def check(store: ChunkStore, md5: str, recipe: Recipe, *, deep: bool) -> list[dvcstore.ObjectCheck]:
-    """The recipe's chunks and their delta bases as ``dvcstore.ObjectCheck``s (``oid``: the chunk id).
+def check(store: ChunkStore, md5: str, recipe: Recipe, *, deep: bool) -> list[dvcintegrity.ObjectCheck]:
+    """The recipe's chunks and their delta bases as ``dvcintegrity.ObjectCheck``s (``oid``: the chunk id).
 
     Every chunk must exist and carry a readable header naming its part's size; with
     ``deep`` (a local-directory remote, read like DVC re-hashes its objects there) the
     version is rebuilt in memory part by part and its md5 compared too.
     """
-    out: dict[str, dvcstore.ObjectCheck] = {}
+    out: dict[str, dvcintegrity.ObjectCheck] = {}
     sizes = {p.id: p.size for p in recipe.parts}
     todo = list(dict.fromkeys(p.id for p in recipe.parts))
     while todo:
@@ -235,17 +235,17 @@ def check(store: ChunkStore, md5: str, recipe: Recipe, *, deep: bool) -> list[dv
             continue
         head_bytes = store.chunk(cid, end=64)
         if head_bytes is None:
-            out[cid] = dvcstore.ObjectCheck(cid, "missing", "chunk missing")
+            out[cid] = dvcintegrity.ObjectCheck(cid, "missing", "chunk missing")
             continue
         try:
             head = tensorstore.read_head(head_bytes, cid)
         except IntegrityError:
-            out[cid] = dvcstore.ObjectCheck(cid, "corrupt", "not a chunk mvc wrote")
+            out[cid] = dvcintegrity.ObjectCheck(cid, "corrupt", "not a chunk mvc wrote")
             continue
         if cid in sizes and head.size != sizes[cid]:
-            out[cid] = dvcstore.ObjectCheck(cid, "corrupt", f"holds {head.size} bytes, the recipe needs {sizes[cid]}")
+            out[cid] = dvcintegrity.ObjectCheck(cid, "corrupt", f"holds {head.size} bytes, the recipe needs {sizes[cid]}")
             continue
-        out[cid] = dvcstore.ObjectCheck(cid, "ok")
+        out[cid] = dvcintegrity.ObjectCheck(cid, "ok")
         if head.base is not None and head.base not in out:
             todo.append(head.base)
     if deep and all(c.state == "ok" for c in out.values()):
@@ -255,10 +255,10 @@ def check(store: ChunkStore, md5: str, recipe: Recipe, *, deep: bool) -> list[dv
             try:
                 digest.update(chunks.raw(part.id))
             except ChunkProblem as exc:
-                out[exc.cid] = dvcstore.ObjectCheck(exc.cid, "corrupt" if exc.kind == "corrupt" else "missing", "does not decode")
+                out[exc.cid] = dvcintegrity.ObjectCheck(exc.cid, "corrupt" if exc.kind == "corrupt" else "missing", "does not decode")
                 return list(out.values())
         if digest.hexdigest() != md5.split(".")[0]:
-            out[md5] = dvcstore.ObjectCheck(md5, "corrupt", "the recipe rebuilds other bytes")
+            out[md5] = dvcintegrity.ObjectCheck(md5, "corrupt", "the recipe rebuilds other bytes")
     return list(out.values())
 
 
@@ -363,7 +363,7 @@ def get_version(
 # ---- directory versions (issue 15): the listing, then each file as a version of its own
 
 
-def _dir_remote_checks(root: Path, md5: str, *, remote: str) -> list[dvcstore.ObjectCheck]:
+def _dir_remote_checks(root: Path, md5: str, *, remote: str) -> list[dvcintegrity.ObjectCheck]:
     """``mvc verify --remote`` of directory version ``md5`` on a tensors remote: its listing (a
     plain object), then each file it lists, by :func:`remote_checks` (a recipe
     and its chunks, or the plain object).
@@ -374,14 +374,14 @@ def _dir_remote_checks(root: Path, md5: str, *, remote: str) -> list[dvcstore.Ob
     from mvc import tensordirs
 
     if md5 not in dvcstore.listings_on_remote(root, [md5], remote=remote):
-        return [dvcstore.ObjectCheck(md5, "missing")]
+        return [dvcintegrity.ObjectCheck(md5, "missing")]
     files = tensordirs.listing(root, md5)
     if files is None:
         dvcstore.fetch_listings(root, [md5], remote=remote)
         files = tensordirs.listing(root, md5)
     if files is None:
-        return [dvcstore.ObjectCheck(md5, "corrupt", "its listing is unreadable")]
-    found = [dvcstore.ObjectCheck(md5, "ok")]
+        return [dvcintegrity.ObjectCheck(md5, "corrupt", "its listing is unreadable")]
+    found = [dvcintegrity.ObjectCheck(md5, "ok")]
     for oid in dict.fromkeys(files.values()):
         found += remote_checks(root, oid, remote=remote)
     return found
@@ -448,7 +448,7 @@ def _tensors_layouts(config: bytes | None, remote: str | None) -> bool:
     return any(v == tensorsync.TENSORS for k, v in layouts.items() if remote is None or k == remote)
 
 
-def remote_checks(root: Path, md5: str, *, remote: str) -> list[dvcstore.ObjectCheck]:
+def remote_checks(root: Path, md5: str, *, remote: str) -> list[dvcintegrity.ObjectCheck]:
     """``mvc verify --remote``: is version ``md5`` whole on ``remote``, whatever its layout?
 
     On a tensors remote a file version is there when its recipe and every chunk it needs
@@ -460,26 +460,26 @@ def remote_checks(root: Path, md5: str, *, remote: str) -> list[dvcstore.ObjectC
         RemoteNotFoundError / RemoteError: unknown remote, or it failed.
     """
     if tensorsync.layout(root, remote) != tensorsync.TENSORS:
-        return dvcstore.check_remote(root, md5, remote=remote)
+        return dvcintegrity.check_remote(root, md5, remote=remote)
     if md5.endswith(".dir"):  # its listing, then each file as a version of its own
         return _dir_remote_checks(root, md5, remote=remote)
     store = ChunkStore.of(root, remote)
     try:
         recipe = store.recipe(md5)
     except IntegrityError:
-        found = [dvcstore.ObjectCheck(md5, "corrupt", "its tensor recipe is unreadable")]
+        found = [dvcintegrity.ObjectCheck(md5, "corrupt", "its tensor recipe is unreadable")]
     else:
         if recipe is None:
-            return dvcstore.check_remote(root, md5, remote=remote)
+            return dvcintegrity.check_remote(root, md5, remote=remote)
         found = check(store, md5, recipe, deep=store.local)
         if all(c.state == "ok" for c in found):
             return found
         found = [
-            dvcstore.ObjectCheck(md5, "corrupt", f"chunk {c.oid[:12]} {'is missing' if c.state == 'missing' else c.detail}")
+            dvcintegrity.ObjectCheck(md5, "corrupt", f"chunk {c.oid[:12]} {'is missing' if c.state == 'missing' else c.detail}")
             if c.oid != md5
             else c
             for c in found
             if c.state != "ok"
         ]
-    plain = dvcstore.check_remote(root, md5, remote=remote)
+    plain = dvcintegrity.check_remote(root, md5, remote=remote)
     return plain if all(c.state == "ok" for c in plain) else found

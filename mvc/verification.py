@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from mvc import dvcstore, history, refs, rollback, settings, signing, sync, tensorindex, tensorread, workspace
+from mvc import dvcintegrity, dvcstore, history, refs, rollback, settings, signing, sync, tensorindex, tensorread, workspace
 from mvc.errors import IntegrityError, MissingObjectError, MvcError, RemoteNotFoundError, counted
 from mvc.pointer import Pointer
 from mvc.progress import Progress
@@ -191,12 +191,12 @@ def _check(
     verdict = _signature(ws, t, trusted)
     if verdict is not None and verdict.status == "ok":
         # `mvc sign` md5-checked these very bytes: a valid signature over them proves them intact.
-        cache_checks: list[dvcstore.ObjectCheck] = []
+        cache_checks: list[dvcintegrity.ObjectCheck] = []
     else:
-        cache_checks = dvcstore.check_cache(ws.root, md5, progress=progress)
+        cache_checks = dvcintegrity.check_cache(ws.root, md5, progress=progress)
         if repair and remote and any(c.state == "corrupt" for c in cache_checks):
             repaired += _repair_cache(ws, t, cache_checks, remote, progress)
-            cache_checks = dvcstore.check_cache(ws.root, md5, progress=progress)
+            cache_checks = dvcintegrity.check_cache(ws.root, md5, progress=progress)
             verdict = _signature(ws, t, trusted)
     cache = _worst(c.state for c in cache_checks)
     problems += [f"cache object {c.oid[:8]} is corrupt (its bytes no longer match its hash)" for c in cache_checks if c.state == "corrupt"]
@@ -209,7 +209,7 @@ def _check(
         if repair and cache == "ok" and any(c.state == "corrupt" for c in remote_checks):
             for c in remote_checks:
                 if c.state == "corrupt":
-                    dvcstore.replace_remote_object(ws.root, c.oid, remote=remote)
+                    dvcintegrity.replace_remote_object(ws.root, c.oid, remote=remote)
                     repaired.append(f"uploaded a good copy of {c.oid[:8]} to remote {remote!r}")
             remote_checks = tensorread.remote_checks(ws.root, md5, remote=remote)
         remote_state = _worst(c.state for c in remote_checks)
@@ -284,12 +284,12 @@ def _worst(states: object) -> str:
 
 
 def _repair_cache(
-    ws: Workspace, t: Target, checks: list[dvcstore.ObjectCheck], remote: str, progress: Progress | None
+    ws: Workspace, t: Target, checks: list[dvcintegrity.ObjectCheck], remote: str, progress: Progress | None
 ) -> list[str]:
     """Delete the corrupt cache objects of ``t`` and fetch them again from ``remote``."""
     bad = [c.oid for c in checks if c.state == "corrupt"]
     for oid in bad:
-        dvcstore.delete_cache_object(ws.root, oid)
+        dvcintegrity.delete_cache_object(ws.root, oid)
     try:
         sync.ensure_cached(ws, t.pointer, t.commit, remote=remote, progress=progress)
     except MissingObjectError:
@@ -317,7 +317,7 @@ def _tree_matches(root: Path, full: Path, md5: str) -> bool | None:
     if not md5.endswith(".dir"):
         return full.is_file() and dvcstore.file_md5(full) == md5
     try:
-        files = dvcstore.cache_files(root, md5)
+        files = dvcintegrity.cache_files(root, md5)
     except MissingObjectError:
         return None  # the listing is not cached: the files are unknown
     expected = {str(f.relpath): str(f.oid) for f in files}
@@ -342,7 +342,7 @@ def check_before_push(ws: Workspace, ptrs: list[Pointer]) -> None:
     for ptr in ptrs:
         if not ptr.md5:
             continue
-        for c in dvcstore.check_cache(ws.root, ptr.md5, use_state=True):
+        for c in dvcintegrity.check_cache(ws.root, ptr.md5, use_state=True):
             if c.state == "corrupt":
                 label = f"{ptr.manifest.name} v{ptr.manifest.version}" if ptr.manifest else ptr.out
                 raise IntegrityError(

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from mvc import dvcstore, files, gitstore, history, journal, lineage, pointer, tensorindex
+from mvc import dvcintegrity, dvcstore, files, gitstore, history, journal, lineage, pointer, tensorindex
 from mvc.errors import ConflictError, CorruptFileError, LockedError, PathNotFoundError, UsageError
 from mvc.manifest import DatasetRef, Manifest, Parent, TensorSummary
 from mvc.pointer import Pointer
@@ -358,9 +358,9 @@ def _effective(ptr: Pointer) -> Manifest:
 def _drop_if_corrupt(root: Path, md5: str) -> None:
     """Remove cache objects of ``md5`` whose bytes do not match their name (a file that
     changed between DVC's hash and its copy into the cache)."""
-    for check in dvcstore.check_cache(root, md5):
+    for check in dvcintegrity.check_cache(root, md5):
         if check.state == "corrupt":
-            dvcstore.delete_cache_object(root, check.oid)
+            dvcintegrity.delete_cache_object(root, check.oid)
 
 
 def _adopted(md5: str, current: Pointer | None, head: Pointer | None) -> Pointer | None:

@@ -368,12 +368,12 @@ def test_objects_the_engine_verified_are_not_hashed_again_before_a_push(
     assert cli("push").exit_code == 0
     teammate = clone(repo, tmp_path / "teammate", with_local_config=True)
     assert cli("pull", cwd=teammate).exit_code == 0
-    from mvc import dvcstore
+    from mvc import dvcintegrity
 
     hashed: list[Path] = []
-    real = dvcstore.file_md5
-    monkeypatch.setattr(dvcstore, "file_md5", lambda path: hashed.append(path) or real(path))  # a spy
-    corrupt = dvcstore.corrupt_in_cache(teammate, [md5])
+    real = dvcintegrity.file_md5
+    monkeypatch.setattr(dvcintegrity, "file_md5", lambda path: hashed.append(path) or real(path))  # a spy
+    corrupt = dvcintegrity.corrupt_in_cache(teammate, [md5])
 
     assert corrupt == [] and hashed == []
 
@@ -390,11 +390,11 @@ def test_a_directory_model_mvc_added_is_not_hashed_again_before_a_push(
     md5 = mvc.add(ckpt, name="ckpt").version.hash
     add_remote(cli, repo, s3, s3.server.endpoint_url)
     commit_all(repo, "ckpt v1")
-    from mvc import dvcstore
+    from mvc import dvcintegrity
 
     hashed: list[Path] = []
-    real = dvcstore.file_md5
-    monkeypatch.setattr(dvcstore, "file_md5", lambda path: hashed.append(path) or real(path))  # a spy
+    real = dvcintegrity.file_md5
+    monkeypatch.setattr(dvcintegrity, "file_md5", lambda path: hashed.append(path) or real(path))  # a spy
 
     pushed = cli("push", "--json")
     plain = clone(repo, tmp_path / "plain")
