@@ -35,7 +35,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from mvc import documents, dvcstore, gitstore, history, pointer, refs, settings, stats, sync
+from mvc import documents, dvcfetch, gitstore, history, pointer, refs, settings, stats, sync
 from mvc.errors import (
     EXIT_INTEGRITY,
     EXIT_OTHER,
@@ -874,7 +874,7 @@ class FoldTask:
     evaluator: PortableEvaluator
     per_example: str | None
     timeout: float | None
-    access: dvcstore.RemoteAccess
+    access: dvcfetch.RemoteAccess
 
 
 def worker_cache_dir() -> Path:
@@ -905,7 +905,7 @@ def run_fold(task: FoldTask) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="mvc-task-", ignore_cleanup_errors=True) as tmp:
         workdir = Path(tmp)
         try:
-            weights = dvcstore.fetch_object(
+            weights = dvcfetch.fetch_object(
                 task.access, task.md5, workdir / "weights" / task.filename, cache_dir=worker_cache_dir()
             )
         except MvcError as exc:  # the same for every fold: reported once, without a fold number
@@ -948,7 +948,7 @@ def _run_on_cluster(
             f"--executor {executor.kind} needs a remote: its workers fetch the weights from there",
             hint="add one and push the versions: `mvc remote add NAME URL --default`, then `mvc push`",
         ) from exc
-    access = dvcstore.remote_access(ws.root, rname)
+    access = dvcfetch.remote_access(ws.root, rname)
     portable = evaluator.portable()
     missing = {i: store.missing(target) for i, target in enumerate(targets)}
     where = executor.describe()

@@ -14,7 +14,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from mvc import dvcintegrity, dvcstore, gitstore, pointer, refs, tensorread, tensorsync
+from mvc import dvcfetch, dvcintegrity, gitstore, pointer, refs, tensorread, tensorsync
 from mvc.errors import ConflictError, IntegrityError, ModelNotFoundError, SchemaError, UsageError
 from mvc.progress import Progress
 from mvc.workspace import Workspace
@@ -104,7 +104,7 @@ def get(
                 remote=remote,
                 jobs=jobs,
                 progress=progress,
-            ) or dvcstore.fetch_version(
+            ) or dvcfetch.fetch_version(
                 root,
                 "HEAD",
                 resolved.hash,

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 import mvc
-from mvc import dvcstore
+from mvc import dvcfetch
 from tests.conftest import assert_one_line_error, git, ok
 from tests.test_hardening_remotes import cache_object, clone, remote_dir, remote_object, write_object
 
@@ -78,10 +78,10 @@ def test_pull_and_get_refuse_a_listing_naming_a_file_by_a_path(repo: Path, cli: 
 
 def test_a_cluster_worker_fetch_refuses_such_a_listing(repo: Path, cli: Callable[..., Any], tmp_path: Path) -> None:
     dir_oid, oid = hostile_oid_version(repo, cli, tmp_path)
-    access = dvcstore.remote_access(repo, remote_name(repo))
+    access = dvcfetch.remote_access(repo, remote_name(repo))
 
     with pytest.raises(mvc.errors.IntegrityError, match="refusing object"):
-        dvcstore.fetch_object(access, dir_oid, tmp_path / "worker" / "out", cache_dir=tmp_path / "worker" / "cache")
+        dvcfetch.fetch_object(access, dir_oid, tmp_path / "worker" / "out", cache_dir=tmp_path / "worker" / "cache")
 
     assert not written_outside(tmp_path)
     assert not (tmp_path / "worker" / "out").exists() or not any(os.scandir(tmp_path / "worker" / "out"))
@@ -94,9 +94,9 @@ def test_a_cluster_worker_fetch_refuses_a_listing_with_paths_outside_the_directo
     from tests.test_hardening_remotes import hostile_directory_version
 
     dir_oid = hostile_directory_version(repo, cli, relpath)
-    access = dvcstore.remote_access(repo, remote_name(repo))
+    access = dvcfetch.remote_access(repo, remote_name(repo))
 
     with pytest.raises(mvc.errors.IntegrityError, match="refusing object"):
-        dvcstore.fetch_object(access, dir_oid, tmp_path / "worker" / "out", cache_dir=tmp_path / "worker" / "cache")
+        dvcfetch.fetch_object(access, dir_oid, tmp_path / "worker" / "out", cache_dir=tmp_path / "worker" / "cache")
 
     assert not written_outside(tmp_path) and not Path("/tmp/mvc-escaped-by-relpath").exists()
