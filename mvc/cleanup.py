@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from mvc import documents, dvcstore, gitstore, rollback, tensorspace, tensorsync
+from mvc import documents, dvcgc, dvcstore, gitstore, rollback, tensorspace, tensorsync
 from mvc.workspace import Workspace
 
 # The hashes a pointer (``*.dvc``) or ``dvc.lock`` names: every ``md5:`` value, read as text so
@@ -114,7 +114,7 @@ def work_tree_temp(ws: Workspace, *, older_than: float) -> list[Removal]:
         staging = [name for name in dirs if _STAGING_DIR.match(name)]
         dirs[:] = [name for name in dirs if name not in staging]
         found += [d / name for name in staging]
-        found += [d / name for name in files if _MKSTEMP.match(name) or dvcstore.DVC_TEMP.match(name)]
+        found += [d / name for name in files if _MKSTEMP.match(name) or dvcgc.DVC_TEMP.match(name)]
     tmp = ws.root / ".dvc" / "tmp"
     if tmp.is_dir():
         for entry in tmp.iterdir():
@@ -133,7 +133,7 @@ def work_tree_temp(ws: Workspace, *, older_than: float) -> list[Removal]:
 
 
 def _plan_store(
-    where: str, contents: list[dvcstore.StoredFile], keep: set[str], keep_all_files: bool, cutoff: float
+    where: str, contents: list[dvcgc.StoredFile], keep: set[str], keep_all_files: bool, cutoff: float
 ) -> list[Removal]:
     removals = []
     for item in sorted(contents, key=lambda f: f.path):
@@ -173,17 +173,17 @@ def collect(
     kept_recipes: frozenset[str] = frozenset()
     with dvcstore.lock(ws.root):
         hashes = kept_hashes(ws)
-        files, unknown = dvcstore.listing_files(ws.root, hashes, remote=remote)
+        files, unknown = dvcgc.listing_files(ws.root, hashes, remote=remote)
         keep = hashes | files
         removals: list[Removal] = []
         if cache:
-            removals += _plan_store("cache", dvcstore.cache_contents(ws.root), keep, bool(unknown), cutoff)
+            removals += _plan_store("cache", dvcgc.cache_contents(ws.root), keep, bool(unknown), cutoff)
             removals += work_tree_temp(ws, older_than=older_than)
         if remote is not None:
-            removals += _plan_store("remote", dvcstore.remote_contents(ws.root, remote), keep, bool(unknown), cutoff)
+            removals += _plan_store("remote", dvcgc.remote_contents(ws.root, remote), keep, bool(unknown), cutoff)
             removals += [
                 Removal("remote", "upload", u.key, u.upload_id, 0)
-                for u in dvcstore.remote_uploads(ws.root, remote)
+                for u in dvcgc.remote_uploads(ws.root, remote)
                 if u.initiated < cutoff
             ]
             if tensorsync.layout(ws.root, remote) == tensorsync.TENSORS and not unknown:  # issue 15: recipes and chunks
@@ -214,7 +214,7 @@ def _apply(ws: Workspace, plan: GcResult, kept_recipes: frozenset[str] = frozens
     version pushed since the plan needs (``kept_recipes``: the recipes the plan read and kept)."""
     removed = sorted(plan.removed, key=lambda r: bool(r.oid and r.oid.endswith(".dir")))
     cache = [r.path for r in removed if r.where == "cache"]
-    dvcstore.remove_from_cache(ws.root, cache)
+    dvcgc.remove_from_cache(ws.root, cache)
     for r in removed:
         if r.where == "work tree":
             path = ws.root / r.path
@@ -230,7 +230,7 @@ def _apply(ws: Workspace, plan: GcResult, kept_recipes: frozenset[str] = frozens
             kept = tensorspace.remove_garbage(ws.root, plan.remote, list(garbage), kept=kept_recipes)
             spared = {garbage[g] for g in kept}
         removed = [r for r in removed if r not in tensors]
-        dvcstore.remove_from_remote(ws.root, plan.remote, [r.path for r in removed if r.where == "remote" and r.kind != "upload"])
+        dvcgc.remove_from_remote(ws.root, plan.remote, [r.path for r in removed if r.where == "remote" and r.kind != "upload"])
         uploads = [dvcstore.Upload(r.path, r.oid or "", 0.0) for r in removed if r.kind == "upload"]
-        dvcstore.abort_uploads(ws.root, plan.remote, uploads)
+        dvcgc.abort_uploads(ws.root, plan.remote, uploads)
     return spared
