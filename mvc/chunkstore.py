@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from mvc import dvcstore, tensorstore
+from mvc import dvctensors, tensorstore
 from mvc.errors import IntegrityError, MvcError
 from mvc.tensorstore import Recipe
 
@@ -63,8 +63,8 @@ class ChunkStore:
     @staticmethod
     def of(root: Path, remote: str) -> ChunkStore:
         """The remote ``remote`` of the repository at ``root``."""
-        fs, base, local = dvcstore.remote_root(root, remote)
-        return ChunkStore(fs, base, local, remote, lambda exc: dvcstore.remote_failure(exc, remote, root))
+        fs, base, local = dvctensors.remote_root(root, remote)
+        return ChunkStore(fs, base, local, remote, lambda exc: dvctensors.remote_failure(exc, remote, root))
 
     def path(self, rel: str) -> str:
         return os.path.join(self.base, *rel.split("/")) if self.local else f"{self.base.rstrip('/')}/{rel}"

@@ -20,7 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mvc import dvcintegrity, dvcstore, tensorspace, tensorsync
+from mvc import dvcintegrity, dvcstore, dvctensors, tensorspace, tensorsync
 from mvc.errors import MissingObjectError
 from mvc.progress import Progress
 from mvc.tensorsync import Item
@@ -93,7 +93,7 @@ def push(root: Path, items: list[Item], *, remote: str, jobs: int | None = None,
                 f"the weights of {label} ({md5[:8]}) are not in the local cache", hint="pull them first, or re-add them with `mvc add`"
             )
     count = tensorsync.push(root, expand(root, items), remote=remote, jobs=jobs, progress=progress)
-    return count + dvcstore.push_listings(root, dirs, remote=remote)
+    return count + dvctensors.push_listings(root, dirs, remote=remote)
 
 
 def fetch(root: Path, items: list[Item], *, remote: str, jobs: int | None = None, progress: Progress | None = None) -> int:
@@ -109,7 +109,7 @@ def fetch(root: Path, items: list[Item], *, remote: str, jobs: int | None = None
     """
     dirs = [it.md5 for it in items if is_dir(it.md5)]
     if dirs:
-        dvcstore.fetch_listings(root, dirs, remote=remote)
+        dvctensors.fetch_listings(root, dirs, remote=remote)
     return tensorsync.fetch(root, expand(root, items), remote=remote, jobs=jobs, progress=progress)
 
 
@@ -120,9 +120,9 @@ def on_remote(root: Path, md5: str, *, remote: str) -> bool:
         return tensorsync.on_remote(root, md5, remote=remote)
     files = listing(root, md5)
     if files is None:
-        dvcstore.fetch_listings(root, [md5], remote=remote)
+        dvctensors.fetch_listings(root, [md5], remote=remote)
         files = listing(root, md5)
-    if files is None or md5 not in dvcstore.listings_on_remote(root, [md5], remote=remote):
+    if files is None or md5 not in dvctensors.listings_on_remote(root, [md5], remote=remote):
         return False
     if not dvcstore.missing_in_remote(root, [md5], remote=remote):
         return True  # every file as a plain object too (the listing is cached: its files count)
@@ -163,7 +163,7 @@ def storage(ws: Workspace, remote: str, *, name: str | None = None) -> tensorspa
     if dirs:
         missing = [m for m in dirs if listing(ws.root, m) is None]
         if missing:
-            dvcstore.fetch_listings(ws.root, missing, remote=remote)
+            dvctensors.fetch_listings(ws.root, missing, remote=remote)
     by_md5 = {v.hash: v for v in report.versions}
     claimed: set[str] = set()
     counted: dict[str, set[str]] = {}  # model -> file md5s stored for an earlier version

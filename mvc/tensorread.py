@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mvc import dvcintegrity, dvcstore, tensorstore, tensorsync
+from mvc import dvcintegrity, dvcstore, dvctensors, tensorstore, tensorsync
 from mvc.chunkstore import ChunkProblem, ChunkStore, decode_chunk
 from mvc.errors import IntegrityError
 from mvc.progress import Progress
@@ -340,10 +340,10 @@ def get_version(
 
     if not _tensors_layouts(gitstore.read_blob(git_root, "HEAD", settings.CONFIG_FILE), remote):
         return None
-    fs, base, local, name, url = dvcstore.remote_root_at(git_root, "HEAD", remote, cache_dir=cache_dir)
+    fs, base, local, name, url = dvctensors.remote_root_at(git_root, "HEAD", remote, cache_dir=cache_dir)
     if not _tensors_layouts(gitstore.read_blob(git_root, "HEAD", settings.CONFIG_FILE), name):
         return None
-    store = ChunkStore(fs, base, local, name, lambda exc: dvcstore.remote_failure_at(exc, name, url))
+    store = ChunkStore(fs, base, local, name, lambda exc: dvctensors.remote_failure_at(exc, name, url))
     if it.md5.endswith(".dir"):  # each file of the listing from its recipe (issue 15)
         return name if _get_dir_files(store, it, dest, jobs=jobs, progress=progress) else None
     try:
@@ -373,11 +373,11 @@ def _dir_remote_checks(root: Path, md5: str, *, remote: str) -> list[dvcintegrit
     """
     from mvc import tensordirs
 
-    if md5 not in dvcstore.listings_on_remote(root, [md5], remote=remote):
+    if md5 not in dvctensors.listings_on_remote(root, [md5], remote=remote):
         return [dvcintegrity.ObjectCheck(md5, "missing")]
     files = tensordirs.listing(root, md5)
     if files is None:
-        dvcstore.fetch_listings(root, [md5], remote=remote)
+        dvctensors.fetch_listings(root, [md5], remote=remote)
         files = tensordirs.listing(root, md5)
     if files is None:
         return [dvcintegrity.ObjectCheck(md5, "corrupt", "its listing is unreadable")]

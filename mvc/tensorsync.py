@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mvc import documents, dvcpush, dvcstore, history, settings, tensorstore
+from mvc import documents, dvcpush, dvcstore, dvctensors, history, settings, tensorstore
 from mvc.chunkstore import (
     CHUNKS,
     MARKER,
@@ -233,7 +233,7 @@ def push_full(root: Path, md5s: list[str], *, remote: str, jobs: int | None = No
 
 
 def _save_local_recipe(root: Path, recipe: Recipe) -> None:
-    path = dvcstore.tmp_dir(root) / LOCAL_RECIPES / recipe.md5
+    path = dvctensors.tmp_dir(root) / LOCAL_RECIPES / recipe.md5
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
     tmp.write_bytes(recipe.to_bytes())
@@ -253,7 +253,7 @@ class _Check:
 
 def _push_one(root: Path, rem: ChunkStore, it: Item, jobs: int | None, progress: Progress | None) -> tuple[int, _Check | None]:
     """Push one file version; returns the objects uploaded and what :func:`_ensure` must check."""
-    src = dvcstore.cache_file(root, it.md5)
+    src = dvctensors.cache_file(root, it.md5)
     raw_recipe = rem.get(recipe_rel(it.md5))  # one request, as an existence probe would be
     if raw_recipe is not None:
         if not src.is_file():
@@ -272,7 +272,7 @@ def _push_one(root: Path, rem: ChunkStore, it: Item, jobs: int | None, progress:
     base_src: Path | None = None
     bases: dict[tuple[str, int], tuple[int, Part]] = {}
     for pmd5, _ in it.parents:
-        psrc = dvcstore.cache_file(root, pmd5)
+        psrc = dvctensors.cache_file(root, pmd5)
         precipe = rem.recipe(pmd5) if psrc.is_file() and not pmd5.endswith(".dir") else None
         if precipe is not None:
             base_src, bases = psrc, tensorstore.parts_by_key(precipe)
@@ -428,7 +428,7 @@ def fetch(root: Path, items: list[Item], *, remote: str, jobs: int | None = None
             rebuilt file does not match its md5; nothing reaches the cache then.
         RemoteError: the remote failed.
     """
-    todo = [it for it in items if it.md5 and not it.md5.endswith(".dir") and not dvcstore.cache_file(root, it.md5).is_file()]
+    todo = [it for it in items if it.md5 and not it.md5.endswith(".dir") and not dvctensors.cache_file(root, it.md5).is_file()]
     if not todo:
         return 0
     rem = ChunkStore.of(root, remote)
@@ -438,7 +438,7 @@ def fetch(root: Path, items: list[Item], *, remote: str, jobs: int | None = None
             recipe = rem.recipe(it.md5)
             if recipe is None:
                 continue
-            _drop_dead_rebuilds(dvcstore.cache_file(root, it.md5).parent)
+            _drop_dead_rebuilds(dvctensors.cache_file(root, it.md5).parent)
             _rebuild(root, rem, it, recipe, jobs, progress)
         except IntegrityError as exc:  # an unreadable recipe, a bad chunk, a rebuild of other bytes
             if dvcstore.missing_in_remote(root, [it.md5], remote=remote):
@@ -474,13 +474,13 @@ def local_sources(root: Path) -> dict[str, tuple[Path, int, int]]:
     """``chunk id -> (cache file, offset, size)`` of the parts of versions in the local cache
     whose recipes a push or pull left in ``.dvc/tmp``."""
     out: dict[str, tuple[Path, int, int]] = {}
-    top = dvcstore.tmp_dir(root) / LOCAL_RECIPES
+    top = dvctensors.tmp_dir(root) / LOCAL_RECIPES
     if not top.is_dir():
         return out
     for path in top.iterdir():
         if path.name.startswith("."):
             continue
-        src = dvcstore.cache_file(root, path.name)
+        src = dvctensors.cache_file(root, path.name)
         if not src.is_file():
             continue
         try:
@@ -499,7 +499,7 @@ class _Decoder:
     def __init__(self, root: Path, rem: ChunkStore) -> None:
         self.rem = rem
         self.sources = local_sources(root)
-        self.chunk_dir = dvcstore.tmp_dir(root) / LOCAL_CHUNKS
+        self.chunk_dir = dvctensors.tmp_dir(root) / LOCAL_CHUNKS
         self.touched: set[str] = set()
         self.downloaded = 0
         self._lock = threading.Lock()
@@ -587,7 +587,7 @@ class _Decoder:
 
 def _rebuild(root: Path, rem: ChunkStore, it: Item, recipe: Recipe, jobs: int | None, progress: Progress | None) -> None:
     chunks = _Decoder(root, rem)
-    dest = dvcstore.cache_file(root, it.md5)
+    dest = dvctensors.cache_file(root, it.md5)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.parent / f".mvc-rebuild-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     md5 = hashlib.md5()
@@ -631,7 +631,7 @@ def _rebuild(root: Path, rem: ChunkStore, it: Item, recipe: Recipe, jobs: int | 
                 written.result()
         if md5.hexdigest() != it.md5:
             raise rebuilt_mismatch(it, rem.name)
-        dvcstore.adopt_cache_file(root, it.md5, tmp)
+        dvctensors.adopt_cache_file(root, it.md5, tmp)
     except ChunkProblem as exc:
         raise _chunk_error(exc, it, rem.name) from None
     finally:

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from mvc import dvcstore
+from mvc import dvctensors
 from tests import test_cloud_remotes as cloud
 from tests.conftest import assert_one_line_error, git
 from tests.test_cloud_remotes import clone, commit_all
@@ -166,7 +166,7 @@ def test_pull_killed_mid_download_leaves_nothing_complete_and_resumes(repo: Path
     store, md5s = tensors_repo(cli, repo, tmp_path, 2)
     other = clone(repo, tmp_path / "clone")
     killed(other, "mvc.tensorsync:_Decoder.stored", "after", "pull", "--jobs", "1", n=3)
-    cache = dvcstore.cache_file(other, md5s[1])
+    cache = dvctensors.cache_file(other, md5s[1])
     half = (cache.exists(), _head_file(other).exists())
     kept_chunks = list((other / ".dvc" / "tmp" / "mvc-chunks").rglob("*"))
     again = cli("pull", cwd=other)
@@ -182,8 +182,8 @@ def test_pull_killed_mid_download_leaves_nothing_complete_and_resumes(repo: Path
 def test_pull_killed_after_the_cache_object_before_the_work_tree_file(repo: Path, cli: Callable[..., Any], tmp_path: Path) -> None:
     store, md5s = tensors_repo(cli, repo, tmp_path, 2)
     other = clone(repo, tmp_path / "clone")
-    killed(other, "mvc.dvcstore:adopt_cache_file", "after", "pull")
-    in_cache = md5_of(dvcstore.cache_file(other, md5s[1]))
+    killed(other, "mvc.dvctensors:adopt_cache_file", "after", "pull")
+    in_cache = md5_of(dvctensors.cache_file(other, md5s[1]))
     status = json.loads(cli("status", "--no-remote", "--json", cwd=other).stdout)
     again = cli("pull", cwd=other)
 
@@ -211,7 +211,7 @@ def test_partial_pull_killed_while_writing_leaves_no_file_and_the_next_one_compl
 
     assert not half, "a killed partial pull never leaves a file under the final name"
     assert again.exit_code == 0, again.stderr
-    whole = load_file(str(dvcstore.cache_file(repo, md5s[1])))
+    whole = load_file(str(dvctensors.cache_file(repo, md5s[1])))
     got = load_file(str(dest))
     assert set(got) == set(whole)
     assert any(name.endswith(".tmp") for name in left)
@@ -314,7 +314,7 @@ def test_add_and_commit_of_another_model_while_a_pull_rebuilds(repo: Path, cli: 
 
     store, md5s = tensors_repo(cli, repo, tmp_path, 2)
     other = clone(repo, tmp_path / "clone")
-    proc = paused(other, "mvc.dvcstore:adopt_cache_file", "pull", markers=tmp_path / "m")
+    proc = paused(other, "mvc.dvctensors:adopt_cache_file", "pull", markers=tmp_path / "m")
     write_safetensors(other / "models" / "other.safetensors", seed=5)
     added = cli("add", "models/other.safetensors", cwd=other)
     code, _, err = resume(proc, tmp_path / "m")
@@ -466,7 +466,7 @@ def test_dvc_gc_and_git_checkout_between_mvc_steps(repo: Path, cli: Callable[...
     dvc = str(Path(sys.executable).parent / "dvc")
     gc = subprocess.run([dvc, "gc", "-w", "-f"], cwd=repo, capture_output=True, text=True, check=False)
     assert gc.returncode == 0, gc.stderr
-    assert not dvcstore.cache_file(repo, md5s[0]).exists()
+    assert not dvctensors.cache_file(repo, md5s[0]).exists()
     git(repo, "checkout", "-q", "HEAD~2")
     pulled = cli("pull")
     v1 = md5_of(_head_file(repo))
@@ -581,7 +581,7 @@ def test_a_directory_version_push_killed_before_its_listing_resumes(repo: Path, 
         write_safetensors(repo / "ckpt" / f"shard{i}.safetensors", seed=i, shapes={"w": (64, 64), "b": (64,)})
     assert cli("add", "ckpt").exit_code == 0
     commit_all(repo, "ckpt v1")
-    killed(repo, "mvc.dvcstore:push_listings", "before", "push")
+    killed(repo, "mvc.dvctensors:push_listings", "before", "push")
     status = json.loads(cli("status", "--json").stdout)
     again = cli("push")
     other = clone(repo, tmp_path / "clone")
@@ -705,7 +705,7 @@ def test_a_directory_listing_climbing_out_is_refused_on_a_tensors_remote(
     listing = json.dumps([{"md5": oid, "relpath": relpath}], sort_keys=True).encode()
     dir_oid = hashlib.md5(listing).hexdigest() + ".dir"
     for data, name in ((payload, oid), (listing, dir_oid)):
-        path = dvcstore.cache_file(repo, name)
+        path = dvctensors.cache_file(repo, name)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
         os.chmod(path, 0o444)
@@ -782,7 +782,7 @@ def test_a_push_from_a_corrupt_cache_object_never_stores_a_recipe_of_other_bytes
     repo: Path, cli: Callable[..., Any], tmp_path: Path
 ) -> None:
     store, md5s = tensors_repo(cli, repo, tmp_path, 2, push_last=False)
-    cached = dvcstore.cache_file(repo, md5s[1])
+    cached = dvctensors.cache_file(repo, md5s[1])
     os.chmod(cached, 0o644)
     data = bytearray(cached.read_bytes())
     data[-100] ^= 0xFF  # a bit flip on disk after mvc add
@@ -851,7 +851,7 @@ def test_a_hand_edited_tensor_index_stops_a_partial_pull_with_its_fix(repo: Path
 def test_git_checkout_while_a_pull_rebuilds(repo: Path, cli: Callable[..., Any], tmp_path: Path) -> None:
     store, md5s = tensors_repo(cli, repo, tmp_path, 2)
     other = clone(repo, tmp_path / "clone")
-    proc = paused(other, "mvc.dvcstore:adopt_cache_file", "pull", markers=tmp_path / "m")
+    proc = paused(other, "mvc.dvctensors:adopt_cache_file", "pull", markers=tmp_path / "m")
     git(other, "checkout", "-q", "HEAD~1")  # the pointer now names v1
     code, out, err = resume(proc, tmp_path / "m")
     state = _head_file(other).exists() and md5_of(_head_file(other))

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import mvc
-from mvc import tensorstore
+from mvc import dvctensors, tensorstore
 from mvc.errors import IntegrityError
 from tests import test_cloud_remotes as cloud
 from tests.conftest import assert_one_line_error, git
@@ -305,9 +305,9 @@ def test_pull_without_any_local_base_walks_the_whole_chain_in_stages(
     assert again.exit_code == 0 and again.stdout.startswith("pushed 0 objects"), again.stdout
     assert pulled.exit_code == 0, pulled.stderr
     assert hashlib.md5((other / "models" / "net.safetensors").read_bytes()).hexdigest() == md5s[3]
-    assert hashlib.md5(mvc.dvcstore.cache_file(other, md5s[3]).read_bytes()).hexdigest() == md5s[3]
+    assert hashlib.md5(dvctensors.cache_file(other, md5s[3]).read_bytes()).hexdigest() == md5s[3]
     assert not [p for p in (other / ".dvc" / "tmp" / "mvc-chunks").rglob("*") if p.is_file()], "the chunk cache is emptied"
-    assert not [p for p in mvc.dvcstore.cache_file(other, md5s[3]).parent.iterdir() if p.name.startswith(".mvc-rebuild")]
+    assert not [p for p in dvctensors.cache_file(other, md5s[3]).parent.iterdir() if p.name.startswith(".mvc-rebuild")]
 
 
 # ---------------------------------------------------------------------------- bad input
@@ -550,7 +550,7 @@ def test_pull_tensors_writes_a_partial_safetensors_file_from_their_chunks_only(
     from safetensors.numpy import load_file
 
     md5s, other = pushed_clone(cli, repo, tmp_path, bucket, count=2)
-    whole = load_file(str(mvc.dvcstore.cache_file(repo, md5s[1])))
+    whole = load_file(str(dvctensors.cache_file(repo, md5s[1])))
     stored_bytes = sum(bucket.fs().du(f"{bucket.prefix}/mvc/chunks", total=False).values())
 
     part = cli("pull", "net@v2", "--tensors", "enc.*", "--json", cwd=other)
