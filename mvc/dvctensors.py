@@ -12,7 +12,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from mvc.dvcstore import _named_remote, _quiet, _remote_ref, _repo, _translate, _VerifiedLog, remotes
+from mvc.dvcremotes import remotes
+from mvc.dvcstore import _named_remote, _quiet, _remote_ref, _repo, _translate, _VerifiedLog
 from mvc.errors import MissingObjectError, MvcError, RemoteError, counted
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mvc import dvcstore, gitstore, hooks, settings, tensorsync, versioning, workspace
+from mvc import dvcremotes, dvcstore, gitstore, hooks, settings, tensorsync, versioning, workspace
 from mvc.errors import ConflictError, UsageError
 
 
@@ -68,12 +68,12 @@ def init(path: Path, *, git: bool, remote: str | None) -> InitResult:
     created_settings = not settings.is_mvc_repo(root)
     if created_settings:
         settings.save(root, settings.Settings())
-    existing = dvcstore.remotes(root)
+    existing = dvcremotes.remotes(root)
     if not existing:
         target = Path(remote).expanduser().resolve() if remote else workspace.default_remote_dir(root)
         target.mkdir(parents=True, exist_ok=True)
         name, url = "local", str(target)
-        dvcstore.add_remote(root, name, url, default=True)
+        dvcremotes.add_remote(root, name, url, default=True)
     else:
         default = next((r for r in existing if r.default), existing[0])
         name, url = default.name, default.url
@@ -105,7 +105,7 @@ def remotes(ws: workspace.Workspace) -> list[Remote]:
             secrets=r.secrets,
             layout=tensorsync.layout(ws.root, r.name),
         )
-        for r in dvcstore.remotes(ws.root)
+        for r in dvcremotes.remotes(ws.root)
     ]
 
 
@@ -129,7 +129,7 @@ def add_remote(
     """
     if layout not in tensorsync.LAYOUTS:
         raise UsageError(f"unknown layout {layout!r}", hint="use --layout full or --layout tensors")
-    dvcstore.add_remote(ws.root, name, url, options=dict(options) if options is not None else None, default=default, force=force)
+    dvcremotes.add_remote(ws.root, name, url, options=dict(options) if options is not None else None, default=default, force=force)
     versioning.stage_config(ws.root)
     before = _settings_bytes(ws)
     tensorsync.set_layout(ws.root, name, layout)
@@ -144,18 +144,18 @@ def _settings_bytes(ws: workspace.Workspace) -> bytes | None:
 
 
 def set_default_remote(ws: workspace.Workspace, name: str) -> None:
-    dvcstore.set_default_remote(ws.root, name)
+    dvcremotes.set_default_remote(ws.root, name)
     versioning.stage_config(ws.root)
 
 
 def remove_remote(ws: workspace.Workspace, name: str) -> None:
-    dvcstore.remove_remote(ws.root, name)
+    dvcremotes.remove_remote(ws.root, name)
     versioning.stage_config(ws.root)
 
 
 def modify_remote(ws: workspace.Workspace, name: str, option: str, value: str | None, *, local: bool) -> RemoteOption:
     """Set (``value=None``: unset) one option; secrets and ``local`` ones go to ``.dvc/config.local``."""
-    written = dvcstore.modify_remote(ws.root, name, option, value, local=local)
+    written = dvcremotes.modify_remote(ws.root, name, option, value, local=local)
     if written == ".dvc/config":
         versioning.stage_config(ws.root)
     return RemoteOption(remote=name, option=option, file=written, unset=value is None)

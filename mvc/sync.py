@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from mvc import dvcintegrity, dvcpush, dvcstore, gitstore, history, pointer, rollback, tensordirs, tensorspace, tensorsync
+from mvc import dvcintegrity, dvcpush, dvcremotes, dvcstore, gitstore, history, pointer, rollback, tensordirs, tensorspace, tensorsync
 from mvc.errors import ConflictError, IntegrityError, MissingObjectError, RemoteError, RemoteNotFoundError, UsageError
 from mvc.pointer import Pointer
 from mvc.progress import Progress, models_label
@@ -35,7 +35,7 @@ def remote_name(ws: Workspace, remote: str | None) -> str:
     Raises:
         RemoteNotFoundError: no such remote / no default remote.
     """
-    configured = {r.name: r for r in dvcstore.remotes(ws.root)}
+    configured = {r.name: r for r in dvcremotes.remotes(ws.root)}
     if remote is not None:
         if remote not in configured:
             names = ", ".join(sorted(configured)) or "none"
