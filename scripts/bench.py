@@ -242,21 +242,38 @@ def _timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float
     return seconds, rss
 
 
+# Forks and waits for the measured command from a small process: a child forked from a big
+# one (bench_tensors holds checkpoints) counts the parent's pages in its peak RSS until exec.
+_LAUNCH = """
+import os, sys, time
+out, cmd = sys.argv[1], sys.argv[2:]
+start = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execv(cmd[0], cmd)
+    finally:
+        os._exit(127)
+_, status, usage = os.wait4(pid, 0)
+with open(out, "w") as f:
+    f.write(f"{time.perf_counter() - start} {usage.ru_maxrss} {usage.ru_utime + usage.ru_stime} {os.waitstatus_to_exitcode(status)}")
+"""
+
+
 def _measured(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float, float]:
     """Run ``cmd``; return (seconds, peak RSS in MiB, CPU seconds) of its own process tree only.
 
-    ``os.wait4`` on the direct child: its usage includes the children it waited for
+    ``os.wait4`` on the command's process: its usage includes the children it waited for
     (git, ...), and nothing of this script or of any other process on the machine.
     """
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    err = proc.stderr.read().decode() if proc.stderr else ""
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {err.strip()[-400:]}")
-    return elapsed, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
+    with tempfile.TemporaryDirectory(prefix="mvc-bench-measured-") as tmp:
+        report = Path(tmp) / "report"
+        proc = subprocess.run([sys.executable, "-c", _LAUNCH, str(report), *cmd], cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        fields = report.read_text().split() if report.exists() else ["0", "0", "0", str(proc.returncode)]
+    elapsed, rss_kib, cpu, code = float(fields[0]), int(fields[1]), float(fields[2]), int(fields[3])
+    if code != 0 or proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({code}): {proc.stderr.strip()[-400:]}")
+    return elapsed, rss_kib / 1024, cpu
 
 
 def bench_wire(work: Path, env: dict[str, str], size: int, files: int, reps: int = 2) -> list[Row]:
