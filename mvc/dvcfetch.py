@@ -22,10 +22,8 @@ from mvc.dvcstore import (
     _named_remote,
     _object_ids_in,
     _progress_hook,
-    _quiet,
-    _register_cache,
-    _remote_ref,
     _repo,
+    _repo_at,
     _translate,
     _tree_entries,
     _unsafe_relpath,
@@ -69,48 +67,34 @@ def fetch_version(
             listing names a path outside the directory (``label`` names the version).
         RemoteError: the remote refused or could not be reached.
     """
-    from dvc.repo import Repo
     from dvc_data.hashfile.hash_info import HashInfo
 
-    opened: list[Repo] = []
-    with _quiet() as captured:
-        try:
-            config = {"cache": {"dir": os.fspath(cache_dir)}}
-            with Repo(os.fspath(git_root), rev=rev, config=config) as repo:
-                opened.append(repo)
-                _register_cache(repo)
-                name, url = _named_remote(repo, remote)
-                odb = repo.cache.local
-                meter = ByteMeter(progress, label or md5[:8], _fetch_bytes(repo, name, {md5: size})) if progress else None
-                with _progress_hook(meter):
-                    _engine_fetch(repo, name, [md5], jobs=jobs, progress=meter)
-                    with _verified_download(repo, name, [md5]):
-                        if not odb.exists(md5):  # the engine brought what an S3 / GCS remote holds
-                            repo.cloud.pull([HashInfo("md5", md5)], jobs=jobs, remote=name)
-                        if md5.endswith(".dir") and odb.exists(md5) and _hash_matches(odb, md5):
-                            entry = _unsafe_relpath(_tree_entries(odb, md5) or [])
-                            if entry is not None:
-                                raise unsafe_listing_error(label or f"object {md5[:8]}", md5, entry)
-                        # A .dir listing arrives alone; the files it names are a second transfer.
-                        files = [HashInfo("md5", oid) for oid in _object_ids_in(odb, md5)[1:] if not odb.exists(oid)]
-                        if files:
-                            repo.cloud.pull(files, jobs=jobs, remote=name)
-                if not all(odb.exists(oid) for oid in _object_ids_in(odb, md5)):
-                    raise MissingObjectError(
-                        f"the weights {md5[:8]} are not in {_where(name, url)}",
-                        hint="push them from the machine that added them (`mvc push`)",
-                    )
-                if meter is not None:
-                    meter.finish()
-                _export_from(odb, md5, dest, verify=False)
-                return name
-        except MvcError:
-            raise
-        except KeyboardInterrupt:
-            raise
-        except Exception as exc:
-            failed, where = _remote_ref(opened[0] if opened else None, remote)
-            raise _translate(exc, captured, failed, where) from exc
+    with _repo_at(git_root, rev, remote, cache_dir=cache_dir) as repo:
+        name, url = _named_remote(repo, remote)
+        odb = repo.cache.local
+        meter = ByteMeter(progress, label or md5[:8], _fetch_bytes(repo, name, {md5: size})) if progress else None
+        with _progress_hook(meter):
+            _engine_fetch(repo, name, [md5], jobs=jobs, progress=meter)
+            with _verified_download(repo, name, [md5]):
+                if not odb.exists(md5):  # the engine brought what an S3 / GCS remote holds
+                    repo.cloud.pull([HashInfo("md5", md5)], jobs=jobs, remote=name)
+                if md5.endswith(".dir") and odb.exists(md5) and _hash_matches(odb, md5):
+                    entry = _unsafe_relpath(_tree_entries(odb, md5) or [])
+                    if entry is not None:
+                        raise unsafe_listing_error(label or f"object {md5[:8]}", md5, entry)
+                # A .dir listing arrives alone; the files it names are a second transfer.
+                files = [HashInfo("md5", oid) for oid in _object_ids_in(odb, md5)[1:] if not odb.exists(oid)]
+                if files:
+                    repo.cloud.pull(files, jobs=jobs, remote=name)
+        if not all(odb.exists(oid) for oid in _object_ids_in(odb, md5)):
+            raise MissingObjectError(
+                f"the weights {md5[:8]} are not in {_where(name, url)}",
+                hint="push them from the machine that added them (`mvc push`)",
+            )
+        if meter is not None:
+            meter.finish()
+        _export_from(odb, md5, dest, verify=False)
+        return name
 
 
 class RemoteAccess:

@@ -582,6 +582,28 @@ def _repo(root: Path, remote: str | None = None) -> Iterator[Repo]:
             raise _translate(exc, captured, name, url) from exc
 
 
+@contextlib.contextmanager
+def _repo_at(git_root: Path, rev: str, remote: str | None, *, cache_dir: Path) -> Iterator[Repo]:
+    """:func:`_repo` for a clone without a work tree (``mvc get``): DVC reads the repository
+    at ``rev`` from git, with the private cache ``cache_dir``."""
+    from dvc.repo import Repo
+
+    opened: list[Repo] = []
+    with _quiet() as captured:
+        try:
+            with Repo(os.fspath(git_root), rev=rev, config={"cache": {"dir": os.fspath(cache_dir)}}) as repo:
+                opened.append(repo)
+                _register_cache(repo)
+                yield repo
+        except MvcError:
+            raise
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:
+            name, url = _remote_ref(opened[0] if opened else None, remote)
+            raise _translate(exc, captured, name, url) from exc
+
+
 # ---- what crosses a remote: kept remote copies, verified cache objects, safe listings (issue 14)
 
 # Paths of the local caches of the repositories mvc opened: DVC's local object stores

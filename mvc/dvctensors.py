@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mvc.dvcremotes import remotes
-from mvc.dvcstore import _named_remote, _quiet, _remote_ref, _repo, _translate, _VerifiedLog
+from mvc.dvcstore import _named_remote, _repo, _repo_at, _translate, _VerifiedLog
 from mvc.errors import MissingObjectError, MvcError, RemoteError, counted
 
 
@@ -83,23 +83,10 @@ def remote_root_at(git_root: Path, rev: str, remote: str | None, *, cache_dir: P
     Raises:
         NotARepoError: no DVC set-up at ``rev``. RemoteNotFoundError: no such remote.
     """
-    from dvc.repo import Repo
-
-    opened: list[Repo] = []
-    with _quiet() as captured:
-        try:
-            with Repo(os.fspath(git_root), rev=rev, config={"cache": {"dir": os.fspath(cache_dir)}}) as repo:
-                opened.append(repo)
-                name, url = _named_remote(repo, remote)
-                odb = repo.cloud.get_remote_odb(name, "push")
-                return odb.fs.fs, _odb_root(odb), odb.fs.protocol == "local", name, url
-        except MvcError:
-            raise
-        except KeyboardInterrupt:
-            raise
-        except Exception as exc:
-            failed, where = _remote_ref(opened[0] if opened else None, remote)
-            raise _translate(exc, captured, failed, where) from exc
+    with _repo_at(git_root, rev, remote, cache_dir=cache_dir) as repo:
+        name, url = _named_remote(repo, remote)
+        odb = repo.cloud.get_remote_odb(name, "push")
+        return odb.fs.fs, _odb_root(odb), odb.fs.protocol == "local", name, url
 
 
 def remote_failure_at(exc: BaseException, remote: str, url: str | None) -> MvcError:
