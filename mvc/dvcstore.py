@@ -15,7 +15,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -560,38 +560,41 @@ _held: dict[Path, Repo] = {}
 @contextlib.contextmanager
 def _repo(root: Path, remote: str | None = None) -> Iterator[Repo]:
     """Open the DVC repo at ``root`` with logging silenced and errors translated."""
-    held = _held.get(root)
-    opened: list[Repo] = [held] if held is not None else []
-    with _quiet() as captured:
-        try:
-            if held is not None:
-                yield held
-                return
-            from dvc.repo import Repo
 
-            with Repo(os.fspath(root)) as repo:
-                opened.append(repo)
-                _register_cache(repo)
-                yield repo
-        except MvcError:
-            raise
-        except KeyboardInterrupt:
-            raise
-        except Exception as exc:
-            name, url = _remote_ref(opened[0] if opened else None, remote)
-            raise _translate(exc, captured, name, url) from exc
+    def repo_at_root() -> Repo:
+        from dvc.repo import Repo
+
+        return Repo(os.fspath(root))
+
+    with _opened(repo_at_root, remote, held=_held.get(root)) as repo:
+        yield repo
 
 
 @contextlib.contextmanager
 def _repo_at(git_root: Path, rev: str, remote: str | None, *, cache_dir: Path) -> Iterator[Repo]:
     """:func:`_repo` for a clone without a work tree (``mvc get``): DVC reads the repository
     at ``rev`` from git, with the private cache ``cache_dir``."""
-    from dvc.repo import Repo
 
-    opened: list[Repo] = []
+    def repo_at_rev() -> Repo:
+        from dvc.repo import Repo
+
+        return Repo(os.fspath(git_root), rev=rev, config={"cache": {"dir": os.fspath(cache_dir)}})
+
+    with _opened(repo_at_rev, remote) as repo:
+        yield repo
+
+
+@contextlib.contextmanager
+def _opened(open_repo: Callable[[], Repo], remote: str | None, *, held: Repo | None = None) -> Iterator[Repo]:
+    """The one place a DVC repo is opened (``held``: one already open under :func:`session`):
+    DVC's logging silenced, its cache registered, every error it raises translated."""
+    opened: list[Repo] = [held] if held is not None else []
     with _quiet() as captured:
         try:
-            with Repo(os.fspath(git_root), rev=rev, config={"cache": {"dir": os.fspath(cache_dir)}}) as repo:
+            if held is not None:
+                yield held
+                return
+            with open_repo() as repo:
                 opened.append(repo)
                 _register_cache(repo)
                 yield repo
